@@ -1,1 +1,17 @@
-//! placeholder
+//! etcd-monitor: watch etcd clusters, decide whether each is healthy and why,
+//! keep history, alert, serve an API and dashboard, benchmark, and operate
+//! clusters safely.
+//!
+//! The binary (`etcd-monitor`) only parses flags and wires these modules:
+//!
+//! - [`config`]: the YAML file, `ETCD_MONITOR_*` variables and flags, checked together;
+//! - [`connection`]: endpoints, timeouts, TLS and credentials shared by every command;
+//! - [`logging`] and [`lifecycle`]: log output, graceful shutdown;
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod lifecycle;
+pub mod logging;

@@ -1,1 +1,98 @@
-fn main() {}
+//! The `etcd-monitor` binary: parses flags and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use etcd_monitor::cli::{Cli, Command, ConfigCommand, GlobalArgs};
+use etcd_monitor::{config, lifecycle::Lifecycle, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
+        Some(Command::Status(_)) => not_built("status"),
+        Some(Command::Bench(_)) => not_built("bench"),
+        Some(Command::Ctl(_)) => not_built("ctl"),
+        Some(Command::Demo(args)) => {
+            with_runtime(&cli.global, None, |_config, lifecycle| async move {
+                etcd_monitor::demo::run(usize::from(args.members), &lifecycle).await
+            })
+        }
+        Some(Command::Run(run)) => run_monitor(&cli.global, &run),
+        None => run_monitor(&cli.global, &cli.run),
+    }
+}
+
+fn config_check(global: &GlobalArgs, file: std::path::PathBuf) -> ExitCode {
+    let global = GlobalArgs {
+        config: Some(file),
+        log_level: global.log_level.clone(),
+        log_format: global.log_format,
+    };
+    match etcd_monitor::cli::load_config(&global, None) {
+        Ok(config) => {
+            print!("{}", config::to_redacted_yaml(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_monitor(global: &GlobalArgs, run: &etcd_monitor::cli::RunArgs) -> ExitCode {
+    match etcd_monitor::cli::load_config(global, Some(run)) {
+        Ok(_) => not_built("run"),
+        Err(errors) => {
+            eprint!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn not_built(what: &str) -> ExitCode {
+    eprintln!("etcd-monitor {what}: not built yet");
+    ExitCode::from(2)
+}
+
+/// Loads the configuration, installs logging, and runs `body` on a runtime.
+fn with_runtime<F, Fut>(
+    global: &GlobalArgs,
+    run: Option<&etcd_monitor::cli::RunArgs>,
+    body: F,
+) -> ExitCode
+where
+    F: FnOnce(config::Config, Lifecycle) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match etcd_monitor::cli::load_config(global, run) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = logging::init(&config.logging.level, config.logging.format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let lifecycle = Lifecycle::new();
+    match runtime.block_on(body(config, lifecycle)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -20,8 +20,8 @@
 //! # Ok(()) }
 //! ```
 
-mod process;
 mod ports;
+mod process;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -244,10 +244,16 @@ impl EtcdCluster {
         for _ in 0..3 {
             match Self::start_once(opts.clone()).await {
                 Ok(cluster) => return Ok(cluster),
-                Err(Error::MemberExited { name, status, log_tail })
-                    if log_tail.contains("address already in use") =>
-                {
-                    last_err = Some(Error::MemberExited { name, status, log_tail });
+                Err(Error::MemberExited {
+                    name,
+                    status,
+                    log_tail,
+                }) if log_tail.contains("address already in use") => {
+                    last_err = Some(Error::MemberExited {
+                        name,
+                        status,
+                        log_tail,
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -288,13 +294,22 @@ impl EtcdCluster {
             .prefix("etcd-testkit-")
             .tempdir()
             .map_err(|e| Error::Io("creating a temporary directory".into(), e))?;
-        let tls = if opts.tls { Some(TlsFiles::generate(dir.path())?) } else { None };
+        let tls = if opts.tls {
+            Some(TlsFiles::generate(dir.path())?)
+        } else {
+            None
+        };
         let token = format!("testkit-{}-{}", std::process::id(), dir_suffix(dir.path()));
         let ports = ports::free_ports(opts.members * 3)?;
         let scheme = if opts.tls { "https" } else { "http" };
         let mut members = Vec::with_capacity(opts.members);
         for i in 0..opts.members {
-            members.push(new_member_info(dir.path(), i, scheme, &ports[i * 3..i * 3 + 3]));
+            members.push(new_member_info(
+                dir.path(),
+                i,
+                scheme,
+                &ports[i * 3..i * 3 + 3],
+            ));
         }
         let initial_cluster = members
             .iter()
@@ -305,7 +320,11 @@ impl EtcdCluster {
             members: Mutex::new(
                 members
                     .into_iter()
-                    .map(|info| Member { args: Vec::new(), child: None, info })
+                    .map(|info| Member {
+                        args: Vec::new(),
+                        child: None,
+                        info,
+                    })
                     .collect(),
             ),
             opts,
@@ -401,7 +420,10 @@ impl EtcdCluster {
             .try_clone()
             .map_err(|e| Error::Io(format!("opening {}", m.info.log_file.display()), e))?;
         let mut cmd = Command::new(&self.etcd_bin);
-        cmd.args(&m.args).stdin(Stdio::null()).stdout(log).stderr(log2);
+        cmd.args(&m.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
         // etcd reads ETCD_* variables as flags; keep the caller's out of it.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD") {
@@ -418,7 +440,10 @@ impl EtcdCluster {
 
     /// Client endpoints of every member, in member order.
     pub fn endpoints(&self) -> Vec<String> {
-        self.lock().iter().map(|m| m.info.client_url.clone()).collect()
+        self.lock()
+            .iter()
+            .map(|m| m.info.client_url.clone())
+            .collect()
     }
 
     /// Client endpoint of member `i`.
@@ -428,7 +453,10 @@ impl EtcdCluster {
 
     /// Plain-HTTP metrics URLs of every member.
     pub fn metrics_urls(&self) -> Vec<String> {
-        self.lock().iter().map(|m| m.info.metrics_url.clone()).collect()
+        self.lock()
+            .iter()
+            .map(|m| m.info.metrics_url.clone())
+            .collect()
     }
 
     /// Every member's identity and state.
@@ -439,7 +467,10 @@ impl EtcdCluster {
     /// One member's identity and state.
     pub fn member(&self, i: usize) -> Result<MemberInfo, Error> {
         let members = self.lock();
-        members.get(i).map(|m| m.info.clone()).ok_or(Error::NoSuchMember(i, members.len()))
+        members
+            .get(i)
+            .map(|m| m.info.clone())
+            .ok_or(Error::NoSuchMember(i, members.len()))
     }
 
     /// The generated certificates of a TLS cluster.
@@ -493,12 +524,24 @@ impl EtcdCluster {
 
     /// Pauses member `i` with SIGSTOP: it keeps its sockets but answers nothing.
     pub fn pause(&self, i: usize) -> Result<(), Error> {
-        self.signal_member(i, libc::SIGSTOP, MemberState::Running, MemberState::Paused, "pause")
+        self.signal_member(
+            i,
+            libc::SIGSTOP,
+            MemberState::Running,
+            MemberState::Paused,
+            "pause",
+        )
     }
 
     /// Resumes a paused member with SIGCONT.
     pub fn resume(&self, i: usize) -> Result<(), Error> {
-        self.signal_member(i, libc::SIGCONT, MemberState::Paused, MemberState::Running, "resume")
+        self.signal_member(
+            i,
+            libc::SIGCONT,
+            MemberState::Paused,
+            MemberState::Running,
+            "resume",
+        )
     }
 
     fn signal_member(
@@ -519,7 +562,11 @@ impl EtcdCluster {
                 m.info.state = to;
                 Ok(())
             }
-            (state, _) => Err(Error::WrongState { name: m.info.name.clone(), state, action }),
+            (state, _) => Err(Error::WrongState {
+                name: m.info.name.clone(),
+                state,
+                action,
+            }),
         }
     }
 
@@ -528,7 +575,9 @@ impl EtcdCluster {
         let mut members = self.lock();
         let len = members.len();
         let m = members.get_mut(i).ok_or(Error::NoSuchMember(i, len))?;
-        let Some(mut child) = m.child.take() else { return Ok(()) };
+        let Some(mut child) = m.child.take() else {
+            return Ok(());
+        };
         if m.info.state == MemberState::Paused {
             let _ = process::signal(child.id(), libc::SIGCONT);
         }
@@ -598,7 +647,8 @@ impl EtcdCluster {
         member.info.id = added.member().map(|m| m.id()).unwrap_or(0);
         self.spawn_member(&mut member)?;
         self.lock().push(member);
-        self.wait_member_ready(index, self.opts.ready_timeout).await?;
+        self.wait_member_ready(index, self.opts.ready_timeout)
+            .await?;
         Ok(index)
     }
 
@@ -606,7 +656,9 @@ impl EtcdCluster {
     pub async fn leader_index(&self) -> Result<Option<usize>, Error> {
         let members = self.members();
         for m in members.iter().filter(|m| m.state == MemberState::Running) {
-            let Ok(mut c) = self.probe_client(&m.client_url).await else { continue };
+            let Ok(mut c) = self.probe_client(&m.client_url).await else {
+                continue;
+            };
             if let Ok(status) = c.status().await {
                 let leader = status.leader();
                 return Ok(members.iter().position(|m| m.id == leader && leader != 0));
@@ -630,7 +682,10 @@ impl EtcdCluster {
                 Err(detail) => detail,
             };
             if start.elapsed() > timeout {
-                return Err(Error::NotReady { waited: start.elapsed(), detail });
+                return Err(Error::NotReady {
+                    waited: start.elapsed(),
+                    detail,
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -650,7 +705,10 @@ impl EtcdCluster {
                 Err(e) => format!("{url}: {e}"),
             };
             if start.elapsed() > timeout {
-                return Err(Error::NotReady { waited: start.elapsed(), detail });
+                return Err(Error::NotReady {
+                    waited: start.elapsed(),
+                    detail,
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -658,14 +716,26 @@ impl EtcdCluster {
 
     async fn readiness(&self) -> Result<(), String> {
         let mut leader = None;
-        for m in self.members().iter().filter(|m| m.state == MemberState::Running) {
-            let mut client = self.probe_client(&m.client_url).await.map_err(|e| format!("{}: {e}", m.name))?;
-            let status = client.status().await.map_err(|e| format!("{}: {e}", m.name))?;
+        for m in self
+            .members()
+            .iter()
+            .filter(|m| m.state == MemberState::Running)
+        {
+            let mut client = self
+                .probe_client(&m.client_url)
+                .await
+                .map_err(|e| format!("{}: {e}", m.name))?;
+            let status = client
+                .status()
+                .await
+                .map_err(|e| format!("{}: {e}", m.name))?;
             match (status.leader(), leader) {
                 (0, _) => return Err(format!("{} has no leader yet", m.name)),
                 (l, None) => leader = Some(l),
                 (l, Some(prev)) if l != prev => {
-                    return Err(format!("members disagree on the leader ({prev:x} vs {l:x})"));
+                    return Err(format!(
+                        "members disagree on the leader ({prev:x} vs {l:x})"
+                    ));
                 }
                 _ => {}
             }
@@ -691,7 +761,9 @@ impl EtcdCluster {
     fn check_exited(&self) -> Result<(), Error> {
         let mut members = self.lock();
         for m in members.iter_mut() {
-            let Some(child) = m.child.as_mut() else { continue };
+            let Some(child) = m.child.as_mut() else {
+                continue;
+            };
             if let Ok(Some(status)) = child.try_wait() {
                 m.child = None;
                 m.info.pid = None;
@@ -767,7 +839,9 @@ fn find_etcd(explicit: Option<&Path>) -> Result<PathBuf, Error> {
         .or_else(|| std::env::var_os("ETCD_BIN").map(PathBuf::from))
         .or_else(|| {
             std::env::var_os("PATH").and_then(|path| {
-                std::env::split_paths(&path).map(|p| p.join("etcd")).find(|p| p.is_file())
+                std::env::split_paths(&path)
+                    .map(|p| p.join("etcd"))
+                    .find(|p| p.is_file())
             })
         })
         .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
@@ -787,7 +861,9 @@ fn scheme_of(url: &str) -> &str {
 }
 
 fn dir_suffix(dir: &Path) -> String {
-    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn tail(path: &Path, lines: usize) -> String {

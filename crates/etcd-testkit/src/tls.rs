@@ -40,8 +40,12 @@ impl TlsFiles {
 
         let mut server = CertificateParams::new(vec!["localhost".to_string()]).map_err(tls_err)?;
         server.distinguished_name = name("etcd-testkit server");
-        server.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        server.subject_alt_names.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         // etcd also uses its server certificate as a client certificate towards peers.
         server.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -74,10 +78,12 @@ impl TlsFiles {
 
     /// TLS options for etcd-client that trust the CA and present the client certificate.
     pub fn client_tls(&self) -> Result<etcd_client::TlsOptions, Error> {
-        Ok(self.client_tls_without_identity()?.identity(etcd_client::Identity::from_pem(
-            read(&self.client_cert_file)?,
-            read(&self.client_key_file)?,
-        )))
+        Ok(self
+            .client_tls_without_identity()?
+            .identity(etcd_client::Identity::from_pem(
+                read(&self.client_cert_file)?,
+                read(&self.client_key_file)?,
+            )))
     }
 
     /// TLS options that trust the CA but present no client certificate.

@@ -9,7 +9,9 @@ use etcd_testkit::{ClusterOptions, EtcdCluster, MemberState};
 
 async fn short_timeout_client(cluster: &EtcdCluster, timeout: Duration) -> Client {
     let opts = cluster.connect_options().unwrap().with_timeout(timeout);
-    Client::connect(cluster.endpoints(), Some(opts)).await.unwrap()
+    Client::connect(cluster.endpoints(), Some(opts))
+        .await
+        .unwrap()
 }
 
 /// Retries `put` for a few seconds: right after a kill the balanced channel may
@@ -47,7 +49,11 @@ async fn quorum_survives_one_kill_times_out_on_two_and_keeps_data_on_restart() {
     let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
     let members = cluster.members();
     assert_eq!(members.len(), 3);
-    assert!(members.iter().all(|m| m.id != 0 && m.state == MemberState::Running));
+    assert!(
+        members
+            .iter()
+            .all(|m| m.id != 0 && m.state == MemberState::Running)
+    );
     assert_eq!(cluster.endpoints().len(), 3);
 
     let mut client = short_timeout_client(&cluster, Duration::from_secs(2)).await;
@@ -58,7 +64,10 @@ async fn quorum_survives_one_kill_times_out_on_two_and_keeps_data_on_restart() {
     cluster.kill(leader).unwrap();
     assert_eq!(cluster.member(leader).unwrap().state, MemberState::Stopped);
     put_eventually(&mut client, "kit/after-one", "2").await;
-    assert_eq!(get_value(&mut client, "kit/after-one").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        get_value(&mut client, "kit/after-one").await.as_deref(),
+        Some(&b"2"[..])
+    );
     let new_leader = cluster.leader_index().await.unwrap().expect("a new leader");
     assert_ne!(new_leader, leader);
 
@@ -69,15 +78,24 @@ async fn quorum_survives_one_kill_times_out_on_two_and_keeps_data_on_restart() {
     let result = client.put("kit/no-quorum", "3", None).await;
     let took = started.elapsed();
     assert!(result.is_err(), "a write without quorum succeeded");
-    assert!(took < Duration::from_secs(4), "the write took {took:?} to fail");
+    assert!(
+        took < Duration::from_secs(4),
+        "the write took {took:?} to fail"
+    );
 
     // Restart both: the data is still there.
     cluster.restart(leader).await.unwrap();
     cluster.restart(second).await.unwrap();
     cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
     let mut fresh = cluster.client().await.unwrap();
-    assert_eq!(get_value(&mut fresh, "kit/before").await.as_deref(), Some(&b"1"[..]));
-    assert_eq!(get_value(&mut fresh, "kit/after-one").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        get_value(&mut fresh, "kit/before").await.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        get_value(&mut fresh, "kit/after-one").await.as_deref(),
+        Some(&b"2"[..])
+    );
     // "kit/no-quorum" is deliberately not checked: a write that timed out
     // has an unknown outcome. The surviving member may have appended the
     // proposal, which the restarted quorum then commits.
@@ -86,8 +104,13 @@ async fn quorum_survives_one_kill_times_out_on_two_and_keeps_data_on_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_stops_answers_and_resume_brings_them_back() {
     let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
-    let opts = cluster.connect_options().unwrap().with_timeout(Duration::from_millis(800));
-    let mut client = Client::connect(cluster.endpoints(), Some(opts)).await.unwrap();
+    let opts = cluster
+        .connect_options()
+        .unwrap()
+        .with_timeout(Duration::from_millis(800));
+    let mut client = Client::connect(cluster.endpoints(), Some(opts))
+        .await
+        .unwrap();
     client.put("k", "v", None).await.unwrap();
 
     cluster.pause(0).unwrap();
@@ -98,18 +121,26 @@ async fn pause_stops_answers_and_resume_brings_them_back() {
     assert!(started.elapsed() < Duration::from_secs(3));
 
     cluster.resume(0).unwrap();
-    assert_eq!(get_value(&mut client, "k").await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        get_value(&mut client, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
 
     // A graceful stop followed by a restart keeps the data too.
     cluster.stop(0, Duration::from_secs(10)).unwrap();
     cluster.restart(0).await.unwrap();
     let mut client = cluster.client().await.unwrap();
-    assert_eq!(get_value(&mut client, "k").await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        get_value(&mut client, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_cluster_needs_the_client_certificate() {
-    let cluster = EtcdCluster::start(ClusterOptions::new(1).client_cert_auth()).await.unwrap();
+    let cluster = EtcdCluster::start(ClusterOptions::new(1).client_cert_auth())
+        .await
+        .unwrap();
     let endpoint = cluster.endpoint(0).unwrap();
     assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
     let files = cluster.tls_files().unwrap();
@@ -129,15 +160,22 @@ async fn tls_cluster_needs_the_client_certificate() {
 
     // Metrics stay on plain HTTP for TLS-only client ports.
     let metrics = http_get(&cluster.member(0).unwrap().metrics_url);
-    assert!(metrics.contains("etcd_server_has_leader 1"), "no has_leader in metrics");
+    assert!(
+        metrics.contains("etcd_server_has_leader 1"),
+        "no has_leader in metrics"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_cluster_refuses_a_wrong_password_and_quota_is_applied() {
     let quota = 64 * 1024 * 1024;
-    let cluster = EtcdCluster::start(ClusterOptions::new(1).auth("s3cret").quota_backend_bytes(quota))
-        .await
-        .unwrap();
+    let cluster = EtcdCluster::start(
+        ClusterOptions::new(1)
+            .auth("s3cret")
+            .quota_backend_bytes(quota),
+    )
+    .await
+    .unwrap();
     let mut client = cluster.client().await.unwrap();
     client.put("a", "1", None).await.unwrap();
 
@@ -146,14 +184,30 @@ async fn auth_cluster_refuses_a_wrong_password_and_quota_is_applied() {
         .with_timeout(Duration::from_secs(2));
     let err = match Client::connect(cluster.endpoints(), Some(wrong)).await {
         Err(e) => e.to_string(),
-        Ok(mut c) => c.get("a", None).await.expect_err("wrong password accepted").to_string(),
+        Ok(mut c) => c
+            .get("a", None)
+            .await
+            .expect_err("wrong password accepted")
+            .to_string(),
     };
-    assert!(err.contains("authentication failed"), "unclear error: {err}");
+    assert!(
+        err.contains("authentication failed"),
+        "unclear error: {err}"
+    );
 
     let anonymous = ConnectOptions::new().with_timeout(Duration::from_secs(2));
-    let mut anon = Client::connect(cluster.endpoints(), Some(anonymous)).await.unwrap();
-    let err = anon.get("a", None).await.expect_err("anonymous read allowed").to_string();
-    assert!(err.contains("user name is empty") || err.contains("permission denied"), "{err}");
+    let mut anon = Client::connect(cluster.endpoints(), Some(anonymous))
+        .await
+        .unwrap();
+    let err = anon
+        .get("a", None)
+        .await
+        .expect_err("anonymous read allowed")
+        .to_string();
+    assert!(
+        err.contains("user name is empty") || err.contains("permission denied"),
+        "{err}"
+    );
 
     let metrics = http_get(&cluster.member(0).unwrap().metrics_url);
     let reported = metrics
@@ -172,7 +226,11 @@ async fn a_learner_joins_a_running_cluster() {
     let mut client = cluster.member_client(0).await.unwrap();
     let list = client.member_list().await.unwrap();
     assert_eq!(list.members().len(), 2);
-    let learner = list.members().iter().find(|m| m.is_learner()).expect("a learner");
+    let learner = list
+        .members()
+        .iter()
+        .find(|m| m.is_learner())
+        .expect("a learner");
     assert_eq!(learner.id(), cluster.member(1).unwrap().id);
     assert_eq!(learner.name(), "m1");
     // The learner replicates the leader's log.
@@ -186,8 +244,11 @@ async fn a_learner_joins_a_running_cluster() {
         if status.raft_applied_index() >= leader_index {
             break;
         }
-        assert!(Instant::now() < deadline, "the learner never caught up (revision {})",
-            put.header().unwrap().revision());
+        assert!(
+            Instant::now() < deadline,
+            "the learner never caught up (revision {})",
+            put.header().unwrap().revision()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -210,7 +271,11 @@ fn child_starts_a_cluster_and_exits_abruptly() {
 #[test]
 fn members_die_with_the_test_process() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_starts_a_cluster_and_exits_abruptly", "--nocapture"])
+        .args([
+            "--exact",
+            "child_starts_a_cluster_and_exits_abruptly",
+            "--nocapture",
+        ])
         .env("TESTKIT_ABRUPT_CHILD", "1")
         .output()
         .unwrap();
@@ -220,11 +285,19 @@ fn members_die_with_the_test_process() {
         .filter_map(|l| l.strip_prefix("PID "))
         .map(|p| p.trim().parse().unwrap())
         .collect();
-    assert_eq!(pids.len(), 2, "child output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        pids.len(),
+        2,
+        "child output: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     for pid in pids {
         while alive(pid) {
-            assert!(Instant::now() < deadline, "etcd pid {pid} outlived its test process");
+            assert!(
+                Instant::now() < deadline,
+                "etcd pid {pid} outlived its test process"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -233,7 +306,12 @@ fn members_die_with_the_test_process() {
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie waiting for init to reap it is dead for our purpose.
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

@@ -1,0 +1,291 @@
+//! The command line: flag definitions and the layer that turns flags into
+//! configuration overrides. `main.rs` only dispatches.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ClusterConfig, Config, LogFormat, Overrides, Source, TlsConfig};
+
+const EXAMPLES: &str = "\
+Examples:
+  etcd-monitor demo                                   local 3-member cluster to try things on
+  etcd-monitor run --config monitor.yaml              the daemon: collectors, alerts, API, dashboard
+  etcd-monitor --endpoints=localhost:2379 --api-port=8080
+  etcd-monitor status --endpoints 10.0.0.1:2379,10.0.0.2:2379 -w json
+  etcd-monitor config check monitor.yaml              validate a configuration file
+
+Configuration: YAML file (--config or ETCD_MONITOR_CONFIG), then ETCD_MONITOR_* variables
+(ETCD_MONITOR_MONITORING__HEALTH_CHECK_INTERVAL=5s), then flags. See config.example.yaml.";
+
+/// Monitor, alert on, benchmark and operate etcd clusters.
+#[derive(Debug, Parser)]
+#[command(name = "etcd-monitor", version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Options every command understands.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `run`'s flags, accepted without the subcommand too.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (YAML).
+    #[arg(long, global = true, env = "ETCD_MONITOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log level or filter: trace, debug, info, warn, error.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the monitor daemon (the default).
+    Run(RunArgs),
+    /// Start a local 3-member etcd cluster and run the monitor against it.
+    Demo(DemoArgs),
+    /// One-shot health verdict; exit 0 healthy, 1 degraded, 2 unavailable.
+    Status(PendingArgs),
+    /// Benchmark a cluster.
+    Bench(PendingArgs),
+    /// etcdctl-style operations with safety checks.
+    Ctl(PendingArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate FILE: print every error with its key path (exit 1), or the
+    /// effective configuration with secrets redacted (exit 0).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// Flags of `run`.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Endpoints of a single cluster, comma-separated (overrides the file).
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    pub endpoints: Vec<String>,
+    /// Port of the API and dashboard (keeps the host of api.listen).
+    #[arg(long, value_name = "PORT")]
+    pub api_port: Option<u16>,
+    /// Address of the API and dashboard, host:port (overrides api.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+/// Flags of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of etcd members.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub members: u8,
+    /// Port of the API and dashboard.
+    #[arg(long, value_name = "PORT")]
+    pub api_port: Option<u16>,
+}
+
+/// Arguments of a command whose implementation has not landed yet.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// Arguments for the command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// Connection flags shared by the commands that talk to one cluster, named
+/// like etcdctl's.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ConnArgs {
+    /// Endpoints, comma-separated (default: the configured cluster, else 127.0.0.1:2379).
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub endpoints: Vec<String>,
+    /// Cluster to use from --config (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Dial timeout, e.g. 2s.
+    #[arg(long, value_parser = config::duration::parse, value_name = "DURATION")]
+    pub dial_timeout: Option<Duration>,
+    /// Timeout of one request, e.g. 5s.
+    #[arg(long, alias = "request-timeout", value_parser = config::duration::parse, value_name = "DURATION")]
+    pub command_timeout: Option<Duration>,
+    /// CA bundle to verify the members' certificates.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client certificate key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Server name to verify instead of the endpoint host.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// User name, or USER:PASSWORD as etcdctl takes it.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub user: Option<String>,
+    /// Password (prefer --password-file or ETCDCTL_PASSWORD).
+    #[arg(long, env = "ETCDCTL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// File whose first line is the password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// The cluster to talk to: the configured one (by `--cluster`, or the
+    /// first) with these flags on top, or the flags alone.
+    pub fn cluster_config(&self, config: Option<&Config>) -> Result<ClusterConfig, String> {
+        let mut cluster = match (config, &self.cluster) {
+            (Some(c), Some(name)) => c
+                .clusters
+                .iter()
+                .find(|x| &x.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let names: Vec<&str> = c.clusters.iter().map(|x| x.name.as_str()).collect();
+                    format!(
+                        "--cluster {name:?} is not in the configuration (clusters: {})",
+                        names.join(", ")
+                    )
+                })?,
+            (Some(c), None) => c.clusters.first().cloned().unwrap_or_default(),
+            (None, Some(name)) => return Err(format!("--cluster {name:?} needs --config FILE")),
+            (None, None) => ClusterConfig::default(),
+        };
+        if !self.endpoints.is_empty() {
+            cluster.endpoints = self.endpoints.clone();
+        }
+        if let Some(d) = self.dial_timeout {
+            cluster.dial_timeout = d;
+        }
+        if let Some(d) = self.command_timeout {
+            cluster.request_timeout = d;
+        }
+        if self.cacert.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.server_name.is_some()
+        {
+            let tls = cluster.tls.get_or_insert_with(TlsConfig::default);
+            tls.ca_file = self.cacert.clone().or(tls.ca_file.take());
+            tls.cert_file = self.cert.clone().or(tls.cert_file.take());
+            tls.key_file = self.key.clone().or(tls.key_file.take());
+            tls.server_name = self.server_name.clone().or(tls.server_name.take());
+        }
+        if let Some(user) = &self.user {
+            match user.split_once(':') {
+                Some((u, p)) => {
+                    cluster.username = Some(u.to_string());
+                    cluster.password = Some(p.to_string());
+                    cluster.password_file = None;
+                }
+                None => cluster.username = Some(user.clone()),
+            }
+        }
+        if let Some(p) = &self.password {
+            cluster.password = Some(p.clone());
+            cluster.password_file = None;
+        }
+        if let Some(f) = &self.password_file {
+            cluster.password_file = Some(f.clone());
+            cluster.password = None;
+        }
+        let one = Config {
+            clusters: vec![cluster.clone()],
+            ..Config::default()
+        };
+        let problems: Vec<String> = one
+            .problems()
+            .into_iter()
+            .filter(|(path, _)| path.starts_with("clusters"))
+            .map(|(path, msg)| format!("{}: {msg}", path.replacen("clusters[0].", "", 1)))
+            .collect();
+        if problems.is_empty() {
+            Ok(cluster)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Builds the override layers: environment variables, then the flags given.
+pub fn overrides(
+    global: &GlobalArgs,
+    run: Option<&RunArgs>,
+    env: Vec<(String, String)>,
+) -> Overrides {
+    let mut out = config::env_overrides(env);
+    let mut flags = Overrides::new();
+    if let Some(level) = &global.log_level {
+        flags.set(
+            Source::Flag("--log-level".into()),
+            "logging.level",
+            level.clone().into(),
+        );
+    }
+    if let Some(format) = global.log_format {
+        let text = match format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        flags.set(
+            Source::Flag("--log-format".into()),
+            "logging.format",
+            text.into(),
+        );
+    }
+    if let Some(run) = run {
+        if !run.endpoints.is_empty() {
+            flags.endpoints(Source::Flag("--endpoints".into()), run.endpoints.clone());
+        }
+        if let Some(listen) = &run.listen {
+            flags.set(
+                Source::Flag("--listen".into()),
+                "api.listen",
+                listen.clone().into(),
+            );
+        }
+    }
+    out.extend(flags);
+    out
+}
+
+/// Loads the configuration for a command: file (if any), environment, flags.
+pub fn load_config(
+    global: &GlobalArgs,
+    run: Option<&RunArgs>,
+) -> Result<Config, config::ConfigErrors> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = config::load(global.config.as_deref(), &overrides(global, run, env))?;
+    if let Some(port) = run.and_then(|r| r.api_port) {
+        // `--api-port` keeps the configured host (validated by `load`).
+        if let Ok(mut addr) = config.api.listen.parse::<std::net::SocketAddr>() {
+            addr.set_port(port);
+            config.api.listen = addr.to_string();
+        }
+    }
+    Ok(config)
+}

@@ -1,0 +1,105 @@
+//! Configuration: one YAML file, then `ETCD_MONITOR_*` environment variables,
+//! then command-line flags, in rising precedence.
+//!
+//! Every layer is merged into one YAML tree before it is checked, so an error
+//! always names the key path and where the bad value came from (the file, an
+//! environment variable or a flag). Loading never stops at the first problem:
+//! [`load`] returns every error it finds, which `etcd-monitor config check`
+//! prints.
+
+pub mod duration;
+mod layers;
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use layers::{Overrides, env_overrides};
+pub use schema::*;
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The YAML file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+    /// Built-in defaults (no file given).
+    Defaults,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+            Source::Defaults => f.write_str("defaults"),
+        }
+    }
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the value came from.
+    pub source: Source,
+    /// Key path such as `clusters[0].dial_timeout`; empty for the whole file.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.source, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.source, self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} configuration error{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads the configuration from `file` (or defaults when `None`), applies
+/// `overrides` (environment variables, then flags) and validates the result.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    layers::load(file, overrides)
+}
+
+/// Prints the configuration as YAML with secrets redacted.
+pub fn to_redacted_yaml(config: &Config) -> String {
+    let mut shown = config.clone();
+    for c in &mut shown.clusters {
+        if c.password.is_some() {
+            c.password = Some(REDACTED.to_string());
+        }
+    }
+    serde_yaml_ng::to_string(&shown)
+        .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
+}
+
+/// What secrets are replaced with when shown.
+pub const REDACTED: &str = "<redacted>";

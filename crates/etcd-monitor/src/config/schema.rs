@@ -1,0 +1,332 @@
+//! The configuration's shape, defaults and semantic checks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The etcd clusters to watch.
+    pub clusters: Vec<ClusterConfig>,
+    /// Collection intervals.
+    pub monitoring: MonitoringConfig,
+    /// The HTTP server (REST API, `/metrics`, dashboard).
+    pub api: ApiConfig,
+    /// Where history is kept.
+    pub storage: StorageConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            clusters: vec![ClusterConfig::default()],
+            monitoring: MonitoringConfig::default(),
+            api: ApiConfig::default(),
+            storage: StorageConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+/// How to reach one etcd cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Name used in the API, metrics labels and alerts.
+    pub name: String,
+    /// Client URLs (`http://host:2379`, `https://...`; a bare `host:port`
+    /// means http, or https when `tls` is set).
+    pub endpoints: Vec<String>,
+    /// How long to wait for a connection to an endpoint.
+    #[serde(with = "duration")]
+    pub dial_timeout: Duration,
+    /// How long one request may take.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Client TLS; absent for plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// etcd user name (auth enabled clusters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password in clear; prefer `password_file` or the environment variable
+    /// `ETCD_MONITOR_CLUSTERS__<N>__PASSWORD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// File whose first line is the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Refuse answers from members that have lost their leader.
+    pub require_leader: bool,
+    /// Per-member Prometheus metrics URL, keyed by member name or client
+    /// endpoint, for clusters whose client port is TLS-only.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics_urls: BTreeMap<String, String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: "default".into(),
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            dial_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            tls: None,
+            username: None,
+            password: None,
+            password_file: None,
+            require_leader: true,
+            metrics_urls: BTreeMap::new(),
+        }
+    }
+}
+
+/// Client TLS files.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA bundle that signed the members' certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for client-cert auth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify in the server certificate instead of the endpoint's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// Collection intervals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// How often each cluster's health is evaluated.
+    #[serde(with = "duration")]
+    pub health_check_interval: Duration,
+    /// How often probes run and member metrics are scraped.
+    #[serde(with = "duration")]
+    pub metrics_interval: Duration,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            health_check_interval: Duration::from_secs(10),
+            metrics_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address, `host:port`.
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// The history store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` (default) or `postgres://user@host/db`.
+    pub url: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: "sqlite://./etcd-monitor.db".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `trace`, `debug`, `info`, `warn`, `error`, or a tracing filter such
+    /// as `info,etcd_monitor=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Semantic checks that serde cannot express. Returns `(key path, message)` pairs.
+    pub(crate) fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.clusters.is_empty() {
+            out.push(("clusters".into(), "at least one cluster is required".into()));
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            let at = |key: &str| format!("clusters[{i}].{key}");
+            if c.name.trim().is_empty() {
+                out.push((at("name"), "must not be empty".into()));
+            }
+            if self.clusters.iter().take(i).any(|o| o.name == c.name) {
+                out.push((at("name"), format!("duplicate cluster name {:?}", c.name)));
+            }
+            if c.endpoints.is_empty() {
+                out.push((at("endpoints"), "at least one endpoint is required".into()));
+            }
+            for (j, e) in c.endpoints.iter().enumerate() {
+                if let Err(msg) = crate::connection::normalize_endpoint(e, c.tls.is_some()) {
+                    out.push((format!("clusters[{i}].endpoints[{j}]"), msg));
+                }
+            }
+            for (key, d) in [
+                ("dial_timeout", c.dial_timeout),
+                ("request_timeout", c.request_timeout),
+            ] {
+                if d.is_zero() {
+                    out.push((at(key), "must be greater than zero".into()));
+                }
+            }
+            if c.password.is_some() && c.password_file.is_some() {
+                out.push((
+                    at("password"),
+                    "set either password or password_file, not both".into(),
+                ));
+            }
+            if (c.password.is_some() || c.password_file.is_some()) && c.username.is_none() {
+                out.push((at("username"), "a password needs a username".into()));
+            }
+            if let Some(p) = &c.password_file {
+                if let Err(e) = std::fs::File::open(p) {
+                    out.push((
+                        at("password_file"),
+                        format!("cannot read {}: {e}", p.display()),
+                    ));
+                }
+            }
+            if let Some(tls) = &c.tls {
+                for (key, file) in [
+                    ("ca_file", &tls.ca_file),
+                    ("cert_file", &tls.cert_file),
+                    ("key_file", &tls.key_file),
+                ] {
+                    if let Some(p) = file {
+                        if let Err(e) = std::fs::File::open(p) {
+                            out.push((
+                                at(&format!("tls.{key}")),
+                                format!("cannot read {}: {e}", p.display()),
+                            ));
+                        }
+                    }
+                }
+                if tls.cert_file.is_some() != tls.key_file.is_some() {
+                    out.push((at("tls"), "cert_file and key_file go together".into()));
+                }
+            }
+            for (member, url) in &c.metrics_urls {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    out.push((
+                        format!("clusters[{i}].metrics_urls.{member}"),
+                        format!("{url:?} is not an http(s) URL"),
+                    ));
+                }
+            }
+        }
+        for (key, d) in [
+            (
+                "monitoring.health_check_interval",
+                self.monitoring.health_check_interval,
+            ),
+            (
+                "monitoring.metrics_interval",
+                self.monitoring.metrics_interval,
+            ),
+        ] {
+            if d < Duration::from_millis(100) {
+                out.push((
+                    key.into(),
+                    format!("{} is too short: use at least 100ms", duration::format(&d)),
+                ));
+            }
+        }
+        if self.api.listen.parse::<SocketAddr>().is_err() {
+            out.push((
+                "api.listen".into(),
+                format!(
+                    "{:?} is not a host:port address such as 127.0.0.1:8080",
+                    self.api.listen
+                ),
+            ));
+        }
+        let url = &self.storage.url;
+        let ok = url.strip_prefix("sqlite://").is_some_and(|p| !p.is_empty())
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://");
+        if !ok {
+            out.push((
+                "storage.url".into(),
+                format!("{url:?} is not sqlite://PATH or postgres://USER@HOST/DB"),
+            ));
+        }
+        if let Err(e) = check_log_level(&self.logging.level) {
+            out.push(("logging.level".into(), e));
+        }
+        out
+    }
+}
+
+/// A level (`info`), or a tracing filter whose every directive names a target
+/// (`info,etcd_monitor=debug`). A bare word that is not a level is a typo,
+/// not a target.
+pub(crate) fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let hint =
+        "use trace, debug, info, warn, error or off, or a filter like info,etcd_monitor=debug";
+    for directive in level.split(',').map(str::trim) {
+        if !directive.contains('=')
+            && !directive.contains('[')
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            return Err(format!("{directive:?} is not a log level: {hint}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| format!("{level:?}: {e}: {hint}"))
+}
