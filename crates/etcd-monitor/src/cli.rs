@@ -60,7 +60,7 @@ pub enum Command {
     /// Benchmark a cluster.
     Bench(PendingArgs),
     /// etcdctl-style operations with safety checks.
-    Ctl(PendingArgs),
+    Ctl(crate::ctl::CtlArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),

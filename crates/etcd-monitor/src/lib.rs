@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod ctl;
 pub mod demo;
 pub mod lifecycle;
 pub mod logging;

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
         Some(Command::Status(_)) => not_built("status"),
         Some(Command::Bench(_)) => not_built("bench"),
-        Some(Command::Ctl(_)) => not_built("ctl"),
+        Some(Command::Ctl(args)) => etcd_monitor::ctl::main(&cli.global, args),
         Some(Command::Demo(args)) => {
             with_runtime(&cli.global, None, |_config, lifecycle| async move {
                 etcd_monitor::demo::run(usize::from(args.members), &lifecycle).await
