@@ -1,0 +1,410 @@
+//! Leader election on plain KV transactions and watches (never the server's
+//! Campaign RPC).
+//!
+//! A candidate owns `prefix<lease-hex>` (value = its proposal); the leader is
+//! the oldest key by create revision. Campaigning is a mutex-style wait for
+//! the immediate predecessor's DELETE; `proclaim` and `resign` are txns
+//! guarded by our key's create revision, which also serves as the fencing
+//! token of the term.
+
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, KeyValue, PutOptions, Txn, TxnOp};
+use tokio::sync::watch;
+use tokio::time::sleep;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::error::{Error, Result, ctx};
+use crate::keys::{self, Ahead, CleanupOnDrop};
+use crate::mutex::owner_compare;
+use crate::session::{LostReason, Session};
+
+/// The current leader as stored in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    /// The leader's key.
+    pub key: String,
+    /// Its proclaimed value.
+    pub value: Vec<u8>,
+    /// Create revision of the key: the term's fencing token.
+    pub create_revision: i64,
+    /// The leader's lease.
+    pub lease: i64,
+}
+
+impl Leader {
+    fn from_kv(kv: &KeyValue) -> Leader {
+        Leader {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            lease: kv.lease(),
+        }
+    }
+}
+
+struct Inner {
+    session: Session,
+    prefix: String,
+    key: String,
+    /// Create revision of our key while we lead.
+    leading: StdMutex<Option<i64>>,
+}
+
+/// One candidate in an election (one per session; clones share state).
+///
+/// ```no_run
+/// # async fn demo(session: etcd_patterns::Session) -> Result<(), etcd_patterns::Error> {
+/// use etcd_patterns::Election;
+/// let election = Election::new(session, "elections/scheduler");
+/// let term = election.campaign("node-a:8080").await?; // waits until we lead
+/// println!("leading, fencing token {term}");
+/// election.proclaim("node-a:8081").await?;
+/// tokio::select! {
+///     reason = election.lost() => eprintln!("leadership lost: {reason}"),
+///     _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => election.resign().await?,
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Election {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("key", &self.inner.key)
+            .field("leading", &self.fencing_token())
+            .finish()
+    }
+}
+
+impl Election {
+    /// A candidate under `prefix` (trailing `/` added if missing).
+    pub fn new(session: Session, prefix: impl Into<String>) -> Election {
+        let prefix = keys::normalize_prefix(prefix);
+        let key = keys::lease_key(&prefix, session.lease_id());
+        Election {
+            inner: Arc::new(Inner {
+                session,
+                prefix,
+                key,
+                leading: StdMutex::new(None),
+            }),
+        }
+    }
+
+    fn leading(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        self.inner.leading.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Our candidate key.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The session of this candidate.
+    pub fn session(&self) -> &Session {
+        &self.inner.session
+    }
+
+    /// Waits until we lead, proposing `value`; returns the term's fencing
+    /// token. Re-campaigning with a live key keeps the queue position (and
+    /// proclaims the new value). Dropping the future deletes our key.
+    pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<i64> {
+        let value = value.into();
+        let session = &self.inner.session;
+        if session.lost_reason().is_some() {
+            return Err(session.expired_error());
+        }
+        let key = &self.inner.key;
+        let mut cleanup = CleanupOnDrop::new(session.client(), key);
+        let created = keys::create_own_key(session, key, &value, &self.inner.prefix).await?;
+        cleanup.set_rev(created.rev);
+        if created.existing_value.as_ref().is_some_and(|v| *v != value) {
+            self.put_guarded(created.rev, value).await?;
+        }
+        if created.first.as_ref().map(|kv| kv.create_revision()) != Some(created.rev) {
+            keys::wait_in_line(
+                session,
+                Ahead::Any(&self.inner.prefix),
+                key,
+                created.rev,
+                cleanup,
+                None,
+            )
+            .await?;
+        } else {
+            cleanup.defuse();
+        }
+        *self.leading() = Some(created.rev);
+        Ok(created.rev)
+    }
+
+    /// Restores leadership after a restart: with a session resumed on the
+    /// old lease ([`Session::resume`]), finds our key and, if it is the
+    /// oldest, leads again without a new campaign. Returns whether we lead.
+    pub async fn resume(&self) -> Result<bool> {
+        let resp = self
+            .inner
+            .session
+            .client()
+            .kv_client()
+            .get(self.inner.prefix.as_str(), Some(keys::first_by_create()))
+            .await
+            .map_err(ctx(format!("reading the leader of {}", self.inner.prefix)))?;
+        let first = resp.kvs().first();
+        let leads = first.is_some_and(|kv| kv.key() == self.inner.key.as_bytes());
+        *self.leading() = if leads {
+            first.map(|kv| kv.create_revision())
+        } else {
+            None
+        };
+        Ok(leads)
+    }
+
+    async fn put_guarded(&self, rev: i64, value: Vec<u8>) -> Result<()> {
+        let key = &self.inner.key;
+        let put = PutOptions::new().with_lease(self.inner.session.lease_id());
+        let txn = Txn::new()
+            .when([owner_compare(key, rev)])
+            .and_then([TxnOp::put(key.as_str(), value, Some(put))]);
+        let resp = self
+            .inner
+            .session
+            .client()
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(ctx(format!("proclaiming on {key}")))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(Error::NotOwner { key: key.clone() })
+        }
+    }
+
+    /// Publishes a new value while leading; [`Error::NotOwner`] otherwise.
+    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
+        let rev = self.fencing_token().ok_or_else(|| Error::NotOwner {
+            key: self.inner.key.clone(),
+        })?;
+        self.put_guarded(rev, value.into()).await
+    }
+
+    /// Gives up leadership (deletes our key if it is still ours).
+    pub async fn resign(&self) -> Result<()> {
+        let rev = self.leading().take();
+        match rev {
+            Some(rev) => {
+                keys::delete_if_owner(self.inner.session.client(), &self.inner.key, rev).await?;
+                Ok(())
+            }
+            None => Err(Error::NotOwner {
+                key: self.inner.key.clone(),
+            }),
+        }
+    }
+
+    /// The current leader, `None` if nobody leads.
+    pub async fn leader(&self) -> Result<Option<Leader>> {
+        current_leader(self.inner.session.client(), &self.inner.prefix).await
+    }
+
+    /// Whether this candidate won and has not resigned or lost its session.
+    /// A local view: use [`Election::is_leader_compare`] to be sure inside a txn.
+    pub fn is_leader(&self) -> bool {
+        self.fencing_token().is_some() && self.inner.session.lost_reason().is_none()
+    }
+
+    /// The term's fencing token (our key's create revision) while leading.
+    pub fn fencing_token(&self) -> Option<i64> {
+        *self.leading()
+    }
+
+    /// A compare that holds only while we lead; add it to your own txns.
+    pub fn is_leader_compare(&self) -> Result<Compare> {
+        self.fencing_token()
+            .map(|rev| owner_compare(&self.inner.key, rev))
+            .ok_or_else(|| Error::NotOwner {
+                key: self.inner.key.clone(),
+            })
+    }
+
+    /// Resolves when leadership is lost: session lost or our key deleted.
+    /// Resolves at once when not leading.
+    pub async fn lost(&self) -> LostReason {
+        match self.fencing_token() {
+            Some(rev) => keys::until_key_lost(&self.inner.session, &self.inner.key, rev).await,
+            None => self
+                .inner
+                .session
+                .lost_reason()
+                .unwrap_or(LostReason::KeyDeleted),
+        }
+    }
+
+    /// Follows the leader of this election (see [`Observer`]).
+    pub async fn observe(&self) -> Result<Observer> {
+        Observer::start(self.inner.session.client().clone(), &self.inner.prefix).await
+    }
+}
+
+async fn current_leader(client: &Client, prefix: &str) -> Result<Option<Leader>> {
+    let resp = client
+        .kv_client()
+        .get(prefix, Some(keys::first_by_create()))
+        .await
+        .map_err(ctx(format!("reading the leader of {prefix}")))?;
+    Ok(resp.kvs().first().map(Leader::from_kv))
+}
+
+/// A live view of an election's leader, `None` meaning "no leader".
+///
+/// A background task lists the leader, watches the prefix from the listed
+/// revision + 1 and re-reads the leader on every change. When the watch
+/// breaks (member failure, reconnection) or is cancelled because its
+/// revision was compacted, it lists again and watches from there, so no
+/// change is missed for longer than one retry. The task stops when the
+/// observer is dropped.
+///
+/// ```no_run
+/// # async fn demo(client: etcd_client::Client) -> Result<(), etcd_patterns::Error> {
+/// use etcd_patterns::Observer;
+/// let mut observer = Observer::start(client, "elections/scheduler").await?;
+/// println!("now: {:?}", observer.current());
+/// while let Some(leader) = observer.next().await {
+///     match leader {
+///         Some(l) => println!("leader {}", String::from_utf8_lossy(&l.value)),
+///         None => println!("no leader"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Observer {
+    rx: watch::Receiver<Option<Leader>>,
+    _stop: DropGuard,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("current", &*self.rx.borrow())
+            .finish()
+    }
+}
+
+impl Observer {
+    /// Lists the leader of `prefix` once (so [`Observer::current`] is
+    /// meaningful at once) and starts following it.
+    pub async fn start(client: Client, prefix: &str) -> Result<Observer> {
+        let prefix = keys::normalize_prefix(prefix);
+        let first = current_leader(&client, &prefix).await?;
+        let (tx, rx) = watch::channel(first);
+        let stop = CancellationToken::new();
+        let task_stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = task_stop.cancelled() => {}
+                _ = follow(client, prefix, tx) => {}
+            }
+        });
+        Ok(Observer {
+            rx,
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// The latest known leader.
+    pub fn current(&self) -> Option<Leader> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits for the next change and returns the new leader (`Some(None)`
+    /// = nobody leads now). Returns `None` only if the observer task ended.
+    pub async fn next(&mut self) -> Option<Option<Leader>> {
+        self.rx.changed().await.ok()?;
+        Some(self.rx.borrow_and_update().clone())
+    }
+
+    /// The underlying channel, for `select!` loops or several readers.
+    pub fn receiver(&self) -> watch::Receiver<Option<Leader>> {
+        self.rx.clone()
+    }
+}
+
+async fn follow(client: Client, prefix: String, tx: watch::Sender<Option<Leader>>) {
+    let publish = |leader: Option<Leader>| {
+        tx.send_if_modified(|cur| {
+            if *cur != leader {
+                *cur = leader;
+                true
+            } else {
+                false
+            }
+        });
+    };
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        // List: the leader and the revision to watch from.
+        let resp = match client
+            .kv_client()
+            .get(prefix.as_str(), Some(keys::first_by_create()))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%prefix, error = %e, "observer list failed; retrying");
+                sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        publish(resp.kvs().first().map(Leader::from_kv));
+        let start = resp.header().map(|h| h.revision()).unwrap_or(0) + 1;
+        let opts = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(start);
+        let mut stream = match client
+            .watch_client()
+            .watch(prefix.as_str(), Some(opts))
+            .await
+        {
+            Ok(s) => s,
+            Err(_) => {
+                sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while let Ok(Some(resp)) = stream.message().await {
+            if resp.canceled() {
+                if resp.compact_revision() > 0 {
+                    tracing::debug!(%prefix, compacted = resp.compact_revision(), "observer watch compacted; re-listing");
+                }
+                break;
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            match current_leader(&client, &prefix).await {
+                Ok(l) => publish(l),
+                Err(_) => break,
+            }
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads the leader of an election under `prefix` without campaigning.
+///
+/// ```no_run
+/// # async fn demo(client: etcd_client::Client) -> Result<(), etcd_patterns::Error> {
+/// let leader = etcd_patterns::election::leader_of(&client, "elections/scheduler").await?;
+/// # Ok(()) }
+/// ```
+pub async fn leader_of(client: &Client, prefix: &str) -> Result<Option<Leader>> {
+    current_leader(client, &keys::normalize_prefix(prefix)).await
+}

@@ -1,0 +1,296 @@
+//! Active/standby coordination: at most one node runs the *primary*
+//! callback, every other node runs the *secondary* callback.
+//!
+//! Each round, a node opens a fresh [`Session`], runs its secondary callback
+//! and campaigns. When it wins, it cancels the secondary and starts the
+//! primary with the term's fencing token. It cancels the primary as soon as
+//! it learns leadership is lost: the session's keep-alive could not renew
+//! before the lease deadline (reported a margin *before* the server may
+//! expire the lease), the lease was revoked, or its election key was
+//! deleted. Another node can only win after the lease is gone on the
+//! server, so the old primary has been told to stop before a new one is
+//! elected; a callback that ignores cancellation is aborted after
+//! [`HaOptions::with_grace`]. Pass the fencing token to every resource the
+//! primary writes: it is the only guard against a primary stalled past its
+//! lease (a GC pause, a frozen VM).
+
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use etcd_client::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+
+use crate::election::Election;
+use crate::error::Result;
+use crate::session::{Session, SessionOptions};
+
+/// Where a node stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not campaigning yet (connecting, or between rounds).
+    Starting,
+    /// Running the secondary callback and campaigning.
+    Secondary,
+    /// Running the primary callback in the term with this fencing token.
+    Primary {
+        /// The election key's create revision.
+        fencing_token: i64,
+    },
+    /// [`HaCoordinator::run`] returned.
+    Stopped,
+}
+
+/// What the primary callback gets.
+#[derive(Debug, Clone)]
+pub struct PrimaryContext {
+    /// The term's fencing token (strictly increases from term to term).
+    pub fencing_token: i64,
+    /// Cancelled when leadership is lost or the node shuts down: stop promptly.
+    pub cancel: CancellationToken,
+    /// The won election: [`Election::is_leader_compare`] guards etcd writes.
+    pub election: Election,
+}
+
+/// What the secondary callback gets.
+#[derive(Debug, Clone)]
+pub struct SecondaryContext {
+    /// Cancelled when this node becomes primary or shuts down.
+    pub cancel: CancellationToken,
+}
+
+/// How an [`HaCoordinator`] campaigns.
+#[derive(Debug, Clone)]
+pub struct HaOptions {
+    prefix: String,
+    node: String,
+    ttl: Duration,
+    grace: Duration,
+}
+
+impl HaOptions {
+    /// Campaign under `prefix` as `node` (the value others see as leader),
+    /// with a 10 s session TTL and a 1 s cancellation grace.
+    pub fn new(prefix: impl Into<String>, node: impl Into<String>) -> Self {
+        HaOptions {
+            prefix: prefix.into(),
+            node: node.into(),
+            ttl: Duration::from_secs(10),
+            grace: Duration::from_secs(1),
+        }
+    }
+
+    /// Session TTL: bounds how long a crashed primary blocks failover.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long a cancelled callback may take to return before it is aborted.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+}
+
+/// Runs a primary callback on at most one node and a secondary on the others.
+///
+/// ```no_run
+/// # async fn demo(client: etcd_client::Client) -> Result<(), etcd_patterns::Error> {
+/// use etcd_patterns::{HaCoordinator, HaOptions};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let ha = HaCoordinator::new(client, HaOptions::new("ha/billing", "node-a"));
+/// let shutdown = CancellationToken::new();
+/// ha.run(
+///     |ctx| async move {
+///         // primary: work until ctx.cancel fires; tag writes with ctx.fencing_token
+///         ctx.cancel.cancelled().await;
+///     },
+///     |ctx| async move {
+///         // secondary: e.g. warm caches until ctx.cancel fires
+///         ctx.cancel.cancelled().await;
+///     },
+///     shutdown,
+/// )
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub struct HaCoordinator {
+    client: Client,
+    opts: HaOptions,
+    role: watch::Sender<Role>,
+    session: StdMutex<Option<Session>>,
+}
+
+impl std::fmt::Debug for HaCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaCoordinator")
+            .field("opts", &self.opts)
+            .field("role", &*self.role.borrow())
+            .finish()
+    }
+}
+
+/// A spawned callback that is aborted if its owner goes away.
+struct Callback {
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Callback {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        cancel: CancellationToken,
+        fut: F,
+    ) -> Callback {
+        Callback {
+            cancel,
+            handle: tokio::spawn(fut),
+        }
+    }
+
+    /// Cancels, waits up to `grace` for a clean return, then aborts.
+    async fn stop(mut self, grace: Duration) {
+        self.cancel.cancel();
+        // Awaiting a JoinHandle whose output was already taken would panic.
+        if self.handle.is_finished() {
+            return;
+        }
+        if tokio::time::timeout(grace, &mut self.handle).await.is_err() {
+            tracing::warn!(?grace, "callback ignored cancellation; aborting it");
+            self.handle.abort();
+            let _ = (&mut self.handle).await;
+        }
+    }
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.handle.abort();
+    }
+}
+
+impl HaCoordinator {
+    /// A coordinator using `client`.
+    pub fn new(client: Client, opts: HaOptions) -> HaCoordinator {
+        HaCoordinator {
+            client,
+            opts,
+            role: watch::channel(Role::Starting).0,
+            session: StdMutex::new(None),
+        }
+    }
+
+    /// The current role, as a channel that changes with it.
+    pub fn role(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    /// The session of the current round, if any (for example to
+    /// [`Session::orphan`] it in a failover drill).
+    pub fn session(&self) -> Option<Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs rounds of campaign → primary until `shutdown` is cancelled; then
+    /// stops the callbacks, resigns and revokes the session. Dropping this
+    /// future aborts the callbacks without revoking (like a crash).
+    pub async fn run<P, PF, S, SF>(
+        &self,
+        primary: P,
+        secondary: S,
+        shutdown: CancellationToken,
+    ) -> Result<()>
+    where
+        P: Fn(PrimaryContext) -> PF,
+        PF: Future<Output = ()> + Send + 'static,
+        S: Fn(SecondaryContext) -> SF,
+        SF: Future<Output = ()> + Send + 'static,
+    {
+        let grace = self.opts.grace;
+        let mut backoff = Duration::from_millis(100);
+        let result = loop {
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
+            self.role.send_replace(Role::Starting);
+            let session = match Session::with_options(
+                self.client.clone(),
+                SessionOptions::new(self.opts.ttl),
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(prefix = %self.opts.prefix, error = %e, "cannot open a session; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break Ok(()),
+                        _ = sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+            let election = Election::new(session.clone(), self.opts.prefix.clone());
+
+            self.role.send_replace(Role::Secondary);
+            let cancel = CancellationToken::new();
+            let standby = Callback::spawn(cancel.clone(), secondary(SecondaryContext { cancel }));
+            let won = tokio::select! {
+                r = election.campaign(self.opts.node.clone()) => Some(r),
+                _ = shutdown.cancelled() => None,
+            };
+            standby.stop(grace).await;
+            let term = match won {
+                None => {
+                    let _ = session.close().await;
+                    break Ok(());
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(prefix = %self.opts.prefix, error = %e, "campaign failed; starting a new round");
+                    let _ = session.close().await;
+                    continue;
+                }
+                Some(Ok(term)) => term,
+            };
+
+            self.role.send_replace(Role::Primary {
+                fencing_token: term,
+            });
+            tracing::info!(prefix = %self.opts.prefix, node = %self.opts.node, term, "became primary");
+            let cancel = CancellationToken::new();
+            let ctx = PrimaryContext {
+                fencing_token: term,
+                cancel: cancel.clone(),
+                election: election.clone(),
+            };
+            let mut active = Callback::spawn(cancel, primary(ctx));
+            let shutting_down = tokio::select! {
+                reason = election.lost() => {
+                    tracing::warn!(prefix = %self.opts.prefix, term, %reason, "leadership lost; cancelling primary");
+                    false
+                }
+                _ = shutdown.cancelled() => true,
+                _ = &mut active.handle => false, // primary returned: hand over
+            };
+            active.stop(grace).await;
+            self.role.send_replace(Role::Secondary);
+            let _ = election.resign().await;
+            let _ = session.close().await;
+            if shutting_down {
+                break Ok(());
+            }
+        };
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.role.send_replace(Role::Stopped);
+        result
+    }
+}

@@ -1,0 +1,190 @@
+//! A fair distributed read-write lock.
+//!
+//! Readers create `prefix/read/<lease-hex>`, writers `prefix/write/<lease-hex>`.
+//! A reader waits only for the nearest *writer* created before it; a writer
+//! waits for the nearest key of *any* kind created before it. Because the
+//! queue is ordered by create revision, readers arriving after a waiting
+//! writer queue behind it: a stream of readers cannot starve a writer.
+
+use std::time::Duration;
+
+use etcd_client::{Compare, TxnOp, TxnResponse};
+
+use crate::error::{Error, Result, ctx};
+use crate::keys::{self, Ahead, CleanupOnDrop};
+use crate::mutex::owner_compare;
+use crate::session::{LostReason, Session};
+
+/// A distributed read-write lock for one session (one holder per session).
+///
+/// ```no_run
+/// # async fn demo(session: etcd_patterns::Session) -> Result<(), etcd_patterns::Error> {
+/// use etcd_patterns::RwLock;
+/// let lock = RwLock::new(session, "locks/catalog");
+/// let read = lock.read().await?; // shared with other readers
+/// read.unlock().await?;
+/// let write = lock.write().await?; // exclusive
+/// write.unlock().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RwLock {
+    session: Session,
+    prefix: String,
+}
+
+/// Whether a [`RwLockGuard`] is shared or exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RwMode {
+    /// Shared with other readers.
+    Read,
+    /// Exclusive.
+    Write,
+}
+
+impl RwLock {
+    /// A read-write lock under `prefix` for this session.
+    pub fn new(session: Session, prefix: impl Into<String>) -> RwLock {
+        RwLock {
+            session,
+            prefix: keys::normalize_prefix(prefix),
+        }
+    }
+
+    /// Waits for shared access.
+    pub async fn read(&self) -> Result<RwLockGuard> {
+        self.acquire(RwMode::Read).await
+    }
+
+    /// Waits for exclusive access.
+    pub async fn write(&self) -> Result<RwLockGuard> {
+        self.acquire(RwMode::Write).await
+    }
+
+    /// Waits for access in `mode`, giving up with [`Error::Timeout`] (and
+    /// removing our queue key) after `timeout`.
+    pub async fn acquire_timeout(&self, mode: RwMode, timeout: Duration) -> Result<RwLockGuard> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.acquire_until(mode, Some((deadline, timeout))).await
+    }
+
+    /// Waits for access in `mode`.
+    pub async fn acquire(&self, mode: RwMode) -> Result<RwLockGuard> {
+        self.acquire_until(mode, None).await
+    }
+
+    async fn acquire_until(
+        &self,
+        mode: RwMode,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<RwLockGuard> {
+        let writers = format!("{}write/", self.prefix);
+        let (own_prefix, blockers) = match mode {
+            RwMode::Read => (format!("{}read/", self.prefix), writers.as_str()),
+            RwMode::Write => (writers.clone(), self.prefix.as_str()),
+        };
+        let key = keys::lease_key(&own_prefix, self.session.lease_id());
+        let mut cleanup = CleanupOnDrop::new(self.session.client(), &key);
+        let created =
+            keys::create_own_key_until(&self.session, &key, b"", blockers, deadline).await?;
+        cleanup.set_rev(created.rev);
+        let free = match created.first.as_ref().map(|kv| kv.create_revision()) {
+            None => true,
+            Some(first) => first >= created.rev,
+        };
+        if free {
+            cleanup.defuse();
+        } else {
+            keys::wait_in_line(
+                &self.session,
+                Ahead::Any(blockers),
+                &key,
+                created.rev,
+                cleanup,
+                deadline,
+            )
+            .await?;
+        }
+        Ok(RwLockGuard {
+            session: self.session.clone(),
+            key,
+            rev: created.rev,
+            mode,
+            released: false,
+        })
+    }
+}
+
+/// Proof of holding a [`RwLock`]; dropping it releases in the background.
+#[derive(Debug)]
+pub struct RwLockGuard {
+    session: Session,
+    key: String,
+    rev: i64,
+    mode: RwMode,
+    released: bool,
+}
+
+impl RwLockGuard {
+    /// Shared or exclusive.
+    pub fn mode(&self) -> RwMode {
+        self.mode
+    }
+
+    /// Create revision of our key; for writers a fencing token.
+    pub fn fencing_token(&self) -> i64 {
+        self.rev
+    }
+
+    /// A compare that holds only while we hold the lock.
+    pub fn is_owner(&self) -> Compare {
+        owner_compare(&self.key, self.rev)
+    }
+
+    /// Runs `ops` only if we still hold the lock; [`Error::NotOwner`] otherwise.
+    pub async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
+        let txn = etcd_client::Txn::new()
+            .when([self.is_owner()])
+            .and_then(ops);
+        let resp = self
+            .session
+            .client()
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(ctx(format!("guarded txn on {}", self.key)))?;
+        if resp.succeeded() {
+            Ok(resp)
+        } else {
+            Err(Error::NotOwner {
+                key: self.key.clone(),
+            })
+        }
+    }
+
+    /// Resolves when the lock is lost (session lost or key deleted).
+    pub async fn lost(&self) -> LostReason {
+        keys::until_key_lost(&self.session, &self.key, self.rev).await
+    }
+
+    /// Releases the lock; [`Error::NotOwner`] if it was already lost.
+    pub async fn unlock(mut self) -> Result<()> {
+        self.released = true;
+        if keys::delete_if_owner(self.session.client(), &self.key, self.rev).await? {
+            Ok(())
+        } else {
+            Err(Error::NotOwner {
+                key: self.key.clone(),
+            })
+        }
+    }
+}
+
+impl Drop for RwLockGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            let mut cleanup = CleanupOnDrop::new(self.session.client(), &self.key);
+            cleanup.set_rev(self.rev);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Locks and sessions when an etcd member dies (dedicated cluster).
+
+mod common;
+
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, TxnOp};
+use etcd_patterns::{Mutex, MutexGuard, Session};
+use etcd_testkit::{ClusterOptions, EtcdCluster};
+
+async fn client_of(cluster: &EtcdCluster, members: &[usize]) -> Client {
+    let eps: Vec<String> = members
+        .iter()
+        .map(|&i| cluster.endpoint(i).unwrap())
+        .collect();
+    Client::connect(eps, Some(cluster.connect_options().unwrap()))
+        .await
+        .unwrap()
+}
+
+/// Watches a holder: records when it was told the lock is lost.
+fn watch_loss(guard: Arc<MutexGuard>) -> Arc<StdMutex<Option<Instant>>> {
+    let lost = Arc::new(StdMutex::new(None));
+    let l = lost.clone();
+    tokio::spawn(async move {
+        let reason = guard.lost().await;
+        *l.lock().unwrap() = Some(Instant::now());
+        eprintln!("holder lost: {reason}");
+    });
+    lost
+}
+
+fn contend(
+    client: Client,
+    prefix: &'static str,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<Instant> {
+    tokio::spawn(async move {
+        let s = Session::new(client, ttl).await.unwrap();
+        let m = Mutex::new(s, prefix);
+        let g = m.lock_timeout(Duration::from_secs(20)).await.unwrap();
+        let at = Instant::now();
+        std::mem::forget(g); // keep holding until the test ends
+        at
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_holders_member_never_yields_two_holders() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let ttl = Duration::from_secs(3);
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    let victim = (leader + 1) % 3; // a follower: the survivors keep their leader
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+
+    // A: client bound to the victim only. B: balanced over every member.
+    let a_session = Session::new(client_of(&cluster, &[victim]).await, ttl)
+        .await
+        .unwrap();
+    let b_session = Session::new(client_of(&cluster, &[0, 1, 2]).await, ttl)
+        .await
+        .unwrap();
+    let a = Arc::new(Mutex::new(a_session.clone(), "mf/a").lock().await.unwrap());
+    let b = Arc::new(Mutex::new(b_session.clone(), "mf/b").lock().await.unwrap());
+    let a_lost = watch_loss(a.clone());
+    let b_lost = watch_loss(b.clone());
+    let contender_a = contend(client_of(&cluster, &survivors).await, "mf/a", ttl);
+    let contender_b = contend(client_of(&cluster, &survivors).await, "mf/b", ttl);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let killed = Instant::now();
+    cluster.kill(victim).unwrap();
+    let observe = ttl * 2 + Duration::from_secs(1);
+    tokio::time::sleep(observe).await;
+
+    // A cannot reach anyone: it must have been told, and only then did its contender acquire.
+    let a_lost_at = a_lost
+        .lock()
+        .unwrap()
+        .expect("holder bound to the dead member is told lost()");
+    assert!(
+        a_lost_at.duration_since(killed) <= ttl,
+        "told within the TTL"
+    );
+    assert!(a_session.lost_reason().is_some());
+    let a_next = tokio::time::timeout(Duration::from_secs(10), contender_a)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        a_next >= a_lost_at,
+        "the next holder acquired only after the old one was told"
+    );
+
+    // B: either still holds (and its writes go through), or was told before anyone else took over.
+    let b_lost_at = *b_lost.lock().unwrap();
+    match b_lost_at {
+        None => {
+            assert!(
+                !contender_b.is_finished(),
+                "B still holds, so nobody else may"
+            );
+            // The balanced channel may still route one call to the dead member: retry those.
+            let mut result = None;
+            for _ in 0..20 {
+                match b
+                    .guarded_txn(vec![TxnOp::put("mf/b-data", "ok", None)])
+                    .await
+                {
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    other => {
+                        result = Some(other);
+                        break;
+                    }
+                }
+            }
+            result
+                .expect("a member answers")
+                .expect("B still owns the lock");
+            eprintln!("balanced holder kept the lock through the member failure");
+        }
+        Some(lost_at) => {
+            eprintln!(
+                "balanced holder was told lost after {:?}",
+                lost_at.duration_since(killed)
+            );
+            if contender_b.is_finished() {
+                let next = contender_b.await.unwrap();
+                assert!(next >= lost_at, "B told before the next holder acquired");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balanced_session_survives_a_member_kill() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let client = client_of(&cluster, &[0, 1, 2]).await;
+    let s = Session::new(client.clone(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    cluster.kill(0).unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await; // more than two TTLs
+    assert_eq!(
+        s.lost_reason(),
+        None,
+        "the session kept its lease through one member's loss"
+    );
+    let survivors = client_of(&cluster, &[1, 2]).await;
+    let ttl = survivors
+        .lease_client()
+        .time_to_live(s.lease_id(), None)
+        .await
+        .unwrap()
+        .ttl();
+    assert!(ttl > 0, "lease alive on the server");
+}
