@@ -36,6 +36,7 @@ test: lint
 
 bench: deps
 	$(CARGO) bench -p etcd-testkit --bench startup
+	$(CARGO) bench -p etcd-monitor --bench health_check
 
 demo: deps
 	$(CARGO) run --release -p etcd-monitor -- demo

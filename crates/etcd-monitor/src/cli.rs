@@ -56,7 +56,7 @@ pub enum Command {
     /// Start a local 3-member etcd cluster and run the monitor against it.
     Demo(DemoArgs),
     /// One-shot health verdict; exit 0 healthy, 1 degraded, 2 unavailable.
-    Status(PendingArgs),
+    Status(crate::status::StatusArgs),
     /// Benchmark a cluster.
     Bench(PendingArgs),
     /// etcdctl-style operations with safety checks.

@@ -233,13 +233,23 @@ fn is_auth_failure(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("authentication failed"))
 }
 
-/// An error with all its causes, de-duplicated: `a: b: c`.
-pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An etcd error for people: gRPC status messages without tonic's debug
+/// dump, followed by the root cause (`tcp connect error: Connection refused`).
+pub fn cause_chain(e: &etcd_client::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            parts.push(s.message().to_string());
+            std::error::Error::source(s)
+        }
+        other => {
+            parts.push(other.to_string());
+            std::error::Error::source(other)
+        }
+    };
     while let Some(err) = cur {
         let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         cur = err.source();

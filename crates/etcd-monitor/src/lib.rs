@@ -10,9 +10,13 @@
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod ctl;
 pub mod demo;
+pub mod health;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
+pub mod status;

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
-        Some(Command::Status(_)) => not_built("status"),
+        Some(Command::Status(args)) => etcd_monitor::status::main(&cli.global, args),
         Some(Command::Bench(_)) => not_built("bench"),
         Some(Command::Ctl(args)) => etcd_monitor::ctl::main(&cli.global, args),
         Some(Command::Demo(args)) => {

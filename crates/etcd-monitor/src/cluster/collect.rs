@@ -1,0 +1,426 @@
+//! One collection round: member list, then every member's Status, a
+//! linearizable read through it and its `/metrics`, all at once, each bounded
+//! by the request timeout so one dead member never delays the others.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use etcd_client::{Client, GetOptions};
+
+use super::{
+    Alarm, ClusterObservation, HashKvCheck, MemberMetrics, MemberObservation, MemberStatus,
+};
+use crate::config::ClusterConfig;
+use crate::connection::{self, cause_chain};
+use crate::metrics::prom::Scrape;
+
+/// What a round includes.
+#[derive(Debug, Clone)]
+pub struct CollectorOptions {
+    /// Scrape each member's `/metrics`.
+    pub scrape_metrics: bool,
+    /// Compare each member's KV hash at one revision.
+    pub hashkv: bool,
+}
+
+impl Default for CollectorOptions {
+    fn default() -> Self {
+        CollectorOptions {
+            scrape_metrics: true,
+            hashkv: true,
+        }
+    }
+}
+
+/// Observes one cluster. Keeps one client per member endpoint between rounds.
+pub struct Collector {
+    cluster: ClusterConfig,
+    options: CollectorOptions,
+    http: reqwest::Client,
+    member_clients: BTreeMap<String, Client>,
+}
+
+impl Collector {
+    /// A collector for `cluster`.
+    pub fn new(cluster: ClusterConfig, options: CollectorOptions) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(cluster.request_timeout)
+            .connect_timeout(cluster.dial_timeout)
+            .build()
+            .unwrap_or_default();
+        Collector {
+            cluster,
+            options,
+            http,
+            member_clients: BTreeMap::new(),
+        }
+    }
+
+    /// Runs one round.
+    pub async fn collect(&mut self) -> ClusterObservation {
+        let started = Instant::now();
+        let taken_at = SystemTime::now();
+        let configured = connection::endpoints(&self.cluster).unwrap_or_default();
+
+        // The member list from any configured endpoint that answers.
+        let mut list_error = None;
+        let mut listed = None;
+        for ep in &configured {
+            match self.client_for(ep).await {
+                Ok(mut c) => {
+                    match tokio::time::timeout(self.cluster.request_timeout, c.member_list()).await
+                    {
+                        Ok(Ok(resp)) => {
+                            listed = Some(resp);
+                            break;
+                        }
+                        Ok(Err(e)) => list_error = Some(format!("{ep}: {}", cause_chain(&e))),
+                        Err(_) => list_error = Some(format!("{ep}: member list timed out")),
+                    }
+                }
+                Err(e) => list_error = Some(format!("{ep}: {e}")),
+            }
+        }
+
+        let mut members: Vec<MemberObservation> = match &listed {
+            Some(resp) => resp
+                .members()
+                .iter()
+                .map(|m| {
+                    let endpoint = pick_endpoint(m.client_urls(), &configured);
+                    blank(
+                        m.id(),
+                        m.name(),
+                        m.peer_urls(),
+                        m.client_urls(),
+                        m.is_learner(),
+                        endpoint,
+                    )
+                })
+                .collect(),
+            None => configured
+                .iter()
+                .map(|ep| blank(0, "", &[], std::slice::from_ref(ep), false, ep.clone()))
+                .collect(),
+        };
+
+        let tasks: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let endpoint = m.endpoint.clone();
+                let metrics_url = self.metrics_url(m);
+                let client = self.member_clients.get(&endpoint).cloned();
+                let cluster = self.cluster.clone();
+                let http = self.http.clone();
+                let scrape = self.options.scrape_metrics;
+                tokio::spawn(async move {
+                    observe_member(cluster, endpoint, client, http, metrics_url, scrape).await
+                })
+            })
+            .collect();
+        for (m, task) in members.iter_mut().zip(tasks) {
+            match task.await {
+                Ok(probe) => {
+                    if let Some(c) = probe.client {
+                        self.member_clients.insert(m.endpoint.clone(), c);
+                    }
+                    m.status = probe.status;
+                    m.error = probe.error;
+                    m.status_latency_ms = probe.status_latency_ms;
+                    m.linearizable_read_ms = probe.read_ms;
+                    m.linearizable_read_error = probe.read_error;
+                    m.metrics = probe.metrics;
+                    if m.id == 0 {
+                        if let Some(s) = &m.status {
+                            m.id = s.member_id;
+                        }
+                    }
+                }
+                Err(e) => m.error = Some(format!("probe task failed: {e}")),
+            }
+        }
+
+        let alarms = self.alarms(&members).await;
+        let hashkv = if self.options.hashkv {
+            self.hashkv(&members).await
+        } else {
+            None
+        };
+        ClusterObservation {
+            cluster: self.cluster.name.clone(),
+            taken_at,
+            members,
+            member_list_error: if listed.is_some() { None } else { list_error },
+            alarms,
+            hashkv,
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        }
+    }
+
+    async fn client_for(&mut self, endpoint: &str) -> Result<Client, String> {
+        if let Some(c) = self.member_clients.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let c = member_client(&self.cluster, endpoint).await?;
+        self.member_clients.insert(endpoint.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn metrics_url(&self, m: &MemberObservation) -> String {
+        self.cluster
+            .metrics_urls
+            .get(&m.name)
+            .or_else(|| self.cluster.metrics_urls.get(&m.endpoint))
+            .cloned()
+            .unwrap_or_else(|| format!("{}/metrics", m.endpoint.trim_end_matches('/')))
+    }
+
+    async fn alarms(&mut self, members: &[MemberObservation]) -> Vec<Alarm> {
+        // Alarm lists go through consensus: ask only members that just served one.
+        for m in members.iter().filter(|m| m.linearizable_read_ms.is_some()) {
+            let Some(mut c) = self.member_clients.get(&m.endpoint).cloned() else {
+                continue;
+            };
+            if let Ok(Ok(resp)) = tokio::time::timeout(
+                self.cluster.request_timeout,
+                c.alarm(
+                    etcd_client::AlarmAction::Get,
+                    etcd_client::AlarmType::None,
+                    None,
+                ),
+            )
+            .await
+            {
+                return resp
+                    .alarms()
+                    .iter()
+                    .map(|a| Alarm {
+                        member_id: a.member_id(),
+                        kind: match a.alarm() {
+                            etcd_client::AlarmType::Nospace => "NOSPACE".into(),
+                            etcd_client::AlarmType::Corrupt => "CORRUPT".into(),
+                            other => format!("{other:?}").to_uppercase(),
+                        },
+                    })
+                    .collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// Hashes every reachable member's KV store at one revision that all have
+    /// (the smallest current revision), so the hashes must agree.
+    async fn hashkv(&mut self, members: &[MemberObservation]) -> Option<HashKvCheck> {
+        let reachable: Vec<&MemberObservation> = members
+            .iter()
+            .filter(|m| m.reachable() && m.linearizable_read_ms.is_some())
+            .collect();
+        if reachable.len() < 2 {
+            return None;
+        }
+        let revision = reachable
+            .iter()
+            .filter_map(|m| m.status.as_ref())
+            .map(|s| s.revision)
+            .min()?;
+        let mut hashes = Vec::new();
+        for m in reachable {
+            let Some(mut c) = self.member_clients.get(&m.endpoint).cloned() else {
+                continue;
+            };
+            let result =
+                match tokio::time::timeout(self.cluster.request_timeout, c.hash_kv(revision)).await
+                {
+                    Ok(Ok(r)) => Ok(r.hash()),
+                    Ok(Err(e)) => Err(cause_chain(&e)),
+                    Err(_) => Err("hashkv timed out".into()),
+                };
+            hashes.push((m.label(), result));
+        }
+        Some(HashKvCheck { revision, hashes })
+    }
+}
+
+fn blank(
+    id: u64,
+    name: &str,
+    peer: &[String],
+    client: &[String],
+    learner: bool,
+    endpoint: String,
+) -> MemberObservation {
+    MemberObservation {
+        id,
+        name: name.to_string(),
+        peer_urls: peer.to_vec(),
+        client_urls: client.to_vec(),
+        is_learner: learner,
+        endpoint,
+        status: None,
+        error: None,
+        status_latency_ms: None,
+        linearizable_read_ms: None,
+        linearizable_read_error: None,
+        metrics: None,
+    }
+}
+
+/// Prefers a client URL the operator configured (it is known to be routable
+/// from here), else the member's first advertised one.
+fn pick_endpoint(client_urls: &[String], configured: &[String]) -> String {
+    client_urls
+        .iter()
+        .find(|u| {
+            configured
+                .iter()
+                .any(|c| c.trim_end_matches('/') == u.trim_end_matches('/'))
+        })
+        .or_else(|| client_urls.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn member_client(cluster: &ClusterConfig, endpoint: &str) -> Result<Client, String> {
+    if endpoint.is_empty() {
+        return Err("the member advertises no client URL (not started yet?)".into());
+    }
+    let opts = connection::connect_options(cluster)
+        .map_err(|e| e.to_string())?
+        .with_require_leader(false);
+    match tokio::time::timeout(
+        cluster.dial_timeout,
+        Client::connect([endpoint], Some(opts)),
+    )
+    .await
+    {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(cause_chain(&e)),
+        Err(_) => Err(format!(
+            "no connection within the dial timeout of {}",
+            crate::config::duration::format(&cluster.dial_timeout)
+        )),
+    }
+}
+
+struct Probe {
+    client: Option<Client>,
+    status: Option<MemberStatus>,
+    error: Option<String>,
+    status_latency_ms: Option<f64>,
+    read_ms: Option<f64>,
+    read_error: Option<String>,
+    metrics: Option<MemberMetrics>,
+}
+
+async fn observe_member(
+    cluster: ClusterConfig,
+    endpoint: String,
+    client: Option<Client>,
+    http: reqwest::Client,
+    metrics_url: String,
+    scrape: bool,
+) -> Probe {
+    let mut probe = Probe {
+        client: None,
+        status: None,
+        error: None,
+        status_latency_ms: None,
+        read_ms: None,
+        read_error: None,
+        metrics: None,
+    };
+    let metrics = async {
+        if !scrape {
+            return None;
+        }
+        scrape_metrics(&http, &metrics_url).await.ok()
+    };
+    let etcd = async {
+        let mut c = match client {
+            Some(c) => c,
+            None => match member_client(&cluster, &endpoint).await {
+                Ok(c) => c,
+                Err(e) => {
+                    probe.error = Some(e);
+                    return;
+                }
+            },
+        };
+        probe.client = Some(c.clone());
+        let t = Instant::now();
+        match tokio::time::timeout(cluster.request_timeout, c.status()).await {
+            Ok(Ok(s)) => {
+                probe.status_latency_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+                let header = s.header();
+                probe.status = Some(MemberStatus {
+                    member_id: header.map(|h| h.member_id()).unwrap_or(0),
+                    version: s.version().to_string(),
+                    db_size: s.db_size(),
+                    db_size_in_use: s.raft_used_db_size(),
+                    leader: s.leader(),
+                    raft_term: s.raft_term(),
+                    raft_index: s.raft_index(),
+                    raft_applied_index: s.raft_applied_index(),
+                    errors: s.errors().to_vec(),
+                    is_learner: s.is_learner(),
+                    revision: header.map(|h| h.revision()).unwrap_or(0),
+                });
+            }
+            Ok(Err(e)) => {
+                probe.error = Some(cause_chain(&e));
+                return;
+            }
+            Err(_) => {
+                probe.error = Some(format!(
+                    "no Status answer within the request timeout of {}",
+                    crate::config::duration::format(&cluster.request_timeout)
+                ));
+                return;
+            }
+        }
+        if probe.status.as_ref().is_some_and(|s| s.is_learner) {
+            return; // learners serve no linearizable reads
+        }
+        // A linearizable read proves the member reaches a leader and a quorum.
+        let t = Instant::now();
+        let read = c.get("health", Some(GetOptions::new().with_count_only()));
+        match tokio::time::timeout(cluster.request_timeout, read).await {
+            Ok(Ok(_)) => probe.read_ms = Some(t.elapsed().as_secs_f64() * 1e3),
+            // Like etcdctl endpoint health: permission denied still proves consensus.
+            Ok(Err(e)) if e.to_string().contains("permission denied") => {
+                probe.read_ms = Some(t.elapsed().as_secs_f64() * 1e3)
+            }
+            Ok(Err(e)) => probe.read_error = Some(cause_chain(&e)),
+            Err(_) => {
+                probe.read_error =
+                    Some("linearizable read timed out (no quorum or no leader?)".into())
+            }
+        }
+    };
+    let (m, ()) = tokio::join!(metrics, etcd);
+    probe.metrics = m;
+    probe
+}
+
+async fn scrape_metrics(http: &reqwest::Client, url: &str) -> Result<MemberMetrics, String> {
+    let text = http
+        .get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let (scrape, _) = Scrape::parse(&text);
+    Ok(MemberMetrics {
+        quota_backend_bytes: scrape.value("etcd_server_quota_backend_bytes"),
+        has_leader: scrape.value("etcd_server_has_leader"),
+        wal_fsync_p99: scrape.histogram_quantile("etcd_disk_wal_fsync_duration_seconds", 0.99),
+        backend_commit_p99: scrape
+            .histogram_quantile("etcd_disk_backend_commit_duration_seconds", 0.99),
+        leader_changes_seen: scrape.value("etcd_server_leader_changes_seen_total"),
+        proposals_pending: scrape.value("etcd_server_proposals_pending"),
+        proposals_failed: scrape.value("etcd_server_proposals_failed_total"),
+    })
+}

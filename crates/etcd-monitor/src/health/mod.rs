@@ -1,0 +1,543 @@
+//! Health evaluation: an immutable verdict with findings and their evidence,
+//! computed from one [`ClusterObservation`].
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::cluster::{ClusterObservation, MemberObservation};
+
+/// Overall state of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Everything checked is fine.
+    Healthy,
+    /// Serving, with at least one problem.
+    Degraded,
+    /// Not serving writes or linearizable reads (no quorum, no leader, nothing reachable).
+    Unavailable,
+}
+
+impl Verdict {
+    /// The `status` command's exit code: 0, 1, 2.
+    pub fn exit_code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// How bad one finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing, not a problem.
+    Info,
+    /// A problem that does not stop the cluster serving.
+    Warning,
+    /// The cluster, or data, is at risk or down.
+    Critical,
+}
+
+/// One thing found wrong, with evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Stable identifier: `quorum_lost`, `member_unreachable`, `no_leader`, ...
+    pub kind: &'static str,
+    /// How bad it is.
+    pub severity: Severity,
+    /// The member concerned, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// One sentence for people.
+    pub message: String,
+    /// Who said what: the raw figures behind the finding.
+    pub evidence: Value,
+}
+
+/// Thresholds of the evaluation.
+#[derive(Debug, Clone)]
+pub struct Thresholds {
+    /// Raft index lag of a member behind the most advanced one.
+    pub max_raft_index_lag: u64,
+    /// Committed-but-not-applied entries on one member.
+    pub max_apply_lag: u64,
+    /// DB size as a share of the quota (0..1) that is reported.
+    pub db_quota_warning: f64,
+    /// In-use / allocated below this ratio is fragmentation...
+    pub fragmentation_ratio: f64,
+    /// ...once the allocated size is at least this many bytes.
+    pub fragmentation_min_bytes: i64,
+    /// A member whose Status or linearizable read is slower than this, ms.
+    pub slow_member_ms: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            max_raft_index_lag: 1000,
+            max_apply_lag: 5000,
+            db_quota_warning: 0.8,
+            fragmentation_ratio: 0.5,
+            fragmentation_min_bytes: 100 * 1024 * 1024,
+            slow_member_ms: 500.0,
+        }
+    }
+}
+
+/// The verdict on one cluster at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthSnapshot {
+    /// Cluster name.
+    pub cluster: String,
+    /// Healthy, degraded or unavailable.
+    pub verdict: Verdict,
+    /// Voting members.
+    pub voting_members: usize,
+    /// Voting members that answered.
+    pub reachable_voting_members: usize,
+    /// Members needed for quorum.
+    pub quorum: usize,
+    /// The leader most members follow, hex.
+    pub leader: Option<String>,
+    /// Findings, worst first.
+    pub findings: Vec<Finding>,
+    /// The observation the verdict rests on.
+    pub observation: ClusterObservation,
+}
+
+/// Evaluates one observation.
+pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
+    let mut f: Vec<Finding> = Vec::new();
+    let voting: Vec<&MemberObservation> = obs.members.iter().filter(|m| !m.is_learner).collect();
+    let quorum = voting.len() / 2 + 1;
+    let reachable_voting = voting.iter().filter(|m| m.reachable()).count();
+    let consensus_voting = voting
+        .iter()
+        .filter(|m| m.linearizable_read_ms.is_some())
+        .count();
+    let name_of = |id: u64| {
+        obs.members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.label())
+            .unwrap_or_else(|| format!("{id:x}"))
+    };
+
+    if let Some(err) = &obs.member_list_error {
+        f.push(finding(
+            "member_list_failed",
+            Severity::Critical,
+            None,
+            format!("the member list could not be read: {err}"),
+            json!({ "error": err }),
+        ));
+    }
+
+    // Quorum: voting members that answer, against what raft needs.
+    let quorum_lost = reachable_voting < quorum || (reachable_voting > 0 && consensus_voting == 0);
+    if reachable_voting < quorum {
+        f.push(finding(
+            "quorum_lost",
+            Severity::Critical,
+            None,
+            format!(
+                "only {reachable_voting} of {} voting members answer; quorum needs {quorum}",
+                voting.len()
+            ),
+            json!({ "voting": voting.len(), "reachable": reachable_voting, "quorum": quorum }),
+        ));
+    }
+
+    // Members the monitor cannot reach (while others answer: a partition or a dead member).
+    for m in obs.members.iter().filter(|m| !m.reachable()) {
+        f.push(finding(
+            "member_unreachable",
+            if reachable_voting >= quorum {
+                Severity::Warning
+            } else {
+                Severity::Critical
+            },
+            Some(m.label()),
+            format!(
+                "member {} ({}) does not answer: {}",
+                m.label(),
+                m.endpoint,
+                m.error.as_deref().unwrap_or("no answer")
+            ),
+            json!({ "endpoint": m.endpoint, "error": m.error, "id": format!("{:x}", m.id) }),
+        ));
+    }
+
+    // Leader views: who follows whom, in which term.
+    let views: Vec<(&MemberObservation, u64, u64)> = obs
+        .members
+        .iter()
+        .filter_map(|m| m.status.as_ref().map(|s| (m, s.leader, s.raft_term)))
+        .collect();
+    let evidence: Value = views
+        .iter()
+        .map(|(m, l, term)| {
+            (
+                m.label(),
+                json!({ "leader": format!("{l:x}"), "term": term }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    for (m, leader, term) in &views {
+        if *leader == 0 {
+            f.push(finding(
+                "no_leader",
+                Severity::Critical,
+                Some(m.label()),
+                format!("member {} reports no leader (term {term})", m.label()),
+                json!({ "term": term }),
+            ));
+        }
+    }
+    let mut leaders: Vec<u64> = views
+        .iter()
+        .map(|(_, l, _)| *l)
+        .filter(|l| *l != 0)
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    let max_term = views.iter().map(|(_, _, t)| *t).max().unwrap_or(0);
+    if leaders.len() > 1 {
+        f.push(finding(
+            "leader_disagreement",
+            Severity::Critical,
+            None,
+            format!(
+                "members disagree about the leader: {}",
+                leaders
+                    .iter()
+                    .map(|l| name_of(*l))
+                    .collect::<Vec<_>>()
+                    .join(" vs ")
+            ),
+            evidence.clone(),
+        ));
+    }
+    for (m, leader, term) in &views {
+        if *leader == m.id && *term < max_term {
+            f.push(finding(
+                "stale_leader",
+                Severity::Critical,
+                Some(m.label()),
+                format!("member {} still believes it leads in term {term}, but term {max_term} has begun elsewhere", m.label()),
+                evidence.clone(),
+            ));
+        }
+    }
+    let terms: std::collections::BTreeSet<u64> = views.iter().map(|(_, _, t)| *t).collect();
+    if terms.len() > 1 && leaders.len() <= 1 {
+        f.push(finding(
+            "term_disagreement",
+            Severity::Warning,
+            None,
+            format!(
+                "members report different raft terms ({})",
+                terms
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            evidence.clone(),
+        ));
+    }
+    // Members that answer Status but cannot serve a linearizable read while
+    // others can: cut off from the leader.
+    if consensus_voting > 0 {
+        for m in obs
+            .members
+            .iter()
+            .filter(|m| m.reachable() && !m.is_learner && m.linearizable_read_ms.is_none())
+        {
+            f.push(finding(
+                "member_partitioned",
+                Severity::Warning,
+                Some(m.label()),
+                format!(
+                    "member {} answers but cannot serve a linearizable read: {}",
+                    m.label(),
+                    m.linearizable_read_error
+                        .as_deref()
+                        .unwrap_or("unknown error")
+                ),
+                json!({ "error": m.linearizable_read_error }),
+            ));
+        }
+    }
+
+    // Raft progress.
+    let max_index = obs
+        .members
+        .iter()
+        .filter_map(|m| m.status.as_ref())
+        .map(|s| s.raft_index)
+        .max()
+        .unwrap_or(0);
+    for m in &obs.members {
+        let Some(s) = &m.status else { continue };
+        let lag = max_index.saturating_sub(s.raft_index);
+        if lag > t.max_raft_index_lag {
+            f.push(finding(
+                "raft_index_lag",
+                Severity::Warning,
+                Some(m.label()),
+                format!(
+                    "member {} is {lag} raft entries behind (index {} vs {max_index})",
+                    m.label(),
+                    s.raft_index
+                ),
+                json!({ "raft_index": s.raft_index, "max_raft_index": max_index, "lag": lag }),
+            ));
+        }
+        let apply_lag = s.raft_index.saturating_sub(s.raft_applied_index);
+        if apply_lag > t.max_apply_lag {
+            f.push(finding(
+                "apply_lag",
+                Severity::Warning,
+                Some(m.label()),
+                format!(
+                    "member {} has {apply_lag} committed entries not yet applied",
+                    m.label()
+                ),
+                json!({ "raft_index": s.raft_index, "raft_applied_index": s.raft_applied_index }),
+            ));
+        }
+        if !s.errors.is_empty() {
+            f.push(finding(
+                "member_errors",
+                Severity::Warning,
+                Some(m.label()),
+                format!(
+                    "member {} reports errors: {}",
+                    m.label(),
+                    s.errors.join("; ")
+                ),
+                json!({ "errors": s.errors }),
+            ));
+        }
+    }
+
+    // Alarms.
+    for a in &obs.alarms {
+        f.push(finding(
+            "alarm",
+            Severity::Critical,
+            Some(name_of(a.member_id)),
+            format!(
+                "alarm {} raised by member {}{}",
+                a.kind,
+                name_of(a.member_id),
+                if a.kind == "NOSPACE" { ": the cluster accepts only reads and deletes until it is compacted, defragmented and disarmed" } else { "" }
+            ),
+            json!({ "alarm": a.kind, "member": format!("{:x}", a.member_id) }),
+        ));
+    }
+
+    // Database size against quota, and fragmentation.
+    for m in &obs.members {
+        let Some(s) = &m.status else { continue };
+        if let Some(quota) = m
+            .metrics
+            .as_ref()
+            .and_then(|x| x.quota_backend_bytes)
+            .filter(|q| *q > 0.0)
+        {
+            let used = s.db_size as f64 / quota;
+            if used >= t.db_quota_warning {
+                f.push(finding(
+                    "db_quota",
+                    if used >= 0.95 {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
+                    Some(m.label()),
+                    format!(
+                        "member {} database is {:.0}% of its quota ({} of {})",
+                        m.label(),
+                        used * 100.0,
+                        bytes(s.db_size as f64),
+                        bytes(quota)
+                    ),
+                    json!({ "db_size": s.db_size, "quota": quota, "ratio": used }),
+                ));
+            }
+        }
+        if s.db_size >= t.fragmentation_min_bytes && s.db_size > 0 {
+            let ratio = s.db_size_in_use as f64 / s.db_size as f64;
+            if ratio < t.fragmentation_ratio {
+                f.push(finding(
+                    "fragmentation",
+                    Severity::Warning,
+                    Some(m.label()),
+                    format!(
+                        "member {} uses {} of {} allocated ({:.0}%): defragment to reclaim {}",
+                        m.label(),
+                        bytes(s.db_size_in_use as f64),
+                        bytes(s.db_size as f64),
+                        ratio * 100.0,
+                        bytes((s.db_size - s.db_size_in_use) as f64)
+                    ),
+                    json!({ "db_size": s.db_size, "db_size_in_use": s.db_size_in_use, "ratio": ratio }),
+                ));
+            }
+        }
+        for (what, ms) in [
+            ("Status", m.status_latency_ms),
+            ("linearizable read", m.linearizable_read_ms),
+        ] {
+            if let Some(ms) = ms.filter(|ms| *ms > t.slow_member_ms) {
+                f.push(finding(
+                    "slow_member",
+                    Severity::Warning,
+                    Some(m.label()),
+                    format!(
+                        "member {} took {ms:.0} ms to answer {what} (threshold {:.0} ms)",
+                        m.label(),
+                        t.slow_member_ms
+                    ),
+                    json!({ "call": what, "latency_ms": ms }),
+                ));
+            }
+        }
+    }
+
+    // Learners waiting for promotion.
+    for m in obs.members.iter().filter(|m| m.is_learner) {
+        let progress = m.status.as_ref().map(|s| s.raft_index);
+        f.push(finding(
+            "learner_not_promoted",
+            Severity::Warning,
+            Some(m.label()),
+            match progress {
+                Some(i) if max_index.saturating_sub(i) <= t.max_raft_index_lag => {
+                    format!(
+                        "learner {} has caught up (index {i} of {max_index}) and can be promoted",
+                        m.label()
+                    )
+                }
+                _ => format!("learner {} is not promoted yet", m.label()),
+            },
+            json!({ "raft_index": progress, "max_raft_index": max_index }),
+        ));
+    }
+
+    // Version skew.
+    let versions: std::collections::BTreeSet<&str> = obs
+        .members
+        .iter()
+        .filter_map(|m| m.status.as_ref().map(|s| s.version.as_str()))
+        .collect();
+    if versions.len() > 1 {
+        f.push(finding(
+            "version_skew",
+            Severity::Warning,
+            None,
+            format!(
+                "members run different etcd versions: {}",
+                versions.iter().copied().collect::<Vec<_>>().join(", ")
+            ),
+            obs.members
+                .iter()
+                .filter_map(|m| {
+                    m.status
+                        .as_ref()
+                        .map(|s| (m.label(), Value::from(s.version.clone())))
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        ));
+    }
+
+    // Data consistency.
+    if let Some(check) = &obs.hashkv {
+        let hashes: std::collections::BTreeSet<u32> = check
+            .hashes
+            .iter()
+            .filter_map(|(_, h)| h.as_ref().ok().copied())
+            .collect();
+        if hashes.len() > 1 {
+            f.push(finding(
+                "data_inconsistency",
+                Severity::Critical,
+                None,
+                format!("members' KV hashes differ at revision {}", check.revision),
+                check
+                    .hashes
+                    .iter()
+                    .map(|(m, h)| {
+                        (
+                            m.clone(),
+                            match h {
+                                Ok(h) => json!(h),
+                                Err(e) => json!({ "error": e }),
+                            },
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            ));
+        }
+    }
+
+    f.sort_by_key(|x| std::cmp::Reverse(x.severity));
+    let all_without_leader = !views.is_empty() && views.iter().all(|(_, l, _)| *l == 0);
+    let verdict = if reachable_voting == 0 || quorum_lost || all_without_leader {
+        Verdict::Unavailable
+    } else if f.iter().any(|x| x.severity >= Severity::Warning) {
+        Verdict::Degraded
+    } else {
+        Verdict::Healthy
+    };
+    let leader = leaders
+        .first()
+        .filter(|_| leaders.len() == 1)
+        .map(|l| format!("{l:x}"));
+    HealthSnapshot {
+        cluster: obs.cluster.clone(),
+        verdict,
+        voting_members: voting.len(),
+        reachable_voting_members: reachable_voting,
+        quorum,
+        leader,
+        findings: f,
+        observation: obs,
+    }
+}
+
+fn finding(
+    kind: &'static str,
+    severity: Severity,
+    member: Option<String>,
+    message: String,
+    evidence: Value,
+) -> Finding {
+    Finding {
+        kind,
+        severity,
+        member,
+        message,
+        evidence,
+    }
+}
+
+/// Bytes for people: `1.5 GiB`.
+pub fn bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} {}", UNITS[0])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

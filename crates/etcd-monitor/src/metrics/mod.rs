@@ -1,0 +1,3 @@
+//! Member metrics: each member's Prometheus `/metrics` page, parsed.
+
+pub mod prom;

@@ -1,0 +1,233 @@
+//! A parser for the Prometheus text exposition format, enough for etcd's
+//! `/metrics`: samples with labels, and quantiles from histogram buckets.
+
+use std::collections::BTreeMap;
+
+/// One sample line: `name{label="v",...} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Metric name (with `_bucket`, `_sum`, `_count` suffixes as written).
+    pub name: String,
+    /// Labels in order of name.
+    pub labels: BTreeMap<String, String>,
+    /// The value (`+Inf`, `-Inf` and `NaN` included).
+    pub value: f64,
+}
+
+/// All samples of one scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scrape {
+    /// Samples in page order.
+    pub samples: Vec<Sample>,
+}
+
+impl Scrape {
+    /// Parses a page; malformed lines are skipped (and counted in the result).
+    pub fn parse(text: &str) -> (Scrape, usize) {
+        let mut samples = Vec::new();
+        let mut bad = 0;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match parse_line(line) {
+                Some(s) => samples.push(s),
+                None => bad += 1,
+            }
+        }
+        (Scrape { samples }, bad)
+    }
+
+    /// The value of an unlabelled sample (or the first sample) named `name`.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value)
+    }
+
+    /// The sum over every sample named `name` whose labels include `matching`.
+    pub fn sum(&self, name: &str, matching: &[(&str, &str)]) -> Option<f64> {
+        let mut found = false;
+        let total = self
+            .samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && matching
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .inspect(|_| found = true)
+            .map(|s| s.value)
+            .sum();
+        found.then_some(total)
+    }
+
+    /// The `q` quantile (0..1) of histogram `name` (base name, without
+    /// `_bucket`), summed over every label set, interpolated linearly inside
+    /// the bucket as Prometheus' `histogram_quantile` does. `None` without
+    /// observations.
+    pub fn histogram_quantile(&self, name: &str, q: f64) -> Option<f64> {
+        let bucket = format!("{name}_bucket");
+        let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        for s in self.samples.iter().filter(|s| s.name == bucket) {
+            let le = s.labels.get("le").and_then(|v| parse_value(v))?;
+            let entry = by_le.entry(le.to_bits()).or_insert((le, 0.0));
+            entry.1 += s.value;
+        }
+        let mut buckets: Vec<(f64, f64)> = by_le.into_values().collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        quantile_from_buckets(&buckets, q)
+    }
+}
+
+/// `histogram_quantile` over cumulative `(upper bound, count)` buckets sorted by bound.
+pub fn quantile_from_buckets(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 || !buckets.last()?.0.is_infinite() {
+        return None;
+    }
+    let rank = q * total;
+    let mut prev_bound = 0.0;
+    let mut prev_count = 0.0;
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                // Prometheus answers the largest finite bound here.
+                return Some(prev_bound);
+            }
+            let in_bucket = count - prev_count;
+            if in_bucket <= 0.0 {
+                return Some(bound);
+            }
+            return Some(prev_bound + (bound - prev_bound) * (rank - prev_count) / in_bucket);
+        }
+        prev_bound = bound;
+        prev_count = count;
+    }
+    None
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let (name_labels, rest) = match line.find('{') {
+        Some(_) => {
+            let close = line.rfind('}')?;
+            (&line[..close + 1], line[close + 1..].trim())
+        }
+        None => {
+            let sp = line.find(char::is_whitespace)?;
+            (&line[..sp], line[sp..].trim())
+        }
+    };
+    let value = parse_value(rest.split_whitespace().next()?)?;
+    let (name, labels) = match name_labels.find('{') {
+        Some(open) => (
+            &name_labels[..open],
+            parse_labels(&name_labels[open + 1..name_labels.len() - 1])?,
+        ),
+        None => (name_labels, BTreeMap::new()),
+    };
+    Some(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim().to_string();
+        let after = rest[eq + 1..].trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => return None,
+                },
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(key, value);
+        rest = after[end? + 1..]
+            .trim_start()
+            .trim_start_matches(',')
+            .trim_start();
+    }
+    Some(labels)
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        t => t.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = r#"
+# HELP etcd_disk_wal_fsync_duration_seconds The latency distributions of fsync called by WAL.
+# TYPE etcd_disk_wal_fsync_duration_seconds histogram
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 50
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 90
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.004"} 100
+etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} 100
+etcd_disk_wal_fsync_duration_seconds_sum 0.1
+etcd_disk_wal_fsync_duration_seconds_count 100
+etcd_server_has_leader 1
+etcd_server_quota_backend_bytes 2.147483648e+09
+grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 7
+grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 3
+"#;
+
+    #[test]
+    fn parses_values_labels_and_quantiles() {
+        let (s, bad) = Scrape::parse(PAGE);
+        assert_eq!(bad, 0);
+        assert_eq!(s.value("etcd_server_has_leader"), Some(1.0));
+        assert_eq!(
+            s.value("etcd_server_quota_backend_bytes"),
+            Some(2147483648.0)
+        );
+        assert_eq!(
+            s.sum("grpc_server_handled_total", &[("grpc_code", "OK")]),
+            Some(7.0)
+        );
+        assert_eq!(s.sum("grpc_server_handled_total", &[]), Some(10.0));
+        // rank 50 of 100 falls at the top of the first bucket.
+        assert_eq!(
+            s.histogram_quantile("etcd_disk_wal_fsync_duration_seconds", 0.5),
+            Some(0.001)
+        );
+        // rank 99: bucket (0.002, 0.004] holds 10, 9 of them below rank 99.
+        let p99 = s
+            .histogram_quantile("etcd_disk_wal_fsync_duration_seconds", 0.99)
+            .unwrap();
+        assert!((p99 - 0.0038).abs() < 1e-9, "{p99}");
+        assert_eq!(s.histogram_quantile("missing", 0.99), None);
+    }
+
+    #[test]
+    fn escaped_labels_and_garbage() {
+        let (s, bad) = Scrape::parse("m{a=\"x\\\"y\",b=\"z\"} 2\nnot a sample\n");
+        assert_eq!(bad, 1);
+        assert_eq!(s.samples[0].labels["a"], "x\"y");
+        assert_eq!(s.samples[0].labels["b"], "z");
+    }
+}
