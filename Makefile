@@ -28,10 +28,11 @@ lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Benchmarks are compiled by clippy and run by `make bench`, not here.
 # Test binaries run one after another; tests inside one binary share the
 # machine's two cores, so their count is bounded.
 test: lint
-	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} $(CARGO) test --workspace --all-targets
+	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} $(CARGO) test --workspace --lib --bins --tests
 	$(CARGO) test --workspace --doc
 
 bench: deps
