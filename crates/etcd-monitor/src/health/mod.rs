@@ -541,3 +541,124 @@ pub fn bytes(n: f64) -> String {
         format!("{v:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Situations a healthy test cluster cannot be pushed into on demand
+    //! (a stale leader needs a network partition), evaluated from observations.
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::cluster::{MemberObservation, MemberStatus};
+
+    fn member(id: u64, leader: u64, term: u64, index: u64) -> MemberObservation {
+        MemberObservation {
+            id,
+            name: format!("m{id}"),
+            peer_urls: vec![],
+            client_urls: vec![format!("http://127.0.0.1:{id}")],
+            is_learner: false,
+            endpoint: format!("http://127.0.0.1:{id}"),
+            status: Some(MemberStatus {
+                member_id: id,
+                version: "3.4.23".into(),
+                db_size: 20_000,
+                db_size_in_use: 16_000,
+                leader,
+                raft_term: term,
+                raft_index: index,
+                raft_applied_index: index,
+                errors: vec![],
+                is_learner: false,
+                revision: 10,
+            }),
+            error: None,
+            status_latency_ms: Some(1.0),
+            linearizable_read_ms: Some(1.0),
+            linearizable_read_error: None,
+            metrics: None,
+        }
+    }
+
+    fn observe(members: Vec<MemberObservation>) -> ClusterObservation {
+        ClusterObservation {
+            cluster: "t".into(),
+            taken_at: SystemTime::now(),
+            members,
+            member_list_error: None,
+            alarms: vec![],
+            hashkv: None,
+            duration_ms: 1.0,
+        }
+    }
+
+    fn kinds(s: &HealthSnapshot) -> Vec<&'static str> {
+        s.findings.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn agreement_is_healthy() {
+        let s = evaluate(
+            observe(vec![
+                member(1, 1, 5, 100),
+                member(2, 1, 5, 100),
+                member(3, 1, 5, 99),
+            ]),
+            &Thresholds::default(),
+        );
+        assert_eq!(s.verdict, Verdict::Healthy);
+        assert!(s.findings.is_empty());
+        assert_eq!(s.leader.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_partitioned_old_leader_is_a_stale_leader() {
+        let mut old = member(1, 1, 5, 100);
+        old.linearizable_read_ms = None;
+        old.linearizable_read_error = Some("timed out".into());
+        let s = evaluate(
+            observe(vec![old, member(2, 2, 6, 180), member(3, 2, 6, 180)]),
+            &Thresholds::default(),
+        );
+        let k = kinds(&s);
+        assert!(
+            k.contains(&"stale_leader")
+                && k.contains(&"leader_disagreement")
+                && k.contains(&"member_partitioned"),
+            "{k:?}"
+        );
+        let stale = s
+            .findings
+            .iter()
+            .find(|f| f.kind == "stale_leader")
+            .unwrap();
+        assert_eq!(stale.member.as_deref(), Some("m1"));
+        assert_eq!(stale.evidence["m1"]["term"], 5);
+        assert_eq!(stale.evidence["m2"]["leader"], "2");
+        assert_eq!(s.verdict, Verdict::Degraded);
+    }
+
+    #[test]
+    fn lag_and_differing_hashes_are_reported() {
+        let mut obs = observe(vec![
+            member(1, 1, 5, 5000),
+            member(2, 1, 5, 5000),
+            member(3, 1, 5, 3000),
+        ]);
+        obs.hashkv = Some(crate::cluster::HashKvCheck {
+            revision: 10,
+            hashes: vec![
+                ("m1".into(), Ok(7)),
+                ("m2".into(), Ok(7)),
+                ("m3".into(), Ok(8)),
+            ],
+        });
+        let s = evaluate(obs, &Thresholds::default());
+        let k = kinds(&s);
+        assert!(
+            k.contains(&"raft_index_lag") && k.contains(&"data_inconsistency"),
+            "{k:?}"
+        );
+        assert_eq!(s.findings[0].severity, Severity::Critical, "worst first");
+    }
+}
