@@ -58,7 +58,7 @@ pub enum Command {
     /// One-shot health verdict; exit 0 healthy, 1 degraded, 2 unavailable.
     Status(crate::status::StatusArgs),
     /// Benchmark a cluster.
-    Bench(PendingArgs),
+    Bench(crate::bench::BenchArgs),
     /// etcdctl-style operations with safety checks.
     Ctl(crate::ctl::CtlArgs),
     /// Work with configuration files.
@@ -105,14 +105,6 @@ pub struct DemoArgs {
     /// Port of the API and dashboard.
     #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
-}
-
-/// Arguments of a command whose implementation has not landed yet.
-#[derive(Debug, Args)]
-pub struct PendingArgs {
-    /// Arguments for the command.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
 }
 
 /// Connection flags shared by the commands that talk to one cluster, named

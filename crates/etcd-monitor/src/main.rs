@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
         Some(Command::Status(args)) => etcd_monitor::status::main(&cli.global, args),
-        Some(Command::Bench(_)) => not_built("bench"),
+        Some(Command::Bench(args)) => etcd_monitor::bench::main(&cli.global, args),
         Some(Command::Ctl(args)) => etcd_monitor::ctl::main(&cli.global, args),
         Some(Command::Demo(args)) => {
             with_runtime(&cli.global, None, |_config, lifecycle| async move {
