@@ -7,17 +7,16 @@
 //! guarded by our key's create revision, which also serves as the fencing
 //! token of the term.
 
-use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, KeyValue, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, KeyValue, TxnOp, TxnResponse};
 use tokio::sync::watch;
 use tokio::time::sleep;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, Result, ctx};
-use crate::keys::{self, Ahead, CleanupOnDrop};
-use crate::mutex::owner_compare;
+use crate::keys;
+use crate::mutex::Mutex;
 use crate::session::{LostReason, Session};
 
 /// The current leader as stored in etcd.
@@ -44,15 +43,9 @@ impl Leader {
     }
 }
 
-struct Inner {
-    session: Session,
-    prefix: String,
-    key: String,
-    /// Create revision of our key while we lead.
-    leading: StdMutex<Option<i64>>,
-}
-
 /// One candidate in an election (one per session; clones share state).
+///
+/// Campaigning is the [`Mutex`] queue with the proposal as the key's value.
 ///
 /// ```no_run
 /// # async fn demo(session: etcd_patterns::Session) -> Result<(), etcd_patterns::Error> {
@@ -69,13 +62,13 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Election {
-    inner: Arc<Inner>,
+    queue: Mutex,
 }
 
 impl std::fmt::Debug for Election {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Election")
-            .field("key", &self.inner.key)
+            .field("key", &self.key())
             .field("leading", &self.fencing_token())
             .finish()
     }
@@ -84,171 +77,92 @@ impl std::fmt::Debug for Election {
 impl Election {
     /// A candidate under `prefix` (trailing `/` added if missing).
     pub fn new(session: Session, prefix: impl Into<String>) -> Election {
-        let prefix = keys::normalize_prefix(prefix);
-        let key = keys::lease_key(&prefix, session.lease_id());
         Election {
-            inner: Arc::new(Inner {
-                session,
-                prefix,
-                key,
-                leading: StdMutex::new(None),
-            }),
+            queue: Mutex::new(session, prefix),
         }
-    }
-
-    fn leading(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
-        self.inner.leading.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Our candidate key.
     pub fn key(&self) -> &str {
-        &self.inner.key
+        self.queue.key()
     }
 
     /// The session of this candidate.
     pub fn session(&self) -> &Session {
-        &self.inner.session
+        self.queue.session()
+    }
+
+    fn not_owner(&self) -> Error {
+        Error::NotOwner {
+            key: self.key().to_string(),
+        }
     }
 
     /// Waits until we lead, proposing `value`; returns the term's fencing
     /// token. Re-campaigning with a live key keeps the queue position (and
     /// proclaims the new value). Dropping the future deletes our key.
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<i64> {
-        let value = value.into();
-        let session = &self.inner.session;
-        if session.lost_reason().is_some() {
-            return Err(session.expired_error());
-        }
-        let key = &self.inner.key;
-        let mut cleanup = CleanupOnDrop::new(session.client(), key);
-        let created = keys::create_own_key(session, key, &value, &self.inner.prefix).await?;
-        cleanup.set_rev(created.rev);
-        if created.existing_value.as_ref().is_some_and(|v| *v != value) {
-            self.put_guarded(created.rev, value).await?;
-        }
-        if created.first.as_ref().map(|kv| kv.create_revision()) != Some(created.rev) {
-            keys::wait_in_line(
-                session,
-                Ahead::Any(&self.inner.prefix),
-                key,
-                created.rev,
-                cleanup,
-                None,
-            )
-            .await?;
-        } else {
-            cleanup.defuse();
-        }
-        *self.leading() = Some(created.rev);
-        Ok(created.rev)
+        self.queue.acquire_key(&value.into(), false, None).await
     }
 
     /// Restores leadership after a restart: with a session resumed on the
     /// old lease ([`Session::resume`]), finds our key and, if it is the
     /// oldest, leads again without a new campaign. Returns whether we lead.
     pub async fn resume(&self) -> Result<bool> {
-        let resp = self
-            .inner
-            .session
-            .client()
-            .kv_client()
-            .get(self.inner.prefix.as_str(), Some(keys::first_by_create()))
-            .await
-            .map_err(ctx(format!("reading the leader of {}", self.inner.prefix)))?;
-        let first = resp.kvs().first();
-        let leads = first.is_some_and(|kv| kv.key() == self.inner.key.as_bytes());
-        *self.leading() = if leads {
-            first.map(|kv| kv.create_revision())
-        } else {
-            None
-        };
-        Ok(leads)
-    }
-
-    async fn put_guarded(&self, rev: i64, value: Vec<u8>) -> Result<()> {
-        let key = &self.inner.key;
-        let put = PutOptions::new().with_lease(self.inner.session.lease_id());
-        let txn = Txn::new()
-            .when([owner_compare(key, rev)])
-            .and_then([TxnOp::put(key.as_str(), value, Some(put))]);
-        let resp = self
-            .inner
-            .session
-            .client()
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(ctx(format!("proclaiming on {key}")))?;
-        if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(Error::NotOwner { key: key.clone() })
-        }
+        let first = self.leader().await?;
+        let ours = first.filter(|l| l.key == self.key());
+        self.queue
+            .set_held(ours.as_ref().map(|l| l.create_revision));
+        Ok(ours.is_some())
     }
 
     /// Publishes a new value while leading; [`Error::NotOwner`] otherwise.
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
-        let rev = self.fencing_token().ok_or_else(|| Error::NotOwner {
-            key: self.inner.key.clone(),
-        })?;
-        self.put_guarded(rev, value.into()).await
+        let rev = self.fencing_token().ok_or_else(|| self.not_owner())?;
+        self.queue.put_value(rev, value.into()).await
     }
 
-    /// Gives up leadership (deletes our key if it is still ours).
+    /// Gives up leadership (deletes our key); [`Error::NotOwner`] if we did
+    /// not lead or had already lost it.
     pub async fn resign(&self) -> Result<()> {
-        let rev = self.leading().take();
-        match rev {
-            Some(rev) => {
-                keys::delete_if_owner(self.inner.session.client(), &self.inner.key, rev).await?;
-                Ok(())
-            }
-            None => Err(Error::NotOwner {
-                key: self.inner.key.clone(),
-            }),
-        }
+        self.queue.unlock().await
     }
 
     /// The current leader, `None` if nobody leads.
     pub async fn leader(&self) -> Result<Option<Leader>> {
-        current_leader(self.inner.session.client(), &self.inner.prefix).await
+        current_leader(self.session().client(), self.queue.prefix()).await
     }
 
     /// Whether this candidate won and has not resigned or lost its session.
     /// A local view: use [`Election::is_leader_compare`] to be sure inside a txn.
     pub fn is_leader(&self) -> bool {
-        self.fencing_token().is_some() && self.inner.session.lost_reason().is_none()
+        self.fencing_token().is_some() && self.session().lost_reason().is_none()
     }
 
     /// The term's fencing token (our key's create revision) while leading.
     pub fn fencing_token(&self) -> Option<i64> {
-        *self.leading()
+        self.queue.fencing_token()
     }
 
     /// A compare that holds only while we lead; add it to your own txns.
     pub fn is_leader_compare(&self) -> Result<Compare> {
-        self.fencing_token()
-            .map(|rev| owner_compare(&self.inner.key, rev))
-            .ok_or_else(|| Error::NotOwner {
-                key: self.inner.key.clone(),
-            })
+        self.queue.is_owner()
+    }
+
+    /// Runs `ops` only while we lead; [`Error::NotOwner`] otherwise.
+    pub async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
+        self.queue.guarded_txn(ops).await
     }
 
     /// Resolves when leadership is lost: session lost or our key deleted.
     /// Resolves at once when not leading.
     pub async fn lost(&self) -> LostReason {
-        match self.fencing_token() {
-            Some(rev) => keys::until_key_lost(&self.inner.session, &self.inner.key, rev).await,
-            None => self
-                .inner
-                .session
-                .lost_reason()
-                .unwrap_or(LostReason::KeyDeleted),
-        }
+        self.queue.lost().await
     }
 
     /// Follows the leader of this election (see [`Observer`]).
     pub async fn observe(&self) -> Result<Observer> {
-        Observer::start(self.inner.session.client().clone(), &self.inner.prefix).await
+        Observer::start(self.session().client().clone(), self.queue.prefix()).await
     }
 }
 

@@ -186,6 +186,92 @@ pub(crate) async fn delete_if_owner(client: &Client, key: &str, rev: i64) -> Res
     Ok(resp.succeeded())
 }
 
+/// Deletes our key if it is still ours; [`Error::NotOwner`] if it was not.
+pub(crate) async fn release(client: &Client, key: &str, rev: i64) -> Result<()> {
+    if delete_if_owner(client, key, rev).await? {
+        Ok(())
+    } else {
+        Err(Error::NotOwner {
+            key: key.to_string(),
+        })
+    }
+}
+
+/// A compare that holds only while `key` is the one we created at `rev`.
+pub(crate) fn owner_compare(key: &str, rev: i64) -> Compare {
+    Compare::create_revision(key, CompareOp::Equal, rev)
+}
+
+/// Runs `ops` in one txn only while we own `key` (created at `rev`);
+/// nothing is applied and [`Error::NotOwner`] is returned otherwise.
+pub(crate) async fn guarded_txn(
+    client: &Client,
+    key: &str,
+    rev: i64,
+    ops: Vec<TxnOp>,
+) -> Result<TxnResponse> {
+    let txn = Txn::new().when([owner_compare(key, rev)]).and_then(ops);
+    let resp = client
+        .kv_client()
+        .txn(txn)
+        .await
+        .map_err(ctx(format!("guarded txn on {key}")))?;
+    if resp.succeeded() {
+        Ok(resp)
+    } else {
+        Err(Error::NotOwner {
+            key: key.to_string(),
+        })
+    }
+}
+
+/// A key we own (created under our session at `rev`): the shared core of the
+/// lock guards. Dropping it without [`HeldKey::release`] deletes the key in
+/// the background.
+#[derive(Debug)]
+pub(crate) struct HeldKey {
+    pub session: Session,
+    pub key: String,
+    pub rev: i64,
+    released: bool,
+}
+
+impl HeldKey {
+    pub(crate) fn new(session: &Session, key: String, rev: i64) -> Self {
+        HeldKey {
+            session: session.clone(),
+            key,
+            rev,
+            released: false,
+        }
+    }
+
+    pub(crate) fn is_owner(&self) -> Compare {
+        owner_compare(&self.key, self.rev)
+    }
+
+    pub(crate) async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
+        guarded_txn(self.session.client(), &self.key, self.rev, ops).await
+    }
+
+    pub(crate) async fn lost(&self) -> LostReason {
+        until_key_lost(&self.session, &self.key, self.rev).await
+    }
+
+    pub(crate) async fn release(mut self) -> Result<()> {
+        self.released = true;
+        release(self.session.client(), &self.key, self.rev).await
+    }
+}
+
+impl Drop for HeldKey {
+    fn drop(&mut self) {
+        if !self.released {
+            CleanupOnDrop::new(self.session.client(), &self.key).set_rev(self.rev);
+        }
+    }
+}
+
 /// What [`wait_predecessor`] must find before its key is first in line.
 pub(crate) enum Ahead<'a> {
     /// Any key under this prefix created before ours (mutex, writer).

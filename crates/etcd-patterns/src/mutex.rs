@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
+use etcd_client::{Compare, PutOptions, TxnOp, TxnResponse};
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result, ctx};
+use crate::error::{Error, Result};
 use crate::keys::{self, Ahead, CleanupOnDrop};
 use crate::session::{LostReason, Session};
 
@@ -122,6 +122,25 @@ impl Mutex {
         only_if_free: bool,
         deadline: Option<(tokio::time::Instant, Duration)>,
     ) -> Result<MutexGuard> {
+        let rev = self.acquire_key(b"", only_if_free, deadline).await?;
+        Ok(MutexGuard {
+            mutex: self.clone(),
+            rev,
+            released: false,
+        })
+    }
+
+    /// The queue protocol shared with [`crate::Election`]: one txn creates
+    /// our key with `value` (or finds it, and then re-publishes `value`) and
+    /// reads the oldest key; unless ours is the oldest, wait for the
+    /// immediate predecessor's DELETE. Returns our create revision and marks
+    /// it held.
+    pub(crate) async fn acquire_key(
+        &self,
+        value: &[u8],
+        only_if_free: bool,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<i64> {
         let pending = self
             .inner
             .pending_unlock
@@ -138,47 +157,51 @@ impl Mutex {
         let key = &self.inner.key;
         let mut cleanup = CleanupOnDrop::new(session.client(), key);
         let created =
-            keys::create_own_key_until(session, key, b"", &self.inner.prefix, deadline).await?;
+            keys::create_own_key_until(session, key, value, &self.inner.prefix, deadline).await?;
         cleanup.set_rev(created.rev);
-        let first = created.first.as_ref().map(|kv| kv.create_revision());
-        if first != Some(created.rev) {
-            if only_if_free {
-                cleanup.cleanup().await;
-                return Err(Error::Locked {
-                    key: self.inner.prefix.clone(),
-                });
-            }
-            let ahead = Ahead::Any(&self.inner.prefix);
-            return self.held(
-                keys::wait_in_line(session, ahead, key, created.rev, cleanup, deadline).await,
-                created.rev,
-            );
+        if created
+            .existing_value
+            .as_ref()
+            .is_some_and(|v| v.as_slice() != value)
+        {
+            self.put_value(created.rev, value.to_vec()).await?;
         }
-        cleanup.defuse();
-        self.held(Ok(()), created.rev)
+        let first = created.first.as_ref().map(|kv| kv.create_revision());
+        if first == Some(created.rev) {
+            cleanup.defuse();
+        } else if only_if_free {
+            cleanup.cleanup().await;
+            return Err(Error::Locked {
+                key: self.inner.prefix.clone(),
+            });
+        } else {
+            let ahead = Ahead::Any(&self.inner.prefix);
+            keys::wait_in_line(session, ahead, key, created.rev, cleanup, deadline).await?;
+        }
+        self.set_held(Some(created.rev));
+        Ok(created.rev)
     }
 
-    fn held(&self, waited: Result<()>, rev: i64) -> Result<MutexGuard> {
-        waited?;
-        self.inner.held.store(rev, Ordering::SeqCst);
-        Ok(MutexGuard {
-            mutex: self.clone(),
-            rev,
-            released: false,
-        })
+    /// Records (or clears) the create revision we hold.
+    pub(crate) fn set_held(&self, rev: Option<i64>) {
+        self.inner.held.store(rev.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Replaces our key's value while it is still the one created at `rev`.
+    pub(crate) async fn put_value(&self, rev: i64, value: Vec<u8>) -> Result<()> {
+        let key = self.inner.key.as_str();
+        let put = PutOptions::new().with_lease(self.inner.session.lease_id());
+        let client = self.inner.session.client();
+        keys::guarded_txn(client, key, rev, vec![TxnOp::put(key, value, Some(put))]).await?;
+        Ok(())
     }
 
     /// Releases the lock. Fails with [`Error::NotOwner`] if this mutex does
     /// not hold it (never locked, already unlocked, or the key was lost).
     pub async fn unlock(&self) -> Result<()> {
-        let rev = self.inner.held.swap(0, Ordering::SeqCst);
-        if rev == 0 {
-            return Err(self.not_owner());
-        }
-        if keys::delete_if_owner(self.inner.session.client(), &self.inner.key, rev).await? {
-            Ok(())
-        } else {
-            Err(self.not_owner())
+        match self.inner.held.swap(0, Ordering::SeqCst) {
+            0 => Err(self.not_owner()),
+            rev => keys::release(self.inner.session.client(), &self.inner.key, rev).await,
         }
     }
 
@@ -200,28 +223,15 @@ impl Mutex {
     /// your own txn. Fails with [`Error::NotOwner`] when not held.
     pub fn is_owner(&self) -> Result<Compare> {
         self.fencing_token()
-            .map(|rev| owner_compare(&self.inner.key, rev))
+            .map(|rev| keys::owner_compare(&self.inner.key, rev))
             .ok_or_else(|| self.not_owner())
     }
 
     /// Runs `ops` in one txn only if we still own the lock; otherwise
     /// nothing is applied and [`Error::NotOwner`] is returned.
     pub async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
-        let compare = self.is_owner()?;
-        let txn = Txn::new().when([compare]).and_then(ops);
-        let resp = self
-            .inner
-            .session
-            .client()
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(ctx(format!("guarded txn on {}", self.inner.key)))?;
-        if resp.succeeded() {
-            Ok(resp)
-        } else {
-            Err(self.not_owner())
-        }
+        let rev = self.fencing_token().ok_or_else(|| self.not_owner())?;
+        keys::guarded_txn(self.inner.session.client(), &self.inner.key, rev, ops).await
     }
 
     /// Resolves when the lock can no longer be trusted: the session is lost
@@ -236,10 +246,6 @@ impl Mutex {
                 .unwrap_or(LostReason::KeyDeleted),
         }
     }
-}
-
-pub(crate) fn owner_compare(key: &str, rev: i64) -> Compare {
-    Compare::create_revision(key, CompareOp::Equal, rev)
 }
 
 /// Proof of holding a [`Mutex`]. Dropping it unlocks in the background;
@@ -261,7 +267,7 @@ impl MutexGuard {
 
     /// A compare that holds only while we own the lock (see [`Mutex::is_owner`]).
     pub fn is_owner(&self) -> Compare {
-        owner_compare(&self.mutex.inner.key, self.rev)
+        keys::owner_compare(&self.mutex.inner.key, self.rev)
     }
 
     /// Runs `ops` only if we still own the lock (see [`Mutex::guarded_txn`]).

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use etcd_client::{Compare, TxnOp, TxnResponse};
 
-use crate::error::{Error, Result, ctx};
-use crate::keys::{self, Ahead, CleanupOnDrop};
-use crate::mutex::owner_compare;
+use crate::error::Result;
+use crate::keys::{self, Ahead, CleanupOnDrop, HeldKey};
 use crate::session::{LostReason, Session};
 
 /// A distributed read-write lock for one session (one holder per session).
@@ -61,7 +60,7 @@ impl RwLock {
         self.acquire(RwMode::Write).await
     }
 
-    /// Waits for access in `mode`, giving up with [`Error::Timeout`] (and
+    /// Waits for access in `mode`, giving up with [`Error::Timeout`](crate::Error::Timeout) (and
     /// removing our queue key) after `timeout`.
     pub async fn acquire_timeout(&self, mode: RwMode, timeout: Duration) -> Result<RwLockGuard> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -106,11 +105,8 @@ impl RwLock {
             .await?;
         }
         Ok(RwLockGuard {
-            session: self.session.clone(),
-            key,
-            rev: created.rev,
+            held: HeldKey::new(&self.session, key, created.rev),
             mode,
-            released: false,
         })
     }
 }
@@ -118,11 +114,8 @@ impl RwLock {
 /// Proof of holding a [`RwLock`]; dropping it releases in the background.
 #[derive(Debug)]
 pub struct RwLockGuard {
-    session: Session,
-    key: String,
-    rev: i64,
+    held: HeldKey,
     mode: RwMode,
-    released: bool,
 }
 
 impl RwLockGuard {
@@ -133,58 +126,26 @@ impl RwLockGuard {
 
     /// Create revision of our key; for writers a fencing token.
     pub fn fencing_token(&self) -> i64 {
-        self.rev
+        self.held.rev
     }
 
     /// A compare that holds only while we hold the lock.
     pub fn is_owner(&self) -> Compare {
-        owner_compare(&self.key, self.rev)
+        self.held.is_owner()
     }
 
-    /// Runs `ops` only if we still hold the lock; [`Error::NotOwner`] otherwise.
+    /// Runs `ops` only if we still hold the lock; [`Error::NotOwner`](crate::Error::NotOwner) otherwise.
     pub async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
-        let txn = etcd_client::Txn::new()
-            .when([self.is_owner()])
-            .and_then(ops);
-        let resp = self
-            .session
-            .client()
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(ctx(format!("guarded txn on {}", self.key)))?;
-        if resp.succeeded() {
-            Ok(resp)
-        } else {
-            Err(Error::NotOwner {
-                key: self.key.clone(),
-            })
-        }
+        self.held.guarded_txn(ops).await
     }
 
     /// Resolves when the lock is lost (session lost or key deleted).
     pub async fn lost(&self) -> LostReason {
-        keys::until_key_lost(&self.session, &self.key, self.rev).await
+        self.held.lost().await
     }
 
-    /// Releases the lock; [`Error::NotOwner`] if it was already lost.
-    pub async fn unlock(mut self) -> Result<()> {
-        self.released = true;
-        if keys::delete_if_owner(self.session.client(), &self.key, self.rev).await? {
-            Ok(())
-        } else {
-            Err(Error::NotOwner {
-                key: self.key.clone(),
-            })
-        }
-    }
-}
-
-impl Drop for RwLockGuard {
-    fn drop(&mut self) {
-        if !self.released {
-            let mut cleanup = CleanupOnDrop::new(self.session.client(), &self.key);
-            cleanup.set_rev(self.rev);
-        }
+    /// Releases the lock; [`Error::NotOwner`](crate::Error::NotOwner) if it was already lost.
+    pub async fn unlock(self) -> Result<()> {
+        self.held.release().await
     }
 }

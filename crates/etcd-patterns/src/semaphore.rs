@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use etcd_client::Compare;
 
-use crate::error::{Error, Result};
-use crate::keys::{self, Ahead, CleanupOnDrop};
-use crate::mutex::owner_compare;
+use crate::error::Result;
+use crate::keys::{self, Ahead, CleanupOnDrop, HeldKey};
 use crate::session::{LostReason, Session};
 
 /// A distributed counting semaphore for one session (one permit per session).
@@ -48,7 +47,7 @@ impl Semaphore {
         self.acquire_until(None).await
     }
 
-    /// Waits at most `timeout` for a permit ([`Error::Timeout`], our key removed).
+    /// Waits at most `timeout` for a permit ([`Error::Timeout`](crate::Error::Timeout), our key removed).
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Permit> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.acquire_until(Some((deadline, timeout))).await
@@ -66,10 +65,7 @@ impl Semaphore {
         let ahead = Ahead::FewerThan(&self.prefix, self.permits);
         keys::wait_in_line(&self.session, ahead, &key, created.rev, cleanup, deadline).await?;
         Ok(Permit {
-            session: self.session.clone(),
-            key,
-            rev: created.rev,
-            released: false,
+            held: HeldKey::new(&self.session, key, created.rev),
         })
     }
 }
@@ -77,41 +73,22 @@ impl Semaphore {
 /// A held semaphore slot; dropping it releases in the background.
 #[derive(Debug)]
 pub struct Permit {
-    session: Session,
-    key: String,
-    rev: i64,
-    released: bool,
+    held: HeldKey,
 }
 
 impl Permit {
     /// A compare that holds only while we hold the permit.
     pub fn is_owner(&self) -> Compare {
-        owner_compare(&self.key, self.rev)
+        self.held.is_owner()
     }
 
     /// Resolves when the permit is lost (session lost or key deleted).
     pub async fn lost(&self) -> LostReason {
-        keys::until_key_lost(&self.session, &self.key, self.rev).await
+        self.held.lost().await
     }
 
-    /// Gives the permit back; [`Error::NotOwner`] if it was already lost.
-    pub async fn release(mut self) -> Result<()> {
-        self.released = true;
-        if keys::delete_if_owner(self.session.client(), &self.key, self.rev).await? {
-            Ok(())
-        } else {
-            Err(Error::NotOwner {
-                key: self.key.clone(),
-            })
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if !self.released {
-            let mut cleanup = CleanupOnDrop::new(self.session.client(), &self.key);
-            cleanup.set_rev(self.rev);
-        }
+    /// Gives the permit back; [`Error::NotOwner`](crate::Error::NotOwner) if it was already lost.
+    pub async fn release(self) -> Result<()> {
+        self.held.release().await
     }
 }

@@ -308,6 +308,12 @@ impl KeepAlive {
         });
     }
 
+    /// How long to wait for one keep-alive answer before trying another stream.
+    fn answer_timeout(&self) -> Duration {
+        self.interval
+            .clamp(Duration::from_millis(200), Duration::from_secs(1))
+    }
+
     /// Runs `fut` unless the session is stopped, orphaned or past its deadline first.
     async fn race<T>(&self, fut: impl Future<Output = T>) -> Wake<T> {
         tokio::select! {
@@ -361,15 +367,20 @@ impl KeepAlive {
             if keeper.keep_alive().await.is_err() {
                 return None;
             }
-            match self.race(stream.message()).await {
-                Wake::Ready(Ok(Some(resp))) if resp.ttl() > 0 => {
+            // A member that accepted the stream but cannot answer (no leader,
+            // paused, partitioned) must not hold the renewal hostage: after
+            // `answer_timeout` open a new stream, which the client may route
+            // to another member.
+            let answer = tokio::time::timeout(self.answer_timeout(), stream.message());
+            match self.race(answer).await {
+                Wake::Ready(Ok(Ok(Some(resp)))) if resp.ttl() > 0 => {
                     self.deadline = sent + Duration::from_secs(resp.ttl() as u64);
                 }
-                Wake::Ready(Ok(Some(_))) => {
+                Wake::Ready(Ok(Ok(Some(_)))) => {
                     self.lose(LostReason::Expired);
                     return Some(Wake::Stop);
                 }
-                Wake::Ready(Ok(None) | Err(_)) => return None,
+                Wake::Ready(Ok(Ok(None) | Err(_)) | Err(_)) => return None,
                 other => return Some(other.map_unit()),
             }
             match self.race(sleep(self.interval)).await {

@@ -136,25 +136,28 @@ async fn killing_the_holders_member_never_yields_two_holders() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn balanced_session_survives_a_member_kill() {
+async fn balanced_session_survives_the_raft_leaders_death() {
     let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
     let client = client_of(&cluster, &[0, 1, 2]).await;
-    let s = Session::new(client.clone(), Duration::from_secs(3))
-        .await
-        .unwrap();
-    cluster.kill(0).unwrap();
-    tokio::time::sleep(Duration::from_secs(7)).await; // more than two TTLs
+    // TTL 5 s: the renewal window (TTL minus one interval and a margin) must
+    // hold a raft election (1-2 s with etcd's default 1 s election timeout).
+    let ttl = Duration::from_secs(5);
+    let s = Session::new(client.clone(), ttl).await.unwrap();
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    cluster.kill(leader).unwrap(); // the worst single loss: a raft election follows
+    tokio::time::sleep(ttl * 2).await;
     assert_eq!(
         s.lost_reason(),
         None,
         "the session kept its lease through one member's loss"
     );
-    let survivors = client_of(&cluster, &[1, 2]).await;
-    let ttl = survivors
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let survivors = client_of(&cluster, &survivors).await;
+    let left = survivors
         .lease_client()
         .time_to_live(s.lease_id(), None)
         .await
         .unwrap()
         .ttl();
-    assert!(ttl > 0, "lease alive on the server");
+    assert!(left > 0, "lease alive on the server");
 }
