@@ -1,0 +1,792 @@
+//! Maintenance operations with their safety rules, shared by `ctl` and the
+//! REST API: defragmentation, snapshots, compaction, alarms, leadership.
+//!
+//! Defragmentation blocks the member it runs on (reads and writes to it stall
+//! for the duration), so [`defrag_cluster`] refuses to start unless every
+//! member is healthy, visits followers first and the leader last (or moves
+//! leadership away first), waits for each member to answer again and pauses
+//! before the next one, and skips members a [`DefragRule`] says do not need it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions};
+use tokio::io::AsyncWriteExt;
+
+use super::CtlError;
+use super::endpoint::{self, Dialer, EndpointStatus, MemberEndpoint};
+
+// ---------------------------------------------------------------- defrag rule
+
+/// Which quantity a rule term compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleMetric {
+    /// Backend size on disk (`dbSize`).
+    DbSize,
+    /// Bytes in use (`dbSizeInUse`).
+    DbSizeInUse,
+    /// Free bytes, `dbSize - dbSizeInUse` (`dbSizeFree`).
+    DbSizeFree,
+    /// `dbSizeFree / dbSize`, 0..1.
+    FreeRatio,
+}
+
+/// A comparison operator of a rule term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleOp {
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+}
+
+/// When a member needs defragmentation: every term must hold.
+///
+/// Two spellings are accepted:
+///
+/// - expressions joined by `&&`: `dbSize > 100MB && dbSizeFree/dbSize > 0.5`,
+///   with `dbSize`, `dbSizeInUse`, `dbSizeFree`, `dbSizeFree/dbSize` and the
+///   operators `> >= < <=`;
+/// - `key=value` pairs joined by commas: `min-size=100MB,min-free-ratio=0.3`,
+///   with `min-size` (dbSize >=), `min-free` (dbSizeFree >=) and
+///   `min-free-ratio` (dbSizeFree/dbSize >=).
+///
+/// Sizes take B, kB/KB, MB, GB (powers of 1000) or KiB, MiB, GiB.
+///
+/// ```
+/// use etcd_monitor::ctl::maintenance::DefragRule;
+/// let rule: DefragRule = "min-size=100MB,min-free-ratio=0.3".parse().unwrap();
+/// assert!(rule.matches(200_000_000, 100_000_000));
+/// assert!(!rule.matches(200_000_000, 180_000_000));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefragRule {
+    terms: Vec<(RuleMetric, RuleOp, f64)>,
+    text: String,
+}
+
+impl DefragRule {
+    /// Whether a member with these sizes needs defragmentation.
+    pub fn matches(&self, db_size: i64, db_size_in_use: i64) -> bool {
+        let free = (db_size - db_size_in_use).max(0) as f64;
+        let size = db_size as f64;
+        self.terms.iter().all(|(metric, op, want)| {
+            let have = match metric {
+                RuleMetric::DbSize => size,
+                RuleMetric::DbSizeInUse => db_size_in_use as f64,
+                RuleMetric::DbSizeFree => free,
+                RuleMetric::FreeRatio if size > 0.0 => free / size,
+                RuleMetric::FreeRatio => 0.0,
+            };
+            match op {
+                RuleOp::Gt => have > *want,
+                RuleOp::Ge => have >= *want,
+                RuleOp::Lt => have < *want,
+                RuleOp::Le => have <= *want,
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for DefragRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for DefragRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expression = s.contains('>') || s.contains('<');
+        let parts: Vec<&str> = if expression {
+            s.split("&&").collect()
+        } else {
+            s.split(',').collect()
+        };
+        let mut terms = Vec::new();
+        for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            terms.push(if expression {
+                parse_expression_term(part)?
+            } else {
+                parse_pair_term(part)?
+            });
+        }
+        if terms.is_empty() {
+            return Err(format!("defrag rule {s:?} is empty"));
+        }
+        Ok(DefragRule {
+            terms,
+            text: s.trim().to_string(),
+        })
+    }
+}
+
+fn parse_expression_term(term: &str) -> Result<(RuleMetric, RuleOp, f64), String> {
+    let (op, at, len) = [
+        (">=", RuleOp::Ge),
+        ("<=", RuleOp::Le),
+        (">", RuleOp::Gt),
+        ("<", RuleOp::Lt),
+    ]
+    .iter()
+    .find_map(|(sym, op)| term.find(sym).map(|at| (*op, at, sym.len())))
+    .ok_or_else(|| format!("defrag rule term {term:?} has no operator (> >= < <=)"))?;
+    let lhs: String = term[..at].chars().filter(|c| !c.is_whitespace()).collect();
+    let rhs = term[at + len..].trim();
+    let metric = match lhs.as_str() {
+        "dbSize" => RuleMetric::DbSize,
+        "dbSizeInUse" => RuleMetric::DbSizeInUse,
+        "dbSizeFree" => RuleMetric::DbSizeFree,
+        "dbSizeFree/dbSize" => RuleMetric::FreeRatio,
+        other => {
+            return Err(format!(
+                "defrag rule term {term:?}: unknown quantity {other:?} (use dbSize, dbSizeInUse, dbSizeFree or dbSizeFree/dbSize)"
+            ));
+        }
+    };
+    let value = if metric == RuleMetric::FreeRatio {
+        parse_ratio(rhs)?
+    } else {
+        parse_size(rhs)?
+    };
+    Ok((metric, op, value))
+}
+
+fn parse_pair_term(term: &str) -> Result<(RuleMetric, RuleOp, f64), String> {
+    let (key, value) = term
+        .split_once('=')
+        .ok_or_else(|| format!("defrag rule term {term:?} is not key=value"))?;
+    let value = value.trim();
+    match key.trim() {
+        "min-size" => Ok((RuleMetric::DbSize, RuleOp::Ge, parse_size(value)?)),
+        "min-free" => Ok((RuleMetric::DbSizeFree, RuleOp::Ge, parse_size(value)?)),
+        "min-free-ratio" => Ok((RuleMetric::FreeRatio, RuleOp::Ge, parse_ratio(value)?)),
+        other => Err(format!(
+            "defrag rule key {other:?} is unknown (use min-size, min-free, min-free-ratio)"
+        )),
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?} is not a ratio between 0 and 1")),
+    }
+}
+
+/// Parses `100MB`, `1.5GiB`, `4096` into bytes.
+pub fn parse_size(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 100MB"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("{text:?}: unknown size unit {other:?}")),
+    };
+    Ok(number * factor)
+}
+
+// ---------------------------------------------------------------- defrag
+
+/// How [`defrag_cluster`] runs.
+#[derive(Debug, Clone)]
+pub struct DefragOptions {
+    /// Only members that match need it; `None` defragments every target.
+    pub rule: Option<DefragRule>,
+    /// Wait between two members, so the cluster catches up.
+    pub pause: Duration,
+    /// Transfer leadership to a defragmented follower before defragmenting
+    /// the leader.
+    pub move_leader: bool,
+    /// Plan and report, change nothing.
+    pub dry_run: bool,
+    /// Limit to members whose client URL is one of these; empty: all members.
+    pub endpoints: Vec<String>,
+    /// How long one member may take to defragment.
+    pub timeout: Duration,
+}
+
+impl Default for DefragOptions {
+    fn default() -> Self {
+        DefragOptions {
+            rule: None,
+            pause: Duration::from_secs(5),
+            move_leader: false,
+            dry_run: false,
+            endpoints: Vec::new(),
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What happened to one member.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DefragOutcome {
+    /// Defragmented.
+    Defragmented {
+        /// Size before.
+        db_size_before: i64,
+        /// Size after.
+        db_size_after: i64,
+        /// How long the member was blocked.
+        took_ms: u128,
+    },
+    /// Would be defragmented (dry run).
+    Planned,
+    /// The rule says it does not need it.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Defragmentation failed; later members were not touched.
+    Failed {
+        /// The error.
+        error: String,
+    },
+}
+
+/// One member's line of the defrag report, in visiting order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DefragReport {
+    /// Member id.
+    pub id: u64,
+    /// Member name.
+    pub name: String,
+    /// Client URL used.
+    pub endpoint: String,
+    /// Whether it was the leader when visited.
+    pub was_leader: bool,
+    /// If leadership was moved away first: to which member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_leadership_to: Option<u64>,
+    /// The result.
+    #[serde(flatten)]
+    pub outcome: DefragOutcome,
+}
+
+/// Defragments the cluster's members one at a time, safely.
+///
+/// 1. Every member must answer a status call with no errors and agree on one
+///    leader, and no CORRUPT alarm may be active (NOSPACE is fine: defrag is
+///    part of its cure). Otherwise nothing is touched: blocking one member
+///    while another is down can cost the quorum.
+/// 2. Members the rule does not match are reported as skipped.
+/// 3. Followers go first; the current leader is re-read before each step and
+///    always goes last (after moving leadership away with `move_leader`).
+/// 4. After each member: wait until it answers status again, then pause.
+///
+/// `progress` is called with each report as it happens. A failure stops the
+/// run: the report ends with the failed member and the error is returned.
+pub async fn defrag_cluster(
+    client: &mut Client,
+    dialer: &Dialer,
+    opts: &DefragOptions,
+    mut progress: impl FnMut(&DefragReport),
+) -> Result<Vec<DefragReport>, CtlError> {
+    let members = endpoint::members(client).await?;
+    let statuses = preflight(client, dialer, &members).await?;
+    let targets: Vec<(MemberEndpoint, EndpointStatus)> = members
+        .iter()
+        .cloned()
+        .zip(statuses)
+        .filter(|(m, _)| {
+            opts.endpoints.is_empty() || opts.endpoints.iter().any(|e| same_url(e, &m.endpoint))
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(CtlError::Invalid(format!(
+            "no member has a client URL among {}; members: {}",
+            opts.endpoints.join(", "),
+            members
+                .iter()
+                .map(|m| format!("{:x} {} {}", m.id, m.name, m.endpoint))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut reports = Vec::new();
+    let mut todo: Vec<(MemberEndpoint, EndpointStatus)> = Vec::new();
+    for (m, s) in targets {
+        match &opts.rule {
+            Some(rule) if !rule.matches(s.db_size, s.db_size_in_use) => {
+                let report = DefragReport {
+                    id: m.id,
+                    name: m.name.clone(),
+                    endpoint: m.endpoint.clone(),
+                    was_leader: s.is_leader(),
+                    moved_leadership_to: None,
+                    outcome: DefragOutcome::Skipped {
+                        reason: format!(
+                            "rule {rule} not met: dbSize {}, in use {}",
+                            s.db_size, s.db_size_in_use
+                        ),
+                    },
+                };
+                progress(&report);
+                reports.push(report);
+            }
+            _ => todo.push((m, s)),
+        }
+    }
+    let mut done_followers: Vec<u64> = Vec::new();
+    while !todo.is_empty() {
+        // Leadership can change while we work: ask again every time.
+        let leader = current_leader(client).await?;
+        let pick = todo.iter().position(|(m, _)| m.id != leader).unwrap_or(0);
+        let (member, status) = todo.remove(pick);
+        let mut report = DefragReport {
+            id: member.id,
+            name: member.name.clone(),
+            endpoint: member.endpoint.clone(),
+            was_leader: member.id == leader,
+            moved_leadership_to: None,
+            outcome: DefragOutcome::Planned,
+        };
+        if opts.dry_run {
+            progress(&report);
+            reports.push(report);
+            continue;
+        }
+        if report.was_leader && opts.move_leader {
+            let voters: Vec<u64> = members
+                .iter()
+                .filter(|m| m.id != member.id && !m.is_learner)
+                .map(|m| m.id)
+                .collect();
+            let target = done_followers
+                .iter()
+                .find(|id| voters.contains(id))
+                .or(voters.first())
+                .copied();
+            if let Some(target) = target {
+                move_leader(client, dialer, target).await?;
+                report.moved_leadership_to = Some(target);
+            }
+        }
+        let outcome = defrag_member(dialer, &member.endpoint, status.db_size, opts.timeout).await;
+        let failed = match &outcome {
+            Ok(o) => {
+                report.outcome = o.clone();
+                None
+            }
+            Err(e) => {
+                report.outcome = DefragOutcome::Failed {
+                    error: e.to_string(),
+                };
+                Some(e.to_string())
+            }
+        };
+        progress(&report);
+        reports.push(report);
+        if let Some(error) = failed {
+            return Err(CtlError::Unsafe(format!(
+                "defragmentation of member {:x} ({}) failed, later members were not touched: {error}",
+                member.id, member.endpoint
+            )));
+        }
+        if member.id != leader {
+            done_followers.push(member.id);
+        }
+        if !todo.is_empty() && !opts.pause.is_zero() {
+            tokio::time::sleep(opts.pause).await;
+        }
+    }
+    Ok(reports)
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    let strip = |s: &str| {
+        s.trim_end_matches('/')
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string()
+    };
+    strip(a) == strip(b)
+}
+
+/// Every member answers, has no errors, and all agree on one leader; no
+/// CORRUPT alarm. Returns each member's status in member-list order.
+async fn preflight(
+    client: &mut Client,
+    dialer: &Dialer,
+    members: &[MemberEndpoint],
+) -> Result<Vec<EndpointStatus>, CtlError> {
+    let mut problems = Vec::new();
+    let mut statuses = Vec::new();
+    for m in members {
+        if m.endpoint.is_empty() {
+            problems.push(format!("member {:x} has not started (no client URL)", m.id));
+            continue;
+        }
+        match endpoint::status(dialer, &m.endpoint).await {
+            Ok(s) if !s.errors.is_empty() => {
+                problems.push(format!(
+                    "member {:x} ({}) reports errors: {}",
+                    m.id,
+                    m.endpoint,
+                    s.errors.join("; ")
+                ));
+            }
+            Ok(s) => statuses.push(s),
+            Err(e) => problems.push(format!("member {:x} ({}): {e}", m.id, m.endpoint)),
+        }
+    }
+    let leaders: std::collections::BTreeSet<u64> = statuses.iter().map(|s| s.leader).collect();
+    if problems.is_empty() && (leaders.len() != 1 || leaders.contains(&0)) {
+        problems.push(format!(
+            "members do not agree on one leader: {}",
+            statuses
+                .iter()
+                .map(|s| format!("{:x} says {:x}", s.id, s.leader))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let alarms = alarm_list(client).await?;
+    if let Some(a) = alarms.iter().find(|a| a.alarm == "CORRUPT") {
+        problems.push(format!("CORRUPT alarm active on member {:x}", a.member_id));
+    }
+    if problems.is_empty() {
+        Ok(statuses)
+    } else {
+        Err(CtlError::Unsafe(format!(
+            "defrag refused, the cluster is not healthy (defragmenting blocks a member, which could cost the quorum): {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+async fn current_leader(client: &mut Client) -> Result<u64, CtlError> {
+    let s = client
+        .status()
+        .await
+        .map_err(CtlError::on("status (to find the leader)"))?;
+    Ok(s.leader())
+}
+
+/// Defragments one member and waits until it answers again.
+async fn defrag_member(
+    dialer: &Dialer,
+    url: &str,
+    db_size_before: i64,
+    timeout: Duration,
+) -> Result<DefragOutcome, CtlError> {
+    let mut client = dialer.client(url).await?;
+    let start = Instant::now();
+    match tokio::time::timeout(timeout, client.defragment()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(CtlError::etcd(format!("defragment {url}"), e)),
+        Err(_) => {
+            return Err(CtlError::Unsafe(format!(
+                "defragment {url}: no answer within {}",
+                crate::config::duration::format(&timeout)
+            )));
+        }
+    }
+    let took = start.elapsed();
+    // The member is usable again once it answers status.
+    let deadline = Instant::now() + timeout;
+    let after = loop {
+        match endpoint::status_of(&mut client, url).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    Ok(DefragOutcome::Defragmented {
+        db_size_before,
+        db_size_after: after.db_size,
+        took_ms: took.as_millis(),
+    })
+}
+
+// ---------------------------------------------------------------- leadership
+
+/// Transfers leadership to member `target` (sent to the current leader, as
+/// etcd requires). Returns `(old leader, new leader)`.
+pub async fn move_leader(
+    client: &mut Client,
+    dialer: &Dialer,
+    target: u64,
+) -> Result<(u64, u64), CtlError> {
+    let members = endpoint::members(client).await?;
+    let Some(t) = members.iter().find(|m| m.id == target) else {
+        return Err(endpoint::unknown_member(target, &members));
+    };
+    if t.is_learner {
+        return Err(CtlError::Invalid(format!(
+            "member {target:x} ({}) is a learner and cannot lead; promote it first",
+            t.name
+        )));
+    }
+    let leader = current_leader(client).await?;
+    if leader == target {
+        return Ok((leader, target));
+    }
+    let Some(l) = members.iter().find(|m| m.id == leader) else {
+        return Err(CtlError::Unsafe(format!(
+            "the cluster has no leader it can name ({leader:x}); try again"
+        )));
+    };
+    let mut leader_client = dialer.client(&l.endpoint).await?;
+    leader_client
+        .move_leader(target)
+        .await
+        .map_err(CtlError::on(format!(
+            "move leader from {leader:x} to {target:x}"
+        )))?;
+    Ok((leader, target))
+}
+
+// ---------------------------------------------------------------- snapshot
+
+/// A saved snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotInfo {
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Bytes written, including etcd's trailing 32-byte sha256.
+    pub size: u64,
+    /// Hex sha256 of the database part (verified against etcd's).
+    pub sha256: String,
+    /// How long it took.
+    pub took_ms: u128,
+}
+
+/// Streams a snapshot of the member `client` talks to into `path`.
+///
+/// etcd ends the stream with the sha256 of the database bytes; the file is
+/// written as `path.part`, verified against that hash, synced, then renamed
+/// to `path`. On any failure the partial file is removed and `path` is not
+/// touched. The file has the layout `etcdctl snapshot save` writes, so
+/// `etcdctl snapshot status|restore` accept it.
+pub async fn snapshot_save(
+    client: &mut Client,
+    endpoint: &str,
+    path: &Path,
+) -> Result<SnapshotInfo, CtlError> {
+    let start = Instant::now();
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let result = write_snapshot(client, endpoint, path, &part).await;
+    match result {
+        Ok((size, sha256)) => {
+            tokio::fs::rename(&part, path)
+                .await
+                .map_err(|source| CtlError::Io {
+                    what: "cannot rename the snapshot into place at",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            Ok(SnapshotInfo {
+                path: path.to_path_buf(),
+                size,
+                sha256,
+                took_ms: start.elapsed().as_millis(),
+            })
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_snapshot(
+    client: &mut Client,
+    endpoint: &str,
+    path: &Path,
+    part: &Path,
+) -> Result<(u64, String), CtlError> {
+    let io = |what: &'static str, p: &Path| {
+        let path = p.display().to_string();
+        move |source| CtlError::Io { what, path, source }
+    };
+    let mut file = tokio::fs::File::create(part)
+        .await
+        .map_err(io("cannot create", part))?;
+    let mut stream = client
+        .snapshot()
+        .await
+        .map_err(CtlError::on(format!("snapshot of endpoint {endpoint}")))?;
+    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    // The last 32 bytes seen are the candidate hash: hash only what precedes them.
+    let mut tail: Vec<u8> = Vec::with_capacity(64);
+    let mut size = 0u64;
+    while let Some(msg) = stream
+        .message()
+        .await
+        .map_err(CtlError::on(format!("snapshot stream from {endpoint}")))?
+    {
+        let blob = msg.blob();
+        file.write_all(blob)
+            .await
+            .map_err(io("cannot write", part))?;
+        size += blob.len() as u64;
+        tail.extend_from_slice(blob);
+        if tail.len() > 32 {
+            let cut = tail.len() - 32;
+            hasher.update(&tail[..cut]);
+            tail.drain(..cut);
+        }
+    }
+    let integrity = |detail: String| CtlError::SnapshotIntegrity {
+        endpoint: endpoint.to_string(),
+        path: path.display().to_string(),
+        detail,
+    };
+    if tail.len() < 32 {
+        return Err(integrity(format!(
+            "the stream ended after {size} bytes, too short to carry a sha256"
+        )));
+    }
+    let digest = hasher.finish();
+    if digest.as_ref() != tail.as_slice() {
+        return Err(integrity(format!(
+            "sha256 mismatch over {} bytes (expected {}, computed {})",
+            size - 32,
+            hex(&tail),
+            hex(digest.as_ref())
+        )));
+    }
+    file.flush().await.map_err(io("cannot write", part))?;
+    file.sync_all().await.map_err(io("cannot sync", part))?;
+    Ok((size, hex(digest.as_ref())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------- compaction
+
+/// The result of [`compact`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompactResult {
+    /// The revision compacted to.
+    pub revision: i64,
+    /// Whether the call waited for the physical removal.
+    pub physical: bool,
+}
+
+/// Compacts the key-value history up to `revision`. With `physical` the
+/// call returns once the space is reclaimed in the backend.
+pub async fn compact(
+    client: &mut Client,
+    revision: i64,
+    physical: bool,
+) -> Result<CompactResult, CtlError> {
+    if revision <= 0 {
+        return Err(CtlError::Invalid(format!(
+            "bad revision {revision}: compaction needs a revision > 0"
+        )));
+    }
+    let opts = physical.then(|| CompactionOptions::new().with_physical());
+    client
+        .compact(revision, opts)
+        .await
+        .map_err(CtlError::on(format!("compaction to revision {revision}")))?;
+    Ok(CompactResult { revision, physical })
+}
+
+// ---------------------------------------------------------------- alarms
+
+/// An active alarm.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Alarm {
+    /// The member that raised it.
+    pub member_id: u64,
+    /// `NOSPACE` or `CORRUPT`.
+    pub alarm: String,
+}
+
+/// The cluster's active alarms.
+pub async fn alarm_list(client: &mut Client) -> Result<Vec<Alarm>, CtlError> {
+    let r = client
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .map_err(CtlError::on("alarm list"))?;
+    Ok(r.alarms()
+        .iter()
+        .map(|a| Alarm {
+            member_id: a.member_id(),
+            alarm: endpoint::alarm_name(a.alarm()).to_string(),
+        })
+        .collect())
+}
+
+/// Deactivates every active alarm, as `etcdctl alarm disarm`. Returns the
+/// alarms that were disarmed.
+pub async fn alarm_disarm(client: &mut Client) -> Result<Vec<Alarm>, CtlError> {
+    let r = client
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .map_err(CtlError::on("alarm list"))?;
+    let mut disarmed = Vec::new();
+    for a in r.alarms() {
+        let mut opts = AlarmOptions::new();
+        opts.with_member(a.member_id());
+        client
+            .alarm(AlarmAction::Deactivate, a.alarm(), Some(opts))
+            .await
+            .map_err(CtlError::on(format!(
+                "disarm {} on member {:x}",
+                endpoint::alarm_name(a.alarm()),
+                a.member_id()
+            )))?;
+        disarmed.push(Alarm {
+            member_id: a.member_id(),
+            alarm: endpoint::alarm_name(a.alarm()).to_string(),
+        });
+    }
+    Ok(disarmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_expression_form() {
+        let r: DefragRule = "dbSize > 100MB && dbSizeFree/dbSize > 0.5".parse().unwrap();
+        assert!(r.matches(200_000_000, 50_000_000));
+        assert!(!r.matches(200_000_000, 150_000_000));
+        assert!(!r.matches(50_000_000, 1));
+    }
+
+    #[test]
+    fn rule_pair_form_and_units() {
+        let r: DefragRule = "min-size=1MiB,min-free=10kB".parse().unwrap();
+        assert!(r.matches(2 * 1024 * 1024, 1024 * 1024));
+        assert!(!r.matches(1000, 0));
+    }
+
+    #[test]
+    fn rule_errors_name_the_problem() {
+        let e = "dbsize > 1".parse::<DefragRule>().unwrap_err();
+        assert!(e.contains("dbsize"), "{e}");
+        let e = "min-size=10XB".parse::<DefragRule>().unwrap_err();
+        assert!(e.contains("unit"), "{e}");
+        let e = "max=1".parse::<DefragRule>().unwrap_err();
+        assert!(e.contains("max"), "{e}");
+        assert!("min-free-ratio=2".parse::<DefragRule>().is_err());
+    }
+}
