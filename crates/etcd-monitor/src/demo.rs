@@ -1,28 +1,32 @@
-//! `etcd-monitor demo`: a local etcd cluster from the test kit to try the
-//! monitor on. Ctrl-C stops everything; no etcd process is left behind (the
-//! members are bound to this process).
+//! `etcd-monitor demo`: a local etcd cluster from the test kit with the
+//! monitor running against it. Ctrl-C stops everything; no etcd process is
+//! left behind (the members are bound to this process) and the demo's
+//! history lives in the cluster's temporary directory.
 
 use std::time::{Duration, Instant};
 
 use etcd_testkit::{ClusterOptions, EtcdCluster};
 
+use crate::cli::DemoArgs;
+use crate::config::{ClusterConfig, Config};
 use crate::lifecycle::Lifecycle;
 
-/// Starts a `members`-member cluster, prints how to reach it and waits for
-/// Ctrl-C or SIGTERM.
-pub async fn run(members: usize, lifecycle: &Lifecycle) -> anyhow::Result<()> {
+/// Starts the cluster and the monitor, prints how to reach them and waits
+/// for Ctrl-C or SIGTERM.
+pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> anyhow::Result<()> {
+    let members = usize::from(args.members);
     let started = Instant::now();
     let cluster = EtcdCluster::start(ClusterOptions::new(members))
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the demo etcd cluster: {e}"))?;
     let endpoints = cluster.endpoints().join(",");
-    println!(
+    say(format_args!(
         "etcd demo cluster of {members} member(s) ready in {} ms (data in {})",
         started.elapsed().as_millis(),
         cluster.dir().display()
-    );
+    ));
     for m in cluster.members() {
-        println!(
+        say(format_args!(
             "  {name}  id {id:016x}  pid {pid}  client {client}  metrics {metrics}  log {log}",
             name = m.name,
             id = m.id,
@@ -30,14 +34,37 @@ pub async fn run(members: usize, lifecycle: &Lifecycle) -> anyhow::Result<()> {
             client = m.client_url,
             metrics = m.metrics_url,
             log = m.log_file.display()
-        );
+        ));
     }
-    println!("endpoints: {endpoints}");
-    println!("try:       etcdctl --endpoints={endpoints} endpoint status -w table");
-    println!("Ctrl-C stops the cluster.");
+    say(format_args!("endpoints: {endpoints}"));
+    say(format_args!(
+        "try:       etcd-monitor status --endpoints {endpoints}"
+    ));
+
+    // The monitor watches the demo cluster, with short intervals so changes show quickly.
+    config.clusters = vec![ClusterConfig {
+        name: "demo".into(),
+        endpoints: cluster.endpoints(),
+        ..ClusterConfig::default()
+    }];
+    config.monitoring.health_check_interval = Duration::from_secs(2);
+    config.monitoring.metrics_interval = Duration::from_secs(5);
+    config.storage.url = format!("sqlite://{}", cluster.dir().join("history.db").display());
+    if let Some(port) = args.api_port {
+        if let Ok(mut addr) = config.api.listen.parse::<std::net::SocketAddr>() {
+            addr.set_port(port);
+            config.api.listen = addr.to_string();
+        }
+    }
+    let monitor = crate::run::start(&config, &lifecycle).await?;
+    say(format_args!(
+        "monitor:   watching cluster \"demo\" every 2s, history in {}",
+        config.storage.url
+    ));
+    say(format_args!("Ctrl-C stops the monitor and the cluster."));
     lifecycle.wait_for_signal().await;
+    crate::run::shutdown(&monitor, &lifecycle).await;
     drop(cluster);
-    lifecycle.drain(Duration::from_secs(5)).await;
     say(format_args!("demo cluster stopped"));
     Ok(())
 }

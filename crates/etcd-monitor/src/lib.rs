@@ -20,4 +20,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
+pub mod run;
 pub mod status;
+pub mod store;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use etcd_monitor::cli::{Cli, Command, ConfigCommand, GlobalArgs};
+use etcd_monitor::cli::{Cli, Command, ConfigCommand, GlobalArgs, RunArgs};
 use etcd_monitor::{config, lifecycle::Lifecycle, logging};
 
 fn main() -> ExitCode {
@@ -13,13 +13,11 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => etcd_monitor::status::main(&cli.global, args),
         Some(Command::Bench(args)) => etcd_monitor::bench::main(&cli.global, args),
         Some(Command::Ctl(args)) => etcd_monitor::ctl::main(&cli.global, args),
-        Some(Command::Demo(args)) => {
-            with_runtime(&cli.global, None, |_config, lifecycle| async move {
-                etcd_monitor::demo::run(usize::from(args.members), &lifecycle).await
-            })
-        }
-        Some(Command::Run(run)) => run_monitor(&cli.global, &run),
-        None => run_monitor(&cli.global, &cli.run),
+        Some(Command::Demo(args)) => with_runtime(&cli.global, None, |config, lifecycle| {
+            etcd_monitor::demo::run(config, args, lifecycle)
+        }),
+        Some(Command::Run(run)) => with_runtime(&cli.global, Some(&run), etcd_monitor::run::run),
+        None => with_runtime(&cli.global, Some(&cli.run), etcd_monitor::run::run),
     }
 }
 
@@ -41,27 +39,8 @@ fn config_check(global: &GlobalArgs, file: std::path::PathBuf) -> ExitCode {
     }
 }
 
-fn run_monitor(global: &GlobalArgs, run: &etcd_monitor::cli::RunArgs) -> ExitCode {
-    match etcd_monitor::cli::load_config(global, Some(run)) {
-        Ok(_) => not_built("run"),
-        Err(errors) => {
-            eprint!("{errors}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn not_built(what: &str) -> ExitCode {
-    eprintln!("etcd-monitor {what}: not built yet");
-    ExitCode::from(2)
-}
-
 /// Loads the configuration, installs logging, and runs `body` on a runtime.
-fn with_runtime<F, Fut>(
-    global: &GlobalArgs,
-    run: Option<&etcd_monitor::cli::RunArgs>,
-    body: F,
-) -> ExitCode
+fn with_runtime<F, Fut>(global: &GlobalArgs, run: Option<&RunArgs>, body: F) -> ExitCode
 where
     F: FnOnce(config::Config, Lifecycle) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -78,6 +57,7 @@ where
         return ExitCode::from(1);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::{ConnArgs, GlobalArgs, load_config};
 use crate::cluster::{Collector, CollectorOptions};
-use crate::health::{self, HealthSnapshot, Thresholds, bytes};
+use crate::health::{self, HealthSnapshot, bytes};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
@@ -73,9 +73,10 @@ pub fn main(global: &GlobalArgs, args: StatusArgs) -> ExitCode {
         scrape_metrics: !args.no_metrics,
         hashkv: !args.no_hashkv,
     };
+    let thresholds = config.map(|c| c.monitoring.thresholds).unwrap_or_default();
     let snapshot = runtime.block_on(async move {
         let mut collector = Collector::new(cluster, options);
-        health::evaluate(collector.collect().await, &Thresholds::default())
+        health::evaluate(collector.collect().await, &thresholds)
     });
     match args.write_out {
         Output::Json => match serde_json::to_string_pretty(&snapshot) {

@@ -56,8 +56,23 @@ impl Collector {
         }
     }
 
-    /// Runs one round.
+    /// Runs one round with the collector's options.
     pub async fn collect(&mut self) -> ClusterObservation {
+        let (scrape, hashkv) = (self.options.scrape_metrics, self.options.hashkv);
+        self.collect_round(scrape, hashkv).await
+    }
+
+    /// The cluster this collector observes.
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    /// Runs one round, scraping `/metrics` and comparing KV hashes as asked.
+    pub async fn collect_round(
+        &mut self,
+        scrape_metrics: bool,
+        hashkv: bool,
+    ) -> ClusterObservation {
         let started = Instant::now();
         let taken_at = SystemTime::now();
         let configured = connection::endpoints(&self.cluster).unwrap_or_default();
@@ -112,7 +127,7 @@ impl Collector {
                 let client = self.member_clients.get(&endpoint).cloned();
                 let cluster = self.cluster.clone();
                 let http = self.http.clone();
-                let scrape = self.options.scrape_metrics;
+                let scrape = scrape_metrics;
                 tokio::spawn(async move {
                     observe_member(cluster, endpoint, client, http, metrics_url, scrape).await
                 })
@@ -141,7 +156,7 @@ impl Collector {
         }
 
         let alarms = self.alarms(&members).await;
-        let hashkv = if self.options.hashkv {
+        let hashkv = if hashkv {
             self.hashkv(&members).await
         } else {
             None
@@ -166,13 +181,9 @@ impl Collector {
         Ok(c)
     }
 
-    fn metrics_url(&self, m: &MemberObservation) -> String {
-        self.cluster
-            .metrics_urls
-            .get(&m.name)
-            .or_else(|| self.cluster.metrics_urls.get(&m.endpoint))
-            .cloned()
-            .unwrap_or_else(|| format!("{}/metrics", m.endpoint.trim_end_matches('/')))
+    /// The URL of a member's Prometheus page (see [`metrics_url_for`]).
+    pub fn metrics_url(&self, m: &MemberObservation) -> String {
+        metrics_url_for(&self.cluster, &m.name, &m.endpoint)
     }
 
     async fn alarms(&mut self, members: &[MemberObservation]) -> Vec<Alarm> {
@@ -402,25 +413,28 @@ async fn observe_member(
     probe
 }
 
-async fn scrape_metrics(http: &reqwest::Client, url: &str) -> Result<MemberMetrics, String> {
+/// Fetches and parses a member's `/metrics` page.
+pub async fn scrape_metrics(http: &reqwest::Client, url: &str) -> Result<MemberMetrics, String> {
     let text = http
         .get(url)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{url}: {e}"))?
+        .map_err(|e| format!("{url}: {}", crate::metrics::describe_http_error(&e)))?
         .text()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let (scrape, _) = Scrape::parse(&text);
-    Ok(MemberMetrics {
-        quota_backend_bytes: scrape.value("etcd_server_quota_backend_bytes"),
-        has_leader: scrape.value("etcd_server_has_leader"),
-        wal_fsync_p99: scrape.histogram_quantile("etcd_disk_wal_fsync_duration_seconds", 0.99),
-        backend_commit_p99: scrape
-            .histogram_quantile("etcd_disk_backend_commit_duration_seconds", 0.99),
-        leader_changes_seen: scrape.value("etcd_server_leader_changes_seen_total"),
-        proposals_pending: scrape.value("etcd_server_proposals_pending"),
-        proposals_failed: scrape.value("etcd_server_proposals_failed_total"),
-    })
+    Ok(MemberMetrics::from_scrape(&scrape))
+}
+
+/// The URL of a member's Prometheus page: `clusters[].metrics_urls` by
+/// member name or endpoint, else the client URL + `/metrics`.
+pub fn metrics_url_for(cluster: &ClusterConfig, name: &str, endpoint: &str) -> String {
+    cluster
+        .metrics_urls
+        .get(name)
+        .or_else(|| cluster.metrics_urls.get(endpoint))
+        .cloned()
+        .unwrap_or_else(|| format!("{}/metrics", endpoint.trim_end_matches('/')))
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use collect::{Collector, CollectorOptions};
+pub use collect::{Collector, CollectorOptions, metrics_url_for, scrape_metrics};
 
 /// One member as the cluster lists it and as the monitor saw it.
 #[derive(Debug, Clone, Serialize)]
@@ -87,22 +87,76 @@ pub struct MemberStatus {
 }
 
 /// Figures taken from a member's Prometheus page.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct MemberMetrics {
     /// `etcd_server_quota_backend_bytes`.
     pub quota_backend_bytes: Option<f64>,
+    /// `etcd_mvcc_db_total_size_in_bytes`.
+    pub db_total_size_bytes: Option<f64>,
+    /// `etcd_mvcc_db_total_size_in_use_in_bytes`.
+    pub db_in_use_bytes: Option<f64>,
     /// `etcd_server_has_leader`.
     pub has_leader: Option<f64>,
-    /// p99 of `etcd_disk_wal_fsync_duration_seconds`, seconds.
+    /// `etcd_server_is_leader`.
+    pub is_leader: Option<f64>,
+    /// p99 of `etcd_disk_wal_fsync_duration_seconds`, seconds (since the member started).
     pub wal_fsync_p99: Option<f64>,
     /// p99 of `etcd_disk_backend_commit_duration_seconds`, seconds.
     pub backend_commit_p99: Option<f64>,
+    /// p99 of `etcd_network_peer_round_trip_time_seconds` over all peers, seconds.
+    pub peer_round_trip_p99: Option<f64>,
     /// `etcd_server_leader_changes_seen_total`.
     pub leader_changes_seen: Option<f64>,
+    /// `etcd_server_proposals_committed_total` (a gauge in etcd).
+    pub proposals_committed: Option<f64>,
+    /// `etcd_server_proposals_applied_total` (a gauge in etcd).
+    pub proposals_applied: Option<f64>,
     /// `etcd_server_proposals_pending`.
     pub proposals_pending: Option<f64>,
     /// `etcd_server_proposals_failed_total`.
     pub proposals_failed: Option<f64>,
+    /// `etcd_network_peer_sent_failures_total` summed over peers (absent until a first failure).
+    pub peer_sent_failures: Option<f64>,
+    /// `etcd_debugging_mvcc_watcher_total`: watchers.
+    pub watchers: Option<f64>,
+    /// `grpc_server_handled_total` summed by gRPC code.
+    pub grpc_handled_by_code: std::collections::BTreeMap<String, f64>,
+}
+
+impl MemberMetrics {
+    /// Picks the figures out of a parsed page.
+    pub fn from_scrape(s: &crate::metrics::prom::Scrape) -> Self {
+        let mut by_code = std::collections::BTreeMap::new();
+        for sample in s
+            .samples
+            .iter()
+            .filter(|x| x.name == "grpc_server_handled_total")
+        {
+            if let Some(code) = sample.labels.get("grpc_code") {
+                *by_code.entry(code.clone()).or_insert(0.0) += sample.value;
+            }
+        }
+        MemberMetrics {
+            quota_backend_bytes: s.value("etcd_server_quota_backend_bytes"),
+            db_total_size_bytes: s.value("etcd_mvcc_db_total_size_in_bytes"),
+            db_in_use_bytes: s.value("etcd_mvcc_db_total_size_in_use_in_bytes"),
+            has_leader: s.value("etcd_server_has_leader"),
+            is_leader: s.value("etcd_server_is_leader"),
+            wal_fsync_p99: s.histogram_quantile("etcd_disk_wal_fsync_duration_seconds", 0.99),
+            backend_commit_p99: s
+                .histogram_quantile("etcd_disk_backend_commit_duration_seconds", 0.99),
+            peer_round_trip_p99: s
+                .histogram_quantile("etcd_network_peer_round_trip_time_seconds", 0.99),
+            leader_changes_seen: s.value("etcd_server_leader_changes_seen_total"),
+            proposals_committed: s.value("etcd_server_proposals_committed_total"),
+            proposals_applied: s.value("etcd_server_proposals_applied_total"),
+            proposals_pending: s.value("etcd_server_proposals_pending"),
+            proposals_failed: s.value("etcd_server_proposals_failed_total"),
+            peer_sent_failures: s.sum("etcd_network_peer_sent_failures_total", &[]),
+            watchers: s.value("etcd_debugging_mvcc_watcher_total"),
+            grpc_handled_by_code: by_code,
+        }
+    }
 }
 
 /// An active alarm.

@@ -10,6 +10,7 @@
 pub mod duration;
 mod layers;
 mod schema;
+pub mod size;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

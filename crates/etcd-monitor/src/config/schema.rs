@@ -108,7 +108,7 @@ pub struct TlsConfig {
     pub server_name: Option<String>,
 }
 
-/// Collection intervals.
+/// Collection intervals and health thresholds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitoringConfig {
@@ -118,6 +118,13 @@ pub struct MonitoringConfig {
     /// How often probes run and member metrics are scraped.
     #[serde(with = "duration")]
     pub metrics_interval: Duration,
+    /// How often members' KV hashes are compared (hashkv at one revision).
+    #[serde(with = "duration")]
+    pub consistency_check_interval: Duration,
+    /// Requests of each probe kind per metrics round.
+    pub probes_per_round: u32,
+    /// Thresholds of the health findings.
+    pub thresholds: HealthThresholds,
 }
 
 impl Default for MonitoringConfig {
@@ -125,6 +132,45 @@ impl Default for MonitoringConfig {
         MonitoringConfig {
             health_check_interval: Duration::from_secs(10),
             metrics_interval: Duration::from_secs(15),
+            consistency_check_interval: Duration::from_secs(300),
+            probes_per_round: 3,
+            thresholds: HealthThresholds::default(),
+        }
+    }
+}
+
+/// Thresholds of the health findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthThresholds {
+    /// Raft entries a member may lag behind the most advanced member.
+    pub max_raft_index_lag: u64,
+    /// Committed entries a member may have not yet applied.
+    pub max_apply_lag: u64,
+    /// DB size as a percentage of the quota that is reported (critical at 95).
+    pub db_quota_warning_percent: f64,
+    /// In-use / allocated below this ratio is fragmentation...
+    pub fragmentation_ratio: f64,
+    /// ...once the allocated size is at least this (bytes, or `100MiB`).
+    #[serde(with = "super::size")]
+    pub fragmentation_min_db_size: u64,
+    /// A member slower than this to answer Status or a read is reported.
+    #[serde(with = "duration")]
+    pub slow_member: Duration,
+    /// More leader changes than this within an hour are reported.
+    pub max_leader_changes_per_hour: u32,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds {
+            max_raft_index_lag: 1000,
+            max_apply_lag: 5000,
+            db_quota_warning_percent: 80.0,
+            fragmentation_ratio: 0.5,
+            fragmentation_min_db_size: 100 * 1024 * 1024,
+            slow_member: Duration::from_millis(500),
+            max_leader_changes_per_hour: 3,
         }
     }
 }
@@ -151,12 +197,16 @@ impl Default for ApiConfig {
 pub struct StorageConfig {
     /// `sqlite://PATH` (default) or `postgres://user@host/db`.
     pub url: String,
+    /// How long history is kept.
+    #[serde(with = "duration")]
+    pub retention: Duration,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             url: "sqlite://./etcd-monitor.db".into(),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -284,6 +334,37 @@ impl Config {
                     format!("{} is too short: use at least 100ms", duration::format(&d)),
                 ));
             }
+        }
+        if self.monitoring.consistency_check_interval < Duration::from_secs(1) {
+            out.push((
+                "monitoring.consistency_check_interval".into(),
+                "use at least 1s".into(),
+            ));
+        }
+        if self.monitoring.probes_per_round == 0 || self.monitoring.probes_per_round > 100 {
+            out.push((
+                "monitoring.probes_per_round".into(),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        let t = &self.monitoring.thresholds;
+        if !(0.0..=100.0).contains(&t.db_quota_warning_percent) {
+            out.push((
+                "monitoring.thresholds.db_quota_warning_percent".into(),
+                "must be between 0 and 100".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.fragmentation_ratio) {
+            out.push((
+                "monitoring.thresholds.fragmentation_ratio".into(),
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if self.storage.retention < Duration::from_secs(60) {
+            out.push((
+                "storage.retention".into(),
+                "keep history for at least 1m".into(),
+            ));
         }
         if self.api.listen.parse::<SocketAddr>().is_err() {
             out.push((

@@ -53,35 +53,8 @@ pub struct Finding {
     pub evidence: Value,
 }
 
-/// Thresholds of the evaluation.
-#[derive(Debug, Clone)]
-pub struct Thresholds {
-    /// Raft index lag of a member behind the most advanced one.
-    pub max_raft_index_lag: u64,
-    /// Committed-but-not-applied entries on one member.
-    pub max_apply_lag: u64,
-    /// DB size as a share of the quota (0..1) that is reported.
-    pub db_quota_warning: f64,
-    /// In-use / allocated below this ratio is fragmentation...
-    pub fragmentation_ratio: f64,
-    /// ...once the allocated size is at least this many bytes.
-    pub fragmentation_min_bytes: i64,
-    /// A member whose Status or linearizable read is slower than this, ms.
-    pub slow_member_ms: f64,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            max_raft_index_lag: 1000,
-            max_apply_lag: 5000,
-            db_quota_warning: 0.8,
-            fragmentation_ratio: 0.5,
-            fragmentation_min_bytes: 100 * 1024 * 1024,
-            slow_member_ms: 500.0,
-        }
-    }
-}
+/// Thresholds of the evaluation (`monitoring.thresholds` in the configuration).
+pub use crate::config::HealthThresholds as Thresholds;
 
 /// The verdict on one cluster at one moment.
 #[derive(Debug, Clone, Serialize)]
@@ -104,8 +77,34 @@ pub struct HealthSnapshot {
     pub observation: ClusterObservation,
 }
 
-/// Evaluates one observation.
+/// The leader every answering member follows, if they agree on exactly one.
+pub fn agreed_leader(obs: &ClusterObservation) -> Option<u64> {
+    let mut leaders: Vec<u64> = obs
+        .members
+        .iter()
+        .filter_map(|m| m.status.as_ref().map(|s| s.leader))
+        .filter(|l| *l != 0)
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    match leaders.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+/// Evaluates one observation on its own (no history: the `status` command).
 pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
+    evaluate_with_history(obs, t, None)
+}
+
+/// Evaluates one observation; `leader_changes_last_hour`, when the caller
+/// keeps history, adds the leader stability finding.
+pub fn evaluate_with_history(
+    obs: ClusterObservation,
+    t: &Thresholds,
+    leader_changes_last_hour: Option<u32>,
+) -> HealthSnapshot {
     let mut f: Vec<Finding> = Vec::new();
     let voting: Vec<&MemberObservation> = obs.members.iter().filter(|m| !m.is_learner).collect();
     let quorum = voting.len() / 2 + 1;
@@ -348,7 +347,7 @@ pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
             .filter(|q| *q > 0.0)
         {
             let used = s.db_size as f64 / quota;
-            if used >= t.db_quota_warning {
+            if used * 100.0 >= t.db_quota_warning_percent {
                 f.push(finding(
                     "db_quota",
                     if used >= 0.95 {
@@ -368,7 +367,7 @@ pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
                 ));
             }
         }
-        if s.db_size >= t.fragmentation_min_bytes && s.db_size > 0 {
+        if s.db_size as u64 >= t.fragmentation_min_db_size && s.db_size > 0 {
             let ratio = s.db_size_in_use as f64 / s.db_size as f64;
             if ratio < t.fragmentation_ratio {
                 f.push(finding(
@@ -391,7 +390,8 @@ pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
             ("Status", m.status_latency_ms),
             ("linearizable read", m.linearizable_read_ms),
         ] {
-            if let Some(ms) = ms.filter(|ms| *ms > t.slow_member_ms) {
+            let slow_ms = t.slow_member.as_secs_f64() * 1e3;
+            if let Some(ms) = ms.filter(|ms| *ms > slow_ms) {
                 f.push(finding(
                     "slow_member",
                     Severity::Warning,
@@ -399,7 +399,7 @@ pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
                     format!(
                         "member {} took {ms:.0} ms to answer {what} (threshold {:.0} ms)",
                         m.label(),
-                        t.slow_member_ms
+                        slow_ms
                     ),
                     json!({ "call": what, "latency_ms": ms }),
                 ));
@@ -483,6 +483,19 @@ pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
                     .into(),
             ));
         }
+    }
+
+    if let Some(n) = leader_changes_last_hour.filter(|n| *n > t.max_leader_changes_per_hour) {
+        f.push(finding(
+            "frequent_leader_changes",
+            Severity::Warning,
+            None,
+            format!(
+                "{n} leader changes in the last hour (threshold {}): look for slow disks, overloaded members or network trouble",
+                t.max_leader_changes_per_hour
+            ),
+            json!({ "leader_changes_last_hour": n, "threshold": t.max_leader_changes_per_hour }),
+        ));
     }
 
     f.sort_by_key(|x| std::cmp::Reverse(x.severity));

@@ -1,0 +1,238 @@
+//! The metrics task of one cluster: scrape every member's `/metrics`, run
+//! the active probes, derive rates, publish and record samples.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use etcd_client::Client;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::MonitorEvent;
+use super::probes::{ProbeReport, Prober};
+use crate::cluster::{MemberMetrics, metrics_url_for, scrape_metrics};
+use crate::config::{ClusterConfig, MonitoringConfig};
+use crate::connection;
+use crate::health::HealthSnapshot;
+use crate::store::{MetricPoint, Store, unix_ms};
+
+/// One member's scraped figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberMetricsEntry {
+    /// Member name (empty before the first health check named it).
+    pub member: String,
+    /// Client endpoint.
+    pub endpoint: String,
+    /// The page scraped.
+    pub metrics_url: String,
+    /// Figures, when the scrape worked.
+    pub metrics: Option<MemberMetrics>,
+    /// Why the scrape failed.
+    pub error: Option<String>,
+}
+
+/// One metrics round of one cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsRound {
+    /// Cluster name.
+    pub cluster: String,
+    /// When (ms since epoch).
+    pub at_ms: i64,
+    /// Every member's figures.
+    pub members: Vec<MemberMetricsEntry>,
+    /// Probe latencies over the rolling window.
+    pub probes: ProbeReport,
+    /// The cluster's revision after the probes.
+    pub revision: Option<i64>,
+    /// Revisions per second since the previous round (writes the cluster applied).
+    pub revision_rate: Option<f64>,
+    /// Proposals committed per second on the leader since the previous round.
+    pub proposals_committed_rate: Option<f64>,
+    /// How long the round took, ms.
+    pub duration_ms: f64,
+}
+
+pub(super) struct MetricsTask {
+    pub cluster: ClusterConfig,
+    pub monitoring: MonitoringConfig,
+    pub store: Store,
+    pub events: broadcast::Sender<MonitorEvent>,
+    pub publish: watch::Sender<Option<Arc<MetricsRound>>>,
+    pub health: watch::Receiver<Option<Arc<HealthSnapshot>>>,
+    pub token: CancellationToken,
+}
+
+#[tracing::instrument(name = "metrics", skip_all, fields(cluster = %t.cluster.name))]
+pub(super) async fn run(t: MetricsTask) {
+    let http = reqwest::Client::builder()
+        .timeout(t.cluster.request_timeout)
+        .connect_timeout(t.cluster.dial_timeout)
+        .build()
+        .unwrap_or_default();
+    let mut interval = tokio::time::interval(t.monitoring.metrics_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prober = Prober::default();
+    let mut client: Option<Client> = None;
+    let mut previous: Option<(Instant, Option<i64>, Option<f64>)> = None;
+    loop {
+        tokio::select! {
+            _ = t.token.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let round = tokio::select! {
+            _ = t.token.cancelled() => break,
+            r = one_round(&t, &http, &mut prober, &mut client, &mut previous) => r,
+        };
+        let points = points_of(&round);
+        if let Err(e) = t.store.record_metrics(&round.cluster, &points).await {
+            tracing::warn!(error = %e, "cannot record metric samples");
+        }
+        let _ = t.events.send(MonitorEvent::Metrics {
+            cluster: round.cluster.clone(),
+            at_ms: round.at_ms,
+        });
+        t.publish.send_replace(Some(Arc::new(round)));
+    }
+}
+
+async fn one_round(
+    t: &MetricsTask,
+    http: &reqwest::Client,
+    prober: &mut Prober,
+    client: &mut Option<Client>,
+    previous: &mut Option<(Instant, Option<i64>, Option<f64>)>,
+) -> MetricsRound {
+    let started = Instant::now();
+    let at_ms = unix_ms(SystemTime::now());
+    // Whom to scrape: the members of the latest health check, else the configured endpoints.
+    let targets: Vec<(String, String)> = match t.health.borrow().as_ref() {
+        Some(s) if !s.observation.members.is_empty() => s
+            .observation
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.endpoint.clone()))
+            .collect(),
+        _ => connection::endpoints(&t.cluster)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (String::new(), e))
+            .collect(),
+    };
+    let scrapes: Vec<_> = targets
+        .into_iter()
+        .map(|(member, endpoint)| {
+            let url = metrics_url_for(&t.cluster, &member, &endpoint);
+            let http = http.clone();
+            tokio::spawn(async move {
+                let result = scrape_metrics(&http, &url).await;
+                let (metrics, error) = match result {
+                    Ok(m) => (Some(m), None),
+                    Err(e) => (None, Some(e)),
+                };
+                MemberMetricsEntry {
+                    member,
+                    endpoint,
+                    metrics_url: url,
+                    metrics,
+                    error,
+                }
+            })
+        })
+        .collect();
+
+    let n = t.monitoring.probes_per_round;
+    if client.is_none() {
+        match connection::connect(&t.cluster).await {
+            Ok(c) => *client = Some(c),
+            Err(e) => prober.all_failed(n, &e.to_string()),
+        }
+    }
+    let revision = match client.as_mut() {
+        Some(c) => prober.round(c, n, t.cluster.request_timeout).await,
+        None => None,
+    };
+
+    let mut members = Vec::new();
+    for s in scrapes {
+        if let Ok(entry) = s.await {
+            members.push(entry);
+        }
+    }
+    let committed = members
+        .iter()
+        .filter_map(|m| m.metrics.as_ref())
+        .find(|m| m.is_leader == Some(1.0))
+        .and_then(|m| m.proposals_committed);
+    let now = Instant::now();
+    let (revision_rate, proposals_committed_rate) = match previous.as_ref() {
+        Some((then, prev_rev, prev_committed)) => {
+            let dt = now.duration_since(*then).as_secs_f64().max(1e-3);
+            (
+                revision.zip(*prev_rev).map(|(a, b)| (a - b) as f64 / dt),
+                committed
+                    .zip(*prev_committed)
+                    .map(|(a, b)| (a - b).max(0.0) / dt),
+            )
+        }
+        None => (None, None),
+    };
+    *previous = Some((now, revision, committed));
+    MetricsRound {
+        cluster: t.cluster.name.clone(),
+        at_ms,
+        members,
+        probes: prober.report(),
+        revision,
+        revision_rate,
+        proposals_committed_rate,
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+    }
+}
+
+/// The samples stored for history charts.
+fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
+    let mut out = Vec::new();
+    let mut push = |member: &str, name: &str, value: Option<f64>| {
+        if let Some(value) = value {
+            out.push(MetricPoint {
+                member: member.to_string(),
+                name: name.to_string(),
+                at_ms: r.at_ms,
+                value,
+            });
+        }
+    };
+    for m in &r.members {
+        let Some(x) = &m.metrics else { continue };
+        let who = if m.member.is_empty() {
+            m.endpoint.as_str()
+        } else {
+            m.member.as_str()
+        };
+        push(who, "wal_fsync_p99_seconds", x.wal_fsync_p99);
+        push(who, "backend_commit_p99_seconds", x.backend_commit_p99);
+        push(who, "peer_round_trip_p99_seconds", x.peer_round_trip_p99);
+        push(who, "db_total_size_bytes", x.db_total_size_bytes);
+        push(who, "db_in_use_bytes", x.db_in_use_bytes);
+        push(who, "quota_backend_bytes", x.quota_backend_bytes);
+        push(who, "proposals_pending", x.proposals_pending);
+        push(who, "leader_changes_seen", x.leader_changes_seen);
+        push(who, "watchers", x.watchers);
+        push(who, "has_leader", x.has_leader);
+    }
+    push("", "probe_put_p99_ms", r.probes.put.p99_ms);
+    push(
+        "",
+        "probe_linearizable_get_p99_ms",
+        r.probes.linearizable_get.p99_ms,
+    );
+    push(
+        "",
+        "probe_serializable_get_p99_ms",
+        r.probes.serializable_get.p99_ms,
+    );
+    push("", "revision_rate", r.revision_rate);
+    push("", "proposals_committed_rate", r.proposals_committed_rate);
+    out
+}

@@ -1,0 +1,174 @@
+//! The daemon's engine: per cluster, a health task and a metrics task on
+//! their own schedules, publishing immutable snapshots that the API, the
+//! dashboard and the alert engine read, and writing history.
+//!
+//! Data flows one way: collectors -> snapshots (watch channels, events) ->
+//! readers. One cluster's outage never delays another's checks: every
+//! cluster has its own tasks, and every call inside a round is bounded by the
+//! cluster's timeouts.
+
+mod health_task;
+mod metrics_task;
+mod probes;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::Config;
+use crate::health::HealthSnapshot;
+use crate::lifecycle::Lifecycle;
+use crate::store::{LeaderChange, Store, unix_ms};
+
+pub use metrics_task::{MemberMetricsEntry, MetricsRound};
+pub use probes::{LatencySummary, ProbeReport};
+
+/// Something that happened, for live subscribers (server-sent events, alerts).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MonitorEvent {
+    /// A health check finished.
+    Health {
+        /// Cluster name.
+        cluster: String,
+        /// The verdict (`healthy`, ...).
+        verdict: crate::health::Verdict,
+        /// Number of findings.
+        findings: usize,
+        /// When (ms since epoch).
+        at_ms: i64,
+    },
+    /// The verdict changed.
+    VerdictChanged {
+        /// Cluster name.
+        cluster: String,
+        /// Before.
+        from: Option<crate::health::Verdict>,
+        /// After.
+        to: crate::health::Verdict,
+        /// When (ms since epoch).
+        at_ms: i64,
+    },
+    /// A new leader was seen.
+    LeaderChanged(LeaderChange),
+    /// A metrics round finished.
+    Metrics {
+        /// Cluster name.
+        cluster: String,
+        /// When (ms since epoch).
+        at_ms: i64,
+    },
+}
+
+/// What the monitor publishes about one cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    /// Cluster name.
+    pub name: String,
+    /// The latest health snapshot.
+    pub health: watch::Receiver<Option<Arc<HealthSnapshot>>>,
+    /// The latest metrics round.
+    pub metrics: watch::Receiver<Option<Arc<MetricsRound>>>,
+}
+
+/// The running monitor.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    clusters: BTreeMap<String, ClusterHandle>,
+    order: Vec<String>,
+    events: broadcast::Sender<MonitorEvent>,
+    store: Store,
+}
+
+impl Monitor {
+    /// Starts the tasks of every configured cluster under `lifecycle`.
+    pub fn start(config: &Config, store: Store, lifecycle: &Lifecycle) -> Monitor {
+        let (events, _) = broadcast::channel(1024);
+        let mut clusters = BTreeMap::new();
+        let mut order = Vec::new();
+        for cluster in &config.clusters {
+            let (health_tx, health_rx) = watch::channel(None);
+            let (metrics_tx, metrics_rx) = watch::channel(None);
+            lifecycle.spawn(health_task::run(health_task::HealthTask {
+                cluster: cluster.clone(),
+                monitoring: config.monitoring.clone(),
+                store: store.clone(),
+                events: events.clone(),
+                publish: health_tx,
+                metrics: metrics_rx.clone(),
+                token: lifecycle.token(),
+            }));
+            lifecycle.spawn(metrics_task::run(metrics_task::MetricsTask {
+                cluster: cluster.clone(),
+                monitoring: config.monitoring.clone(),
+                store: store.clone(),
+                events: events.clone(),
+                publish: metrics_tx,
+                health: health_rx.clone(),
+                token: lifecycle.token(),
+            }));
+            order.push(cluster.name.clone());
+            clusters.insert(
+                cluster.name.clone(),
+                ClusterHandle {
+                    name: cluster.name.clone(),
+                    health: health_rx,
+                    metrics: metrics_rx,
+                },
+            );
+        }
+        let retention = config.storage.retention;
+        let retention_store = store.clone();
+        let token = lifecycle.token();
+        lifecycle.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600).min(retention / 2));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let cutoff = unix_ms(std::time::SystemTime::now()) - retention.as_millis() as i64;
+                        match retention_store.enforce_retention(cutoff).await {
+                            Ok(n) if n > 0 => tracing::info!(removed = n, "history retention enforced"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "history retention failed"),
+                        }
+                    }
+                }
+            }
+        });
+        Monitor {
+            clusters,
+            order,
+            events,
+            store,
+        }
+    }
+
+    /// Cluster names in configuration order.
+    pub fn cluster_names(&self) -> &[String] {
+        &self.order
+    }
+
+    /// One cluster's handle.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterHandle> {
+        self.clusters.get(name)
+    }
+
+    /// The first configured cluster (the API's "default cluster").
+    pub fn default_cluster(&self) -> Option<&ClusterHandle> {
+        self.order.first().and_then(|n| self.clusters.get(n))
+    }
+
+    /// Live events.
+    pub fn subscribe(&self) -> broadcast::Receiver<MonitorEvent> {
+        self.events.subscribe()
+    }
+
+    /// The history store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}

@@ -1,0 +1,532 @@
+//! The history store: health snapshots, findings, leader changes and metric
+//! samples, in embedded SQLite (`sqlite://PATH`, the default) or PostgreSQL
+//! (`postgres://...`). Schema migrations run at open; retention is enforced
+//! by [`Store::enforce_retention`].
+//!
+//! One SQL dialect serves both backends through sqlx's `Any` driver: numbered
+//! parameters (`$1`), `BIGINT`, `DOUBLE PRECISION`, `TEXT`; only the
+//! auto-increment key differs, chosen at migration time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+use crate::health::HealthSnapshot;
+
+/// What can go wrong with the history store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not one we can open.
+    #[error("storage.url {url:?}: {message}")]
+    Url {
+        /// The URL (credentials removed).
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A database operation failed.
+    #[error("history store ({what}): {source}")]
+    Db {
+        /// What we were doing.
+        what: &'static str,
+        /// The cause.
+        source: sqlx::Error,
+    },
+}
+
+fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { what, source }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A recorded leader change.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LeaderChange {
+    /// Cluster name.
+    pub cluster: String,
+    /// When the monitor saw the new leader (ms since epoch).
+    pub at_ms: i64,
+    /// Previous leader id (hex), if one was known.
+    pub old_leader: Option<String>,
+    /// New leader id (hex).
+    pub new_leader: Option<String>,
+    /// Previous leader's member name.
+    pub old_name: Option<String>,
+    /// New leader's member name.
+    pub new_name: Option<String>,
+    /// Raft term of the new leader.
+    pub term: Option<u64>,
+}
+
+/// One stored health check.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRow {
+    /// Cluster name.
+    pub cluster: String,
+    /// When (ms since epoch).
+    pub at_ms: i64,
+    /// `healthy`, `degraded`, `unavailable`.
+    pub verdict: String,
+    /// Leader id (hex).
+    pub leader: Option<String>,
+    /// Voting members that answered.
+    pub reachable: i64,
+    /// Voting members.
+    pub voting: i64,
+    /// Duration of the check, ms.
+    pub duration_ms: f64,
+    /// The whole snapshot as JSON, stored when the verdict or findings changed.
+    pub body: Option<serde_json::Value>,
+}
+
+/// One stored finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingRow {
+    /// Cluster name.
+    pub cluster: String,
+    /// When (ms since epoch).
+    pub at_ms: i64,
+    /// Finding kind.
+    pub kind: String,
+    /// Severity.
+    pub severity: String,
+    /// Member concerned.
+    pub member: Option<String>,
+    /// Message.
+    pub message: String,
+}
+
+/// One metric sample.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MetricPoint {
+    /// Member name, or empty for a cluster-wide figure.
+    pub member: String,
+    /// Metric name.
+    pub name: String,
+    /// When (ms since epoch).
+    pub at_ms: i64,
+    /// Value.
+    pub value: f64,
+}
+
+/// The history store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE IF NOT EXISTS snapshots (id {AUTO}, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
+        verdict TEXT NOT NULL, leader TEXT, reachable BIGINT NOT NULL, voting BIGINT NOT NULL,
+        duration_ms DOUBLE PRECISION NOT NULL, body TEXT);
+     CREATE INDEX IF NOT EXISTS snapshots_cluster_at ON snapshots (cluster, at_ms);
+     CREATE TABLE IF NOT EXISTS findings (id {AUTO}, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL, severity TEXT NOT NULL, member TEXT, message TEXT NOT NULL, evidence TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS findings_cluster_at ON findings (cluster, at_ms);
+     CREATE TABLE IF NOT EXISTS leader_changes (id {AUTO}, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
+        old_leader TEXT, new_leader TEXT, old_name TEXT, new_name TEXT, term BIGINT);
+     CREATE INDEX IF NOT EXISTS leader_changes_cluster_at ON leader_changes (cluster, at_ms);
+     CREATE TABLE IF NOT EXISTS metric_samples (cluster TEXT NOT NULL, member TEXT NOT NULL,
+        name TEXT NOT NULL, at_ms BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL);
+     CREATE INDEX IF NOT EXISTS metric_samples_query ON metric_samples (cluster, name, at_ms);",
+];
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` and migrates its schema.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let (backend, connect_url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::Url {
+                    url: shown,
+                    message: "no file path after sqlite://".into(),
+                });
+            }
+            if path != ":memory:" {
+                if let Some(dir) = std::path::Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    if !dir.is_dir() {
+                        return Err(StoreError::Url {
+                            url: shown,
+                            message: format!("directory {} does not exist", dir.display()),
+                        });
+                    }
+                }
+            }
+            let sep = if path.contains('?') { "&" } else { "?" };
+            (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Url {
+                url: shown,
+                message: "use sqlite://PATH or postgres://USER@HOST/DB".into(),
+            });
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 4 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&connect_url)
+            .await
+            .map_err(|e| StoreError::Url {
+                url: shown.clone(),
+                message: format!("cannot open: {e}"),
+            })?;
+        let store = Store { pool, backend };
+        if backend == Backend::Sqlite {
+            // WAL keeps readers (the API) from blocking the writer.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await
+                .map_err(db("enable WAL"))?;
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .map_err(db("create schema_version"))?;
+        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("read schema_version"))?
+            .try_get("v")
+            .map_err(db("read schema_version"))?;
+        let auto = match self.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        };
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let mut tx = self.pool.begin().await.map_err(db("begin migration"))?;
+            let sql = migration.replace("{AUTO}", auto);
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                // Our own constant DDL, not user input.
+                sqlx::query(AssertSqlSafe(stmt.to_string()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("migrate"))?;
+            }
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record migration"))?;
+            tx.commit().await.map_err(db("commit migration"))?;
+        }
+        Ok(())
+    }
+
+    /// Records one health check; the full snapshot body only when `with_body`.
+    pub async fn record_snapshot(
+        &self,
+        s: &HealthSnapshot,
+        with_body: bool,
+    ) -> Result<(), StoreError> {
+        let at = unix_ms(s.observation.taken_at);
+        let verdict = serde_json::to_value(s.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let body = if with_body {
+            serde_json::to_string(s).ok()
+        } else {
+            None
+        };
+        let mut tx = self.pool.begin().await.map_err(db("begin snapshot"))?;
+        sqlx::query(
+            "INSERT INTO snapshots (cluster, at_ms, verdict, leader, reachable, voting, duration_ms, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&s.cluster)
+        .bind(at)
+        .bind(verdict)
+        .bind(s.leader.clone())
+        .bind(s.reachable_voting_members as i64)
+        .bind(s.voting_members as i64)
+        .bind(s.observation.duration_ms)
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("insert snapshot"))?;
+        if with_body {
+            for f in &s.findings {
+                let severity = serde_json::to_value(f.severity)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO findings (cluster, at_ms, kind, severity, member, message, evidence)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&s.cluster)
+                .bind(at)
+                .bind(f.kind)
+                .bind(severity)
+                .bind(f.member.clone())
+                .bind(&f.message)
+                .bind(f.evidence.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("insert finding"))?;
+            }
+        }
+        tx.commit().await.map_err(db("commit snapshot"))
+    }
+
+    /// Records a leader change.
+    pub async fn record_leader_change(&self, c: &LeaderChange) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO leader_changes (cluster, at_ms, old_leader, new_leader, old_name, new_name, term)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.cluster)
+        .bind(c.at_ms)
+        .bind(c.old_leader.clone())
+        .bind(c.new_leader.clone())
+        .bind(c.old_name.clone())
+        .bind(c.new_name.clone())
+        .bind(c.term.map(|t| t as i64))
+        .execute(&self.pool)
+        .await
+        .map_err(db("insert leader change"))?;
+        Ok(())
+    }
+
+    /// Records metric samples of one round.
+    pub async fn record_metrics(
+        &self,
+        cluster: &str,
+        points: &[MetricPoint],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin metrics"))?;
+        for p in points.iter().filter(|p| p.value.is_finite()) {
+            sqlx::query("INSERT INTO metric_samples (cluster, member, name, at_ms, value) VALUES ($1, $2, $3, $4, $5)")
+                .bind(cluster)
+                .bind(&p.member)
+                .bind(&p.name)
+                .bind(p.at_ms)
+                .bind(p.value)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("insert metric sample"))?;
+        }
+        tx.commit().await.map_err(db("commit metrics"))
+    }
+
+    /// Leader changes of `cluster` at or after `since_ms`, oldest first.
+    pub async fn leader_changes(
+        &self,
+        cluster: &str,
+        since_ms: i64,
+    ) -> Result<Vec<LeaderChange>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT cluster, at_ms, old_leader, new_leader, old_name, new_name, term FROM leader_changes
+             WHERE cluster = $1 AND at_ms >= $2 ORDER BY at_ms, id",
+        )
+        .bind(cluster)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read leader changes"))?;
+        rows.iter()
+            .map(leader_change)
+            .collect::<Result<_, _>>()
+            .map_err(db("decode leader change"))
+    }
+
+    /// Health checks of `cluster` in `[from_ms, to_ms]`, newest first, at most `limit`.
+    pub async fn snapshots(
+        &self,
+        cluster: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<SnapshotRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT cluster, at_ms, verdict, leader, reachable, voting, duration_ms, body FROM snapshots
+             WHERE cluster = $1 AND at_ms >= $2 AND at_ms <= $3 ORDER BY at_ms DESC, id DESC LIMIT $4",
+        )
+        .bind(cluster)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read snapshots"))?;
+        rows.iter()
+            .map(|r| {
+                let body: Option<String> = r.try_get("body")?;
+                Ok(SnapshotRow {
+                    cluster: r.try_get("cluster")?,
+                    at_ms: r.try_get("at_ms")?,
+                    verdict: r.try_get("verdict")?,
+                    leader: r.try_get("leader")?,
+                    reachable: r.try_get("reachable")?,
+                    voting: r.try_get("voting")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    body: body.and_then(|b| serde_json::from_str(&b).ok()),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode snapshot"))
+    }
+
+    /// Findings of `cluster` in `[from_ms, to_ms]`, newest first.
+    pub async fn findings(
+        &self,
+        cluster: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<FindingRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT cluster, at_ms, kind, severity, member, message FROM findings
+             WHERE cluster = $1 AND at_ms >= $2 AND at_ms <= $3 ORDER BY at_ms DESC, id DESC LIMIT $4",
+        )
+        .bind(cluster)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read findings"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(FindingRow {
+                    cluster: r.try_get("cluster")?,
+                    at_ms: r.try_get("at_ms")?,
+                    kind: r.try_get("kind")?,
+                    severity: r.try_get("severity")?,
+                    member: r.try_get("member")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode finding"))
+    }
+
+    /// Samples of metric `name` for `cluster` in `[from_ms, to_ms]`, oldest
+    /// first; with `step_ms > 0`, averaged per member into buckets of that width.
+    pub async fn metric_series(
+        &self,
+        cluster: &str,
+        name: &str,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<MetricPoint>, StoreError> {
+        let rows = if step_ms > 0 {
+            sqlx::query(
+                "SELECT member, name, (at_ms / $4) * $4 AS at_ms, AVG(value) AS value FROM metric_samples
+                 WHERE cluster = $1 AND name = $2 AND at_ms >= $3 AND at_ms <= $5
+                 GROUP BY member, name, (at_ms / $4) * $4 ORDER BY 3, 1",
+            )
+            .bind(cluster)
+            .bind(name)
+            .bind(from_ms)
+            .bind(step_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await
+        } else {
+            sqlx::query(
+                "SELECT member, name, at_ms, value FROM metric_samples
+                 WHERE cluster = $1 AND name = $2 AND at_ms >= $3 AND at_ms <= $4 ORDER BY at_ms, member",
+            )
+            .bind(cluster)
+            .bind(name)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await
+        }
+        .map_err(db("read metric samples"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(MetricPoint {
+                    member: r.try_get("member")?,
+                    name: r.try_get("name")?,
+                    at_ms: r.try_get("at_ms")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode metric sample"))
+    }
+
+    /// Deletes history older than `older_than_ms`; returns the rows removed.
+    pub async fn enforce_retention(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for table in ["snapshots", "findings", "leader_changes", "metric_samples"] {
+            // `table` comes from the constant list above.
+            removed += sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE at_ms < $1"
+            )))
+            .bind(older_than_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db("enforce retention"))?
+            .rows_affected();
+        }
+        Ok(removed)
+    }
+
+    /// Closes the pool, flushing SQLite's WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn leader_change(r: &AnyRow) -> Result<LeaderChange, sqlx::Error> {
+    let term: Option<i64> = r.try_get("term")?;
+    Ok(LeaderChange {
+        cluster: r.try_get("cluster")?,
+        at_ms: r.try_get("at_ms")?,
+        old_leader: r.try_get("old_leader")?,
+        new_leader: r.try_get("new_leader")?,
+        old_name: r.try_get("old_name")?,
+        new_name: r.try_get("new_name")?,
+        term: term.map(|t| t as u64),
+    })
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!(
+                    "{}{user}:{}{}",
+                    &url[..scheme_end + 3],
+                    crate::config::REDACTED,
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,431 @@
+//! The monitor daemon's engine against real clusters: verdicts over time,
+//! leader changes recorded, fragmentation, metrics parsing, history across
+//! restarts, and isolation between clusters.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_monitor::config::{ClusterConfig, Config};
+use etcd_monitor::health::{HealthSnapshot, Verdict};
+use etcd_monitor::lifecycle::Lifecycle;
+use etcd_monitor::monitor::{Monitor, MonitorEvent};
+use etcd_monitor::store::Store;
+use etcd_testkit::{ClusterOptions, EtcdCluster};
+
+const HEALTH: Duration = Duration::from_millis(400);
+
+fn config(clusters: Vec<ClusterConfig>, db: &std::path::Path) -> Config {
+    let mut c = Config {
+        clusters,
+        ..Config::default()
+    };
+    c.monitoring.health_check_interval = HEALTH;
+    c.monitoring.metrics_interval = Duration::from_millis(500);
+    c.monitoring.consistency_check_interval = Duration::from_secs(2);
+    c.storage.url = format!("sqlite://{}", db.display());
+    c
+}
+
+fn cluster_config(name: &str, cluster: &EtcdCluster) -> ClusterConfig {
+    ClusterConfig {
+        name: name.into(),
+        endpoints: cluster.endpoints(),
+        dial_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        ..ClusterConfig::default()
+    }
+}
+
+async fn start(config: &Config) -> (Monitor, Lifecycle) {
+    let lifecycle = Lifecycle::new();
+    let monitor = etcd_monitor::run::start(config, &lifecycle).await.unwrap();
+    (monitor, lifecycle)
+}
+
+/// Waits for a health snapshot of `cluster` that satisfies `want`.
+async fn wait_for(
+    monitor: &Monitor,
+    cluster: &str,
+    within: Duration,
+    what: &str,
+    want: impl Fn(&HealthSnapshot) -> bool,
+) -> Arc<HealthSnapshot> {
+    let mut rx = monitor.cluster(cluster).unwrap().health.clone();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = rx.borrow_and_update().clone() {
+            if want(&s) {
+                return s;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what}: not seen within {within:?}; last: {:#?}",
+            rx.borrow().as_ref().map(|s| (&s.verdict, &s.findings))
+        );
+        let _ = tokio::time::timeout(left, rx.changed()).await;
+    }
+}
+
+fn kinds(s: &HealthSnapshot) -> Vec<&'static str> {
+    s.findings.iter().map(|f| f.kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_follow_failures_and_history_survives_a_restart() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let cfg = config(vec![cluster_config("main", &cluster)], &db);
+    let (monitor, lifecycle) = start(&cfg).await;
+
+    let s = wait_for(&monitor, "main", Duration::from_secs(10), "healthy", |s| {
+        s.verdict == Verdict::Healthy
+    })
+    .await;
+    assert!(s.findings.is_empty(), "{:#?}", s.findings);
+
+    // One member down: degraded within two health intervals (plus a round's time).
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    let victim = (leader + 1) % 3;
+    let name = cluster.member(victim).unwrap().name;
+    cluster.kill(victim).unwrap();
+    let killed_at = Instant::now();
+    let s = wait_for(
+        &monitor,
+        "main",
+        2 * HEALTH + Duration::from_secs(2),
+        "degraded",
+        |s| s.verdict == Verdict::Degraded,
+    )
+    .await;
+    assert!(
+        killed_at.elapsed() <= 2 * HEALTH + Duration::from_millis(1500),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    let down = s
+        .findings
+        .iter()
+        .find(|f| f.kind == "member_unreachable")
+        .expect("member_unreachable");
+    assert_eq!(down.member.as_deref(), Some(name.as_str()));
+
+    // Two down: unavailable. Both back: healthy.
+    let second = (leader + 2) % 3;
+    cluster.kill(second).unwrap();
+    wait_for(
+        &monitor,
+        "main",
+        Duration::from_secs(8),
+        "unavailable",
+        |s| s.verdict == Verdict::Unavailable,
+    )
+    .await;
+    cluster.restart(victim).await.unwrap();
+    cluster.restart(second).await.unwrap();
+    wait_for(
+        &monitor,
+        "main",
+        Duration::from_secs(20),
+        "healthy again",
+        |s| s.verdict == Verdict::Healthy,
+    )
+    .await;
+
+    // Stop the monitor; a new one on the same store sees the history.
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+    let store = Store::open(&cfg.storage.url).await.unwrap();
+    let rows = store.snapshots("main", 0, i64::MAX, 10_000).await.unwrap();
+    for verdict in ["healthy", "degraded", "unavailable"] {
+        assert!(
+            rows.iter().any(|r| r.verdict == verdict),
+            "no {verdict} row in history"
+        );
+    }
+    let findings = store.findings("main", 0, i64::MAX, 1000).await.unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == "member_unreachable" && f.member.as_deref() == Some(name.as_str()))
+    );
+    store.close().await;
+    let (monitor, lifecycle) = start(&cfg).await;
+    wait_for(
+        &monitor,
+        "main",
+        Duration::from_secs(10),
+        "healthy after restart",
+        |s| s.verdict == Verdict::Healthy,
+    )
+    .await;
+    let after = monitor
+        .store()
+        .snapshots("main", 0, i64::MAX, 100_000)
+        .await
+        .unwrap();
+    assert!(
+        after.len() > rows.len(),
+        "history was not kept across the restart"
+    );
+    let samples = monitor
+        .store()
+        .metric_series("main", "db_total_size_bytes", 0, i64::MAX, 0)
+        .await
+        .unwrap();
+    assert!(!samples.is_empty(), "no metric samples recorded");
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_a_recorded_leader_change() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        vec![cluster_config("main", &cluster)],
+        &dir.path().join("h.db"),
+    );
+    let (monitor, lifecycle) = start(&cfg).await;
+    let mut events = monitor.subscribe();
+    let first = wait_for(&monitor, "main", Duration::from_secs(10), "healthy", |s| {
+        s.verdict == Verdict::Healthy
+    })
+    .await;
+    let old_leader = first.leader.clone().unwrap();
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    let old_name = cluster.member(leader).unwrap().name;
+
+    cluster.pause(leader).unwrap();
+    let s = wait_for(
+        &monitor,
+        "main",
+        Duration::from_secs(15),
+        "a new leader",
+        |s| s.leader.as_ref().is_some_and(|l| *l != old_leader),
+    )
+    .await;
+    let paused = s
+        .findings
+        .iter()
+        .find(|f| f.kind == "member_unreachable")
+        .expect("the paused member is reported");
+    assert_eq!(paused.member.as_deref(), Some(old_name.as_str()));
+
+    // The change is announced and stored with old and new leader and term.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let change = loop {
+        match tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            events.recv(),
+        )
+        .await
+        {
+            Ok(Ok(MonitorEvent::LeaderChanged(c))) => break c,
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            other => panic!("no leader change event: {other:?}"),
+        }
+    };
+    assert_eq!(change.old_leader.as_deref(), Some(old_leader.as_str()));
+    assert_eq!(change.old_name.as_deref(), Some(old_name.as_str()));
+    assert!(change.term.unwrap() >= 3, "{change:?}");
+    let stored = monitor.store().leader_changes("main", 0).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0], change);
+
+    cluster.resume(leader).unwrap();
+    let s = wait_for(
+        &monitor,
+        "main",
+        Duration::from_secs(15),
+        "recovered",
+        |s| s.verdict == Verdict::Healthy,
+    )
+    .await;
+    assert_eq!(s.reachable_voting_members, 3);
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmentation_is_reported_and_clears_after_defrag() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let mut client = cluster.client().await.unwrap();
+    let value = vec![b'v'; 32 * 1024];
+    for i in 0..160 {
+        client
+            .put(format!("frag/{i:04}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let del = client
+        .delete(
+            "frag/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let rev = del.header().unwrap().revision();
+    client
+        .compact(
+            rev,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        vec![cluster_config("frag", &cluster)],
+        &dir.path().join("h.db"),
+    );
+    cfg.monitoring.thresholds.fragmentation_min_db_size = 1024 * 1024;
+    let (monitor, lifecycle) = start(&cfg).await;
+    let s = wait_for(
+        &monitor,
+        "frag",
+        Duration::from_secs(10),
+        "fragmentation",
+        |s| kinds(s).contains(&"fragmentation"),
+    )
+    .await;
+    let f = s
+        .findings
+        .iter()
+        .find(|f| f.kind == "fragmentation")
+        .unwrap();
+    let before = f.evidence["ratio"].as_f64().unwrap();
+    assert!(before < 0.5, "{f:?}");
+
+    client.defragment().await.unwrap();
+    let s = wait_for(
+        &monitor,
+        "frag",
+        Duration::from_secs(10),
+        "no fragmentation after defrag",
+        |s| !kinds(s).contains(&"fragmentation"),
+    )
+    .await;
+    let status = s.observation.members[0].status.as_ref().unwrap();
+    let after = status.db_size_in_use as f64 / status.db_size as f64;
+    assert!(after > before, "ratio {after} not above {before}");
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_and_commit_p99_agree_with_the_members_buckets() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let mut client = cluster.client().await.unwrap();
+    for i in 0..50 {
+        client.put(format!("p99/{i}"), "x", None).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        vec![cluster_config("m", &cluster)],
+        &dir.path().join("h.db"),
+    );
+    let (monitor, lifecycle) = start(&cfg).await;
+    let mut rx = monitor.cluster("m").unwrap().metrics.clone();
+    let round = loop {
+        rx.changed().await.unwrap();
+        if let Some(r) = rx.borrow().clone() {
+            if r.members.iter().all(|m| m.metrics.is_some()) {
+                break r;
+            }
+        }
+    };
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+    let ours = round.members[0].metrics.clone().unwrap();
+    // Read the page again (no writes since) and compute the quantile by hand.
+    let text = reqwest::get(&round.members[0].metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (name, got) in [
+        ("etcd_disk_wal_fsync_duration_seconds", ours.wal_fsync_p99),
+        (
+            "etcd_disk_backend_commit_duration_seconds",
+            ours.backend_commit_p99,
+        ),
+    ] {
+        let expected = by_hand_p99(&text, name);
+        let got = got.unwrap_or_else(|| panic!("{name} p99 missing"));
+        assert!(
+            (got - expected).abs() <= expected * 0.05 + 1e-6,
+            "{name}: ours {got} vs buckets {expected}"
+        );
+    }
+}
+
+/// An independent reading of `histogram_quantile(0.99, ...)`.
+fn by_hand_p99(page: &str, name: &str) -> f64 {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let (le, count) = rest.split_once("\"} ").unwrap();
+            (
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                },
+                count.trim().parse().unwrap(),
+            )
+        })
+        .collect();
+    let total = buckets.last().unwrap().1;
+    let rank = 0.99 * total;
+    let i = buckets.iter().position(|(_, c)| *c >= rank).unwrap();
+    let (lo, below) = if i == 0 { (0.0, 0.0) } else { buckets[i - 1] };
+    let (hi, count) = buckets[i];
+    lo + (hi - lo) * (rank - below) / (count - below)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cluster_hanging_does_not_delay_another() {
+    let good = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let bad = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    bad.pause(0).unwrap(); // accepts connections, answers nothing: the worst case
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        vec![cluster_config("good", &good), cluster_config("bad", &bad)],
+        &dir.path().join("h.db"),
+    );
+    let (monitor, lifecycle) = start(&cfg).await;
+    wait_for(
+        &monitor,
+        "good",
+        Duration::from_secs(10),
+        "good is healthy",
+        |s| s.verdict == Verdict::Healthy,
+    )
+    .await;
+
+    let mut events = monitor.subscribe();
+    let window = Duration::from_secs(4);
+    let started = Instant::now();
+    let mut good_checks = 0;
+    while started.elapsed() < window {
+        if let Ok(Ok(MonitorEvent::Health { cluster, .. })) =
+            tokio::time::timeout(window, events.recv()).await
+        {
+            if cluster == "good" {
+                good_checks += 1;
+            }
+        }
+    }
+    let expected = (window.as_secs_f64() / HEALTH.as_secs_f64()) as usize;
+    assert!(
+        good_checks + 2 >= expected,
+        "good cluster checked {good_checks} times in {window:?}, expected about {expected}"
+    );
+    let bad_state = monitor.cluster("bad").unwrap().health.borrow().clone();
+    if let Some(s) = bad_state {
+        assert_eq!(s.verdict, Verdict::Unavailable);
+    }
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+    bad.resume(0).unwrap();
+}
