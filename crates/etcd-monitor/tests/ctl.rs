@@ -30,12 +30,17 @@ fn ctl(endpoints: &str, args: &[&str]) -> Output {
 }
 
 fn ctl_stdin(endpoints: &str, args: &[&str], input: &str) -> Output {
-    let mut child = ctl_cmd(endpoints, args)
+    with_stdin(ctl_cmd(endpoints, args), input)
+}
+
+/// Runs `cmd` with `input` on its stdin (a pipe, not a TTY).
+fn with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn etcd-monitor");
+        .expect("spawn");
     child
         .stdin
         .take()
@@ -59,19 +64,7 @@ fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
 }
 
 fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &str) -> Output {
-    let mut child = etcdctl_cmd(endpoints, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    with_stdin(etcdctl_cmd(endpoints, args), input)
 }
 
 fn stdout(o: &Output) -> String {
@@ -357,6 +350,28 @@ fn dangerous_verbs_refuse_without_yes_and_tty() {
     // nothing happened
     let members = json(&ok(ctl(&eps, &["member", "list", "-w", "json"])));
     assert_eq!(members["members"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn dangerous_verbs_ask_on_a_tty() {
+    let (_c, eps) = shared();
+    // `script` runs the command on a pseudo-terminal fed from our stdin.
+    let on_tty = |answer: &str| {
+        let line = format!(
+            "{} ctl alarm disarm --endpoints={eps}",
+            env!("CARGO_BIN_EXE_etcd-monitor")
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        with_stdin(cmd, answer)
+    };
+    let o = on_tty("n\n");
+    assert!(!o.status.success());
+    let text = stdout(&o);
+    assert!(text.contains("disarm every active alarm? [y/N]"), "{text}");
+    assert!(text.contains("not confirmed"), "{text}");
+    let o = on_tty("y\n");
+    assert!(o.status.success(), "{}", stdout(&o));
 }
 
 #[test]
@@ -666,22 +681,44 @@ fn membership_leadership_and_compaction_on_a_dedicated_cluster() {
         Some(learner)
     );
 
-    // update its peer URLs (to the same URL), then remove the old member
+    // defrag --move-leader: the follower first, then leadership moves to
+    // it and the old leader is defragmented last
+    let old_id = c.members()[0].id;
+    let reports = json(&ok(ctl(
+        &eps,
+        &[
+            "defrag",
+            "--cluster",
+            "--yes",
+            "--move-leader",
+            "--pause",
+            "0s",
+            "-w",
+            "json",
+        ],
+    )));
+    let reports = reports.as_array().expect("array");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[0]["id"].as_u64(), Some(old_id));
+    assert_eq!(reports[0]["was_leader"], false);
+    assert_eq!(reports[1]["id"].as_u64(), Some(c.members()[learner].id));
+    assert_eq!(reports[1]["was_leader"], true);
+    assert_eq!(reports[1]["moved_leadership_to"].as_u64(), Some(old_id));
+    assert!(reports.iter().all(|r| r["outcome"] == "defragmented"));
+    assert_eq!(rt.block_on(c.leader_index()).expect("leader"), Some(0));
+
+    // update the new member's peer URLs (to the same URL), then remove it
     let peer = c.members()[learner].peer_url.clone();
     let out = ok(ctl(
         &eps,
         &["member", "update", &new_id, "--peer-urls", &peer],
     ));
     assert!(out.starts_with(&format!("Member {new_id} updated in cluster ")));
-    let old_id = format!("{:x}", c.members()[0].id);
     // etcd refuses ("unhealthy cluster") until the new member has been
     // connected for 5 s: the error says so, and a retry succeeds.
     let mut removed = None;
     for _ in 0..60 {
-        let o = ctl(
-            &c.endpoints()[learner],
-            &["member", "remove", &old_id, "--yes"],
-        );
+        let o = ctl(&first, &["member", "remove", &new_id, "--yes"]);
         if o.status.success() {
             removed = Some(stdout(&o));
             break;
@@ -694,13 +731,14 @@ fn membership_leadership_and_compaction_on_a_dedicated_cluster() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let out = removed.expect("member never removed");
-    assert!(out.starts_with(&format!("Member {old_id} removed from cluster ")));
-    let list = ok(ctl(&c.endpoints()[learner], &["member", "list"]));
+    assert!(out.starts_with(&format!("Member {new_id} removed from cluster ")));
+    let list = ok(ctl(&first, &["member", "list"]));
     assert_eq!(list.lines().count(), 1, "{list}");
 
     // member add prints the settings for the new member
+    let peer = c.members()[0].peer_url.clone();
     let out = ok(ctl(
-        &c.endpoints()[learner],
+        &first,
         &[
             "member",
             "add",
@@ -719,6 +757,6 @@ fn membership_leadership_and_compaction_on_a_dedicated_cluster() {
     parts.sort();
     assert_eq!(
         parts,
-        [format!("m1={peer}"), "m9=http://127.0.0.1:1".into()]
+        [format!("m0={peer}"), "m9=http://127.0.0.1:1".into()]
     );
 }

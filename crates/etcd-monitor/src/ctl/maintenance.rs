@@ -627,10 +627,7 @@ async fn write_snapshot(
         .snapshot()
         .await
         .map_err(CtlError::on(format!("snapshot of endpoint {endpoint}")))?;
-    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    // The last 32 bytes seen are the candidate hash: hash only what precedes them.
-    let mut tail: Vec<u8> = Vec::with_capacity(64);
-    let mut size = 0u64;
+    let mut check = TrailingSha256::new();
     while let Some(msg) = stream
         .message()
         .await
@@ -640,36 +637,76 @@ async fn write_snapshot(
         file.write_all(blob)
             .await
             .map_err(io("cannot write", part))?;
-        size += blob.len() as u64;
-        tail.extend_from_slice(blob);
-        if tail.len() > 32 {
-            let cut = tail.len() - 32;
-            hasher.update(&tail[..cut]);
-            tail.drain(..cut);
-        }
+        check.update(blob);
     }
-    let integrity = |detail: String| CtlError::SnapshotIntegrity {
-        endpoint: endpoint.to_string(),
-        path: path.display().to_string(),
-        detail,
-    };
-    if tail.len() < 32 {
-        return Err(integrity(format!(
-            "the stream ended after {size} bytes, too short to carry a sha256"
-        )));
-    }
-    let digest = hasher.finish();
-    if digest.as_ref() != tail.as_slice() {
-        return Err(integrity(format!(
-            "sha256 mismatch over {} bytes (expected {}, computed {})",
-            size - 32,
-            hex(&tail),
-            hex(digest.as_ref())
-        )));
-    }
+    let (size, sha256) = check
+        .finish()
+        .map_err(|detail| CtlError::SnapshotIntegrity {
+            endpoint: endpoint.to_string(),
+            path: path.display().to_string(),
+            detail,
+        })?;
     file.flush().await.map_err(io("cannot write", part))?;
     file.sync_all().await.map_err(io("cannot sync", part))?;
-    Ok((size, hex(digest.as_ref())))
+    Ok((size, sha256))
+}
+
+/// Checks a stream that ends with the sha256 of everything before it, the
+/// way etcd sends snapshots.
+pub struct TrailingSha256 {
+    hasher: aws_lc_rs::digest::Context,
+    // The last 32 bytes seen: the candidate hash, not hashed yet.
+    tail: Vec<u8>,
+    size: u64,
+}
+
+impl Default for TrailingSha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TrailingSha256 {
+    /// Nothing seen yet.
+    pub fn new() -> Self {
+        TrailingSha256 {
+            hasher: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+            tail: Vec::with_capacity(64),
+            size: 0,
+        }
+    }
+
+    /// The next chunk of the stream.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.size += chunk.len() as u64;
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > 32 {
+            let cut = self.tail.len() - 32;
+            self.hasher.update(&self.tail[..cut]);
+            self.tail.drain(..cut);
+        }
+    }
+
+    /// `(total bytes, hex sha256 of the data)` if the last 32 bytes are the
+    /// sha256 of the rest; otherwise what is wrong.
+    pub fn finish(self) -> Result<(u64, String), String> {
+        if self.tail.len() < 32 {
+            return Err(format!(
+                "the stream ended after {} bytes, too short to carry a sha256",
+                self.size
+            ));
+        }
+        let digest = self.hasher.finish();
+        if digest.as_ref() != self.tail.as_slice() {
+            return Err(format!(
+                "sha256 mismatch over {} bytes (etcd sent {}, the data hashes to {})",
+                self.size - 32,
+                hex(&self.tail),
+                hex(digest.as_ref())
+            ));
+        }
+        Ok((self.size, hex(digest.as_ref())))
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -763,6 +800,37 @@ pub async fn alarm_disarm(client: &mut Client) -> Result<Vec<Alarm>, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream_with_hash(data: &[u8]) -> Vec<u8> {
+        let mut v = data.to_vec();
+        v.extend_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref());
+        v
+    }
+
+    #[test]
+    fn trailing_hash_accepts_any_chunking() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let stream = stream_with_hash(&data);
+        for chunk in [1, 7, 31, 32, 33, 4096, 10_000] {
+            let mut t = TrailingSha256::new();
+            stream.chunks(chunk).for_each(|c| t.update(c));
+            let (size, hash) = t.finish().unwrap();
+            assert_eq!(size, stream.len() as u64);
+            assert_eq!(hash, hex(&stream[data.len()..]));
+        }
+    }
+
+    #[test]
+    fn trailing_hash_rejects_corruption_and_truncation() {
+        let mut stream = stream_with_hash(b"some database bytes");
+        stream[3] ^= 1;
+        let mut t = TrailingSha256::new();
+        t.update(&stream);
+        assert!(t.finish().unwrap_err().contains("sha256 mismatch"));
+        let mut t = TrailingSha256::new();
+        t.update(b"short");
+        assert!(t.finish().unwrap_err().contains("too short"));
+    }
 
     #[test]
     fn rule_expression_form() {

@@ -11,6 +11,7 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod keys;
 pub mod maintenance;
 pub mod output;
 pub mod txn;

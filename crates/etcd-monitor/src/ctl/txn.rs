@@ -16,6 +16,7 @@
 //! `del KEY [RANGE_END] [--prefix] [--from-key] [--prev-kv]`.
 //! Words are split like a shell: "double" and 'single' quotes, `\` escapes.
 
+use super::keys::KeyRange;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 
 /// A parsed transaction: the etcd request plus the text of each part, for
@@ -219,6 +220,16 @@ fn parse_op(line: &str) -> Result<TxnOp, String> {
             })
             .transpose()
     };
+    let range = |key: &str, rest: &[&String]| {
+        KeyRange {
+            key: key.to_string(),
+            range_end: rest.first().map(|e| e.to_string()),
+            prefix: flag("--prefix"),
+            from_key: flag("--from-key"),
+        }
+        .to_etcd()
+        .map_err(|e| format!("operation {line:?}: {e}"))
+    };
     match (words.first().map(String::as_str), args.as_slice()) {
         (Some("put"), [key, val]) => {
             known(&["--lease", "--prev-kv"])?;
@@ -242,15 +253,10 @@ fn parse_op(line: &str) -> Result<TxnOp, String> {
                 "--keys-only",
                 "--count-only",
             ])?;
+            let (key, end) = range(key, rest)?;
             let mut opts = GetOptions::new();
-            if let Some(end) = rest.first() {
-                opts = opts.with_range(end.as_str());
-            }
-            if flag("--prefix") {
-                opts = opts.with_prefix();
-            }
-            if flag("--from-key") {
-                opts = opts.with_from_key();
+            if !end.is_empty() {
+                opts = opts.with_range(end);
             }
             if let Some(n) = number("--limit")? {
                 opts = opts.with_limit(n);
@@ -264,24 +270,19 @@ fn parse_op(line: &str) -> Result<TxnOp, String> {
             if flag("--count-only") {
                 opts = opts.with_count_only();
             }
-            Ok(TxnOp::get(key.as_str(), Some(opts)))
+            Ok(TxnOp::get(key, Some(opts)))
         }
         (Some("del" | "delete"), [key, rest @ ..]) if rest.len() <= 1 => {
             known(&["--prefix", "--from-key", "--prev-kv"])?;
+            let (key, end) = range(key, rest)?;
             let mut opts = DeleteOptions::new();
-            if let Some(end) = rest.first() {
-                opts = opts.with_range(end.as_str());
-            }
-            if flag("--prefix") {
-                opts = opts.with_prefix();
-            }
-            if flag("--from-key") {
-                opts = opts.with_from_key();
+            if !end.is_empty() {
+                opts = opts.with_range(end);
             }
             if flag("--prev-kv") {
                 opts = opts.with_prev_key();
             }
-            Ok(TxnOp::delete(key.as_str(), Some(opts)))
+            Ok(TxnOp::delete(key, Some(opts)))
         }
         _ => Err(format!(
             "operation {line:?} is not `put KEY VALUE`, `get KEY [END]` or `del KEY [END]`"

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use etcd_client::{
-    DeleteOptions, EventType, GetOptions, GetResponse, PutOptions, SortOrder, SortTarget,
+    DeleteOptions, EventType, GetOptions, GetResponse, KeyValue, PutOptions, SortOrder, SortTarget,
     TxnOpResponse, WatchOptions,
 };
 use serde_json::json;
 
+use super::keys::KeyRange;
 use super::output::{self, OutputFormat, header_json, kv_json, print_json, text};
 use super::{CtlError, Ctx, maintenance, parse_hex_id};
 
@@ -42,17 +43,9 @@ pub enum Order {
 /// Flags of `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The key, or the start of the range.
-    #[arg(id = "KEY", value_name = "KEY")]
-    pub key: String,
-    /// End of the range (exclusive).
-    pub range_end: Option<String>,
-    /// Get every key with this prefix.
-    #[arg(long)]
-    pub prefix: bool,
-    /// Get every key >= KEY.
-    #[arg(long)]
-    pub from_key: bool,
+    /// Which keys.
+    #[command(flatten)]
+    pub keys: KeyRange,
     /// At most this many keys (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub limit: i64,
@@ -98,17 +91,9 @@ pub struct PutArgs {
 /// Flags of `del`.
 #[derive(Debug, Args)]
 pub struct DelArgs {
-    /// The key, or the start of the range.
-    #[arg(id = "KEY", value_name = "KEY")]
-    pub key: String,
-    /// End of the range (exclusive).
-    pub range_end: Option<String>,
-    /// Delete every key with this prefix.
-    #[arg(long)]
-    pub prefix: bool,
-    /// Delete every key >= KEY.
-    #[arg(long)]
-    pub from_key: bool,
+    /// Which keys.
+    #[command(flatten)]
+    pub keys: KeyRange,
     /// Print the deleted key-values.
     #[arg(long)]
     pub prev_kv: bool,
@@ -117,14 +102,9 @@ pub struct DelArgs {
 /// Flags of `watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The key, or the start of the range.
-    #[arg(id = "KEY", value_name = "KEY")]
-    pub key: String,
-    /// End of the range (exclusive).
-    pub range_end: Option<String>,
-    /// Watch every key with this prefix.
-    #[arg(long)]
-    pub prefix: bool,
+    /// Which keys.
+    #[command(flatten)]
+    pub keys: KeyRange,
     /// Start at this revision (0: from now).
     #[arg(long, default_value_t = 0)]
     pub rev: i64,
@@ -163,15 +143,10 @@ pub(crate) async fn get(ctx: &Ctx, a: GetArgs) -> Result<(), CtlError> {
             a.limit
         )));
     }
+    let (key, end) = a.keys.to_etcd().map_err(CtlError::Invalid)?;
     let mut opts = GetOptions::new();
-    if let Some(end) = &a.range_end {
-        opts = opts.with_range(end.as_str());
-    }
-    if a.prefix {
-        opts = opts.with_prefix();
-    }
-    if a.from_key {
-        opts = opts.with_from_key();
+    if !end.is_empty() {
+        opts = opts.with_range(end);
     }
     if a.limit > 0 {
         opts = opts.with_limit(a.limit);
@@ -204,12 +179,12 @@ pub(crate) async fn get(ctx: &Ctx, a: GetArgs) -> Result<(), CtlError> {
     }
     let mut client = ctx.client().await?;
     let what = if a.rev > 0 {
-        format!("get {:?} at revision {}", a.key, a.rev)
+        format!("get {:?} at revision {}", a.keys.key, a.rev)
     } else {
-        format!("get {:?}", a.key)
+        format!("get {:?}", a.keys.key)
     };
     let resp = client
-        .get(a.key.as_str(), Some(opts))
+        .get(key, Some(opts))
         .await
         .map_err(CtlError::on(what))?;
     print_get(
@@ -262,6 +237,11 @@ fn print_get(
     }
 }
 
+/// A key-value in the simple format: the key line, then the value line.
+fn print_kv(kv: &KeyValue) {
+    println!("{}\n{}", text(kv.key()), text(kv.value()));
+}
+
 fn get_json(resp: &GetResponse) -> serde_json::Value {
     let mut v = json!({ "header": header_json(resp.header()) });
     if !resp.kvs().is_empty() {
@@ -312,7 +292,7 @@ pub(crate) async fn put(ctx: &Ctx, a: PutArgs) -> Result<(), CtlError> {
         _ => {
             println!("OK");
             if let Some(p) = resp.prev_key() {
-                println!("{}\n{}", text(p.key()), text(p.value()));
+                print_kv(p);
             }
         }
     }
@@ -320,24 +300,19 @@ pub(crate) async fn put(ctx: &Ctx, a: PutArgs) -> Result<(), CtlError> {
 }
 
 pub(crate) async fn del(ctx: &Ctx, a: DelArgs) -> Result<(), CtlError> {
+    let (key, end) = a.keys.to_etcd().map_err(CtlError::Invalid)?;
     let mut opts = DeleteOptions::new();
-    if let Some(end) = &a.range_end {
-        opts = opts.with_range(end.as_str());
-    }
-    if a.prefix {
-        opts = opts.with_prefix();
-    }
-    if a.from_key {
-        opts = opts.with_from_key();
+    if !end.is_empty() {
+        opts = opts.with_range(end);
     }
     if a.prev_kv {
         opts = opts.with_prev_key();
     }
     let mut client = ctx.client().await?;
     let resp = client
-        .delete(a.key.as_str(), Some(opts))
+        .delete(key, Some(opts))
         .await
-        .map_err(CtlError::on(format!("del {:?}", a.key)))?;
+        .map_err(CtlError::on(format!("del {:?}", a.keys.key)))?;
     match ctx.out {
         OutputFormat::Json => {
             let mut v = json!({ "header": header_json(resp.header()), "deleted": resp.deleted() });
@@ -349,7 +324,7 @@ pub(crate) async fn del(ctx: &Ctx, a: DelArgs) -> Result<(), CtlError> {
         _ => {
             println!("{}", resp.deleted());
             for kv in resp.prev_kvs() {
-                println!("{}\n{}", text(kv.key()), text(kv.value()));
+                print_kv(kv);
             }
         }
     }
@@ -357,12 +332,10 @@ pub(crate) async fn del(ctx: &Ctx, a: DelArgs) -> Result<(), CtlError> {
 }
 
 pub(crate) async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), CtlError> {
+    let (key, end) = a.keys.to_etcd().map_err(CtlError::Invalid)?;
     let mut opts = WatchOptions::new();
-    if let Some(end) = &a.range_end {
-        opts = opts.with_range(end.as_str());
-    }
-    if a.prefix {
-        opts = opts.with_prefix();
+    if !end.is_empty() {
+        opts = opts.with_range(end);
     }
     if a.rev > 0 {
         opts = opts.with_start_revision(a.rev);
@@ -371,9 +344,9 @@ pub(crate) async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), CtlError> {
         opts = opts.with_prev_key();
     }
     let mut client = ctx.client().await?;
-    let what = format!("watch {:?}", a.key);
+    let what = format!("watch {:?}", a.keys.key);
     let mut stream = client
-        .watch(a.key.as_str(), Some(opts))
+        .watch(key, Some(opts))
         .await
         .map_err(CtlError::on(what.clone()))?;
     let interrupted = tokio::signal::ctrl_c();
@@ -436,10 +409,10 @@ pub(crate) async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), CtlError> {
                 }
             );
             if let Some(p) = e.prev_kv() {
-                println!("{}\n{}", text(p.key()), text(p.value()));
+                print_kv(p);
             }
             if let Some(kv) = e.kv() {
-                println!("{}\n{}", text(kv.key()), text(kv.value()));
+                print_kv(kv);
             }
         }
     }
@@ -516,14 +489,14 @@ pub(crate) async fn txn(ctx: &Ctx, a: TxnArgs) -> Result<(), CtlError> {
             TxnOpResponse::Put(p) => {
                 println!("OK");
                 if let Some(kv) = p.prev_key() {
-                    println!("{}\n{}", text(kv.key()), text(kv.value()));
+                    print_kv(kv);
                 }
             }
             TxnOpResponse::Get(g) => print_get(OutputFormat::Simple, &g, false, false, false),
             TxnOpResponse::Delete(d) => {
                 println!("{}", d.deleted());
                 for kv in d.prev_kvs() {
-                    println!("{}\n{}", text(kv.key()), text(kv.value()));
+                    print_kv(kv);
                 }
             }
             TxnOpResponse::Txn(_) => println!("(nested txn)"),
