@@ -181,7 +181,10 @@ async fn current_leader(client: &Client, prefix: &str) -> Result<Option<Leader>>
 /// revision + 1 and re-reads the leader on every change. When the watch
 /// breaks (member failure, reconnection) or is cancelled because its
 /// revision was compacted, it lists again and watches from there, so no
-/// change is missed for longer than one retry. The task stops when the
+/// change is missed for longer than one retry. A quiet watch is checked
+/// every 5 s with a linearizable read, so a watch stalled on a partitioned
+/// member is replaced (also consider
+/// `ConnectOptions::with_require_leader(true)`). The task stops when the
 /// observer is dropped.
 ///
 /// ```no_run
@@ -249,6 +252,9 @@ impl Observer {
     }
 }
 
+/// How often a quiet observer re-reads the leader to detect a stalled watch.
+const RECHECK: Duration = Duration::from_secs(5);
+
 async fn follow(client: Client, prefix: String, tx: watch::Sender<Option<Leader>>) {
     let publish = |leader: Option<Leader>| {
         tx.send_if_modified(|cur| {
@@ -293,7 +299,21 @@ async fn follow(client: Client, prefix: String, tx: watch::Sender<Option<Leader>
                 continue;
             }
         };
-        while let Ok(Some(resp)) = stream.message().await {
+        loop {
+            // A watch served by a partitioned member can stall silently; a
+            // periodic linearizable read notices (it fails without a quorum)
+            // and the loop re-lists through another member.
+            let msg = match tokio::time::timeout(RECHECK, stream.message()).await {
+                Ok(m) => m,
+                Err(_) => match current_leader(&client, &prefix).await {
+                    Ok(l) => {
+                        publish(l);
+                        continue;
+                    }
+                    Err(_) => break,
+                },
+            };
+            let Ok(Some(resp)) = msg else { break };
             if resp.canceled() {
                 if resp.compact_revision() > 0 {
                     tracing::debug!(%prefix, compacted = resp.compact_revision(), "observer watch compacted; re-listing");

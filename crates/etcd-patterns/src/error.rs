@@ -53,7 +53,8 @@ pub enum Error {
         /// The deleted key.
         key: String,
     },
-    /// etcd could not be reached (transport failure, unavailable or deadline exceeded).
+    /// etcd could not be reached in time (transport failure, unavailable,
+    /// deadline exceeded, request timeout). Retrying later may succeed.
     #[error(
         "etcd unavailable while {context}: {source}; check the endpoints and that a quorum is up"
     )]
@@ -100,10 +101,11 @@ impl Error {
 }
 
 fn is_unavailable(e: &etcd_client::Error) -> bool {
-    // gRPC codes: 4 = DeadlineExceeded, 14 = Unavailable.
+    // gRPC codes: 1 = Cancelled (tonic reports its own request timeout so),
+    // 4 = DeadlineExceeded, 14 = Unavailable.
     match e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        etcd_client::Error::GRpcStatus(s) => matches!(i32::from(s.code()), 4 | 14),
+        etcd_client::Error::GRpcStatus(s) => matches!(i32::from(s.code()), 1 | 4 | 14),
         _ => false,
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, TxnOp};
-use etcd_patterns::{Mutex, MutexGuard, Session};
+use etcd_patterns::{Election, Mutex, MutexGuard, Observer, Session};
 use etcd_testkit::{ClusterOptions, EtcdCluster};
 
 async fn client_of(cluster: &EtcdCluster, members: &[usize]) -> Client {
@@ -143,16 +143,53 @@ async fn balanced_session_survives_the_raft_leaders_death() {
     // hold a raft election (1-2 s with etcd's default 1 s election timeout).
     let ttl = Duration::from_secs(5);
     let s = Session::new(client.clone(), ttl).await.unwrap();
+    let mut observer = Observer::start(client.clone(), "mf/obs").await.unwrap();
     let leader = cluster.leader_index().await.unwrap().unwrap();
     cluster.kill(leader).unwrap(); // the worst single loss: a raft election follows
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let survivors = client_of(&cluster, &survivors).await;
+
+    // The observer (on the balanced client) reconnects and sees a new leader.
+    // The first writes after a leader loss may time out while raft elects.
+    let mut candidate = None;
+    for _ in 0..5 {
+        match Session::new(survivors.clone(), ttl).await {
+            Ok(s) => {
+                candidate = Some(Election::new(s, "mf/obs"));
+                break;
+            }
+            Err(e) if e.is_transient() => eprintln!("retrying after: {e}"),
+            Err(e) => panic!("session on the survivors: {e}"),
+        }
+    }
+    let candidate = candidate.expect("a session on the survivors");
+    let started = Instant::now();
+    candidate.campaign("after-kill").await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match observer.next().await {
+                Some(Some(l)) if l.value == b"after-kill" => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "observer saw the new leader {:?} after the campaign",
+        started.elapsed()
+    );
+    assert_eq!(
+        seen,
+        Ok(true),
+        "observer follows the election after the member loss"
+    );
     tokio::time::sleep(ttl * 2).await;
     assert_eq!(
         s.lost_reason(),
         None,
         "the session kept its lease through one member's loss"
     );
-    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let survivors = client_of(&cluster, &survivors).await;
     let left = survivors
         .lease_client()
         .time_to_live(s.lease_id(), None)
