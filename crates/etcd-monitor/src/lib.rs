@@ -9,6 +9,7 @@
 //! - [`logging`] and [`lifecycle`]: log output, graceful shutdown;
 //! - [`cli`]: the command line.
 
+pub mod alert;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

@@ -22,6 +22,7 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Mon
         )
     })?;
     let monitor = Monitor::start(config, store, lifecycle);
+    crate::alert::start(&config.alerts, &monitor, lifecycle);
     for c in &config.clusters {
         tracing::info!(
             cluster = %c.name,

@@ -23,6 +23,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// Alert rules, routes, channels and silences.
+    pub alerts: crate::alert::AlertsConfig,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             storage: StorageConfig::default(),
             logging: LoggingConfig::default(),
+            alerts: crate::alert::AlertsConfig::default(),
         }
     }
 }
