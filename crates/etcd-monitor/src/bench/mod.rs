@@ -1,24 +1,38 @@
 //! `etcd-monitor bench`: load generation, latency histograms and SLO gates.
+//!
+//! The library is what the CLI, the REST API and scheduled benchmarks share:
+//! a serializable [`BenchSpec`] goes in ([`connect`] then [`run`]), a
+//! serializable [`BenchReport`] comes out; [`slo`] checks a report against
+//! targets, [`check_perf`] is etcdctl's verdict. The CLI layer
+//! ([`BenchArgs`], [`main`]) only turns flags into a spec and prints.
+//!
+//! ```no_run
+//! # async fn demo(cluster: etcd_monitor::config::ClusterConfig) -> Result<(), etcd_monitor::bench::BenchError> {
+//! use etcd_monitor::bench::{self, BenchSpec, Control, Workload};
+//!
+//! let spec = BenchSpec { workload: Workload::Put, clients: 16, total: Some(5000), ..BenchSpec::default() };
+//! let conns = bench::connect(&spec, &cluster).await?;
+//! let report = bench::run(&spec, &conns, &Control::default()).await?;
+//! println!("{:.0} ops/s, p99 {} ms", report.throughput, report.p99());
+//! # Ok(()) }
+//! ```
 
-use std::process::ExitCode;
+pub mod check_perf;
+mod cli;
+pub mod report;
+pub mod run;
+pub mod slo;
+pub mod spec;
 
-use clap::Args;
+pub use check_perf::CheckPerfVerdict;
+pub use cli::{BenchArgs, main};
+pub use report::{BenchReport, LatencySummary};
+pub use run::{BenchError, Connections, Control, Progress, connect, run};
+pub use spec::{BenchSpec, Consistency, Load, Workload};
 
-use crate::cli::{ConnArgs, GlobalArgs};
-
-/// Flags of `bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Connection settings.
-    #[command(flatten)]
-    pub conn: ConnArgs,
-    /// The workload and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
-}
-
-/// Runs `bench`; returns the process exit code.
-pub fn main(_global: &GlobalArgs, _args: BenchArgs) -> ExitCode {
-    eprintln!("etcd-monitor bench: not built yet");
-    ExitCode::from(2)
+impl BenchReport {
+    /// 99th percentile latency in milliseconds.
+    pub fn p99(&self) -> f64 {
+        self.latency.p99
+    }
 }

@@ -1,0 +1,835 @@
+//! Running a [`BenchSpec`] against a cluster: connections, pacing, the
+//! workloads' operations, and cleanup of the prefix afterwards.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, CompactionOptions, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use etcd_patterns::{Mutex, Session};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::check_perf::CheckPerfVerdict;
+use super::report::{BenchReport, Recorder};
+use super::spec::{BenchSpec, Consistency, InvalidSpec, Workload};
+use crate::config::ClusterConfig;
+use crate::connection::{self, ConnectError, cause_chain};
+
+/// Session TTL of the `lock` workload's clients.
+const LOCK_SESSION_TTL: Duration = Duration::from_secs(10);
+/// Longest wait for one lock acquisition.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Lease TTL of the `lease-keepalive` workload.
+const KEEPALIVE_LEASE_TTL: i64 = 30;
+/// How long `watch-latency` waits for the last events after the last put.
+const WATCH_DRAIN: Duration = Duration::from_secs(5);
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The spec is not runnable.
+    #[error(transparent)]
+    Invalid(#[from] InvalidSpec),
+    /// The cluster could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Keys exist under the prefix; bench would delete them afterwards.
+    #[error(
+        "prefix {prefix:?} already holds {count} keys: bench deletes everything under its prefix after a run, so it only starts on an empty one; choose another --prefix or delete those keys"
+    )]
+    PrefixNotEmpty {
+        /// The prefix.
+        prefix: String,
+        /// Keys found.
+        count: i64,
+    },
+    /// `--target-leader`, but no endpoint is the leader.
+    #[error(
+        "--target-leader: none of {endpoints:?} is the leader (leader id {leader:x}); add the leader's client URL to --endpoints"
+    )]
+    LeaderNotInEndpoints {
+        /// The endpoints asked.
+        endpoints: Vec<String>,
+        /// The leader's member id.
+        leader: u64,
+    },
+    /// An etcd request outside the measured operations failed.
+    #[error("{context}: {}", cause_chain(.source))]
+    Etcd {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: etcd_client::Error,
+    },
+    /// Setting up a lock session failed.
+    #[error("{context}: {source}")]
+    Session {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: etcd_patterns::Error,
+    },
+}
+
+fn etcd(context: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> BenchError {
+    let context = context.into();
+    move |source| BenchError::Etcd { context, source }
+}
+
+/// The gRPC connections of a run.
+#[derive(Clone)]
+pub struct Connections {
+    /// One client per connection (`conns`).
+    pub clients: Vec<Client>,
+    /// The endpoints the clients use (the leader's only with `target_leader`).
+    pub endpoints: Vec<String>,
+    /// Every endpoint of the cluster, for defragmentation.
+    pub all_endpoints: Vec<String>,
+    options: ConnectOptions,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("conns", &self.clients.len())
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+/// Opens `spec.conns` connections to `cluster` (to its leader only with
+/// `target_leader`). Errors name the endpoints and causes.
+pub async fn connect(spec: &BenchSpec, cluster: &ClusterConfig) -> Result<Connections, BenchError> {
+    let all_endpoints = connection::endpoints(cluster)?;
+    let options = connection::connect_options(cluster)?;
+    let mut first = connection::connect(cluster).await?;
+    let endpoints = if spec.target_leader {
+        let status = first
+            .status()
+            .await
+            .map_err(etcd("reading the leader from endpoint status"))?;
+        let leader = status.leader();
+        let mut found = None;
+        for url in &all_endpoints {
+            let Ok(mut c) = Client::connect([url.as_str()], Some(options.clone())).await else {
+                continue;
+            };
+            if let Ok(s) = c.status().await
+                && s.header().map(|h| h.member_id()) == Some(leader)
+            {
+                found = Some(url.clone());
+                break;
+            }
+        }
+        vec![found.ok_or_else(|| BenchError::LeaderNotInEndpoints {
+            endpoints: all_endpoints.clone(),
+            leader,
+        })?]
+    } else {
+        all_endpoints.clone()
+    };
+    let mut clients = Vec::with_capacity(spec.conns.max(1));
+    if !spec.target_leader || all_endpoints.len() == 1 {
+        clients.push(first);
+    }
+    while clients.len() < spec.conns.max(1) {
+        let c = Client::connect(&endpoints, Some(options.clone()))
+            .await
+            .map_err(etcd(format!("connecting to {}", endpoints.join(","))))?;
+        clients.push(c);
+    }
+    Ok(Connections {
+        clients,
+        endpoints,
+        all_endpoints,
+        options,
+    })
+}
+
+/// Live counters of a run, for progress display and the API.
+#[derive(Debug, Default)]
+pub struct Progress {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Progress {
+    /// Operations that succeeded so far.
+    pub fn succeeded(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed)
+    }
+
+    /// Operations that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// How the caller follows and stops a run.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// Counters updated as operations finish.
+    pub progress: Arc<Progress>,
+    /// Cancel to stop issuing operations; the run then cleans up and reports
+    /// what it measured.
+    pub cancel: CancellationToken,
+}
+
+/// Runs `spec` on `conns`: checks that the prefix is empty, writes the keys
+/// a workload reads, measures, deletes the prefix (unless `keep`) and, for
+/// `check-perf`, adds etcdctl's verdict.
+pub async fn run(
+    spec: &BenchSpec,
+    conns: &Connections,
+    control: &Control,
+) -> Result<BenchReport, BenchError> {
+    let spec = Arc::new(spec.resolved()?);
+    let existing = with_retries(format!("counting the keys under {}", spec.prefix), || {
+        let mut c = conns.clients[0].clone();
+        let prefix = spec.prefix.clone();
+        async move {
+            c.get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+        }
+    })
+    .await?
+    .count();
+    if existing > 0 {
+        return Err(BenchError::PrefixNotEmpty {
+            prefix: spec.prefix.clone(),
+            count: existing,
+        });
+    }
+    let measured = measure(&spec, conns, control).await;
+    let cleaned = cleanup(&spec, conns).await;
+    let mut report = measured?;
+    // The measurements stand even if cleanup failed; the report says so.
+    report.cleanup_error = cleaned.err().map(|e| {
+        format!(
+            "{e}; delete the keys with: etcdctl del --prefix {}",
+            spec.prefix
+        )
+    });
+    if spec.workload == Workload::CheckPerf {
+        report.check_perf = Some(CheckPerfVerdict::of(spec.load, &report));
+    }
+    Ok(report)
+}
+
+async fn measure(
+    spec: &Arc<BenchSpec>,
+    conns: &Connections,
+    control: &Control,
+) -> Result<BenchReport, BenchError> {
+    if spec.workload.needs_populated_keys() {
+        populate(spec, conns).await?;
+    }
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if spec.workload == Workload::WatchLatency {
+        return watch_latency(spec, conns, control, started_unix_ms).await;
+    }
+    let mut states = Vec::with_capacity(spec.clients);
+    for i in 0..spec.clients {
+        let client = conns.clients[i % conns.clients.len()].clone();
+        states.push(Worker::new(spec, client).await?);
+    }
+    let start = Instant::now();
+    let pacer = Arc::new(Pacer::new(spec, start));
+    let mut set = JoinSet::new();
+    for (i, state) in states.into_iter().enumerate() {
+        set.spawn(state.run(spec.clone(), pacer.clone(), control.clone(), start, seed(i)));
+    }
+    let mut total = Recorder::new(start);
+    while let Some(joined) = set.join_next().await {
+        if let Ok(rec) = joined {
+            total.merge(rec);
+        }
+    }
+    Ok(total.into_report(
+        (**spec).clone(),
+        conns.endpoints.clone(),
+        started_unix_ms,
+        start.elapsed(),
+        None,
+    ))
+}
+
+/// Deletes the prefix unless `keep`; compacts and defragments if asked.
+async fn cleanup(spec: &BenchSpec, conns: &Connections) -> Result<(), BenchError> {
+    if spec.keep {
+        return Ok(());
+    }
+    let context = format!("deleting the benchmark keys under {}", spec.prefix);
+    let deleted = with_retries(context, || {
+        let mut c = conns.clients[0].clone();
+        let prefix = spec.prefix.clone();
+        async move {
+            c.delete(prefix, Some(DeleteOptions::new().with_prefix()))
+                .await
+        }
+    })
+    .await?;
+    let mut admin = conns.clients[0].clone();
+    if spec.auto_compact {
+        let revision = deleted.header().map_or(0, |h| h.revision());
+        admin
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await
+            .map_err(etcd(format!("compacting at revision {revision}")))?;
+    }
+    if spec.auto_defrag {
+        for url in &conns.all_endpoints {
+            let mut member = Client::connect([url.as_str()], Some(conns.options.clone()))
+                .await
+                .map_err(etcd(format!("connecting to {url} to defragment")))?;
+            member
+                .defragment()
+                .await
+                .map_err(etcd(format!("defragmenting {url}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs an unmeasured request up to 3 times: the client balances over the
+/// endpoints, so a retry usually reaches a member that answers.
+async fn with_retries<T, F, Fut>(context: String, mut request: F) -> Result<T, BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt >= 3 => return Err(BenchError::Etcd { context, source: e }),
+            Err(_) => attempt += 1,
+        }
+    }
+}
+
+/// Writes keys 0..key_space_size, `clients` at a time, unmeasured.
+async fn populate(spec: &Arc<BenchSpec>, conns: &Connections) -> Result<(), BenchError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut set: JoinSet<Result<(), BenchError>> = JoinSet::new();
+    for i in 0..spec.clients.min(spec.key_space_size as usize) {
+        let mut client = conns.clients[i % conns.clients.len()].clone();
+        let (spec, next) = (spec.clone(), next.clone());
+        set.spawn(async move {
+            let value = random_bytes(spec.val_size, &mut Rng::new(seed(i)));
+            loop {
+                let idx = next.fetch_add(1, Ordering::Relaxed);
+                if idx >= spec.key_space_size {
+                    return Ok(());
+                }
+                client
+                    .put(key(&spec, idx), value.clone(), None)
+                    .await
+                    .map_err(etcd(format!(
+                        "writing the keys {} reads under {}",
+                        spec.workload.name(),
+                        spec.prefix
+                    )))?;
+            }
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        if let Ok(result) = joined {
+            result?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands out operation numbers: at most `total`, until the deadline, and
+/// with `rate` each at its slot `start + n / rate`, so the load is even
+/// across clients instead of bursty.
+struct Pacer {
+    start: tokio::time::Instant,
+    per_op: Option<f64>,
+    next: AtomicU64,
+    total: Option<u64>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(spec: &BenchSpec, start: Instant) -> Self {
+        let start = tokio::time::Instant::from_std(start);
+        Pacer {
+            start,
+            per_op: spec.rate.map(|r| 1.0 / r),
+            next: AtomicU64::new(0),
+            total: spec.total,
+            deadline: spec.duration.map(|d| start + d),
+        }
+    }
+
+    async fn next(&self, cancel: &CancellationToken) -> Option<u64> {
+        if cancel.is_cancelled() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if self.total.is_some_and(|t| n >= t) {
+            return None;
+        }
+        match self.per_op {
+            Some(per_op) => {
+                let at = self.start + Duration::from_secs_f64(per_op * n as f64);
+                if self.deadline.is_some_and(|d| at >= d) {
+                    return None;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => Some(n),
+                    _ = cancel.cancelled() => None,
+                }
+            }
+            None if self
+                .deadline
+                .is_some_and(|d| tokio::time::Instant::now() >= d) =>
+            {
+                None
+            }
+            None => Some(n),
+        }
+    }
+}
+
+/// One client's per-workload state.
+enum Worker {
+    Stateless(Client),
+    LeaseKeepalive {
+        client: Client,
+        lease: i64,
+        keeper: etcd_client::LeaseKeeper,
+        stream: Box<etcd_client::LeaseKeepAliveStream>,
+    },
+    Lock {
+        session: Session,
+        mutexes: HashMap<u64, Mutex>,
+    },
+    WatchPut {
+        client: Client,
+        base: Instant,
+    },
+}
+
+type OpResult = Result<Option<&'static str>, String>;
+
+impl Worker {
+    async fn new(spec: &BenchSpec, mut client: Client) -> Result<Self, BenchError> {
+        Ok(match spec.workload {
+            Workload::LeaseKeepalive => {
+                let lease = client
+                    .lease_grant(KEEPALIVE_LEASE_TTL, None)
+                    .await
+                    .map_err(etcd("granting a lease for lease-keepalive"))?
+                    .id();
+                let (keeper, stream) = client.lease_keep_alive(lease).await.map_err(etcd(
+                    format!("opening a keep-alive stream for lease {lease:x}"),
+                ))?;
+                Worker::LeaseKeepalive {
+                    client,
+                    lease,
+                    keeper,
+                    stream: Box::new(stream),
+                }
+            }
+            Workload::Lock => Worker::Lock {
+                session: Session::new(client, LOCK_SESSION_TTL)
+                    .await
+                    .map_err(|source| BenchError::Session {
+                        context: "creating a lock session".into(),
+                        source,
+                    })?,
+                mutexes: HashMap::new(),
+            },
+            _ => Worker::Stateless(client),
+        })
+    }
+
+    async fn run(
+        mut self,
+        spec: Arc<BenchSpec>,
+        pacer: Arc<Pacer>,
+        control: Control,
+        start: Instant,
+        seed: u64,
+    ) -> Recorder {
+        let mut rec = Recorder::new(start);
+        let mut rng = Rng::new(seed);
+        let value = random_bytes(spec.val_size, &mut rng);
+        while let Some(seq) = pacer.next(&control.cancel).await {
+            let t0 = Instant::now();
+            let result = self.op(&spec, seq, &mut rng, &value).await;
+            let latency = t0.elapsed();
+            match result {
+                Ok(kind) => {
+                    rec.ok(t0, latency, kind);
+                    control.progress.succeeded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(kind) => {
+                    rec.failed(t0, kind);
+                    control.progress.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.close().await;
+        rec
+    }
+
+    /// One operation; `Ok(Some(kind))` when a workload has several kinds.
+    async fn op(&mut self, spec: &BenchSpec, seq: u64, rng: &mut Rng, value: &[u8]) -> OpResult {
+        let idx = key_index(spec, seq, rng);
+        match self {
+            Worker::Stateless(client) => match spec.workload {
+                Workload::Put | Workload::CheckPerf => {
+                    client
+                        .put(key(spec, idx), value, None)
+                        .await
+                        .map_err(kind_of)?;
+                    Ok(None)
+                }
+                Workload::Range => {
+                    client
+                        .get(
+                            spec.prefix.as_str(),
+                            Some(range_options(spec).with_prefix()),
+                        )
+                        .await
+                        .map_err(kind_of)?;
+                    Ok(None)
+                }
+                Workload::Mixed => {
+                    let reads = spec.rw_ratio / (spec.rw_ratio + 1.0);
+                    if rng.unit() < reads {
+                        client
+                            .get(key(spec, idx), Some(range_options(spec)))
+                            .await
+                            .map_err(kind_of)?;
+                        Ok(Some("read"))
+                    } else {
+                        client
+                            .put(key(spec, idx), value, None)
+                            .await
+                            .map_err(kind_of)?;
+                        Ok(Some("write"))
+                    }
+                }
+                Workload::TxnPut => {
+                    // Keys of one txn must differ: consecutive keys from idx.
+                    let ops: Vec<TxnOp> = (0..spec.txn_ops as u64)
+                        .map(|j| {
+                            TxnOp::put(
+                                key(spec, idx.wrapping_add(j) % spec.key_space_size),
+                                value,
+                                None,
+                            )
+                        })
+                        .collect();
+                    client
+                        .txn(Txn::new().and_then(ops))
+                        .await
+                        .map_err(kind_of)?;
+                    Ok(None)
+                }
+                Workload::Delete => {
+                    client.delete(key(spec, idx), None).await.map_err(kind_of)?;
+                    Ok(None)
+                }
+                _ => Err(format!(
+                    "{} has no stateless operation",
+                    spec.workload.name()
+                )),
+            },
+            Worker::LeaseKeepalive { keeper, stream, .. } => {
+                keeper.keep_alive().await.map_err(kind_of)?;
+                match stream.message().await.map_err(kind_of)? {
+                    Some(r) if r.ttl() > 0 => Ok(None),
+                    Some(_) => Err("lease expired".into()),
+                    None => Err("keep-alive stream closed".into()),
+                }
+            }
+            Worker::Lock { session, mutexes } => {
+                let mutex = mutexes
+                    .entry(idx)
+                    .or_insert_with(|| Mutex::new(session.clone(), lock_name(spec, idx)));
+                let guard = mutex
+                    .lock_timeout(LOCK_WAIT)
+                    .await
+                    .map_err(|e| lock_error_kind(&e))?;
+                guard.unlock().await.map_err(|e| lock_error_kind(&e))?;
+                Ok(None)
+            }
+            Worker::WatchPut { client, base } => {
+                // The value starts with the send time, read back by the watchers.
+                let mut v = format!("{:016x}", base.elapsed().as_nanos() as u64).into_bytes();
+                v.extend_from_slice(&value[..value.len().saturating_sub(16)]);
+                client.put(key(spec, idx), v, None).await.map_err(kind_of)?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Worker::LeaseKeepalive {
+                mut client, lease, ..
+            } => {
+                let _ = client.lease_revoke(lease).await;
+            }
+            Worker::Lock { session, .. } => {
+                let _ = session.close().await;
+            }
+            Worker::Stateless(_) | Worker::WatchPut { .. } => {}
+        }
+    }
+}
+
+fn range_options(spec: &BenchSpec) -> GetOptions {
+    let mut o = GetOptions::new().with_limit(spec.limit);
+    if spec.consistency == Consistency::Serializable {
+        o = o.with_serializable();
+    }
+    if spec.keys_only {
+        o = o.with_keys_only();
+    }
+    if spec.count_only {
+        o = o.with_count_only();
+    }
+    o
+}
+
+/// `watch-latency`: `clients` watchers on the prefix, one paced putter whose
+/// values carry the send time; latency is put-to-event per watcher.
+async fn watch_latency(
+    spec: &Arc<BenchSpec>,
+    conns: &Connections,
+    control: &Control,
+    started_unix_ms: u64,
+) -> Result<BenchReport, BenchError> {
+    let mut admin = conns.clients[0].clone();
+    let revision = admin
+        .get(
+            spec.prefix.as_str(),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .map_err(etcd("reading the current revision"))?
+        .header()
+        .map_or(0, |h| h.revision());
+    let mut streams = Vec::with_capacity(spec.clients);
+    for i in 0..spec.clients {
+        let mut client = conns.clients[i % conns.clients.len()].clone();
+        // From revision + 1: a watch from a committed revision is caught up
+        // only by etcd's ~100 ms background loop.
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let stream = client
+            .watch(spec.prefix.as_str(), Some(options))
+            .await
+            .map_err(etcd(format!("watching {}", spec.prefix)))?;
+        streams.push(stream);
+    }
+    let start = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let mut watchers = JoinSet::new();
+    for mut stream in streams {
+        let (delivered, stop) = (delivered.clone(), stop.clone());
+        watchers.spawn(async move {
+            let mut rec = Recorder::new(start);
+            loop {
+                let message = tokio::select! {
+                    m = stream.message() => m,
+                    _ = stop.cancelled() => break,
+                };
+                let now = start.elapsed();
+                let response = match message {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        rec.failed(Instant::now(), kind_of(e));
+                        break;
+                    }
+                };
+                for event in response.events() {
+                    let sent = event
+                        .kv()
+                        .filter(|_| event.event_type() == EventType::Put)
+                        .and_then(|kv| kv.value().get(..16))
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| u64::from_str_radix(v, 16).ok());
+                    if let Some(sent) = sent {
+                        let sent = Duration::from_nanos(sent);
+                        rec.ok(start + sent, now.saturating_sub(sent), None);
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            rec
+        });
+    }
+    let putter = Worker::WatchPut {
+        client: conns.clients[0].clone(),
+        base: start,
+    };
+    let pacer = Arc::new(Pacer::new(spec, start));
+    let puts = putter
+        .run(spec.clone(), pacer, control.clone(), start, seed(0))
+        .await;
+    let expected = puts.succeeded * spec.clients as u64;
+    let drain_until = Instant::now() + WATCH_DRAIN;
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    stop.cancel();
+    let mut deliveries = Recorder::new(start);
+    while let Some(joined) = watchers.join_next().await {
+        if let Ok(rec) = joined {
+            deliveries.merge(rec);
+        }
+    }
+    let missing = expected.saturating_sub(delivered.load(Ordering::Relaxed));
+    deliveries.add_errors("watch event missing", missing);
+    let counts = (puts.succeeded + puts.failed, puts.succeeded, puts.failed);
+    deliveries.merge_errors(&puts);
+    Ok(deliveries.into_report(
+        (**spec).clone(),
+        conns.endpoints.clone(),
+        started_unix_ms,
+        elapsed,
+        Some(counts),
+    ))
+}
+
+/// The key of index `idx`: the prefix, then `key_size` decimal digits.
+fn key(spec: &BenchSpec, idx: u64) -> Vec<u8> {
+    let digits = format!("{idx:0w$}", w = spec.key_size);
+    let mut k = spec.prefix.clone().into_bytes();
+    k.extend_from_slice(&digits.as_bytes()[digits.len() - spec.key_size..]);
+    k
+}
+
+fn lock_name(spec: &BenchSpec, idx: u64) -> String {
+    format!("{}lock/{idx}", spec.prefix)
+}
+
+fn key_index(spec: &BenchSpec, seq: u64, rng: &mut Rng) -> u64 {
+    if spec.sequential_keys {
+        seq % spec.key_space_size
+    } else {
+        rng.next_u64() % spec.key_space_size
+    }
+}
+
+/// A failure's kind for the error table: the gRPC code and etcd's message.
+fn kind_of(e: etcd_client::Error) -> String {
+    let text = match &e {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        _ => cause_chain(&e),
+    };
+    text.chars().take(100).collect()
+}
+
+fn lock_error_kind(e: &etcd_patterns::Error) -> String {
+    use etcd_patterns::Error as E;
+    match e {
+        E::Timeout { .. } => "lock wait timed out".into(),
+        E::SessionExpired { .. } => "session expired".into(),
+        E::KeyDeleted { .. } => "lock key deleted".into(),
+        E::Unavailable { source, .. } | E::Etcd { source, .. } => {
+            let text = match source {
+                etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+                other => cause_chain(other),
+            };
+            text.chars().take(100).collect()
+        }
+        other => other.to_string().chars().take(100).collect(),
+    }
+}
+
+fn seed(i: usize) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// splitmix64: fast, good enough for key choice, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn random_bytes(n: usize, rng: &mut Rng) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..n)
+        .map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_prefix_and_key_size() {
+        let spec = BenchSpec {
+            key_size: 4,
+            ..BenchSpec::default()
+        };
+        assert_eq!(key(&spec, 7), b"/etcd-monitor-bench/0007".to_vec());
+        assert_eq!(key(&spec, 123_456), b"/etcd-monitor-bench/3456".to_vec());
+    }
+
+    #[tokio::test]
+    async fn pacer_spreads_operations_evenly() {
+        let spec = BenchSpec {
+            rate: Some(100.0),
+            total: Some(50),
+            ..BenchSpec::default()
+        };
+        let start = Instant::now();
+        let pacer = Pacer::new(&spec, start);
+        let cancel = CancellationToken::new();
+        let t0 = tokio::time::Instant::now();
+        let mut n = 0;
+        while pacer.next(&cancel).await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 50);
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(485) && took <= Duration::from_millis(700),
+            "{took:?}"
+        );
+    }
+}
