@@ -60,17 +60,24 @@ pub fn human_bytes(n: i64) -> String {
     }
 }
 
-/// The response header as etcdctl's JSON has it.
+/// The response header as etcdctl's JSON has it (zero fields left out, as
+/// Go's `omitempty` does).
 pub fn header_json(h: Option<&ResponseHeader>) -> Value {
-    match h {
-        Some(h) => json!({
-            "cluster_id": h.cluster_id(),
-            "member_id": h.member_id(),
-            "revision": h.revision(),
-            "raft_term": h.raft_term(),
-        }),
-        None => json!({}),
+    let mut v = json!({});
+    if let Some(h) = h {
+        let fields = [
+            ("cluster_id", json!(h.cluster_id()), h.cluster_id() != 0),
+            ("member_id", json!(h.member_id()), h.member_id() != 0),
+            ("revision", json!(h.revision()), h.revision() != 0),
+            ("raft_term", json!(h.raft_term()), h.raft_term() != 0),
+        ];
+        for (name, value, present) in fields {
+            if present {
+                v[name] = value;
+            }
+        }
     }
+    v
 }
 
 /// One key-value as etcdctl's JSON has it.

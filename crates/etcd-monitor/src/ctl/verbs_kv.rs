@@ -250,7 +250,9 @@ fn get_json(resp: &GetResponse) -> serde_json::Value {
     if resp.more() {
         v["more"] = json!(true);
     }
-    v["count"] = json!(resp.count());
+    if resp.count() != 0 {
+        v["count"] = json!(resp.count());
+    }
     v
 }
 
