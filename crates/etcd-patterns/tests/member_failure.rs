@@ -198,3 +198,45 @@ async fn balanced_session_survives_the_raft_leaders_death() {
         .ttl();
     assert!(left > 0, "lease alive on the server");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_behind_a_frozen_member_is_told_before_anyone_else_acquires() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let ttl = Duration::from_secs(3);
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    let frozen = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != frozen).collect();
+
+    // The holder's only endpoint will accept connections but answer nothing.
+    let session = Session::new(client_of(&cluster, &[frozen]).await, ttl)
+        .await
+        .unwrap();
+    let guard = Arc::new(
+        Mutex::new(session.clone(), "mf/frozen")
+            .lock()
+            .await
+            .unwrap(),
+    );
+    let lost = watch_loss(guard.clone());
+    let contender = contend(client_of(&cluster, &others).await, "mf/frozen", ttl);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let paused = Instant::now();
+    cluster.pause(frozen).unwrap();
+    let next = tokio::time::timeout(ttl * 3, contender).await;
+    cluster.resume(frozen).unwrap();
+    let next = next
+        .expect("the contender acquires once the lease expires")
+        .unwrap();
+    let lost_at = lost
+        .lock()
+        .unwrap()
+        .expect("the holder behind the frozen member was told lost()");
+    eprintln!(
+        "holder told after {:?}, next holder after {:?}",
+        lost_at.duration_since(paused),
+        next.duration_since(paused)
+    );
+    assert!(lost_at <= next, "told before the next holder acquired");
+    assert!(session.lost_reason().is_some());
+}
