@@ -464,7 +464,28 @@ pub(crate) async fn until_key_lost(session: &Session, key: &str, rev: i64) -> Lo
     };
     tokio::select! {
         reason = session.lost() => reason,
-        _ = watch_own => session.lost_reason().unwrap_or(LostReason::KeyDeleted),
+        _ = watch_own => {
+            // A revoked or expired lease deletes our key at once, while the
+            // keep-alive would notice only at its next renewal: tell the
+            // session now, so everything else using it stops too.
+            if lease_gone(session).await {
+                session.mark_lost(LostReason::Expired);
+            }
+            session.lost_reason().unwrap_or(LostReason::KeyDeleted)
+        }
+    }
+}
+
+/// Whether the server says the session's lease no longer exists.
+async fn lease_gone(session: &Session) -> bool {
+    match session
+        .client()
+        .lease_client()
+        .time_to_live(session.lease_id(), None)
+        .await
+    {
+        Ok(resp) => resp.ttl() <= 0,
+        Err(_) => false,
     }
 }
 

@@ -246,6 +246,12 @@ impl Session {
         }
     }
 
+    /// Reports the session lost for `reason` (first reason wins). Recipes
+    /// call this when they see the lease gone before the next keep-alive does.
+    pub(crate) fn mark_lost(&self, reason: LostReason) {
+        mark_lost(&self.inner.state, self.inner.lease_id, reason);
+    }
+
     /// Stops renewing without revoking. The lease (and every key on it)
     /// expires after its TTL; [`Session::lost`] fires at the local deadline.
     /// A process that hands its lease to a successor calls this.
@@ -256,14 +262,7 @@ impl Session {
     /// Stops the keep-alive and revokes the lease, deleting every key attached to it.
     pub async fn close(&self) -> Result<()> {
         self.inner.shutdown.cancel();
-        self.inner.state.send_if_modified(|s| {
-            if s.is_none() {
-                *s = Some(LostReason::Closed);
-                true
-            } else {
-                false
-            }
-        });
+        mark_lost(&self.inner.state, self.inner.lease_id, LostReason::Closed);
         self.inner
             .client
             .lease_client()
@@ -271,6 +270,20 @@ impl Session {
             .await
             .map_err(ctx(format!("revoking lease {:x}", self.inner.lease_id)))?;
         Ok(())
+    }
+}
+
+fn mark_lost(state: &watch::Sender<Option<LostReason>>, lease: i64, reason: LostReason) {
+    let first = state.send_if_modified(|s| {
+        if s.is_none() {
+            *s = Some(reason);
+            true
+        } else {
+            false
+        }
+    });
+    if first && reason != LostReason::Closed {
+        tracing::warn!(lease = format_args!("{lease:x}"), %reason, "session lost");
     }
 }
 
@@ -297,15 +310,7 @@ enum Wake<T> {
 
 impl KeepAlive {
     fn lose(&self, reason: LostReason) {
-        tracing::warn!(lease = format_args!("{:x}", self.lease_id), %reason, "session lost");
-        self.state.send_if_modified(|s| {
-            if s.is_none() {
-                *s = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
+        mark_lost(&self.state, self.lease_id, reason);
     }
 
     /// How long to wait for one keep-alive answer before trying another stream.

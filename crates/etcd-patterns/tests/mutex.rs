@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{count, eventually, get_i64, session, shared_client};
 use etcd_client::TxnOp;
-use etcd_patterns::{Error, LockManager, Mutex, RwLock, RwMode, Semaphore};
+use etcd_patterns::{Error, LockManager, LostReason, Mutex, RwLock, RwMode, Semaphore};
 
 const CONTENDERS: usize = 8;
 const ROUNDS: usize = 50;
@@ -173,7 +173,9 @@ async fn try_lock_timeout_and_non_owner_unlock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_session_is_lost_within_a_second_and_guarded_txn_fails() {
     let client = shared_client().await;
-    let s = session(&client, 2).await;
+    // TTL 10 s: renewals every 3.3 s, so a prompt loss here comes from the
+    // lock watching its key and telling the session.
+    let s = session(&client, 10).await;
     let mutex = Mutex::new(s.clone(), "t-revoke/lock/");
     let guard = mutex.lock().await.unwrap();
     guard
@@ -195,6 +197,8 @@ async fn revoked_session_is_lost_within_a_second_and_guarded_txn_fails() {
         revoked.elapsed()
     );
     assert!(revoked.elapsed() < Duration::from_secs(1));
+    assert_eq!(lock_lost, LostReason::Expired);
+    assert_eq!(session_lost, LostReason::Expired);
     assert!(matches!(
         guard
             .guarded_txn(vec![TxnOp::put("t-revoke/data", "2", None)])
@@ -210,6 +214,17 @@ async fn revoked_session_is_lost_within_a_second_and_guarded_txn_fails() {
         mutex.lock().await,
         Err(Error::SessionExpired { .. })
     ));
+
+    // Without a lock watching, the keep-alive notices at its next renewal
+    // (every TTL/3): with TTL 2 s that is within 1 s.
+    let bare = session(&client, 2).await;
+    let revoked = Instant::now();
+    other.lease_client().revoke(bare.lease_id()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(1), bare.lost())
+        .await
+        .expect("session.lost() within 1 s");
+    assert_eq!(reason, LostReason::Expired);
+    eprintln!("bare session lost after {:?}", revoked.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
