@@ -102,6 +102,39 @@ impl std::fmt::Debug for Connections {
     }
 }
 
+impl Connections {
+    /// Runs an unmeasured request (setup, cleanup): on the balanced client
+    /// first, then on each endpoint alone until one answers, so a stopped
+    /// or partitioned member does not fail the run's bookkeeping.
+    async fn admin<T, F, Fut>(&self, context: String, mut request: F) -> Result<T, BenchError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = match request(self.clients[0].clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        for url in &self.endpoints {
+            let client = match Client::connect([url.as_str()], Some(self.options.clone())).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match request(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(BenchError::Etcd {
+            context,
+            source: last,
+        })
+    }
+}
+
 /// Opens `spec.conns` connections to `cluster` (to its leader only with
 /// `target_leader`). Errors name the endpoints and causes.
 pub async fn connect(spec: &BenchSpec, cluster: &ClusterConfig) -> Result<Connections, BenchError> {
@@ -189,19 +222,20 @@ pub async fn run(
     control: &Control,
 ) -> Result<BenchReport, BenchError> {
     let spec = Arc::new(spec.resolved()?);
-    let existing = with_retries(format!("counting the keys under {}", spec.prefix), || {
-        let mut c = conns.clients[0].clone();
-        let prefix = spec.prefix.clone();
-        async move {
-            c.get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await
-        }
-    })
-    .await?
-    .count();
+    let context = format!("counting the keys under {}", spec.prefix);
+    let existing = conns
+        .admin(context, |mut c| {
+            let prefix = spec.prefix.clone();
+            async move {
+                c.get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+            }
+        })
+        .await?
+        .count();
     if existing > 0 {
         return Err(BenchError::PrefixNotEmpty {
             prefix: spec.prefix.clone(),
@@ -270,15 +304,15 @@ async fn cleanup(spec: &BenchSpec, conns: &Connections) -> Result<(), BenchError
         return Ok(());
     }
     let context = format!("deleting the benchmark keys under {}", spec.prefix);
-    let deleted = with_retries(context, || {
-        let mut c = conns.clients[0].clone();
-        let prefix = spec.prefix.clone();
-        async move {
-            c.delete(prefix, Some(DeleteOptions::new().with_prefix()))
-                .await
-        }
-    })
-    .await?;
+    let deleted = conns
+        .admin(context, |mut c| {
+            let prefix = spec.prefix.clone();
+            async move {
+                c.delete(prefix, Some(DeleteOptions::new().with_prefix()))
+                    .await
+            }
+        })
+        .await?;
     let mut admin = conns.clients[0].clone();
     if spec.auto_compact {
         let revision = deleted.header().map_or(0, |h| h.revision());
@@ -299,23 +333,6 @@ async fn cleanup(spec: &BenchSpec, conns: &Connections) -> Result<(), BenchError
         }
     }
     Ok(())
-}
-
-/// Runs an unmeasured request up to 3 times: the client balances over the
-/// endpoints, so a retry usually reaches a member that answers.
-async fn with_retries<T, F, Fut>(context: String, mut request: F) -> Result<T, BenchError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    let mut attempt = 1;
-    loop {
-        match request().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt >= 3 => return Err(BenchError::Etcd { context, source: e }),
-            Err(_) => attempt += 1,
-        }
-    }
 }
 
 /// Writes keys 0..key_space_size, `clients` at a time, unmeasured.
