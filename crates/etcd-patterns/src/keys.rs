@@ -337,7 +337,7 @@ pub(crate) async fn wait_predecessor(
         };
         let header_rev = header_revision(&resp, &what)?;
         let ahead_kvs = txn_kvs(&resp, 0, &what)?;
-        check_own_key(session, key, rev, txn_kvs(&resp, 1, &what)?.first())?;
+        check_own_key(session, key, rev, txn_kvs(&resp, 1, &what)?.first()).await?;
         let (watch_key, prefix_watch) = match ahead {
             Ahead::Any(_) => match ahead_kvs.first() {
                 None => return Ok(()),
@@ -355,13 +355,26 @@ pub(crate) async fn wait_predecessor(
     }
 }
 
-fn check_own_key(session: &Session, key: &str, rev: i64, mine: Option<&KeyValue>) -> Result<()> {
-    match mine {
-        Some(kv) if kv.create_revision() == rev => Ok(()),
-        _ if session.lost_reason().is_some() => Err(session.expired_error()),
-        _ => Err(Error::KeyDeleted {
+/// Our key must still be the one we created. If it is gone because the
+/// lease is gone, the session is marked lost and `SessionExpired` returned.
+async fn check_own_key(
+    session: &Session,
+    key: &str,
+    rev: i64,
+    mine: Option<&KeyValue>,
+) -> Result<()> {
+    if mine.is_some_and(|kv| kv.create_revision() == rev) {
+        return Ok(());
+    }
+    if session.lost_reason().is_none() && lease_gone(session).await {
+        session.mark_lost(LostReason::Expired);
+    }
+    if session.lost_reason().is_some() {
+        Err(session.expired_error())
+    } else {
+        Err(Error::KeyDeleted {
             key: key.to_string(),
-        }),
+        })
     }
 }
 

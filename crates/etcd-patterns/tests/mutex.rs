@@ -387,3 +387,53 @@ async fn lock_manager_queues_locally_and_records_wait_and_hold() {
     assert!(!stats.held);
     assert_eq!(locks.all_stats().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_stops_at_once_when_its_key_or_session_goes() {
+    let client = shared_client().await;
+    let lock = "t-stop/lock/";
+    let holder = Mutex::new(session(&client, 10).await, lock);
+    let _held = holder.lock().await.unwrap();
+
+    // Someone deletes the waiter's queue key.
+    let waiter = Mutex::new(session(&client, 10).await, lock);
+    let key = waiter.key().to_string();
+    let waiting = tokio::spawn(async move { waiter.lock().await });
+    eventually(Duration::from_secs(2), "waiter queued", || async {
+        count(&client, lock).await == 2
+    })
+    .await;
+    let deleted = Instant::now();
+    client.kv_client().delete(key, None).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiter stops within 1 s")
+        .unwrap();
+    assert!(
+        matches!(result, Err(Error::KeyDeleted { .. })),
+        "{result:?}"
+    );
+    eprintln!(
+        "waiter stopped {:?} after its key was deleted",
+        deleted.elapsed()
+    );
+
+    // The waiter's lease is revoked (TTL 10 s: long before any renewal).
+    let s = session(&client, 10).await;
+    let waiter = Mutex::new(s.clone(), lock);
+    let waiting = tokio::spawn(async move { waiter.lock().await });
+    eventually(Duration::from_secs(2), "waiter queued", || async {
+        count(&client, lock).await == 2
+    })
+    .await;
+    client.lease_client().revoke(s.lease_id()).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiter stops within 1 s")
+        .unwrap();
+    assert!(
+        matches!(result, Err(Error::SessionExpired { .. })),
+        "{result:?}"
+    );
+    assert_eq!(s.lost_reason(), Some(LostReason::Expired));
+}
