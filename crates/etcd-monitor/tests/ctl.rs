@@ -660,6 +660,8 @@ fn membership_leadership_and_compaction_on_a_dedicated_cluster() {
     assert!(err.contains(&format!("at revision {old}")), "{err}");
     let err = fails(ctl(&first, &["compaction", &now, "--yes"]));
     assert!(err.contains("compacted"), "{err}");
+    let err = fails(ctl(&first, &["watch", "cmp/k", "--rev", &old.to_string()]));
+    assert!(err.contains("was compacted"), "{err}");
     let err = fails(ctl(&first, &["compaction", "0", "--yes"]));
     assert!(err.contains("bad revision 0"), "{err}");
 
@@ -774,4 +776,72 @@ fn membership_leadership_and_compaction_on_a_dedicated_cluster() {
         parts,
         [format!("m0={peer}"), "m9=http://127.0.0.1:1".into()]
     );
+}
+
+#[test]
+fn nospace_recovery_and_defrag_refusal_on_a_dedicated_cluster() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let c = EtcdCluster::start_blocking(ClusterOptions::new(3).quota_backend_bytes(2 << 20))
+        .expect("cluster");
+    let eps = c.endpoints().join(",");
+
+    // fill the 2 MiB quota until etcd raises NOSPACE
+    rt.block_on(async {
+        let mut client = c.client().await.expect("client");
+        let value = vec![b'x'; 100_000];
+        for i in 0..200 {
+            if let Err(e) = client.put(format!("fill/{i}"), value.clone(), None).await {
+                assert!(e.to_string().contains("database space exceeded"), "{e}");
+                return;
+            }
+        }
+        panic!("the quota was never reached");
+    });
+    let alarms = ok(ctl(&eps, &["alarm", "list"]));
+    assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
+    let o = ctl(&eps, &["endpoint", "health"]);
+    assert!(stdout(&o).contains("NOSPACE"), "{}", stdout(&o));
+    fails(o);
+    let err = fails(ctl(&eps, &["put", "k", "v"]));
+    assert!(err.contains("database space exceeded"), "{err}");
+
+    // the cure: delete, compact, defragment (allowed under NOSPACE), disarm
+    ok(ctl(&eps, &["del", "fill/", "--prefix"]));
+    let rev = revision(&eps).to_string();
+    ok(ctl(&eps, &["compaction", &rev, "--physical", "--yes"]));
+    let out = ok(ctl(
+        &eps,
+        &["defrag", "--cluster", "--yes", "--pause", "0s"],
+    ));
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("Finished defragmenting"))
+            .count(),
+        3,
+        "{out}"
+    );
+    let disarmed = ok(ctl(&eps, &["alarm", "disarm", "--yes"]));
+    assert!(disarmed.contains("alarm:NOSPACE"), "{disarmed}");
+    assert_eq!(ok(ctl(&eps, &["alarm", "list"])), "");
+    ok(ctl(&eps, &["put", "k", "v"]));
+
+    // with a member down, defrag refuses and names it; nothing is touched
+    let down = c.endpoints()[2].clone();
+    c.kill(2).expect("kill");
+    let err = fails(ctl(
+        &eps,
+        &[
+            "defrag",
+            "--cluster",
+            "--yes",
+            "--pause",
+            "0s",
+            "--command-timeout=2s",
+        ],
+    ));
+    assert!(err.contains("defrag refused"), "{err}");
+    assert!(err.contains(&down), "{err}");
 }

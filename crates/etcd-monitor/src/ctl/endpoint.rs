@@ -64,6 +64,30 @@ impl Dialer {
     }
 }
 
+/// A client of one voting member among `urls`: all are dialed at once and
+/// the first voting member to answer wins; `None` if none did.
+///
+/// A client balanced over several endpoints keeps sending some requests to
+/// a member that is down, and a learner refuses most requests; one answering
+/// voting member avoids both.
+pub async fn first_voting_member(dialer: &Dialer, urls: &[String]) -> Option<Client> {
+    let mut probes = tokio::task::JoinSet::new();
+    for url in urls {
+        let (dialer, url) = (dialer.clone(), url.clone());
+        probes.spawn(async move {
+            let mut client = dialer.client(&url).await.ok()?;
+            let learner = client.status().await.ok()?.is_learner();
+            (!learner).then_some(client)
+        });
+    }
+    while let Some(joined) = probes.join_next().await {
+        if let Ok(Some(client)) = joined {
+            return Some(client);
+        }
+    }
+    None
+}
+
 /// One member's `Status`, as `endpoint status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EndpointStatus {

@@ -110,8 +110,17 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// A client balanced over the configured endpoints.
+    /// A client of one voting member that answers (see
+    /// [`endpoint::first_voting_member`]).
     pub async fn client(&self) -> Result<etcd_client::Client, CtlError> {
+        let urls = self.endpoints()?;
+        if urls.len() > 1 {
+            let dialer = endpoint::Dialer::new(&self.cluster)?;
+            if let Some(client) = endpoint::first_voting_member(&dialer, &urls).await {
+                return Ok(client);
+            }
+        }
+        // One endpoint, or none answered: `connect` names each endpoint and its cause.
         Ok(crate::connection::connect(&self.cluster).await?)
     }
 
