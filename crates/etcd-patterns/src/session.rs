@@ -343,10 +343,15 @@ impl KeepAlive {
             match opened {
                 Ok((keeper, stream)) => {
                     retry = Duration::from_millis(50);
-                    match self.renew(keeper, stream).await {
-                        Some(done) => return self.finish(done).await,
-                        None => continue, // stream broke: open a new one at once
+                    if let Some(done) = self.renew(keeper, stream).await {
+                        return self.finish(done).await;
                     }
+                    // The stream broke: pause briefly (a member that fails
+                    // every stream at once must not spin this loop), then reopen.
+                    tracing::debug!(
+                        lease = format_args!("{:x}", self.lease_id),
+                        "keep-alive stream broke; reopening"
+                    );
                 }
                 Err(e) => {
                     tracing::debug!(lease = format_args!("{:x}", self.lease_id), error = %e, "keep-alive stream failed; retrying");
