@@ -98,6 +98,7 @@ pub fn to_redacted_yaml(config: &Config) -> String {
             c.password = Some(REDACTED.to_string());
         }
     }
+    shown.alerts = shown.alerts.redacted();
     serde_yaml_ng::to_string(&shown)
         .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
 }

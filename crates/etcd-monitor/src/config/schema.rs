@@ -391,6 +391,7 @@ impl Config {
         if let Err(e) = check_log_level(&self.logging.level) {
             out.push(("logging.level".into(), e));
         }
+        out.extend(self.alerts.problems());
         out
     }
 }

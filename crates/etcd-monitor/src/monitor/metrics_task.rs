@@ -191,7 +191,7 @@ async fn one_round(
 }
 
 /// The samples stored for history charts.
-fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
+pub(crate) fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
     let mut out = Vec::new();
     let mut push = |member: &str, name: &str, value: Option<f64>| {
         if let Some(value) = value {

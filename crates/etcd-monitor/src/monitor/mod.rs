@@ -24,6 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::store::{LeaderChange, Store, unix_ms};
 
 pub use metrics_task::{MemberMetricsEntry, MetricsRound};
+pub(crate) use metrics_task::points_of;
 pub use probes::{LatencySummary, ProbeReport};
 
 /// Something that happened, for live subscribers (server-sent events, alerts).

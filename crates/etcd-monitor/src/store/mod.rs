@@ -15,6 +15,8 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use crate::health::HealthSnapshot;
 
+pub mod alerts;
+
 /// What can go wrong with the history store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,6 +147,22 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE IF NOT EXISTS metric_samples (cluster TEXT NOT NULL, member TEXT NOT NULL,
         name TEXT NOT NULL, at_ms BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL);
      CREATE INDEX IF NOT EXISTS metric_samples_query ON metric_samples (cluster, name, at_ms);",
+    // 2: alerting: alert history, notification groups, the outbox, silences.
+    "CREATE TABLE IF NOT EXISTS alerts (id {AUTO}, fingerprint TEXT NOT NULL, group_key TEXT NOT NULL,
+        cluster TEXT NOT NULL, rule TEXT NOT NULL, alertname TEXT NOT NULL, severity TEXT NOT NULL, member TEXT,
+        labels TEXT NOT NULL, summary TEXT NOT NULL, value DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,
+        active_since_ms BIGINT NOT NULL, starts_at_ms BIGINT, ends_at_ms BIGINT, suppressed TEXT);
+     CREATE INDEX IF NOT EXISTS alerts_cluster_state ON alerts (cluster, state);
+     CREATE INDEX IF NOT EXISTS alerts_starts_at ON alerts (starts_at_ms);
+     CREATE TABLE IF NOT EXISTS alert_groups (group_key TEXT PRIMARY KEY, cluster TEXT NOT NULL, rule TEXT NOT NULL,
+        notified_firing BIGINT NOT NULL, last_notified_ms BIGINT NOT NULL, notified TEXT NOT NULL,
+        acked_at_ms BIGINT, acked_by TEXT, ack_comment TEXT);
+     CREATE TABLE IF NOT EXISTS alert_outbox (id {AUTO}, notification_id TEXT NOT NULL, group_key TEXT NOT NULL,
+        channel TEXT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt_ms BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL, sent_ms BIGINT, last_error TEXT, payload TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS alert_outbox_pending ON alert_outbox (channel, status, id);
+     CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, matchers TEXT NOT NULL, starts_at_ms BIGINT NOT NULL,
+        ends_at_ms BIGINT NOT NULL, comment TEXT NOT NULL, created_by TEXT NOT NULL);",
 ];
 
 impl Store {

@@ -1,0 +1,597 @@
+//! Alerting end to end: a real etcd cluster, the monitor, and real local
+//! receivers (HTTP and SMTP sinks written here, on loopback) that record
+//! what they get.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_monitor::alert::config::{ChannelConfig, ChannelType, RuleOverride, SmtpTls};
+use etcd_monitor::alert::silence::NewSilence;
+use etcd_monitor::alert::{Silences, channels};
+use etcd_monitor::config::{ClusterConfig, Config};
+use etcd_monitor::lifecycle::Lifecycle;
+use etcd_monitor::monitor::Monitor;
+use etcd_monitor::store::unix_ms;
+use etcd_testkit::{ClusterOptions, EtcdCluster};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+const HEALTH: Duration = Duration::from_millis(300);
+
+/// One request an HTTP sink received.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    at: Instant,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Inbox = Arc<Mutex<Vec<Received>>>;
+
+/// A minimal HTTP/1.1 sink: records each request, answers `status`.
+async fn http_sink(listener: TcpListener, status: u16) -> Inbox {
+    let inbox: Inbox = Arc::default();
+    let rec = inbox.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(stream);
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.trim().split_once(':') {
+                        headers.push((k.trim().to_string(), v.trim().to_string()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                rec.lock().unwrap().push(Received {
+                    path,
+                    headers,
+                    body,
+                    at: Instant::now(),
+                });
+                let answer = format!(
+                    "HTTP/1.1 {status} OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = r.get_mut().write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    inbox
+}
+
+/// A minimal SMTP sink: accepts every message and records its DATA.
+async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let messages: Arc<Mutex<Vec<String>>> = Arc::default();
+    let rec = messages.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(stream);
+                let _ = r.get_mut().write_all(b"220 sink ESMTP\r\n").await;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let cmd = line.trim_end().to_ascii_uppercase();
+                    let answer: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                        b"250-sink\r\n250 8BITMIME\r\n"
+                    } else if cmd == "DATA" {
+                        let _ = r.get_mut().write_all(b"354 go on\r\n").await;
+                        let mut data = String::new();
+                        loop {
+                            let mut l = String::new();
+                            if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if l == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&l);
+                        }
+                        rec.lock().unwrap().push(data);
+                        b"250 queued\r\n"
+                    } else if cmd == "QUIT" {
+                        let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = r.get_mut().write_all(answer).await;
+                }
+            });
+        }
+    });
+    (port, messages)
+}
+
+async fn sink(status: u16) -> (String, Inbox) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (url, http_sink(listener, status).await)
+}
+
+fn config(cluster: &EtcdCluster, db: &std::path::Path, for_: Duration) -> Config {
+    let mut c = Config {
+        clusters: vec![ClusterConfig {
+            name: "main".into(),
+            endpoints: cluster.endpoints(),
+            dial_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(1),
+            ..ClusterConfig::default()
+        }],
+        ..Config::default()
+    };
+    c.monitoring.health_check_interval = HEALTH;
+    c.monitoring.metrics_interval = Duration::from_millis(500);
+    c.storage.url = format!("sqlite://{}", db.display());
+    // Reachability only: peer send failures linger after a member returns.
+    c.alerts.rules.insert(
+        "etcdMembersDown".into(),
+        RuleOverride {
+            for_: Some(for_),
+            threshold: Some(1e9),
+            ..Default::default()
+        },
+    );
+    c
+}
+
+fn webhook(url: &str) -> ChannelConfig {
+    let mut w = ChannelConfig::new("hook", ChannelType::Webhook);
+    w.url = Some(format!("{url}/hook"));
+    w.secret = Some("s3cret".into());
+    w.headers.insert("X-Team".into(), "etcd".into());
+    w.retry_backoff = Duration::from_millis(200);
+    w.max_backoff = Duration::from_secs(1);
+    w.timeout = Duration::from_secs(2);
+    w
+}
+
+async fn start(config: &Config) -> (Monitor, Lifecycle) {
+    let lifecycle = Lifecycle::new();
+    let monitor = etcd_monitor::run::start(config, &lifecycle).await.unwrap();
+    (monitor, lifecycle)
+}
+
+/// A follower's index (killing it changes no leader).
+async fn follower(cluster: &EtcdCluster) -> usize {
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    (leader + 1) % 3
+}
+
+fn count(inbox: &Inbox, pick: impl Fn(&Received) -> bool) -> usize {
+    inbox.lock().unwrap().iter().filter(|r| pick(r)).count()
+}
+
+async fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status_of(r: &Received) -> String {
+    let v = r.json();
+    if let Some(s) = v.get("status").and_then(Value::as_str) {
+        return s.to_string(); // webhook
+    }
+    if let Some(a) = v.get("event_action").and_then(Value::as_str) {
+        return if a == "trigger" {
+            "firing".into()
+        } else {
+            "resolved".into()
+        };
+    }
+    if let Some(arr) = v.as_array() {
+        return if arr[0].get("endsAt").is_some() {
+            "resolved".into()
+        } else {
+            "firing".into()
+        };
+    }
+    let text = v["text"].as_str().unwrap_or("");
+    if text.contains("[RESOLVED]") {
+        "resolved".into()
+    } else {
+        "firing".into()
+    }
+}
+
+fn names_of(r: &Received) -> String {
+    let v = r.json();
+    v.get("alertname")
+        .or_else(|| v.pointer("/payload/class"))
+        .or_else(|| v.pointer("/0/labels/alertname"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| v["text"].as_str().unwrap_or("").to_string())
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("a.db"), Duration::ZERO);
+    let (url, inbox) = sink(200).await;
+    let (pd_url, pd_inbox) = sink(202).await;
+    let (smtp_port, mails) = smtp_sink().await;
+    cfg.alerts.external_url = Some("http://dashboard.example/".into());
+    cfg.alerts.channels.push(webhook(&url));
+    let mut slack = ChannelConfig::new("slack", ChannelType::Slack);
+    slack.url = Some(format!("{url}/slack"));
+    let mut pd = ChannelConfig::new("pd", ChannelType::Pagerduty);
+    pd.url = Some(format!("{pd_url}/v2/enqueue"));
+    pd.routing_key = Some("R0UT1NG".into());
+    let mut am = ChannelConfig::new("am", ChannelType::Alertmanager);
+    am.url = Some(format!("{url}/am"));
+    let mut mail = ChannelConfig::new("mail", ChannelType::Email);
+    mail.smtp_host = Some("127.0.0.1".into());
+    mail.smtp_port = Some(smtp_port);
+    mail.smtp_tls = Some(SmtpTls::None);
+    mail.from = Some("etcd-monitor <monitor@example.com>".into());
+    mail.to = vec!["oncall@example.com".into()];
+    let console = ChannelConfig::new("log", ChannelType::Console);
+    cfg.alerts.channels.extend([slack, pd, am, mail, console]);
+    assert!(
+        cfg.alerts.problems().is_empty(),
+        "{:?}",
+        cfg.alerts.problems()
+    );
+
+    let (monitor, lifecycle) = start(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // healthy rounds first
+    assert_eq!(inbox.lock().unwrap().len(), 0, "notified while healthy");
+    let victim = follower(&cluster).await;
+    cluster.kill(victim).unwrap();
+    let killed = Instant::now();
+
+    let hook = |r: &Received| r.path == "/hook";
+    let slack = |r: &Received| r.path == "/slack";
+    let am = |r: &Received| r.path == "/am/api/v2/alerts";
+    wait_until("firing on every channel", Duration::from_secs(15), || {
+        count(&inbox, hook) >= 1
+            && count(&inbox, slack) >= 1
+            && count(&inbox, am) >= 1
+            && count(&pd_inbox, |_| true) >= 1
+            && !mails.lock().unwrap().is_empty()
+    })
+    .await;
+    let first = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| hook(r))
+        .unwrap()
+        .clone();
+    let latency = first.at.duration_since(killed);
+    eprintln!(
+        "ALERT_LATENCY member killed -> webhook received: {} ms (health interval {} ms, for 0s)",
+        latency.as_millis(),
+        HEALTH.as_millis()
+    );
+    assert!(
+        latency <= 2 * HEALTH + Duration::from_millis(1500),
+        "{latency:?}"
+    );
+
+    // Grouping: one notification per channel for the outage, no other rule's noise.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, n) in [
+        ("webhook", count(&inbox, hook)),
+        ("slack", count(&inbox, slack)),
+        ("alertmanager", count(&inbox, am)),
+        ("pagerduty", count(&pd_inbox, |_| true)),
+        ("email", mails.lock().unwrap().len()),
+    ] {
+        assert_eq!(n, 1, "{name}: {n} notifications for one outage");
+    }
+    assert_eq!(names_of(&first), "etcdMembersDown");
+
+    // The webhook: body, custom header, HMAC with the shared secret.
+    let body = first.json();
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["cluster"], "main");
+    assert_eq!(body["alerts"][0]["labels"]["severity"], "warning");
+    assert_eq!(first.header("X-Team"), Some("etcd"));
+    let sig = first.header(channels::SIGNATURE_HEADER).unwrap();
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"s3cret");
+    aws_lc_rs::hmac::verify(
+        &key,
+        &first.body,
+        &hex(sig.strip_prefix("sha256=").unwrap()),
+    )
+    .expect("the webhook's HMAC verifies with the shared secret");
+    let wrong = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"other");
+    assert!(aws_lc_rs::hmac::verify(&wrong, &first.body, &hex(&sig[7..])).is_err());
+
+    // Email: multipart with text and HTML parts.
+    let mail = mails.lock().unwrap()[0].clone();
+    assert!(mail.contains("multipart/alternative"), "{mail}");
+    assert!(
+        mail.contains("text/plain") && mail.contains("text/html"),
+        "{mail}"
+    );
+    assert!(mail.contains("etcdMembersDown"), "{mail}");
+
+    // The API's view: one firing alert in the store.
+    let active = monitor.store().active_alerts(Some("main")).await.unwrap();
+    assert_eq!(active.len(), 1, "{active:#?}");
+    assert_eq!(active[0].labels["alertname"], "etcdMembersDown");
+
+    // The member returns: one resolved per channel.
+    cluster.restart(victim).await.unwrap();
+    wait_until("resolved on every channel", Duration::from_secs(20), || {
+        count(&inbox, |r| hook(r) && status_of(r) == "resolved") >= 1
+            && count(&inbox, |r| slack(r) && status_of(r) == "resolved") >= 1
+            && count(&inbox, |r| am(r) && status_of(r) == "resolved") >= 1
+            && count(&pd_inbox, |r| status_of(r) == "resolved") >= 1
+            && mails.lock().unwrap().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count(&inbox, hook), 2);
+    assert_eq!(count(&inbox, slack), 2);
+    assert_eq!(count(&inbox, am), 2);
+    assert_eq!(count(&pd_inbox, |_| true), 2);
+    assert_eq!(mails.lock().unwrap().len(), 2);
+
+    // PagerDuty: the resolve carries its trigger's dedup_key.
+    let pd: Vec<Value> = pd_inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Received::json)
+        .collect();
+    assert_eq!(pd[0]["event_action"], "trigger");
+    assert_eq!(pd[1]["event_action"], "resolve");
+    assert_eq!(pd[0]["routing_key"], "R0UT1NG");
+    assert!(pd[0]["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
+    assert_eq!(pd[0]["dedup_key"], pd[1]["dedup_key"]);
+    assert_eq!(pd[0]["payload"]["severity"], "warning");
+
+    // Alertmanager: its payload shape.
+    let am_msgs: Vec<Value> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| am(r))
+        .map(Received::json)
+        .collect();
+    let fired = &am_msgs[0][0];
+    assert_eq!(fired["labels"]["alertname"], "etcdMembersDown");
+    assert!(fired["annotations"]["summary"].is_string());
+    assert!(fired["startsAt"].is_string() && fired.get("endsAt").is_none());
+    assert_eq!(fired["generatorURL"], "http://dashboard.example/");
+    assert!(am_msgs[1][0]["endsAt"].is_string());
+
+    // Slack: colour by severity, then green.
+    let sl: Vec<Value> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| slack(r))
+        .map(Received::json)
+        .collect();
+    assert_eq!(sl[0]["attachments"][0]["color"], "#f2a900");
+    assert_eq!(sl[1]["attachments"][0]["color"], "#2eb886");
+
+    // History: fired and resolved, with times; deliveries recorded as sent.
+    let history = monitor
+        .store()
+        .alert_history(Some("main"), None, 0, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(history[0].starts_at_ms.is_some() && history[0].ends_at_ms.is_some());
+    let deliveries = monitor.store().deliveries(None, 100).await.unwrap();
+    assert_eq!(deliveries.len(), 12, "2 notifications x 6 channels");
+    assert!(
+        deliveries.iter().all(|d| d.status == "sent"),
+        "{deliveries:#?}"
+    );
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flap_within_for_is_quiet_and_a_silence_holds_until_it_expires() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("f.db"), Duration::from_secs(4));
+    let (url, inbox) = sink(200).await;
+    cfg.alerts.channels.push(webhook(&url));
+    let (monitor, lifecycle) = start(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Down and back within `for`: nothing.
+    let victim = follower(&cluster).await;
+    cluster.kill(victim).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.restart(victim).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        count(&inbox, |_| true),
+        0,
+        "a flap within `for` was notified"
+    );
+
+    // A silence matching the alert: it fires, silenced, and is notified once the silence ends.
+    let silences = Silences::new(monitor.store().clone(), &[]);
+    let ends = unix_ms(std::time::SystemTime::now()) + 9_000;
+    let s = silences
+        .add(NewSilence {
+            matchers: vec!["alertname=etcdMembersDown".into(), "cluster=main".into()],
+            starts_at_ms: None,
+            ends_at_ms: ends,
+            comment: "maintenance".into(),
+            created_by: "test".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(silences.list().await.unwrap().len(), 1);
+    let victim = follower(&cluster).await;
+    cluster.kill(victim).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor
+        .store()
+        .active_alerts(Some("main"))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the alert did not fire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let active = monitor.store().active_alerts(Some("main")).await.unwrap();
+    assert_eq!(
+        active[0].suppressed.as_deref(),
+        Some(format!("silenced by {}", s.id).as_str())
+    );
+    assert_eq!(count(&inbox, |_| true), 0, "notified while silenced");
+    wait_until(
+        "notified after the silence expired",
+        Duration::from_secs(10),
+        || count(&inbox, |_| true) >= 1,
+    )
+    .await;
+    let late = inbox.lock().unwrap()[0].clone();
+    assert_eq!(late.json()["status"], "firing");
+    assert!(unix_ms(std::time::SystemTime::now()) >= ends);
+    silences.delete(&s.id).await.unwrap();
+    assert!(silences.list().await.unwrap().is_empty());
+
+    cluster.restart(victim).await.unwrap();
+    wait_until("resolved", Duration::from_secs(15), || {
+        count(&inbox, |r| status_of(r) == "resolved") == 1
+    })
+    .await;
+    assert_eq!(count(&inbox, |_| true), 2);
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_outage_and_a_monitor_restart_still_deliver_exactly_once() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("o.db"), Duration::ZERO);
+    // The receiver's port, reserved and released: nothing listens yet.
+    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    cfg.alerts.channels.push(webhook(&format!("http://{addr}")));
+    cfg.alerts.repeat_interval = Duration::from_secs(2);
+    let (monitor, lifecycle) = start(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let victim = follower(&cluster).await;
+    cluster.kill(victim).unwrap();
+    let down_since = Instant::now();
+    // Queued and failing against the absent receiver.
+    let store = monitor.store().clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = store.deliveries(None, 10).await.unwrap();
+        if d.iter().any(|r| r.attempts >= 1 && r.status == "pending") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt: {d:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Acknowledged: no repeats although repeat_interval is 2s.
+    assert!(
+        store
+            .ack_group(
+                "main/etcdMembersDown",
+                "test",
+                "on it",
+                unix_ms(std::time::SystemTime::now())
+            )
+            .await
+            .unwrap()
+    );
+
+    // The monitor restarts while the receiver is still down.
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+    let (monitor, lifecycle) = start(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let inbox = http_sink(TcpListener::bind(addr).await.unwrap(), 200).await;
+    let outage = down_since.elapsed();
+    wait_until(
+        "delivered after the outage",
+        Duration::from_secs(10),
+        || count(&inbox, |_| true) >= 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    eprintln!(
+        "receiver was down for {:.1} s, monitor restarted meanwhile",
+        outage.as_secs_f64()
+    );
+    let got: Vec<Value> = inbox.lock().unwrap().iter().map(Received::json).collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["status"], "firing");
+    assert_eq!(got[0]["reason"], "firing");
+    let d = monitor.store().deliveries(None, 10).await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].status, "sent");
+    assert!(d[0].attempts >= 2, "{d:#?}");
+
+    cluster.restart(victim).await.unwrap();
+    wait_until("resolved", Duration::from_secs(15), || {
+        count(&inbox, |r| status_of(r) == "resolved") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(&inbox, |_| true), 2);
+    // The acknowledgement ended with the outage.
+    let groups = monitor.store().alert_groups().await.unwrap();
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.acked_at_ms.is_none() && !g.state.notified_firing)
+    );
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
