@@ -55,7 +55,8 @@ pub enum RuleOp {
 ///   with `min-size` (dbSize >=), `min-free` (dbSizeFree >=) and
 ///   `min-free-ratio` (dbSizeFree/dbSize >=).
 ///
-/// Sizes take B, kB/KB, MB, GB (powers of 1000) or KiB, MiB, GiB.
+/// Sizes are written as in the configuration file: bytes, or KB, MB, GB
+/// (powers of 1000) or KiB, MiB, GiB.
 ///
 /// ```
 /// use etcd_monitor::ctl::maintenance::DefragRule;
@@ -179,27 +180,9 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Parses `100MB`, `1.5GiB`, `4096` into bytes.
-pub fn parse_size(text: &str) -> Result<f64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 100MB"))?;
-    let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("{text:?}: unknown size unit {other:?}")),
-    };
-    Ok(number * factor)
+/// Parses `100MB`, `1.5GiB`, `4096` into bytes (the configuration's size syntax).
+fn parse_size(text: &str) -> Result<f64, String> {
+    crate::config::size::parse(text).map(|bytes| bytes as f64)
 }
 
 // ---------------------------------------------------------------- defrag
