@@ -77,6 +77,48 @@ pub enum Error {
     /// etcd answered with something the recipe did not expect.
     #[error("unexpected etcd response while {0}")]
     Unexpected(String),
+    /// A compare-and-swap failed: the key's mod revision was not the expected one.
+    #[error(
+        "conflict on {key}: expected mod revision {expected}, found {actual}; re-read and retry"
+    )]
+    Conflict {
+        /// The key that was compared.
+        key: String,
+        /// The mod revision the caller expected (0 = absent).
+        expected: i64,
+        /// The mod revision found (0 = absent).
+        actual: i64,
+    },
+    /// A stored value could not be decoded (or a value could not be encoded).
+    #[error("cannot decode or encode the value of {key}: {reason}")]
+    Codec {
+        /// The key whose value was involved.
+        key: String,
+        /// What the codec said.
+        reason: String,
+    },
+    /// No healthy instance of a service is known.
+    #[error(
+        "no healthy instance of service {service} is registered; check registrations and health checks"
+    )]
+    NoInstance {
+        /// The service asked for.
+        service: String,
+    },
+    /// A revision is older than the compaction revision, so its data is gone.
+    #[error("revision {revision} of {key} was compacted; pick a newer revision")]
+    Compacted {
+        /// The key asked for.
+        key: String,
+        /// The revision asked for.
+        revision: i64,
+    },
+    /// A software transaction kept conflicting and gave up.
+    #[error("transaction gave up after {attempts} conflicting attempts")]
+    TooManyConflicts {
+        /// How many times it was tried.
+        attempts: u32,
+    },
 }
 
 /// Result alias of this crate.

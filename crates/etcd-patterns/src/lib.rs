@@ -34,6 +34,7 @@ pub mod mutex;
 pub mod rwlock;
 pub mod semaphore;
 pub mod session;
+pub mod watch;
 
 pub use election::{Election, Leader, Observer};
 pub use error::{Error, Result};
@@ -44,3 +45,4 @@ pub use mutex::{Mutex, MutexGuard};
 pub use rwlock::{RwLock, RwLockGuard, RwMode};
 pub use semaphore::{Permit, Semaphore};
 pub use session::{LostReason, Session, SessionOptions};
+pub use watch::{ResilientWatch, WatchEvent, WatchOptions};

@@ -1,0 +1,187 @@
+//! The resilient watch when its member dies or its revision is compacted
+//! (dedicated clusters: these tests kill and freeze members).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_patterns::{ResilientWatch, WatchEvent, WatchOptions};
+use etcd_testkit::{ClusterOptions, EtcdCluster};
+
+async fn client_of(cluster: &EtcdCluster, members: &[usize]) -> Client {
+    let eps: Vec<String> = members
+        .iter()
+        .map(|&i| cluster.endpoint(i).unwrap())
+        .collect();
+    Client::connect(eps, Some(cluster.connect_options().unwrap()))
+        .await
+        .unwrap()
+}
+
+/// Endpoints with member `first` first: the watch starts on it.
+fn endpoints_starting_at(cluster: &EtcdCluster, first: usize) -> Vec<String> {
+    let mut eps = cluster.endpoints();
+    eps.rotate_left(first);
+    eps
+}
+
+async fn next_event(w: &mut ResilientWatch) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("an event in time")
+        .expect("watch alive")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_watchs_member_during_1000_puts_loses_and_repeats_nothing() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let watched = 0;
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_stall_timeout(Duration::from_millis(500));
+    let mut watch = ResilientWatch::connect(
+        &endpoints_starting_at(&cluster, watched),
+        Some(cluster.connect_options().unwrap()),
+        "w/",
+        opts,
+    )
+    .await
+    .unwrap();
+    let writer = client_of(&cluster, &[1, 2]).await;
+    // Let the watch be created before the first put.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let start = Instant::now();
+    let puts = tokio::spawn(async move {
+        let mut kv = writer.kv_client();
+        for i in 0..1000 {
+            let key = format!("w/{i:04}");
+            // Create-if-absent keeps a retried put from writing twice.
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), i.to_string(), None)]);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while kv.txn(txn.clone()).await.is_err() {
+                assert!(Instant::now() < deadline, "put {key} kept failing");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+
+    let mut last_revision = 0;
+    for i in 0..1000 {
+        if i == 300 {
+            cluster.kill(watched).unwrap();
+        }
+        match next_event(&mut watch).await {
+            WatchEvent::Put {
+                key,
+                value,
+                prev,
+                revision,
+            } => {
+                assert_eq!(key, format!("w/{i:04}"), "event {i} in order");
+                assert_eq!(value, i.to_string().into_bytes());
+                assert_eq!(prev, None);
+                assert!(revision > last_revision, "revisions increase");
+                last_revision = revision;
+            }
+            other => panic!("event {i}: unexpected {other:?}"),
+        }
+    }
+    puts.await.unwrap();
+    // Nothing is delivered twice: no further event arrives.
+    let extra = tokio::time::timeout(Duration::from_millis(500), watch.next()).await;
+    assert!(extra.is_err(), "unexpected extra event {extra:?}");
+    eprintln!("1000 events across a member kill in {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_while_frozen_resyncs_exactly_the_changes() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    // Freeze a follower, so that writes keep a leader.
+    let leader = cluster.leader_index().await.unwrap().expect("a leader");
+    let watched = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != watched).collect();
+    let writer = client_of(&cluster, &others).await;
+    let mut kv = writer.kv_client();
+    for k in ["c/a", "c/b", "c/c", "c/d"] {
+        kv.put(k, "1", None).await.unwrap();
+    }
+
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_initial_list()
+        .with_stall_timeout(Duration::from_millis(1000));
+    let mut watch = ResilientWatch::connect(
+        &endpoints_starting_at(&cluster, watched),
+        Some(cluster.connect_options().unwrap()),
+        "c/",
+        opts,
+    )
+    .await
+    .unwrap();
+    let mut listed = Vec::new();
+    loop {
+        match next_event(&mut watch).await {
+            WatchEvent::Put { key, .. } => listed.push(key),
+            WatchEvent::Resynced { .. } => break,
+            other => panic!("initial list: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(listed, ["c/a", "c/b", "c/c", "c/d"]);
+    // A change seen live before the freeze.
+    kv.put("c/d", "2", None).await.unwrap();
+    assert!(matches!(next_event(&mut watch).await, WatchEvent::Put { key, .. } if key == "c/d"));
+
+    cluster.pause(watched).unwrap();
+    kv.put("c/a", "2", None).await.unwrap();
+    kv.delete("c/b", None).await.unwrap();
+    kv.put("c/e", "1", None).await.unwrap();
+    kv.put("c/f", "1", None).await.unwrap();
+    let rev = kv
+        .delete("c/f", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    kv.compact(rev, None).await.unwrap();
+
+    let mut got = Vec::new();
+    let resynced_at = loop {
+        match next_event(&mut watch).await {
+            WatchEvent::Resynced { revision } => break revision,
+            ev => got.push(ev),
+        }
+    };
+    cluster.resume(watched).unwrap();
+    assert!(resynced_at >= rev);
+    let summary: Vec<(String, &str, Option<Vec<u8>>)> = got
+        .iter()
+        .map(|ev| match ev {
+            WatchEvent::Put { key, prev, .. } => (key.clone(), "put", prev.clone()),
+            WatchEvent::Delete { key, prev, .. } => (key.clone(), "delete", prev.clone()),
+            WatchEvent::Resynced { .. } => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("c/a".to_string(), "put", Some(b"1".to_vec())),
+            ("c/e".to_string(), "put", None),
+            ("c/b".to_string(), "delete", Some(b"1".to_vec())),
+        ],
+        "exactly the changes, deletions included"
+    );
+    // And the watch goes on from the re-list.
+    kv.put("c/g", "1", None).await.unwrap();
+    match next_event(&mut watch).await {
+        WatchEvent::Put { key, revision, .. } => {
+            assert_eq!(key, "c/g");
+            assert!(revision > resynced_at);
+        }
+        other => panic!("after resync: unexpected {other:?}"),
+    }
+}
