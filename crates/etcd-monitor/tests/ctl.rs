@@ -216,6 +216,24 @@ fn get_put_del_agree_with_etcdctl() {
 }
 
 #[test]
+fn a_closed_stdout_ends_quietly() {
+    let (_c, eps) = shared();
+    for i in 0..50 {
+        ok(etcdctl(&eps, &["put", &format!("pipe/{i:02}"), "value"]));
+    }
+    let mut child = ctl_cmd(&eps, &["get", "pipe/", "--prefix"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take()); // like `| head -0`
+    let o = child.wait_with_output().expect("wait");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(141), "{err}");
+}
+
+#[test]
 fn member_list_and_endpoint_verbs_agree_with_etcdctl() {
     let (c, eps) = shared();
     // member list: simple output identical, json ids/names/urls identical

@@ -137,6 +137,7 @@ impl Ctx {
 
 /// Runs `ctl`; returns the process exit code.
 pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
+    exit_quietly_on_broken_pipe();
     let config = if global.config.is_some() {
         match crate::cli::load_config(global, None) {
             Ok(c) => Some(c),
@@ -181,6 +182,19 @@ pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `ctl get ... | head` closes stdout early; `println!` then panics. Exit
+/// the way etcdctl does on SIGPIPE (status 141), without a panic message.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info.to_string();
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 async fn run(ctx: &Ctx, verb: Verb) -> Result<ExitCode, CtlError> {
