@@ -863,3 +863,54 @@ fn nospace_recovery_and_defrag_refusal_on_a_dedicated_cluster() {
     assert!(err.contains("defrag refused"), "{err}");
     assert!(err.contains(&down), "{err}");
 }
+
+#[test]
+fn tls_and_authentication() {
+    let c = EtcdCluster::start_blocking(ClusterOptions::new(1).client_cert_auth().auth("s3cret"))
+        .expect("cluster");
+    let tls = c.tls_files().expect("tls files");
+    let ep = c.endpoints()[0].clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = dir.path().join("s.db");
+    let with = |extra: &[&str], password: &str| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            format!("--cacert={}", tls.ca_file.display()),
+            format!("--cert={}", tls.client_cert_file.display()),
+            format!("--key={}", tls.client_key_file.display()),
+            format!("--user=root:{password}"),
+        ]);
+        v
+    };
+    let run = |extra: &[&str], password: &str| {
+        let args = with(extra, password);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl(&ep, &refs)
+    };
+    ok(run(&["put", "tls/k", "v"], "s3cret"));
+    assert_eq!(ok(run(&["get", "tls/k"], "s3cret")), "tls/k\nv\n");
+    let status = ok(run(&["endpoint", "status", "--cluster"], "s3cret"));
+    assert!(status.starts_with("https://"), "{status}");
+    assert!(ok(run(&["endpoint", "health"], "s3cret")).contains("is healthy"));
+    ok(run(
+        &["snapshot", "save", snapshot.to_str().expect("utf8")],
+        "s3cret",
+    ));
+    assert!(snapshot.exists());
+    let out = ok(run(
+        &["defrag", "--cluster", "--yes", "--pause", "0s"],
+        "s3cret",
+    ));
+    assert!(
+        out.starts_with("Finished defragmenting etcd member[https://"),
+        "{out}"
+    );
+
+    let err = fails(run(&["get", "tls/k"], "wrong"));
+    assert!(
+        err.contains("refused the credentials of user \"root\""),
+        "{err}"
+    );
+    let err = fails(ctl(&ep, &["get", "tls/k"]));
+    assert!(err.contains(&ep.replace("https://", "")), "{err}");
+}
