@@ -243,6 +243,20 @@ pub enum ChannelType {
     Console,
 }
 
+impl ChannelType {
+    /// The `type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::Webhook => "webhook",
+            ChannelType::Slack => "slack",
+            ChannelType::Pagerduty => "pagerduty",
+            ChannelType::Alertmanager => "alertmanager",
+            ChannelType::Email => "email",
+            ChannelType::Console => "console",
+        }
+    }
+}
+
 /// SMTP transport security.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -377,7 +391,7 @@ impl ChannelConfig {
             ("from", self.from.is_some(), &[Email]),
             ("to", !self.to.is_empty(), &[Email]),
         ];
-        let kind = serde_json::to_value(self.kind).unwrap_or_default();
+        let kind = self.kind.as_str();
         for (key, present, types) in set {
             if present && !types.contains(&self.kind) {
                 out.push((at(key), format!("not a setting of a {kind} channel")));

@@ -1,0 +1,108 @@
+//! `alerts.*` configuration: rule names, channel settings, routes and
+//! silences are checked with their key paths; secrets are redacted.
+
+use std::path::Path;
+
+use etcd_monitor::config::{self, Overrides};
+
+fn load(text: &str) -> Result<config::Config, Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, text).unwrap();
+    config::load(Some(&file), &Overrides::new()).map_err(|e| {
+        e.0.iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    })
+}
+
+fn assert_error(text: &str, path: &str, needle: &str) {
+    let errors = load(text).expect_err("accepted a bad configuration");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{path}: ")) && e.contains(needle)),
+        "no error at {path} mentioning {needle:?} in {errors:#?}"
+    );
+}
+
+#[test]
+fn rule_overrides_apply_and_unknown_names_are_errors() {
+    let c =
+        load("alerts:\n  rules:\n    etcdMembersDown:\n      for: 0s\n      severity: critical\n")
+            .unwrap();
+    let rules = etcd_monitor::alert::rules::configured(&c.alerts);
+    let r = rules.iter().find(|r| r.id == "etcdMembersDown").unwrap();
+    assert_eq!(r.for_, std::time::Duration::ZERO);
+    assert_eq!(r.severity.as_str(), "critical");
+    assert_error(
+        "alerts:\n  rules:\n    etcdMembresDown:\n      for: 0s\n",
+        "alerts.rules.etcdMembresDown",
+        "unknown rule",
+    );
+    assert_error(
+        "alerts:\n  rules:\n    etcdNoLeader:\n      for: soon\n",
+        "alerts.rules.etcdNoLeader.for",
+        "\"soon\"",
+    );
+    assert_error(
+        "alerts:\n  rules:\n    etcdNoLeader:\n      treshold: 1\n",
+        "alerts.rules.etcdNoLeader.treshold",
+        "unknown",
+    );
+    assert_error(
+        "alerts:\n  custom_rules:\n    - name: X\n      metric: nope\n      comparison: '>'\n      threshold: 1\n",
+        "alerts.custom_rules[0].metric",
+        "unknown metric",
+    );
+}
+
+#[test]
+fn channels_routes_and_silences_are_checked() {
+    assert_error(
+        "alerts:\n  channels:\n    - name: a\n      type: webhook\n",
+        "alerts.channels[0].url",
+        "required",
+    );
+    assert_error(
+        "alerts:\n  channels:\n    - name: a\n      type: pagerduty\n",
+        "alerts.channels[0].routing_key",
+        "required",
+    );
+    assert_error(
+        "alerts:\n  channels:\n    - name: a\n      type: slack\n      url: http://x\n      secret: s\n",
+        "alerts.channels[0].secret",
+        "not a setting of a slack channel",
+    );
+    assert_error(
+        "alerts:\n  channels:\n    - name: a\n      type: carrier-pigeon\n",
+        "alerts.channels[0].type",
+        "unknown variant",
+    );
+    assert_error(
+        "alerts:\n  channels:\n    - name: a\n      type: console\n  routes:\n    - channels: [b]\n",
+        "alerts.routes[0].channels[0]",
+        "no channel named \"b\"",
+    );
+    assert_error(
+        "alerts:\n  silences:\n    - matchers: [cluster=a]\n      ends_at: tomorrow\n",
+        "alerts.silences[0]",
+        "ends_at",
+    );
+}
+
+#[test]
+fn channel_secrets_are_redacted_and_the_example_loads() {
+    let c = load(
+        "alerts:\n  channels:\n    - name: a\n      type: webhook\n      url: http://x\n      secret: hush\n      headers: { Authorization: Bearer hush2 }\n    - name: p\n      type: pagerduty\n      routing_key: hush3\n",
+    )
+    .unwrap();
+    let shown = config::to_redacted_yaml(&c);
+    for secret in ["hush\n", "hush2", "hush3"] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    assert!(shown.contains(config::REDACTED));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.yaml");
+    let c = config::load(Some(&example), &Overrides::new()).unwrap();
+    assert_eq!(c.alerts.channels.len(), 1);
+}
