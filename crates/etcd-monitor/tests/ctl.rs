@@ -628,11 +628,21 @@ fn defrag_visits_the_leader_last() {
         "{skipped}"
     );
 
-    // the real thing, printed as it goes
-    let out = ok(ctl(
+    // the real thing, printed as it goes; --log-level shows each step on stderr
+    let o = ctl(
         &eps,
-        &["defrag", "--cluster", "--yes", "--pause", "100ms"],
-    ));
+        &[
+            "defrag",
+            "--cluster",
+            "--yes",
+            "--pause",
+            "100ms",
+            "--log-level=info",
+        ],
+    );
+    let log = stderr(&o);
+    let out = ok(o);
+    assert_eq!(log.matches("defragmenting").count(), 3, "{log}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(

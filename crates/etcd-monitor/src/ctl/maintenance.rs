@@ -359,10 +359,21 @@ pub async fn defrag_cluster(
                 .or(voters.first())
                 .copied();
             if let Some(target) = target {
+                tracing::info!(
+                    member = %format!("{:x}", member.id),
+                    to = %format!("{target:x}"),
+                    "moving leadership away before defragmenting the leader"
+                );
                 move_leader(client, dialer, target).await?;
                 report.moved_leadership_to = Some(target);
             }
         }
+        tracing::info!(
+            member = %format!("{:x}", member.id),
+            endpoint = %member.endpoint,
+            was_leader = report.was_leader,
+            "defragmenting"
+        );
         let outcome = defrag_member(dialer, &member.endpoint, status.db_size, opts.timeout).await;
         let failed = match &outcome {
             Ok(o) => {
@@ -535,6 +546,7 @@ pub async fn move_leader(
         )));
     };
     let mut leader_client = dialer.client(&l.endpoint).await?;
+    tracing::info!(from = %format!("{leader:x}"), to = %format!("{target:x}"), "move leader");
     leader_client
         .move_leader(target)
         .await
@@ -585,6 +597,7 @@ pub async fn snapshot_save(
                     path: path.display().to_string(),
                     source,
                 })?;
+            tracing::info!(endpoint, path = %path.display(), size, "snapshot saved");
             Ok(SnapshotInfo {
                 path: path.to_path_buf(),
                 size,
@@ -725,6 +738,7 @@ pub async fn compact(
             "bad revision {revision}: compaction needs a revision > 0"
         )));
     }
+    tracing::info!(revision, physical, "compaction");
     let opts = physical.then(|| CompactionOptions::new().with_physical());
     client
         .compact(revision, opts)
@@ -768,6 +782,11 @@ pub async fn alarm_disarm(client: &mut Client) -> Result<Vec<Alarm>, CtlError> {
         .map_err(CtlError::on("alarm list"))?;
     let mut disarmed = Vec::new();
     for a in r.alarms() {
+        tracing::info!(
+            member = %format!("{:x}", a.member_id()),
+            alarm = endpoint::alarm_name(a.alarm()),
+            "disarm alarm"
+        );
         let mut opts = AlarmOptions::new();
         opts.with_member(a.member_id());
         client

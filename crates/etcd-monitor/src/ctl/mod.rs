@@ -149,6 +149,14 @@ pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
     } else {
         None
     };
+    // Quiet by default, like etcdctl; `--log-level info` shows each step on stderr.
+    if let Some(level) = &global.log_level {
+        let format = global.log_format.unwrap_or(crate::config::LogFormat::Text);
+        if let Err(e) = crate::logging::init(level, format) {
+            eprintln!("Error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let cluster = match args.conn.cluster_config(config.as_ref()) {
         Ok(c) => c,
         Err(e) => {

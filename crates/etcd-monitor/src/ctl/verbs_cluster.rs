@@ -571,19 +571,19 @@ pub(crate) async fn defrag(ctx: &Ctx, a: DefragArgs) -> Result<(), CtlError> {
         ..DefragOptions::default()
     };
     let out = ctx.out;
+    // Kept from the progress calls, so a run that stops on a failure still
+    // reports what it did.
+    let mut reports: Vec<DefragReport> = Vec::new();
     let result = maintenance::defrag_cluster(&mut client, &dialer, &opts, |r| {
         if out == OutputFormat::Simple {
             println!("{}", defrag_line(r));
         }
+        reports.push(r.clone());
     })
     .await;
-    let reports = match &result {
-        Ok(r) => r.clone(),
-        Err(_) => Vec::new(),
-    };
     match out {
-        OutputFormat::Json if result.is_ok() => print_json(&json!(reports)),
-        OutputFormat::Table if result.is_ok() => print!(
+        OutputFormat::Json if !reports.is_empty() || result.is_ok() => print_json(&json!(reports)),
+        OutputFormat::Table if !reports.is_empty() || result.is_ok() => print!(
             "{}",
             table(
                 &["ID", "ENDPOINT", "LEADER", "OUTCOME"],
