@@ -24,9 +24,13 @@
 
 #![warn(missing_docs)]
 
+mod cache;
+pub mod config;
 pub mod election;
 pub mod error;
+pub mod flags;
 pub mod ha;
+mod hash;
 mod keys;
 pub mod leader_task;
 pub mod lock_manager;
@@ -36,8 +40,10 @@ pub mod semaphore;
 pub mod session;
 pub mod watch;
 
+pub use config::{Config, ConfigChange, Format};
 pub use election::{Election, Leader, Observer};
 pub use error::{Error, Result};
+pub use flags::{Flag, Flags};
 pub use ha::{HaCoordinator, HaOptions, PrimaryContext, Role, SecondaryContext};
 pub use leader_task::LeaderTask;
 pub use lock_manager::{LockManager, LockStats, ManagedGuard};
