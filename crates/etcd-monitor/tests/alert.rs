@@ -595,3 +595,70 @@ async fn a_receiver_outage_and_a_monitor_restart_still_deliver_exactly_once() {
     );
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
+
+/// The bar of docs/benchmarks-alerting.md: member killed -> webhook received,
+/// against 2 health intervals + `for`. Run with
+/// `cargo test -p etcd-monitor --test alert -- --ignored --nocapture member_killed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures"]
+async fn member_killed_to_webhook_latency() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (health, for_)) in [
+        (Duration::from_millis(300), Duration::ZERO),
+        (Duration::from_secs(1), Duration::ZERO),
+        (Duration::from_secs(1), Duration::from_secs(3)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cfg = config(&cluster, &dir.path().join(format!("b{i}.db")), for_);
+        cfg.monitoring.health_check_interval = health;
+        let (url, inbox) = sink(200).await;
+        cfg.alerts.channels.push(webhook(&url));
+        let (monitor, lifecycle) = start(&cfg).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut figures = Vec::new();
+        for round in 0..5 {
+            let victim = follower(&cluster).await;
+            cluster.kill(victim).unwrap();
+            let killed = Instant::now();
+            let fired = |r: &Received| status_of(r) == "firing";
+            wait_until("firing", Duration::from_secs(20), || {
+                count(&inbox, fired) > round
+            })
+            .await;
+            let at = inbox
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| fired(r))
+                .nth(round)
+                .unwrap()
+                .at;
+            figures.push(at.duration_since(killed).as_secs_f64() * 1e3);
+            cluster.restart(victim).await.unwrap();
+            let resolved = |r: &Received| status_of(r) == "resolved";
+            wait_until("resolved", Duration::from_secs(30), || {
+                count(&inbox, resolved) > round
+            })
+            .await;
+        }
+        figures.sort_by(f64::total_cmp);
+        let bar = (2 * health + for_).as_secs_f64() * 1e3;
+        eprintln!(
+            "BENCH health {:?} for {:?}: min {:.0} ms, median {:.0} ms, max {:.0} ms (bar {bar:.0} ms) over {} kills",
+            health,
+            for_,
+            figures[0],
+            figures[figures.len() / 2],
+            figures[figures.len() - 1],
+            figures.len()
+        );
+        assert!(
+            figures[figures.len() - 1] <= bar,
+            "{figures:?} exceed {bar} ms"
+        );
+        etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+    }
+}

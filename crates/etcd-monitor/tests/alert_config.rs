@@ -102,6 +102,20 @@ fn channel_secrets_are_redacted_and_the_example_loads() {
         assert!(!shown.contains(secret), "{secret} shown in {shown}");
     }
     assert!(shown.contains(config::REDACTED));
+    // The secret from the environment, into the file's channel.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        "alerts:\n  channels:\n    - name: a\n      type: webhook\n      url: http://x\n",
+    )
+    .unwrap();
+    let env = config::env_overrides([(
+        "ETCD_MONITOR_ALERTS__CHANNELS__0__SECRET".to_string(),
+        "from-env".to_string(),
+    )]);
+    let c = config::load(Some(&file), &env).unwrap();
+    assert_eq!(c.alerts.channels[0].secret.as_deref(), Some("from-env"));
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.yaml");
     let c = config::load(Some(&example), &Overrides::new()).unwrap();
     assert_eq!(c.alerts.channels.len(), 1);
