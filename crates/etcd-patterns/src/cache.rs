@@ -116,7 +116,6 @@ impl<S: CacheState> WatchCache<S> {
     }
 
     /// Changes the state locally (health marks), telling subscribers.
-    #[allow(dead_code)]
     pub fn update<R>(&self, f: impl FnOnce(&mut S, &mut Vec<S::Change>) -> R) -> R {
         let mut changes = Vec::new();
         let r = {

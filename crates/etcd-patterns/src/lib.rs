@@ -24,8 +24,10 @@
 
 #![warn(missing_docs)]
 
+pub mod balance;
 mod cache;
 pub mod config;
+pub mod discovery;
 pub mod election;
 pub mod error;
 pub mod flags;
@@ -40,7 +42,9 @@ pub mod semaphore;
 pub mod session;
 pub mod watch;
 
+pub use balance::{Balancer, Pick, Strategy};
 pub use config::{Config, ConfigChange, Format};
+pub use discovery::{Discovery, HealthCheck, Instance, Probe, Registration, ServiceChange};
 pub use election::{Election, Leader, Observer};
 pub use error::{Error, Result};
 pub use flags::{Flag, Flags};
