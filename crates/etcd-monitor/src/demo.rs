@@ -57,9 +57,14 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
         }
     }
     let monitor = crate::run::start(&config, &lifecycle).await?;
+    let addr = crate::run::serve_api(&config, &monitor, &lifecycle).await?;
     say(format_args!(
         "monitor:   watching cluster \"demo\" every 2s, history in {}",
         config.storage.url
+    ));
+    say(format_args!("dashboard: http://{addr}/"));
+    say(format_args!(
+        "api:       http://{addr}/api/v1/clusters   metrics: http://{addr}/metrics"
     ));
     say(format_args!("Ctrl-C stops the monitor and the cluster."));
     lifecycle.wait_for_signal().await;

@@ -10,6 +10,7 @@
 //! - [`cli`]: the command line.
 
 pub mod alert;
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

@@ -35,9 +35,33 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Mon
     Ok(monitor)
 }
 
-/// Runs the monitor until a signal, then shuts down.
+/// Serves the REST API, `/metrics` and the dashboard on `api.listen` until
+/// shutdown; returns the bound address.
+pub async fn serve_api(
+    config: &Config,
+    monitor: &Monitor,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let state = crate::api::AppState {
+        monitor: monitor.clone(),
+        config: std::sync::Arc::new(config.clone()),
+        started: std::time::Instant::now(),
+        started_at: std::time::SystemTime::now(),
+    };
+    let (addr, task) = crate::api::serve(&config.api.listen, state, lifecycle.token())
+        .await
+        .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+    lifecycle.spawn(async move {
+        let _ = task.await;
+    });
+    tracing::info!(%addr, "API and dashboard at http://{addr}/");
+    Ok(addr)
+}
+
+/// Runs the monitor and its API until a signal, then shuts down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let monitor = start(&config, &lifecycle).await?;
+    serve_api(&config, &monitor, &lifecycle).await?;
     lifecycle.wait_for_signal().await;
     shutdown(&monitor, &lifecycle).await;
     Ok(())

@@ -278,7 +278,7 @@ fn blank(
 
 /// Prefers a client URL the operator configured (it is known to be routable
 /// from here), else the member's first advertised one.
-fn pick_endpoint(client_urls: &[String], configured: &[String]) -> String {
+pub(crate) fn pick_endpoint(client_urls: &[String], configured: &[String]) -> String {
     client_urls
         .iter()
         .find(|u| {

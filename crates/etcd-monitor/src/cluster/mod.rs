@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+pub(crate) use collect::pick_endpoint;
 pub use collect::{Collector, CollectorOptions, metrics_url_for, scrape_metrics};
 
 /// One member as the cluster lists it and as the monitor saw it.

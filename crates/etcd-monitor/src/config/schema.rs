@@ -184,12 +184,15 @@ impl Default for HealthThresholds {
 pub struct ApiConfig {
     /// Listen address, `host:port`.
     pub listen: String,
+    /// Origins allowed by CORS (`https://ops.example.com`, or `*`); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: "127.0.0.1:8080".into(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -363,6 +366,15 @@ impl Config {
                 "must be between 0 and 1".into(),
             ));
         }
+        for (i, origin) in self.api.cors_origins.iter().enumerate() {
+            let ok = origin == "*" || is_origin(origin);
+            if !ok {
+                out.push((
+                    format!("api.cors_origins[{i}]"),
+                    format!("{origin:?} is not an origin such as https://ops.example.com, or *"),
+                ));
+            }
+        }
         if self.storage.retention < Duration::from_secs(60) {
             out.push((
                 "storage.retention".into(),
@@ -414,4 +426,15 @@ pub(crate) fn check_log_level(level: &str) -> Result<(), String> {
     tracing_subscriber::EnvFilter::try_new(level)
         .map(|_| ())
         .map_err(|e| format!("{level:?}: {e}: {hint}"))
+}
+
+/// `scheme://host[:port]` with no path, as browsers send in `Origin`.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    (scheme == "http" || scheme == "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', ' ', '?', '#'])
+        && axum::http::HeaderValue::from_str(origin).is_ok()
 }

@@ -26,6 +26,7 @@ pub(super) struct HealthTask {
     pub events: broadcast::Sender<MonitorEvent>,
     pub publish: watch::Sender<Option<Arc<HealthSnapshot>>>,
     pub metrics: watch::Receiver<Option<Arc<MetricsRound>>>,
+    pub leader_changes: Arc<std::sync::atomic::AtomicU64>,
     pub token: CancellationToken,
 }
 
@@ -96,6 +97,8 @@ pub(super) async fn run(t: HealthTask) {
                             .map(|s| s.raft_term),
                     });
                     recent_changes.push_back(now_ms);
+                    t.leader_changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             known_leader = Some((leader, leader_name));

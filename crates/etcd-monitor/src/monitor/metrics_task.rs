@@ -105,19 +105,39 @@ async fn one_round(
 ) -> MetricsRound {
     let started = Instant::now();
     let at_ms = unix_ms(SystemTime::now());
-    // Whom to scrape: the members of the latest health check, else the configured endpoints.
-    let targets: Vec<(String, String)> = match t.health.borrow().as_ref() {
-        Some(s) if !s.observation.members.is_empty() => s
-            .observation
-            .members
-            .iter()
-            .map(|m| (m.name.clone(), m.endpoint.clone()))
-            .collect(),
-        _ => connection::endpoints(&t.cluster)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| (String::new(), e))
-            .collect(),
+    let n = t.monitoring.probes_per_round;
+    if client.is_none() {
+        match connection::connect(&t.cluster).await {
+            Ok(c) => *client = Some(c),
+            Err(e) => prober.all_failed(n, &e.to_string()),
+        }
+    }
+    // Whom to scrape: the members of the latest health check; before the
+    // first one, the member list (so samples are keyed by member name from
+    // the start); failing that, the configured endpoints.
+    let from_health: Option<Vec<(String, String)>> = t
+        .health
+        .borrow()
+        .as_ref()
+        .filter(|s| !s.observation.members.is_empty())
+        .map(|s| {
+            s.observation
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.endpoint.clone()))
+                .collect()
+        });
+    let targets = match from_health {
+        Some(t) => t,
+        None => listed_members(client.as_mut(), &t.cluster)
+            .await
+            .unwrap_or_else(|| {
+                connection::endpoints(&t.cluster)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (String::new(), e))
+                    .collect()
+            }),
     };
     let scrapes: Vec<_> = targets
         .into_iter()
@@ -141,13 +161,6 @@ async fn one_round(
         })
         .collect();
 
-    let n = t.monitoring.probes_per_round;
-    if client.is_none() {
-        match connection::connect(&t.cluster).await {
-            Ok(c) => *client = Some(c),
-            Err(e) => prober.all_failed(n, &e.to_string()),
-        }
-    }
     let revision = match client.as_mut() {
         Some(c) => prober.round(c, n, t.cluster.request_timeout).await,
         None => None,
@@ -188,6 +201,32 @@ async fn one_round(
         proposals_committed_rate,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
     }
+}
+
+/// Member names and client endpoints from the member list, preferring the
+/// configured endpoints (known to be routable from here).
+async fn listed_members(
+    client: Option<&mut Client>,
+    cluster: &ClusterConfig,
+) -> Option<Vec<(String, String)>> {
+    let client = client?;
+    let list = tokio::time::timeout(cluster.request_timeout, client.member_list())
+        .await
+        .ok()?
+        .ok()?;
+    let configured = connection::endpoints(cluster).unwrap_or_default();
+    Some(
+        list.members()
+            .iter()
+            .map(|m| {
+                (
+                    m.name().to_string(),
+                    crate::cluster::pick_endpoint(m.client_urls(), &configured),
+                )
+            })
+            .filter(|(_, e)| !e.is_empty())
+            .collect(),
+    )
 }
 
 /// The samples stored for history charts.

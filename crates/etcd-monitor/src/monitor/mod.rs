@@ -23,9 +23,9 @@ use crate::health::HealthSnapshot;
 use crate::lifecycle::Lifecycle;
 use crate::store::{LeaderChange, Store, unix_ms};
 
-pub use metrics_task::{MemberMetricsEntry, MetricsRound};
 pub(crate) use metrics_task::points_of;
-pub use probes::{LatencySummary, ProbeReport};
+pub use metrics_task::{MemberMetricsEntry, MetricsRound};
+pub use probes::{BUCKETS_MS, CumulativeHistogram, LatencySummary, PROBE_KEY, ProbeReport};
 
 /// Something that happened, for live subscribers (server-sent events, alerts).
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +73,8 @@ pub struct ClusterHandle {
     pub health: watch::Receiver<Option<Arc<HealthSnapshot>>>,
     /// The latest metrics round.
     pub metrics: watch::Receiver<Option<Arc<MetricsRound>>>,
+    /// Leader changes observed since the monitor started.
+    pub leader_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The running monitor.
@@ -93,6 +95,7 @@ impl Monitor {
         for cluster in &config.clusters {
             let (health_tx, health_rx) = watch::channel(None);
             let (metrics_tx, metrics_rx) = watch::channel(None);
+            let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
             lifecycle.spawn(health_task::run(health_task::HealthTask {
                 cluster: cluster.clone(),
                 monitoring: config.monitoring.clone(),
@@ -100,6 +103,7 @@ impl Monitor {
                 events: events.clone(),
                 publish: health_tx,
                 metrics: metrics_rx.clone(),
+                leader_changes: leader_changes.clone(),
                 token: lifecycle.token(),
             }));
             lifecycle.spawn(metrics_task::run(metrics_task::MetricsTask {
@@ -118,6 +122,7 @@ impl Monitor {
                     name: cluster.name.clone(),
                     health: health_rx,
                     metrics: metrics_rx,
+                    leader_changes,
                 },
             );
         }

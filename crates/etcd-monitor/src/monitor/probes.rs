@@ -28,6 +28,52 @@ pub struct LatencySummary {
     pub max_ms: Option<f64>,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// Every successful request since the monitor started, as a cumulative
+    /// histogram (for Prometheus).
+    pub histogram: CumulativeHistogram,
+    /// Failed requests since the monitor started.
+    pub errors_total: u64,
+}
+
+/// Upper bounds of the probe latency histogram, milliseconds.
+pub const BUCKETS_MS: [f64; 14] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// A cumulative latency histogram, Prometheus-style.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CumulativeHistogram {
+    /// Upper bounds, ms ([`BUCKETS_MS`]).
+    pub bounds_ms: Vec<f64>,
+    /// Observations at or below each bound (cumulative).
+    pub cumulative_counts: Vec<u64>,
+    /// All observations.
+    pub count: u64,
+    /// Sum of observations, ms.
+    pub sum_ms: f64,
+}
+
+impl Default for CumulativeHistogram {
+    fn default() -> Self {
+        CumulativeHistogram {
+            bounds_ms: BUCKETS_MS.to_vec(),
+            cumulative_counts: vec![0; BUCKETS_MS.len()],
+            count: 0,
+            sum_ms: 0.0,
+        }
+    }
+}
+
+impl CumulativeHistogram {
+    fn observe(&mut self, ms: f64) {
+        for (bound, count) in self.bounds_ms.iter().zip(self.cumulative_counts.iter_mut()) {
+            if ms <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_ms += ms;
+    }
 }
 
 /// All probe kinds.
@@ -44,12 +90,18 @@ pub struct ProbeReport {
 #[derive(Debug, Default)]
 struct Window {
     samples: VecDeque<Result<f64, String>>,
+    histogram: CumulativeHistogram,
+    errors_total: u64,
 }
 
 impl Window {
     const CAPACITY: usize = 600;
 
     fn push(&mut self, r: Result<f64, String>) {
+        match &r {
+            Ok(ms) => self.histogram.observe(*ms),
+            Err(_) => self.errors_total += 1,
+        }
         if self.samples.len() == Self::CAPACITY {
             self.samples.pop_front();
         }
@@ -79,6 +131,8 @@ impl Window {
                 .iter()
                 .rev()
                 .find_map(|r| r.as_ref().err().cloned()),
+            histogram: self.histogram.clone(),
+            errors_total: self.errors_total,
         }
     }
 }
@@ -182,6 +236,11 @@ mod tests {
             (Some(50.0), Some(90.0), Some(99.0), Some(100.0))
         );
         assert_eq!(s.last_error.as_deref(), Some("boom"));
+        assert_eq!((s.histogram.count, s.errors_total), (100, 1));
+        assert_eq!(
+            s.histogram.cumulative_counts[4], 10,
+            "10 observations at or below 10 ms"
+        );
         for _ in 0..Window::CAPACITY {
             w.push(Ok(1.0));
         }

@@ -1,0 +1,152 @@
+// etcd-monitor dashboard: plain JavaScript, no external assets.
+"use strict";
+const $ = (sel) => document.querySelector(sel);
+const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+let cluster = null;
+
+async function api(path, options) {
+  const r = await fetch(path, options);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error((body.error && body.error.message) || r.statusText);
+  return body;
+}
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const base = () => `/api/v1/clusters/${encodeURIComponent(cluster)}`;
+function bytes(n) {
+  if (n == null) return "";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n.toFixed(0)) + " " + u[i];
+}
+
+async function loadClusters() {
+  const { clusters } = await api("/api/v1/clusters");
+  const sel = $("#cluster");
+  sel.innerHTML = clusters.map((c) => `<option>${esc(c.name)}</option>`).join("");
+  cluster = cluster || (clusters[0] && clusters[0].name);
+  sel.value = cluster;
+}
+
+async function loadMembers() {
+  let data;
+  try { data = await api(`${base()}/members`); } catch (e) { $("#members tbody").innerHTML = `<tr><td colspan="8" class="muted">${esc(e.message)}</td></tr>`; return; }
+  $("#checked").textContent = "checked " + new Date(data.checked_at_ms).toLocaleTimeString();
+  $("#members tbody").innerHTML = data.members.map((m) => {
+    const state = !m.reachable ? "DOWN" : m.is_leader ? "★ leader" : m.is_learner ? "learner" : "follower";
+    const ratio = m.quota_backend_bytes && m.db_size != null ? m.db_size / m.quota_backend_bytes : null;
+    const cls = ratio == null ? "" : ratio >= 0.95 ? "crit" : ratio >= 0.8 ? "warn" : "";
+    const bar = ratio == null ? "" : `<span class="bar"><span class="${cls}" style="width:${Math.min(100, ratio * 100).toFixed(1)}%"></span></span>`;
+    return `<tr class="${m.reachable ? "" : "down"}" data-member="${esc(m.name)}" data-state="${m.reachable ? (m.is_leader ? "leader" : "up") : "down"}">
+      <td class="${m.is_leader ? "leader" : ""}">${esc(m.name)}</td><td>${esc(m.id)}</td><td>${esc(m.endpoint)}</td>
+      <td>${esc(state)}${m.error ? ` <small title="${esc(m.error)}">(why?)</small>` : ""}</td>
+      <td>${m.raft_term ?? ""}</td><td>${m.raft_index ?? ""}</td>
+      <td>${m.db_size != null ? bar + bytes(m.db_size) + (m.quota_backend_bytes ? " / " + bytes(m.quota_backend_bytes) : "") : ""}</td>
+      <td>${m.status_latency_ms != null ? m.status_latency_ms.toFixed(1) + " ms" : ""}</td></tr>`;
+  }).join("");
+}
+
+async function loadStatus() {
+  try {
+    const s = await api(`${base()}/status`);
+    const v = $("#verdict");
+    v.textContent = s.verdict.toUpperCase();
+    v.className = "badge " + s.verdict;
+    $("#findings").innerHTML = s.findings.length
+      ? s.findings.map((f) => `<li><span class="sev ${f.severity}">${f.severity}</span> ${esc(f.message)}</li>`).join("")
+      : `<li class="muted">No findings: every check passed.</li>`;
+  } catch (e) {
+    $("#verdict").textContent = "NO DATA"; $("#verdict").className = "badge";
+    $("#findings").innerHTML = `<li class="muted">${esc(e.message)}</li>`;
+  }
+}
+
+async function loadLeaders() {
+  try {
+    const l = await api(`${base()}/leader?since=7d`);
+    const now = l.leader ? `<li><b>now:</b> ${esc(l.leader.name || l.leader.id)} (term ${l.leader.term ?? "?"})</li>` : `<li class="muted">no agreed leader</li>`;
+    const changes = l.changes.slice().reverse().map((c) =>
+      `<li>${new Date(c.at_ms).toLocaleString()}: ${esc(c.old_name || c.old_leader || "?")} → <b>${esc(c.new_name || c.new_leader)}</b> (term ${c.term ?? "?"})</li>`).join("");
+    $("#leaders").innerHTML = now + (changes || `<li class="muted">no leader change recorded</li>`);
+  } catch (e) { $("#leaders").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+}
+
+function draw(svg, series, scale) {
+  const all = series.flatMap((s) => s.points);
+  if (!all.length) { svg.innerHTML = `<text x="8" y="20">no data in this range yet</text>`; return; }
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1] * scale);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs) || x0 + 1, y1 = Math.max(...ys, 1e-9) * 1.1;
+  const X = (x) => ((x - x0) / Math.max(1, x1 - x0)) * 400, Y = (y) => 150 - (y / y1) * 140 - 5;
+  svg.innerHTML = series.map((s, i) =>
+    `<polyline stroke="${COLORS[i % COLORS.length]}" points="${s.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1] * scale).toFixed(1)}`).join(" ")}"><title>${esc(s.member || s.label)}</title></polyline>` +
+    (s.points.length < 3 ? s.points.map((p) => `<circle r="2" fill="${COLORS[i % COLORS.length]}" cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1] * scale).toFixed(1)}"/>`).join("") : "")
+  ).join("") + `<text x="4" y="10">max ${y1.toFixed(2)}</text>` +
+    series.map((s, i) => `<text x="${4 + i * 80}" y="146" style="fill:${COLORS[i % COLORS.length]}">${esc(s.label || s.member || "cluster")}</text>`).join("");
+}
+
+async function series(metric, range, step) {
+  const h = await api(`${base()}/metrics/history?metric=${metric}&from=${range}&step=${step}`);
+  return h.series;
+}
+
+async function loadCharts() {
+  const range = $("#range").value;
+  const step = { "15m": "15s", "1h": "30s", "6h": "3m", "24h": "10m", "7d": "1h" }[range];
+  try {
+    const [put, lin, rev, db, fsync] = await Promise.all([
+      series("probe_put_p99_ms", range, step), series("probe_linearizable_get_p99_ms", range, step),
+      series("revision_rate", range, step), series("db_total_size_bytes", range, step), series("wal_fsync_p99_seconds", range, step),
+    ]);
+    draw($("#chart-latency"), [...put.map((s) => ({ ...s, label: "put" })), ...lin.map((s) => ({ ...s, label: "linearizable get" }))], 1);
+    draw($("#chart-throughput"), rev.map((s) => ({ ...s, label: "revisions/s" })), 1);
+    draw($("#chart-db"), db, 1 / (1024 * 1024));
+    draw($("#chart-fsync"), fsync, 1000);
+  } catch (e) { console.warn(e); }
+}
+
+async function loadAlerts() {
+  try {
+    const a = await api(`/api/v1/alerts`);
+    const list = a.alerts || [];
+    $("#alerts").innerHTML = list.length
+      ? list.map((x) => `<li><span class="sev ${esc(x.severity)}">${esc(x.severity)}</span> ${esc(x.alertname || x.name)} ${esc(x.cluster || "")} <small>${esc(x.state || "")}</small></li>`).join("")
+      : `<li class="muted">No active alerts.</li>`;
+    const s = await api(`/api/v1/silences`);
+    const sl = s.silences || [];
+    $("#silences").innerHTML = sl.length ? sl.map((x) => `<li>${esc(JSON.stringify(x.matchers))} until ${new Date(x.ends_at_ms).toLocaleString()}</li>`).join("") : `<li class="muted">No silences.</li>`;
+  } catch (e) { $("#alerts").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+}
+
+async function loadBenchmarks() {
+  try {
+    const b = await api(`/api/v1/benchmarks`);
+    const list = b.benchmarks || [];
+    $("#benchmarks").innerHTML = list.length ? list.map((x) => `<li>${esc(x.id)} ${esc(x.workload || "")} <b>${esc(x.state || "")}</b> ${x.throughput != null ? x.throughput.toFixed(0) + " ops/s" : ""} ${x.p99_ms != null ? "p99 " + x.p99_ms.toFixed(2) + " ms" : ""}</li>`).join("") : `<li class="muted">No runs yet.</li>`;
+  } catch (e) { $("#benchmarks").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+}
+
+$("#bench-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  try {
+    await api(`/api/v1/benchmarks`, { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ cluster, workload: f.get("workload"), total: Number(f.get("total")), clients: Number(f.get("clients")) }) });
+  } catch (e) { alert(e.message); }
+  loadBenchmarks();
+});
+
+async function refresh() { await Promise.all([loadMembers(), loadStatus()]); }
+async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks()]); }
+
+function live() {
+  const es = new EventSource("/api/v1/events");
+  es.onopen = () => $("#live").classList.add("on");
+  es.onerror = () => $("#live").classList.remove("on");
+  es.addEventListener("health", (e) => { const d = JSON.parse(e.data); if (d.cluster === cluster) refresh(); });
+  es.addEventListener("leader_changed", () => loadLeaders());
+  es.addEventListener("metrics", (e) => { const d = JSON.parse(e.data); if (d.cluster === cluster) loadCharts(); });
+}
+
+$("#cluster").addEventListener("change", (e) => { cluster = e.target.value; refreshAll(); });
+$("#range").addEventListener("change", loadCharts);
+loadClusters().then(refreshAll).then(live);
+setInterval(() => { loadAlerts(); loadBenchmarks(); }, 10000);

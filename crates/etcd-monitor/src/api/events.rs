@@ -1,0 +1,61 @@
+//! `GET /api/v1/events`: server-sent events of the monitor's event stream.
+//! The first event of each connection is a `hello` with every cluster's
+//! latest verdict, so a page can draw itself without waiting.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use crate::monitor::MonitorEvent;
+
+/// The SSE handler.
+pub async fn sse(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let hello: Vec<_> = state
+        .monitor
+        .cluster_names()
+        .iter()
+        .filter_map(|n| state.monitor.cluster(n))
+        .map(|c| {
+            let s = c.health.borrow().clone();
+            json!({ "cluster": c.name, "verdict": s.as_ref().map(|s| s.verdict), "leader": s.as_ref().and_then(|s| s.leader.clone()) })
+        })
+        .collect();
+    let first = Event::default()
+        .event("hello")
+        .json_data(json!({ "clusters": hello }))
+        .unwrap_or_default();
+    let rx = state.monitor.subscribe();
+    let events = stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let name = match &ev {
+                        MonitorEvent::Health { .. } => "health",
+                        MonitorEvent::VerdictChanged { .. } => "verdict_changed",
+                        MonitorEvent::LeaderChanged(_) => "leader_changed",
+                        MonitorEvent::Metrics { .. } => "metrics",
+                    };
+                    let event = Event::default()
+                        .event(name)
+                        .json_data(&ev)
+                        .unwrap_or_default();
+                    return Some((Ok(event), rx));
+                }
+                // A slow reader skips what it missed; the next event carries current state.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let all = stream::once(async move { Ok(first) });
+    use futures_util::StreamExt;
+    Sse::new(all.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,162 @@
+//! The HTTP server: REST API under `/api/v1`, Prometheus `/metrics`, the
+//! dashboard at `/`, server-sent events. Handlers are thin: they read the
+//! latest snapshots or the history store and serialize.
+
+mod error;
+mod events;
+mod handlers;
+pub mod openapi;
+mod prom;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::monitor::{ClusterHandle, Monitor};
+
+/// What every handler can read.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running monitor.
+    pub monitor: Monitor,
+    /// The configuration (secrets never serialized from here).
+    pub config: Arc<Config>,
+    /// When the server started.
+    pub started: Instant,
+    /// Wall-clock start, for `process_start_time_seconds`.
+    pub started_at: SystemTime,
+}
+
+impl AppState {
+    /// A cluster's handle, or a 404 naming the configured clusters.
+    pub fn cluster(&self, name: &str) -> Result<&ClusterHandle, ApiError> {
+        self.monitor
+            .cluster(name)
+            .ok_or_else(|| ApiError::unknown_cluster(name, self.monitor.cluster_names()))
+    }
+
+    /// The default cluster (the first configured).
+    pub fn default_cluster(&self) -> Result<&ClusterHandle, ApiError> {
+        self.monitor
+            .default_cluster()
+            .ok_or_else(|| ApiError::not_found("no cluster is configured"))
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let per_cluster = Router::new()
+        .route("/status", get(handlers::status))
+        .route("/members", get(handlers::members))
+        .route("/leader", get(handlers::leader))
+        .route("/metrics/current", get(handlers::metrics_current))
+        .route("/metrics/latency", get(handlers::metrics_latency))
+        .route("/metrics/history", get(handlers::metrics_history))
+        .route("/history", get(handlers::history));
+    let default_cluster = Router::new()
+        .route("/status", get(handlers::default_status))
+        .route("/members", get(handlers::default_members))
+        .route("/leader", get(handlers::default_leader))
+        .route("/metrics/current", get(handlers::default_metrics_current))
+        .route("/metrics/latency", get(handlers::default_metrics_latency))
+        .route("/metrics/history", get(handlers::default_metrics_history))
+        .route("/history", get(handlers::default_history));
+    let api = Router::new()
+        .route("/clusters", get(handlers::clusters))
+        .nest("/clusters/{name}", per_cluster)
+        .nest("/cluster", default_cluster)
+        .route("/events", get(events::sse))
+        .route("/openapi.json", get(openapi::serve));
+
+    let cors = cors_layer(&state.config.api.cors_origins);
+    Router::new()
+        .route("/", get(dashboard_index))
+        .route("/assets/app.js", get(dashboard_js))
+        .route("/assets/style.css", get(dashboard_css))
+        .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready))
+        .route("/metrics", get(prom::metrics))
+        .nest("/api/v1", api)
+        .fallback(handlers::not_found)
+        .with_state(state)
+        .layer(cors)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+        ]);
+    if origins.iter().any(|o| o == "*") {
+        base.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        base.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+/// Binds `listen` and serves until `token` is cancelled. Returns the bound
+/// address (useful with port 0) and the server task.
+pub async fn serve(
+    listen: &str,
+    state: AppState,
+    token: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    Ok((addr, task))
+}
+
+async fn dashboard_index() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard/index.html"))
+}
+
+async fn dashboard_js() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("dashboard/app.js"),
+    )
+}
+
+async fn dashboard_css() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("dashboard/style.css"),
+    )
+}

@@ -1,0 +1,325 @@
+//! The OpenAPI 3 document of the API, served at `/api/v1/openapi.json`.
+//! Tests check real answers against these schemas, so they must match what
+//! the handlers return.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+/// `GET /api/v1/openapi.json`.
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
+
+fn nullable(v: Value) -> Value {
+    let mut v = v;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("nullable".into(), Value::Bool(true));
+    }
+    v
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+fn schemas() -> Value {
+    let s = |t: &str| json!({ "type": t });
+    let member_status = obj(
+        &[
+            "member_id",
+            "version",
+            "db_size",
+            "db_size_in_use",
+            "leader",
+            "raft_term",
+            "raft_index",
+            "raft_applied_index",
+            "errors",
+            "is_learner",
+            "revision",
+        ],
+        json!({
+            "member_id": s("string"), "version": s("string"), "db_size": s("integer"), "db_size_in_use": s("integer"),
+            "leader": s("string"), "raft_term": s("integer"), "raft_index": s("integer"), "raft_applied_index": s("integer"),
+            "errors": { "type": "array", "items": s("string") }, "is_learner": s("boolean"), "revision": s("integer"),
+        }),
+    );
+    let member_observation = obj(
+        &[
+            "id",
+            "name",
+            "peer_urls",
+            "client_urls",
+            "is_learner",
+            "endpoint",
+            "status",
+            "error",
+        ],
+        json!({
+            "id": s("string"), "name": s("string"),
+            "peer_urls": { "type": "array", "items": s("string") },
+            "client_urls": { "type": "array", "items": s("string") },
+            "is_learner": s("boolean"), "endpoint": s("string"),
+            "status": nullable(member_status),
+            "error": nullable(s("string")),
+            "status_latency_ms": nullable(s("number")),
+            "linearizable_read_ms": nullable(s("number")),
+            "linearizable_read_error": nullable(s("string")),
+            "metrics": nullable(s("object")),
+        }),
+    );
+    let finding = obj(
+        &["kind", "severity", "message", "evidence"],
+        json!({
+            "kind": s("string"),
+            "severity": { "type": "string", "enum": ["info", "warning", "critical"] },
+            "member": s("string"),
+            "message": s("string"),
+            "evidence": {},
+        }),
+    );
+    let verdict = json!({ "type": "string", "enum": ["healthy", "degraded", "unavailable"] });
+    let latency = obj(
+        &["count", "errors", "histogram", "errors_total"],
+        json!({
+            "count": s("integer"), "errors": s("integer"),
+            "p50_ms": nullable(s("number")), "p90_ms": nullable(s("number")), "p99_ms": nullable(s("number")), "max_ms": nullable(s("number")),
+            "last_error": nullable(s("string")),
+            "histogram": obj(&["bounds_ms", "cumulative_counts", "count", "sum_ms"], json!({
+                "bounds_ms": { "type": "array", "items": s("number") },
+                "cumulative_counts": { "type": "array", "items": s("integer") },
+                "count": s("integer"), "sum_ms": s("number"),
+            })),
+            "errors_total": s("integer"),
+        }),
+    );
+    let probes = obj(
+        &["linearizable_get", "put", "serializable_get"],
+        json!({ "linearizable_get": {"$ref": "#/components/schemas/Latency"}, "put": {"$ref": "#/components/schemas/Latency"}, "serializable_get": {"$ref": "#/components/schemas/Latency"} }),
+    );
+    json!({
+        "Error": obj(&["error"], json!({ "error": obj(&["code", "message"], json!({ "code": s("string"), "message": s("string") })) })),
+        "Health": obj(&["status", "version", "uptime_seconds"], json!({ "status": s("string"), "version": s("string"), "uptime_seconds": s("integer") })),
+        "Ready": obj(&["ready", "pending"], json!({ "ready": s("boolean"), "pending": { "type": "array", "items": s("string") } })),
+        "ClusterList": obj(&["clusters"], json!({ "clusters": { "type": "array", "items": obj(
+            &["name", "endpoints", "verdict", "leader", "members", "voting_members", "reachable_voting_members", "findings", "checked_at_ms"],
+            json!({
+                "name": s("string"), "endpoints": { "type": "array", "items": s("string") },
+                "verdict": nullable(verdict.clone()), "leader": nullable(s("string")),
+                "members": s("integer"), "voting_members": s("integer"), "reachable_voting_members": s("integer"),
+                "findings": s("integer"), "checked_at_ms": nullable(s("integer")),
+            }),
+        ) } })),
+        "HealthSnapshot": obj(
+            &["cluster", "verdict", "voting_members", "reachable_voting_members", "quorum", "leader", "findings", "observation"],
+            json!({
+                "cluster": s("string"), "verdict": verdict,
+                "voting_members": s("integer"), "reachable_voting_members": s("integer"), "quorum": s("integer"),
+                "leader": nullable(s("string")),
+                "findings": { "type": "array", "items": finding },
+                "observation": obj(&["cluster", "taken_at", "members", "alarms", "duration_ms"], json!({
+                    "cluster": s("string"), "taken_at": s("integer"),
+                    "members": { "type": "array", "items": member_observation },
+                    "member_list_error": nullable(s("string")),
+                    "alarms": { "type": "array", "items": obj(&["member_id", "kind"], json!({ "member_id": s("string"), "kind": s("string") })) },
+                    "hashkv": nullable(s("object")),
+                    "duration_ms": s("number"),
+                })),
+            }),
+        ),
+        "Members": obj(&["cluster", "checked_at_ms", "members"], json!({
+            "cluster": s("string"), "checked_at_ms": s("integer"),
+            "members": { "type": "array", "items": obj(
+                &["id", "name", "endpoint", "is_learner", "reachable", "is_leader"],
+                json!({
+                    "id": s("string"), "name": s("string"), "endpoint": s("string"),
+                    "client_urls": { "type": "array", "items": s("string") }, "peer_urls": { "type": "array", "items": s("string") },
+                    "is_learner": s("boolean"), "reachable": s("boolean"), "is_leader": s("boolean"),
+                    "error": nullable(s("string")), "version": nullable(s("string")),
+                    "db_size": nullable(s("integer")), "db_size_in_use": nullable(s("integer")), "quota_backend_bytes": nullable(s("number")),
+                    "raft_term": nullable(s("integer")), "raft_index": nullable(s("integer")), "raft_applied_index": nullable(s("integer")),
+                    "status_latency_ms": nullable(s("number")), "linearizable_read_ms": nullable(s("number")),
+                    "wal_fsync_p99_seconds": nullable(s("number")), "backend_commit_p99_seconds": nullable(s("number")),
+                }),
+            ) },
+        })),
+        "Leader": obj(&["cluster", "leader", "since_ms", "changes"], json!({
+            "cluster": s("string"),
+            "leader": nullable(obj(&["id"], json!({ "id": s("string"), "name": nullable(s("string")), "term": nullable(s("integer")) }))),
+            "since_ms": s("integer"),
+            "changes": { "type": "array", "items": obj(&["cluster", "at_ms"], json!({
+                "cluster": s("string"), "at_ms": s("integer"),
+                "old_leader": nullable(s("string")), "new_leader": nullable(s("string")),
+                "old_name": nullable(s("string")), "new_name": nullable(s("string")), "term": nullable(s("integer")),
+            })) },
+        })),
+        "Latency": latency,
+        "MetricsRound": obj(&["cluster", "at_ms", "members", "probes", "duration_ms"], json!({
+            "cluster": s("string"), "at_ms": s("integer"),
+            "members": { "type": "array", "items": obj(&["member", "endpoint", "metrics_url"], json!({
+                "member": s("string"), "endpoint": s("string"), "metrics_url": s("string"),
+                "metrics": nullable(s("object")), "error": nullable(s("string")),
+            })) },
+            "probes": probes.clone(),
+            "revision": nullable(s("integer")), "revision_rate": nullable(s("number")), "proposals_committed_rate": nullable(s("number")),
+            "duration_ms": s("number"),
+        })),
+        "LatencyView": obj(&["cluster", "probes", "members"], json!({
+            "cluster": s("string"), "probes": nullable(probes),
+            "members": { "type": "array", "items": obj(&["name", "endpoint"], json!({
+                "name": s("string"), "endpoint": s("string"), "status_ms": nullable(s("number")), "linearizable_read_ms": nullable(s("number")),
+            })) },
+        })),
+        "MetricHistory": obj(&["cluster", "metric", "from_ms", "to_ms", "step_ms", "series"], json!({
+            "cluster": s("string"), "metric": s("string"), "from_ms": s("integer"), "to_ms": s("integer"), "step_ms": s("integer"),
+            "series": { "type": "array", "items": obj(&["member", "points"], json!({
+                "member": s("string"),
+                "points": { "type": "array", "items": { "type": "array", "items": s("number") } },
+            })) },
+        })),
+        "CheckHistory": obj(&["cluster", "from_ms", "to_ms", "checks", "findings"], json!({
+            "cluster": s("string"), "from_ms": s("integer"), "to_ms": s("integer"),
+            "checks": { "type": "array", "items": obj(&["at_ms", "verdict", "reachable", "voting", "duration_ms"], json!({
+                "at_ms": s("integer"), "verdict": s("string"), "leader": nullable(s("string")),
+                "reachable": s("integer"), "voting": s("integer"), "duration_ms": s("number"),
+            })) },
+            "findings": { "type": "array", "items": obj(&["at_ms", "kind", "severity", "message"], json!({
+                "cluster": s("string"), "at_ms": s("integer"), "kind": s("string"), "severity": s("string"),
+                "member": nullable(s("string")), "message": s("string"),
+            })) },
+        })),
+    })
+}
+
+fn op(summary: &str, schema: &str, params: Value, errors: &[&str]) -> Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(
+        "200".into(),
+        json!({ "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
+    );
+    for code in errors {
+        responses.insert(
+            (*code).into(),
+            json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }),
+        );
+    }
+    json!({ "get": { "summary": summary, "parameters": params, "responses": responses } })
+}
+
+fn qp(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let name =
+        json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } });
+    let time = "milliseconds since the epoch, `now`, or a duration ago such as `1h`";
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "/health".into(),
+        op("The process is up", "Health", json!([]), &[]),
+    );
+    paths.insert(
+        "/ready".into(),
+        op(
+            "Every cluster has been checked once (503 otherwise)",
+            "Ready",
+            json!([]),
+            &["503"],
+        ),
+    );
+    paths.insert(
+        "/api/v1/clusters".into(),
+        op(
+            "Configured clusters with their latest verdict",
+            "ClusterList",
+            json!([]),
+            &[],
+        ),
+    );
+    let per_cluster: [(&str, &str, &str, Value); 7] = [
+        (
+            "status",
+            "Latest health snapshot: verdict, findings with evidence, observation",
+            "HealthSnapshot",
+            json!([]),
+        ),
+        (
+            "members",
+            "Members with status, reachability and figures",
+            "Members",
+            json!([]),
+        ),
+        (
+            "leader",
+            "Current leader and leader change history",
+            "Leader",
+            json!([qp("since", time)]),
+        ),
+        (
+            "metrics/current",
+            "Latest metrics round: scraped member metrics, probes, rates",
+            "MetricsRound",
+            json!([]),
+        ),
+        (
+            "metrics/latency",
+            "Probe latency percentiles and per-member call latency",
+            "LatencyView",
+            json!([]),
+        ),
+        (
+            "metrics/history",
+            "Stored metric samples",
+            "MetricHistory",
+            json!([
+                qp("metric", "a stored metric name (docs/monitoring.md)"),
+                qp("from", time),
+                qp("to", time),
+                qp("step", "bucket width such as 60s")
+            ]),
+        ),
+        (
+            "history",
+            "Stored health checks and findings",
+            "CheckHistory",
+            json!([qp("from", time), qp("to", time), qp("limit", "1..10000")]),
+        ),
+    ];
+    for (suffix, summary, schema, params) in per_cluster {
+        let mut named = params.as_array().cloned().unwrap_or_default();
+        named.insert(0, name.clone());
+        paths.insert(
+            format!("/api/v1/clusters/{{name}}/{suffix}"),
+            op(summary, schema, Value::Array(named), &["400", "404", "503"]),
+        );
+        paths.insert(
+            format!("/api/v1/cluster/{suffix}"),
+            op(
+                &format!("{summary} (default cluster)"),
+                schema,
+                params,
+                &["400", "404", "503"],
+            ),
+        );
+    }
+    paths.insert(
+        "/api/v1/events".into(),
+        json!({ "get": { "summary": "Server-sent events: hello, health, verdict_changed, leader_changed, metrics", "responses": { "200": { "description": "text/event-stream" } } } }),
+    );
+    paths.insert(
+        "/api/v1/openapi.json".into(),
+        json!({ "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3 document" } } } }),
+    );
+    paths.insert(
+        "/metrics".into(),
+        json!({ "get": { "summary": "Prometheus text exposition (etcd_monitor_*, process_*)", "responses": { "200": { "description": "text/plain; version=0.0.4" } } } }),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "etcd-monitor", "version": env!("CARGO_PKG_VERSION"), "description": "Health, metrics and history of etcd clusters." },
+        "paths": paths,
+        "components": { "schemas": schemas() },
+    })
+}

@@ -1,0 +1,424 @@
+//! `GET /metrics`: the monitor's view in Prometheus text format, prefix
+//! `etcd_monitor_`, labels `cluster` and `member`, plus the process's own
+//! `process_*` metrics.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use crate::health::{Severity, Verdict};
+
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    lines: Vec<String>,
+}
+
+#[derive(Default)]
+struct Page {
+    families: Vec<Family>,
+}
+
+impl Page {
+    fn family(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+    ) -> &mut Family {
+        if let Some(i) = self.families.iter().position(|f| f.name == name) {
+            return &mut self.families[i];
+        }
+        self.families.push(Family {
+            name,
+            help,
+            kind,
+            lines: Vec::new(),
+        });
+        self.families.last_mut().expect("just pushed")
+    }
+
+    fn sample(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        let line = format!("{name}{} {}", render_labels(labels), number(value));
+        self.family(name, kind, help).lines.push(line);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.families {
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+            for l in &f.lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The handler.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut p = Page::default();
+    for name in state.monitor.cluster_names() {
+        let Some(c) = state.monitor.cluster(name) else {
+            continue;
+        };
+        let cl = [("cluster", name.as_str())];
+        p.sample(
+            "etcd_monitor_leader_changes_total",
+            "counter",
+            "Leader changes this monitor observed since it started.",
+            &cl,
+            c.leader_changes.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
+        if let Some(s) = c.health.borrow().clone() {
+            let code = match s.verdict {
+                Verdict::Healthy => 0.0,
+                Verdict::Degraded => 1.0,
+                Verdict::Unavailable => 2.0,
+            };
+            p.sample(
+                "etcd_monitor_cluster_health",
+                "gauge",
+                "Cluster verdict: 0 healthy, 1 degraded, 2 unavailable.",
+                &cl,
+                code,
+            );
+            p.sample(
+                "etcd_monitor_cluster_members",
+                "gauge",
+                "Members in the member list.",
+                &cl,
+                s.observation.members.len() as f64,
+            );
+            p.sample(
+                "etcd_monitor_cluster_members_up",
+                "gauge",
+                "Members that answered Status.",
+                &cl,
+                s.observation
+                    .members
+                    .iter()
+                    .filter(|m| m.reachable())
+                    .count() as f64,
+            );
+            p.sample(
+                "etcd_monitor_cluster_quorum",
+                "gauge",
+                "Voting members needed for quorum.",
+                &cl,
+                s.quorum as f64,
+            );
+            p.sample(
+                "etcd_monitor_cluster_has_leader",
+                "gauge",
+                "1 if the members agree on a leader.",
+                &cl,
+                if s.leader.is_some() { 1.0 } else { 0.0 },
+            );
+            p.sample(
+                "etcd_monitor_health_check_duration_seconds",
+                "gauge",
+                "Duration of the last health check.",
+                &cl,
+                s.observation.duration_ms / 1e3,
+            );
+            for sev in [Severity::Info, Severity::Warning, Severity::Critical] {
+                let label = match sev {
+                    Severity::Info => "info",
+                    Severity::Warning => "warning",
+                    Severity::Critical => "critical",
+                };
+                let n = s.findings.iter().filter(|f| f.severity == sev).count();
+                p.sample(
+                    "etcd_monitor_findings",
+                    "gauge",
+                    "Findings of the last health check by severity.",
+                    &[("cluster", name), ("severity", label)],
+                    n as f64,
+                );
+            }
+            for m in &s.observation.members {
+                let label = m.label();
+                let ml = [("cluster", name.as_str()), ("member", label.as_str())];
+                p.sample(
+                    "etcd_monitor_member_up",
+                    "gauge",
+                    "1 if the member answered Status.",
+                    &ml,
+                    if m.reachable() { 1.0 } else { 0.0 },
+                );
+                if let Some(st) = &m.status {
+                    p.sample(
+                        "etcd_monitor_member_is_leader",
+                        "gauge",
+                        "1 if the member is the leader.",
+                        &ml,
+                        if st.leader == m.id { 1.0 } else { 0.0 },
+                    );
+                    p.sample(
+                        "etcd_monitor_member_db_size_bytes",
+                        "gauge",
+                        "Backend database size (allocated).",
+                        &ml,
+                        st.db_size as f64,
+                    );
+                    p.sample(
+                        "etcd_monitor_member_db_size_in_use_bytes",
+                        "gauge",
+                        "Backend database size in use.",
+                        &ml,
+                        st.db_size_in_use as f64,
+                    );
+                    p.sample(
+                        "etcd_monitor_member_raft_term",
+                        "gauge",
+                        "Raft term.",
+                        &ml,
+                        st.raft_term as f64,
+                    );
+                    p.sample(
+                        "etcd_monitor_member_raft_index",
+                        "gauge",
+                        "Raft index.",
+                        &ml,
+                        st.raft_index as f64,
+                    );
+                    p.sample(
+                        "etcd_monitor_member_raft_applied_index",
+                        "gauge",
+                        "Raft applied index.",
+                        &ml,
+                        st.raft_applied_index as f64,
+                    );
+                }
+                if let Some(ms) = m.status_latency_ms {
+                    p.sample(
+                        "etcd_monitor_member_status_latency_seconds",
+                        "gauge",
+                        "Latency of the last Status call.",
+                        &ml,
+                        ms / 1e3,
+                    );
+                }
+                if let Some(x) = &m.metrics {
+                    let figures = [
+                        (
+                            "etcd_monitor_member_quota_backend_bytes",
+                            "Backend quota.",
+                            x.quota_backend_bytes,
+                        ),
+                        (
+                            "etcd_monitor_member_wal_fsync_p99_seconds",
+                            "p99 WAL fsync duration from the member's histogram.",
+                            x.wal_fsync_p99,
+                        ),
+                        (
+                            "etcd_monitor_member_backend_commit_p99_seconds",
+                            "p99 backend commit duration from the member's histogram.",
+                            x.backend_commit_p99,
+                        ),
+                        (
+                            "etcd_monitor_member_peer_round_trip_p99_seconds",
+                            "p99 peer round-trip time.",
+                            x.peer_round_trip_p99,
+                        ),
+                        (
+                            "etcd_monitor_member_proposals_pending",
+                            "Proposals pending.",
+                            x.proposals_pending,
+                        ),
+                    ];
+                    for (metric, help, value) in figures {
+                        if let Some(v) = value {
+                            p.sample(metric, "gauge", help, &ml, v);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(r) = c.metrics.borrow().clone() {
+            for (probe, summary) in [
+                ("linearizable_get", &r.probes.linearizable_get),
+                ("put", &r.probes.put),
+                ("serializable_get", &r.probes.serializable_get),
+            ] {
+                let h = &summary.histogram;
+                let fam = "etcd_monitor_probe_duration_seconds";
+                let help = "Latency of the monitor's active probes.";
+                for (bound, count) in h.bounds_ms.iter().zip(&h.cumulative_counts) {
+                    let le = number(bound / 1e3);
+                    let labels = [
+                        ("cluster", name.as_str()),
+                        ("probe", probe),
+                        ("le", le.as_str()),
+                    ];
+                    p.sample_in(fam, "histogram", help, "_bucket", &labels, *count as f64);
+                }
+                let base = [("cluster", name.as_str()), ("probe", probe)];
+                let inf = [("cluster", name.as_str()), ("probe", probe), ("le", "+Inf")];
+                p.sample_in(fam, "histogram", help, "_bucket", &inf, h.count as f64);
+                p.sample_in(fam, "histogram", help, "_sum", &base, h.sum_ms / 1e3);
+                p.sample_in(fam, "histogram", help, "_count", &base, h.count as f64);
+                p.sample(
+                    "etcd_monitor_probe_errors_total",
+                    "counter",
+                    "Failed probe requests.",
+                    &base,
+                    summary.errors_total as f64,
+                );
+            }
+            if let Some(rate) = r.revision_rate {
+                p.sample(
+                    "etcd_monitor_revision_rate",
+                    "gauge",
+                    "Revisions per second between the last two metrics rounds.",
+                    &[("cluster", name)],
+                    rate,
+                );
+            }
+        }
+    }
+    process_metrics(&mut p, &state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        p.render(),
+    )
+}
+
+impl Page {
+    /// A sample of family `family` named `family` + `suffix` (histograms).
+    fn sample_in(
+        &mut self,
+        family: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        let line = format!(
+            "{family}{suffix}{} {}",
+            render_labels(labels),
+            number(value)
+        );
+        self.family(family, kind, help).lines.push(line);
+    }
+}
+
+fn process_metrics(p: &mut Page, state: &AppState) {
+    let start = state
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    p.sample(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch in seconds.",
+        &[],
+        start,
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+    };
+    if let Some(rss) = kib("VmRSS:") {
+        p.sample(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            &[],
+            rss * 1024.0,
+        );
+    }
+    if let Some(vm) = kib("VmSize:") {
+        p.sample(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            &[],
+            vm * 1024.0,
+        );
+    }
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Linux reports CPU time in clock ticks, 100 per second on every common configuration.
+    p.sample(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        &[],
+        (ticks(11) + ticks(12)) / 100.0,
+    );
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        p.sample(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            &[],
+            fds.count() as f64,
+        );
+    }
+}

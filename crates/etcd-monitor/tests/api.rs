@@ -1,0 +1,368 @@
+//! The REST API, /metrics and the dashboard against a real cluster and a
+//! running monitor: every endpoint's answer is checked against the OpenAPI
+//! document; bad input gets a JSON error; `promtool` accepts /metrics; the
+//! dashboard in headless Chromium shows a killed member without a reload.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_monitor::config::{ClusterConfig, Config};
+use etcd_monitor::lifecycle::Lifecycle;
+use etcd_monitor::monitor::Monitor;
+use etcd_testkit::{ClusterOptions, EtcdCluster};
+use serde_json::Value;
+
+struct Running {
+    addr: SocketAddr,
+    monitor: Monitor,
+    lifecycle: Lifecycle,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(cluster: &EtcdCluster, name: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        clusters: vec![ClusterConfig {
+            name: name.into(),
+            endpoints: cluster.endpoints(),
+            dial_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(1),
+            ..ClusterConfig::default()
+        }],
+        ..Config::default()
+    };
+    config.monitoring.health_check_interval = Duration::from_millis(500);
+    config.monitoring.metrics_interval = Duration::from_millis(500);
+    config.storage.url = format!("sqlite://{}", dir.path().join("h.db").display());
+    config.api.listen = "127.0.0.1:0".into();
+    let lifecycle = Lifecycle::new();
+    let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle)
+        .await
+        .unwrap();
+    let running = Running {
+        addr,
+        monitor,
+        lifecycle,
+        _dir: dir,
+    };
+    // Ready once checked, and a metrics round exists.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = reqwest::get(format!("http://{addr}/ready"))
+            .await
+            .unwrap()
+            .status()
+            == 200;
+        let metrics = reqwest::get(format!("http://{addr}/api/v1/cluster/metrics/current"))
+            .await
+            .unwrap()
+            .status()
+            == 200;
+        if ready && metrics {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the API never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running
+}
+
+/// Checks `value` against an OpenAPI schema (the subset the document uses).
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return check(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if value.is_null() {
+        return if schema.get("nullable") == Some(&Value::Bool(true))
+            || schema.as_object().is_some_and(|o| o.is_empty())
+        {
+            Ok(())
+        } else {
+            Err(format!("{at}: null where the schema does not allow it"))
+        };
+    }
+    if let Some(t) = schema.get("type").and_then(Value::as_str) {
+        let ok = match t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            _ => true,
+        };
+        if !ok {
+            return Err(format!("{at}: expected {t}, got {value}"));
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            return Err(format!("{at}: {value} not in {allowed:?}"));
+        }
+    }
+    if let Some(required) = schema.get("required").and_then(Value::as_array) {
+        for key in required.iter().filter_map(Value::as_str) {
+            if value.get(key).is_none() {
+                return Err(format!("{at}: missing required {key}"));
+            }
+        }
+    }
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        value.as_object(),
+    ) {
+        for (key, sub) in props {
+            if let Some(v) = obj.get(key) {
+                check(doc, sub, v, &format!("{at}.{key}"))?;
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check(doc, items, v, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let status = r.status().as_u16();
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "{path}: no request id"
+    );
+    let body = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}")),
+    )
+}
+
+fn schema_for<'a>(doc: &'a Value, path: &str, status: u16) -> &'a Value {
+    &doc["paths"][path]["get"]["responses"][status.to_string()]["content"]["application/json"]["schema"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_matches_the_openapi_document() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let r = start(&cluster, "main").await;
+    let addr = r.addr;
+    let (code, doc) = get(addr, "/api/v1/openapi.json").await;
+    assert_eq!(code, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+
+    let mut checked = 0;
+    let paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    for template in &paths {
+        if ["/api/v1/events", "/api/v1/openapi.json", "/metrics"].contains(&template.as_str()) {
+            continue;
+        }
+        let path = template.replace("{name}", "main");
+        let (code, body) = get(addr, &path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        let schema = schema_for(&doc, template, 200);
+        assert!(!schema.is_null(), "{template}: no schema in the document");
+        check(&doc, schema, &body, &path).unwrap_or_else(|e| panic!("{e}\n{body:#}"));
+        checked += 1;
+    }
+    assert!(checked >= 16, "only {checked} endpoints checked");
+
+    // Real data: three members, one leader, probes measured.
+    let (_, members) = get(addr, "/api/v1/clusters/main/members").await;
+    let list = members["members"].as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.iter().filter(|m| m["is_leader"] == true).count(), 1);
+    let (_, latency) = get(addr, "/api/v1/cluster/metrics/latency").await;
+    assert!(
+        latency["probes"]["put"]["count"].as_u64().unwrap() > 0,
+        "{latency}"
+    );
+    let (_, hist) = get(
+        addr,
+        "/api/v1/cluster/metrics/history?metric=db_total_size_bytes&from=1h&step=1s",
+    )
+    .await;
+    assert_eq!(hist["series"].as_array().unwrap().len(), 3, "{hist}");
+
+    // Bad input: JSON errors with the right status, matching the Error schema.
+    for (path, status, needle) in [
+        (
+            "/api/v1/clusters/nope/status",
+            404,
+            "no cluster named \"nope\"",
+        ),
+        (
+            "/api/v1/clusters/main/metrics/history?metric=bogus",
+            400,
+            "unknown metric",
+        ),
+        (
+            "/api/v1/clusters/main/metrics/history?from=yesterdayish",
+            400,
+            "from=",
+        ),
+        (
+            "/api/v1/clusters/main/metrics/history?step=fast",
+            400,
+            "step",
+        ),
+        ("/api/v1/clusters/main/history?limit=0", 400, "limit"),
+        (
+            "/api/v1/clusters/main/leader?sincee=1h",
+            400,
+            "unknown field",
+        ),
+        ("/api/v1/no/such/thing", 404, "no such endpoint"),
+    ] {
+        let (code, body) = get(addr, path).await;
+        assert_eq!(code, status, "{path}: {body}");
+        check(&doc, &doc["components"]["schemas"]["Error"], &body, path).unwrap();
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    }
+
+    // Server-sent events: hello first, then live health events.
+    let mut sse = reqwest::get(format!("http://{addr}/api/v1/events"))
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(text.contains("event: hello") && text.contains("event: health")) {
+        assert!(Instant::now() < deadline, "no events: {text}");
+        if let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(2), sse.chunk()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(text.find("event: hello").unwrap() < text.find("event: health").unwrap());
+
+    // /metrics: our figures, valid for promtool.
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "etcd_monitor_cluster_health{cluster=\"main\"} 0",
+        "etcd_monitor_cluster_members_up{cluster=\"main\"} 3",
+        "etcd_monitor_member_is_leader{",
+        "etcd_monitor_probe_duration_seconds_bucket{cluster=\"main\",probe=\"put\",le=\"+Inf\"}",
+        "etcd_monitor_member_wal_fsync_p99_seconds{",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(metrics.contains(needle), "/metrics lacks {needle}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, installed by make test)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The dashboard and its assets are served from the binary.
+    let page = reqwest::get(format!("http://{addr}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<title>etcd-monitor</title>") && page.contains("/assets/app.js"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads something from outside"
+    );
+    let js = reqwest::get(format!("http://{addr}/assets/app.js"))
+        .await
+        .unwrap();
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+
+    etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_members_and_a_kill_without_reload() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let r = start(&cluster, "browser").await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("tests/browser/dashboard.mjs");
+    let shot_dir = root.join("target/screenshots");
+    std::fs::create_dir_all(&shot_dir).unwrap();
+    let shot = shot_dir.join("dashboard.png");
+    let mut node = Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}/", r.addr))
+        .arg(&shot)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node (with tests/browser installed by make test)");
+    let mut stdin = node.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = node.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("browser: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let wait_line = |prefix: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => assert!(!line.starts_with("PAGE ERROR"), "{line}"),
+                Err(e) => panic!("browser never printed {prefix:?}: {e}"),
+            }
+        }
+    };
+    wait_line("SEEN 3 MEMBERS");
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    cluster.kill((leader + 1) % 3).unwrap();
+    writeln!(stdin, "KILLED").unwrap();
+    let seen = wait_line("SEEN DOWN");
+    eprintln!("{seen}");
+    assert_eq!(
+        wait_line("PHONE OVERFLOW"),
+        "PHONE OVERFLOW false",
+        "the page is wider than a phone"
+    );
+    assert_eq!(
+        wait_line("EXTERNAL").trim(),
+        "EXTERNAL 0",
+        "the page asked for something outside"
+    );
+    drop(stdin);
+    assert!(node.wait().unwrap().success());
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "no screenshot"
+    );
+    etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
+}

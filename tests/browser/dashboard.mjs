@@ -1,0 +1,47 @@
+// Drives the dashboard in Debian's Chromium for the Rust test
+// `dashboard_shows_members_and_a_kill_without_reload` (crates/etcd-monitor/tests/api.rs).
+// Protocol on stdout/stdin: prints "SEEN 3 MEMBERS", waits for "KILLED",
+// prints "SEEN DOWN after N ms", "PHONE OVERFLOW true|false", "EXTERNAL n".
+import { chromium } from "playwright-core";
+import readline from "node:readline";
+
+const [url, shot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const external = [];
+  await page.route("**/*", (route) => {
+    const u = new URL(route.request().url());
+    if (u.hostname === "127.0.0.1" || u.hostname === "localhost") return route.continue();
+    external.push(u.href);
+    return route.abort();
+  });
+  page.on("pageerror", (e) => console.log(`PAGE ERROR ${e.message}`));
+  await page.goto(url);
+  await page.waitForFunction(
+    () => document.querySelectorAll("#members tbody tr[data-member]").length === 3 &&
+      document.querySelectorAll("#members tbody tr[data-state=leader]").length === 1,
+    null, { timeout: 30000 });
+  console.log("SEEN 3 MEMBERS");
+  const rl = readline.createInterface({ input: process.stdin });
+  for await (const line of rl) { if (line.trim() === "KILLED") break; }
+  rl.close();
+  process.stdin.destroy();
+  const t0 = Date.now();
+  await page.waitForFunction(() => document.querySelectorAll("#members tbody tr[data-state=down]").length === 1, null, { timeout: 30000 });
+  console.log(`SEEN DOWN after ${Date.now() - t0} ms`);
+  await page.screenshot({ path: shot, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  console.log(`PHONE OVERFLOW ${overflow}`);
+  await page.screenshot({ path: shot.replace(/\.png$/, "-phone.png"), fullPage: true });
+  console.log(`EXTERNAL ${external.length} ${external.join(" ")}`);
+} finally {
+  await browser.close();
+}
+process.exit(0);
