@@ -596,6 +596,83 @@ async fn a_receiver_outage_and_a_monitor_restart_still_deliver_exactly_once() {
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_inhibits_member_down_noise() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("q.db"), Duration::from_secs(2));
+    cfg.alerts.rules.insert(
+        "etcdInsufficientMembers".into(),
+        RuleOverride {
+            for_: Some(Duration::ZERO),
+            ..Default::default()
+        },
+    );
+    let (url, inbox) = sink(200).await;
+    cfg.alerts.channels.push(webhook(&url));
+    let (monitor, lifecycle) = start(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    cluster.kill(a).unwrap();
+    cluster.kill(b).unwrap();
+    wait_until("quorum loss notified", Duration::from_secs(10), || {
+        count(&inbox, |_| true) >= 1
+    })
+    .await;
+    // etcdMembersDown's `for` (2s) passes: it fires, inhibited.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let active = monitor.store().active_alerts(Some("main")).await.unwrap();
+        if let Some(down) = active
+            .iter()
+            .find(|x| x.labels["alertname"] == "etcdMembersDown")
+        {
+            assert_eq!(
+                down.suppressed.as_deref(),
+                Some("inhibited by etcdInsufficientMembers")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcdMembersDown did not fire: {active:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got: Vec<Value> = inbox.lock().unwrap().iter().map(Received::json).collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["alertname"], "etcdInsufficientMembers");
+    assert_eq!(got[0]["severity"], "critical");
+
+    // Back: the quorum loss resolves. etcdMembersDown may speak only after
+    // that (the second member can still be starting when quorum returns).
+    let (ra, rb) = tokio::join!(cluster.restart(a), cluster.restart(b));
+    ra.unwrap();
+    rb.unwrap();
+    wait_until("quorum loss resolved", Duration::from_secs(20), || {
+        count(&inbox, |r| {
+            r.json()["alertname"] == "etcdInsufficientMembers" && status_of(r) == "resolved"
+        }) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got: Vec<Value> = inbox.lock().unwrap().iter().map(Received::json).collect();
+    let resolved_at = got
+        .iter()
+        .position(|v| v["alertname"] == "etcdInsufficientMembers" && v["status"] == "resolved")
+        .unwrap();
+    assert!(
+        got.iter()
+            .take(resolved_at)
+            .all(|v| v["alertname"] == "etcdInsufficientMembers"),
+        "member-down noise during quorum loss: {got:#?}"
+    );
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
 /// The bar of docs/benchmarks-alerting.md: member killed -> webhook received,
 /// against 2 health intervals + `for`. Run with
 /// `cargo test -p etcd-monitor --test alert -- --ignored --nocapture member_killed`.

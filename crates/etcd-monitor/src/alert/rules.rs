@@ -774,4 +774,210 @@ mod tests {
         assert_eq!(crit.threshold, 1.0);
         assert_eq!(rules.len(), BUILTIN_NAMES.len());
     }
+
+    use crate::cluster::MemberMetrics;
+    use crate::monitor::{MemberMetricsEntry, ProbeReport};
+
+    /// A metrics round at `at_ms` with one member `m1` whose figures `f` sets.
+    fn round(at_ms: i64, f: impl FnOnce(&mut MemberMetrics)) -> Arc<MetricsRound> {
+        let mut metrics = MemberMetrics::default();
+        f(&mut metrics);
+        Arc::new(MetricsRound {
+            cluster: "main".into(),
+            at_ms,
+            members: vec![MemberMetricsEntry {
+                member: "m1".into(),
+                endpoint: "http://127.0.0.1:2379".into(),
+                metrics_url: String::new(),
+                metrics: Some(metrics),
+                error: None,
+            }],
+            probes: ProbeReport::default(),
+            revision: None,
+            revision_rate: None,
+            proposals_committed_rate: None,
+            duration_ms: 0.0,
+        })
+    }
+
+    fn run(id: &str, rounds: &[Arc<MetricsRound>], history: Option<&[MetricPoint]>) -> Outcome {
+        let rules = configured(&AlertsConfig::default());
+        let rule = rules.iter().find(|r| r.id == id).unwrap();
+        let rounds: VecDeque<_> = rounds.iter().cloned().collect();
+        let input = Input {
+            cluster: "main",
+            now_ms: rounds.back().map(|r| r.at_ms).unwrap_or(0),
+            health: None,
+            rounds: &rounds,
+            leader_changes: &[],
+            db_size_history: history,
+        };
+        evaluate(rule, &input)
+    }
+
+    fn fired(o: &Outcome) -> Vec<String> {
+        match o {
+            Outcome::Holds(s) => s
+                .iter()
+                .map(|s| s.labels["alertname"].clone() + "/" + &s.labels["severity"])
+                .collect(),
+            Outcome::NotEvaluable(why) => vec![format!("not evaluable: {why}")],
+        }
+    }
+
+    #[test]
+    fn fsync_warning_and_critical_thresholds() {
+        let slow = [round(0, |m| m.wal_fsync_p99 = Some(0.7))];
+        assert_eq!(
+            fired(&run("etcdHighFsyncDurations", &slow, None)),
+            ["etcdHighFsyncDurations/warning"]
+        );
+        assert!(fired(&run("etcdHighFsyncDurations_critical", &slow, None)).is_empty());
+        let slower = [round(0, |m| m.wal_fsync_p99 = Some(1.5))];
+        assert_eq!(
+            fired(&run("etcdHighFsyncDurations_critical", &slower, None)),
+            ["etcdHighFsyncDurations/critical"]
+        );
+        assert!(matches!(
+            run("etcdHighFsyncDurations", &[], None),
+            Outcome::NotEvaluable(_)
+        ));
+    }
+
+    #[test]
+    fn failed_grpc_ratio_ignores_canceled() {
+        let codes = |ok: f64, canceled: f64, unavailable: f64| {
+            move |m: &mut MemberMetrics| {
+                m.grpc_handled_by_code.insert("OK".into(), ok);
+                m.grpc_handled_by_code.insert("Canceled".into(), canceled);
+                m.grpc_handled_by_code
+                    .insert("Unavailable".into(), unavailable);
+            }
+        };
+        // 1000 new requests, 500 canceled watches, 3 Unavailable: 0.3 %, quiet.
+        let quiet = [
+            round(0, codes(0.0, 0.0, 0.0)),
+            round(60_000, codes(497.0, 500.0, 3.0)),
+        ];
+        assert!(fired(&run("etcdHighNumberOfFailedGRPCRequests", &quiet, None)).is_empty());
+        // 30 Unavailable of 1000: 3 %, warning only.
+        let bad = [
+            round(0, codes(0.0, 0.0, 0.0)),
+            round(60_000, codes(470.0, 500.0, 30.0)),
+        ];
+        assert_eq!(
+            fired(&run("etcdHighNumberOfFailedGRPCRequests", &bad, None)),
+            ["etcdHighNumberOfFailedGRPCRequests/warning"]
+        );
+        assert!(
+            fired(&run(
+                "etcdHighNumberOfFailedGRPCRequests_critical",
+                &bad,
+                None
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn failed_proposals_count_increases_across_a_counter_reset() {
+        let r = |at, v| round(at, move |m| m.proposals_failed = Some(v));
+        assert!(
+            fired(&run(
+                "etcdHighNumberOfFailedProposals",
+                &[r(0, 10.0), r(60_000, 14.0)],
+                None
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            fired(&run(
+                "etcdHighNumberOfFailedProposals",
+                &[r(0, 10.0), r(60_000, 20.0)],
+                None
+            ))
+            .len(),
+            1
+        );
+        // The member restarted: the counter went down; its new value is the increase.
+        assert_eq!(
+            fired(&run(
+                "etcdHighNumberOfFailedProposals",
+                &[r(0, 10.0), r(60_000, 6.0)],
+                None
+            ))
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn database_growth_is_predicted_one_window_ahead() {
+        let quota = 2.0 * 1024.0 * MIB;
+        let latest = [round(3 * 3_600_000, |m| {
+            m.quota_backend_bytes = Some(quota)
+        })];
+        let series = |per_hour: f64| -> Vec<MetricPoint> {
+            (0..4)
+                .map(|h| MetricPoint {
+                    member: "m1".into(),
+                    name: "db_total_size_bytes".into(),
+                    at_ms: h * 3_600_000,
+                    value: 1024.0 * MIB + per_hour * h as f64,
+                })
+                .collect()
+        };
+        // +50 MiB/h: 1.15 GiB now, 1.35 GiB in 4h: quiet.
+        assert!(
+            fired(&run(
+                "etcdExcessiveDatabaseGrowth",
+                &latest,
+                Some(&series(50.0 * MIB))
+            ))
+            .is_empty()
+        );
+        // +200 MiB/h: 1.6 GiB now, 2.4 GiB in 4h > 2 GiB quota.
+        assert_eq!(
+            fired(&run(
+                "etcdExcessiveDatabaseGrowth",
+                &latest,
+                Some(&series(200.0 * MIB))
+            ))
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn quota_and_fragmentation() {
+        let r = round(0, |m| {
+            m.quota_backend_bytes = Some(1000.0 * MIB);
+            m.db_total_size_bytes = Some(960.0 * MIB);
+            m.db_in_use_bytes = Some(300.0 * MIB);
+        });
+        assert_eq!(
+            fired(&run(
+                "etcdDatabaseQuotaLowSpace",
+                std::slice::from_ref(&r),
+                None
+            ))
+            .len(),
+            1
+        );
+        assert_eq!(
+            fired(&run(
+                "etcdDatabaseHighFragmentationRatio",
+                std::slice::from_ref(&r),
+                None
+            ))
+            .len(),
+            1
+        );
+        let small = round(0, |m| {
+            m.db_total_size_bytes = Some(90.0 * MIB);
+            m.db_in_use_bytes = Some(20.0 * MIB);
+        });
+        // Under 100 MiB in use: not worth a defragmentation.
+        assert!(fired(&run("etcdDatabaseHighFragmentationRatio", &[small], None)).is_empty());
+    }
 }
