@@ -1,9 +1,10 @@
 # The two commands for a fresh machine:
-#   make demo   a local 3-member etcd cluster (and, as they land, the monitor and dashboard)
+#   make demo   a local 3-member etcd cluster, the monitor watching it, and its dashboard
 #   make test   installs what is missing, then fmt, clippy and every test
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := etcd-server etcd-client protobuf-compiler
+# etcd for the test kit, protoc for etcd-client, promtool (prometheus) to check /metrics,
+# chromium + node for the dashboard's browser test.
 
 .PHONY: all deps build test lint fmt bench demo clean
 
@@ -15,11 +16,16 @@ deps:
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 
 build: deps
 	$(CARGO) build --workspace --release
@@ -36,6 +42,7 @@ test: lint
 	$(CARGO) test --workspace --doc
 
 bench: deps
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(CARGO) bench -p etcd-testkit --bench startup
 	$(CARGO) bench -p etcd-monitor --bench health_check
 
