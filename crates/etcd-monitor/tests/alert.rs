@@ -433,6 +433,13 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
         deliveries.iter().all(|d| d.status == "sent"),
         "{deliveries:#?}"
     );
+    // Retention removes finished history only.
+    let removed = monitor
+        .store()
+        .enforce_alert_retention(i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(removed, 13, "1 resolved alert + 12 sent deliveries");
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
 

@@ -424,6 +424,26 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes alerts resolved, deliveries finished (sent or failed) and
+    /// silences ended before `older_than_ms`; firing alerts and pending
+    /// deliveries stay. Returns the rows removed.
+    pub async fn enforce_alert_retention(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM alerts WHERE state = 'resolved' AND ends_at_ms < $1",
+            "DELETE FROM alert_outbox WHERE status <> 'pending' AND created_ms < $1",
+            "DELETE FROM silences WHERE ends_at_ms < $1",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(older_than_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(db("enforce alert retention"))?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+
     /// Stores a silence.
     pub async fn insert_silence(&self, s: &Silence) -> Result<(), StoreError> {
         sqlx::query(

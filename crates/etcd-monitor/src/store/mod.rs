@@ -508,6 +508,7 @@ impl Store {
             .map_err(db("enforce retention"))?
             .rows_affected();
         }
+        removed += self.enforce_alert_retention(older_than_ms).await?;
         Ok(removed)
     }
 
