@@ -680,6 +680,60 @@ async fn quorum_loss_inhibits_member_down_noise() {
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_group_repeats_until_acknowledged() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("r.db"), Duration::ZERO);
+    cfg.alerts.repeat_interval = Duration::from_secs(2);
+    let (url, inbox) = sink(200).await;
+    cfg.alerts.channels.push(webhook(&url));
+    let (monitor, lifecycle) = start(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let victim = follower(&cluster).await;
+    cluster.kill(victim).unwrap();
+    let repeat = |r: &Received| r.json()["reason"] == "repeat";
+    wait_until("a repeat", Duration::from_secs(10), || {
+        count(&inbox, repeat) >= 1
+    })
+    .await;
+    let groups = monitor.store().alert_groups().await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].state.group_key, "main/etcdMembersDown");
+    let now = unix_ms(std::time::SystemTime::now());
+    assert!(
+        monitor
+            .store()
+            .ack_group("main/etcdMembersDown", "oncall", "looking", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !monitor
+            .store()
+            .ack_group("main/etcdNoLeader", "oncall", "", now)
+            .await
+            .unwrap()
+    );
+    let before = count(&inbox, |_| true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        count(&inbox, |_| true),
+        before,
+        "repeated after the acknowledgement"
+    );
+    let g = &monitor.store().alert_groups().await.unwrap()[0];
+    assert_eq!(g.acked_by.as_deref(), Some("oncall"));
+
+    cluster.restart(victim).await.unwrap();
+    wait_until("resolved", Duration::from_secs(15), || {
+        count(&inbox, |r| status_of(r) == "resolved") == 1
+    })
+    .await;
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
 /// The bar of docs/benchmarks-alerting.md: member killed -> webhook received,
 /// against 2 health intervals + `for`. Run with
 /// `cargo test -p etcd-monitor --test alert -- --ignored --nocapture member_killed`.

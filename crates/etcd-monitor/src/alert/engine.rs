@@ -58,6 +58,7 @@ pub(crate) struct ClusterEngine {
     groups: BTreeMap<String, GroupState>,
     rounds: VecDeque<Arc<MetricsRound>>,
     growth: Option<(i64, Vec<MetricPoint>)>,
+    fired_now: Vec<String>,
 }
 
 impl ClusterEngine {
@@ -81,6 +82,7 @@ impl ClusterEngine {
             groups: BTreeMap::new(),
             rounds: VecDeque::new(),
             growth: None,
+            fired_now: Vec::new(),
         }
     }
 
@@ -231,9 +233,8 @@ impl ClusterEngine {
                 a.state = AlertState::Firing;
                 a.starts_at_ms = Some(now);
                 tracing::info!(alert = %a.fingerprint, summary = %a.summary, "alert firing");
-                if let Err(e) = self.store.alert_fired(a).await {
-                    tracing::warn!(error = %e, "cannot record a firing alert");
-                }
+                // Recorded once its suppression is known (in `suppress`).
+                self.fired_now.push(fp.clone());
             }
         }
         let gone: Vec<String> = self
@@ -310,13 +311,19 @@ impl ClusterEngine {
                 .find(|s| s.matches(&a.labels))
                 .map(|s| format!("silenced by {}", s.id));
             let now_suppressed = silenced.or(inhibited);
-            if now_suppressed != a.suppressed {
+            if self.fired_now.contains(&a.fingerprint) {
+                a.suppressed = now_suppressed;
+                if let Err(e) = self.store.alert_fired(a).await {
+                    tracing::warn!(error = %e, "cannot record a firing alert");
+                }
+            } else if now_suppressed != a.suppressed {
                 a.suppressed = now_suppressed;
                 if let Err(e) = self.store.alert_suppressed(a).await {
                     tracing::warn!(error = %e, "cannot record an alert's suppression");
                 }
             }
         }
+        self.fired_now.clear();
     }
 
     /// Per group: notify when due, then forget resolved alerts.
