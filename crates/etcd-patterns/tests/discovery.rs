@@ -77,7 +77,11 @@ async fn orphaned_instance_leaves_every_cache_within_ttl_plus_one_second() {
     assert_eq!(ids(&d2, "api"), ["api-1"]);
 
     let mut seen = Vec::new();
-    while let Ok(c) = changes.try_recv() {
+    while seen.len() < 5 {
+        let c = tokio::time::timeout(Duration::from_secs(3), changes.recv())
+            .await
+            .expect("a change in time")
+            .expect("subscription open");
         seen.push(match c {
             ServiceChange::Added(i) => format!("+{}", i.id),
             ServiceChange::Removed(i) => format!("-{}", i.id),
