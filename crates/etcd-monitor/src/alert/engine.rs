@@ -357,7 +357,7 @@ impl ClusterEngine {
                     group_key: key.clone(),
                     cluster: self.handle.name.clone(),
                     rule: key
-                        .split_once('/')
+                        .rsplit_once('/')
                         .map(|(_, r)| r.to_string())
                         .unwrap_or_default(),
                     ..GroupState::default()

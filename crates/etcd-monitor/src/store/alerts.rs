@@ -162,7 +162,7 @@ impl Store {
 
     /// Records an alert that started firing.
     pub async fn alert_fired(&self, a: &Alert) -> Result<(), StoreError> {
-        let (cluster, _) = a.group_key.split_once('/').unwrap_or((&a.group_key, ""));
+        let (cluster, _) = a.group_key.rsplit_once('/').unwrap_or((&a.group_key, ""));
         sqlx::query(
             "INSERT INTO alerts (fingerprint, group_key, cluster, rule, alertname, severity, member, labels, summary,
                 value, state, active_since_ms, starts_at_ms, ends_at_ms, suppressed)
