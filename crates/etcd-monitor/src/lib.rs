@@ -12,6 +12,7 @@
 pub mod alert;
 pub mod api;
 pub mod bench;
+pub mod benchmarks;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -47,6 +47,12 @@ pub async fn serve_api(
         config: std::sync::Arc::new(config.clone()),
         started: std::time::Instant::now(),
         started_at: std::time::SystemTime::now(),
+        bench_runs: {
+            let runs =
+                crate::benchmarks::BenchRuns::new(monitor.store().clone(), lifecycle.clone());
+            runs.schedule(config);
+            runs
+        },
     };
     let (addr, task) = crate::api::serve(&config.api.listen, state, lifecycle.token())
         .await

@@ -2,9 +2,11 @@
 //! dashboard at `/`, server-sent events. Handlers are thin: they read the
 //! latest snapshots or the history store and serialize.
 
+mod benchmarks;
 mod error;
 mod events;
 mod handlers;
+mod maintenance;
 pub mod openapi;
 mod prom;
 
@@ -14,7 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -36,6 +38,8 @@ pub struct AppState {
     pub started: Instant,
     /// Wall-clock start, for `process_start_time_seconds`.
     pub started_at: SystemTime,
+    /// Benchmark runs.
+    pub bench_runs: crate::benchmarks::BenchRuns,
 }
 
 impl AppState {
@@ -65,7 +69,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/current", get(handlers::metrics_current))
         .route("/metrics/latency", get(handlers::metrics_latency))
         .route("/metrics/history", get(handlers::metrics_history))
-        .route("/history", get(handlers::history));
+        .route("/history", get(handlers::history))
+        .route("/maintenance/defrag", post(maintenance::defrag))
+        .route("/maintenance/compact", post(maintenance::compact))
+        .route("/maintenance/snapshot", post(maintenance::snapshot))
+        .route("/maintenance/alarm-disarm", post(maintenance::alarm_disarm))
+        .route("/maintenance/move-leader", post(maintenance::move_leader));
     let default_cluster = Router::new()
         .route("/status", get(handlers::default_status))
         .route("/members", get(handlers::default_members))
@@ -73,12 +82,25 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/current", get(handlers::default_metrics_current))
         .route("/metrics/latency", get(handlers::default_metrics_latency))
         .route("/metrics/history", get(handlers::default_metrics_history))
-        .route("/history", get(handlers::default_history));
+        .route("/history", get(handlers::default_history))
+        .route("/maintenance/defrag", post(maintenance::default_defrag))
+        .route("/maintenance/compact", post(maintenance::default_compact))
+        .route("/maintenance/snapshot", post(maintenance::default_snapshot))
+        .route(
+            "/maintenance/alarm-disarm",
+            post(maintenance::default_alarm_disarm),
+        )
+        .route(
+            "/maintenance/move-leader",
+            post(maintenance::default_move_leader),
+        );
     let api = Router::new()
         .route("/clusters", get(handlers::clusters))
         .nest("/clusters/{name}", per_cluster)
         .nest("/cluster", default_cluster)
         .route("/events", get(events::sse))
+        .route("/benchmarks", get(benchmarks::list).post(benchmarks::start))
+        .route("/benchmarks/{id}", get(benchmarks::get))
         .route("/openapi.json", get(openapi::serve));
 
     let cors = cors_layer(&state.config.api.cors_origins);

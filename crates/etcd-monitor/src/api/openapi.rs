@@ -97,7 +97,39 @@ fn schemas() -> Value {
         &["linearizable_get", "put", "serializable_get"],
         json!({ "linearizable_get": {"$ref": "#/components/schemas/Latency"}, "put": {"$ref": "#/components/schemas/Latency"}, "serializable_get": {"$ref": "#/components/schemas/Latency"} }),
     );
+    let run = obj(
+        &[
+            "id",
+            "cluster",
+            "source",
+            "workload",
+            "state",
+            "started_at_ms",
+            "succeeded",
+            "failed",
+            "spec",
+        ],
+        json!({
+            "id": s("string"), "cluster": s("string"), "source": s("string"), "workload": s("string"),
+            "state": { "type": "string", "enum": ["running", "succeeded", "failed"] },
+            "started_at_ms": s("integer"), "finished_at_ms": nullable(s("integer")),
+            "succeeded": s("integer"), "failed": s("integer"),
+            "throughput": nullable(s("number")), "p99_ms": nullable(s("number")),
+            "slo": { "type": "array", "items": s("string") }, "slo_met": nullable(s("boolean")),
+            "error": nullable(s("string")), "spec": s("object"), "report": nullable(s("object")),
+        }),
+    );
     json!({
+        "BenchmarkRun": run.clone(),
+        "BenchmarkList": obj(&["benchmarks"], json!({ "benchmarks": { "type": "array", "items": run } })),
+        "BenchmarkStarted": obj(&["id", "state", "cluster", "workload"], json!({ "id": s("string"), "state": s("string"), "cluster": s("string"), "workload": s("string") })),
+        "DefragResult": obj(&["cluster", "members"], json!({ "cluster": s("string"), "members": { "type": "array", "items": obj(&["id", "name", "endpoint", "was_leader", "outcome"], json!({
+            "id": s("integer"), "name": s("string"), "endpoint": s("string"), "was_leader": s("boolean"), "outcome": s("string"),
+        })) } })),
+        "CompactResult": obj(&["cluster", "revision", "physical"], json!({ "cluster": s("string"), "revision": s("integer"), "physical": s("boolean") })),
+        "SnapshotResult": obj(&["cluster", "path", "size", "sha256", "took_ms"], json!({ "cluster": s("string"), "path": s("string"), "size": s("integer"), "sha256": s("string"), "took_ms": s("integer") })),
+        "AlarmDisarmResult": obj(&["cluster", "disarmed"], json!({ "cluster": s("string"), "disarmed": { "type": "array", "items": obj(&["member_id", "alarm"], json!({ "member_id": s("string"), "alarm": s("string") })) } })),
+        "MoveLeaderResult": obj(&["cluster", "from", "to"], json!({ "cluster": s("string"), "from": s("string"), "to": s("string") })),
         "Error": obj(&["error"], json!({ "error": obj(&["code", "message"], json!({ "code": s("string"), "message": s("string") })) })),
         "Health": obj(&["status", "version", "uptime_seconds"], json!({ "status": s("string"), "version": s("string"), "uptime_seconds": s("integer") })),
         "Ready": obj(&["ready", "pending"], json!({ "ready": s("boolean"), "pending": { "type": "array", "items": s("string") } })),
@@ -304,6 +336,84 @@ pub fn document() -> Value {
             ),
         );
     }
+    let maintenance: [(&str, &str, &str, Value); 5] = [
+        (
+            "defrag",
+            "Defragment members safely: health first, followers first, the leader last",
+            "DefragResult",
+            json!({ "rule": { "type": "string" }, "pause": { "type": "string" }, "move_leader": { "type": "boolean" }, "dry_run": { "type": "boolean" }, "endpoints": { "type": "array", "items": { "type": "string" } } }),
+        ),
+        (
+            "compact",
+            "Compact the history up to a revision (default: the current one)",
+            "CompactResult",
+            json!({ "revision": { "type": "integer" }, "physical": { "type": "boolean" } }),
+        ),
+        (
+            "snapshot",
+            "Save a verified snapshot into api.snapshot_dir",
+            "SnapshotResult",
+            json!({ "name": { "type": "string" } }),
+        ),
+        (
+            "alarm-disarm",
+            "Disarm every active alarm",
+            "AlarmDisarmResult",
+            json!({}),
+        ),
+        (
+            "move-leader",
+            "Transfer leadership to a member",
+            "MoveLeaderResult",
+            json!({ "target": { "type": "string" } }),
+        ),
+    ];
+    for (op_name, summary, schema, props) in maintenance {
+        let post = |params: Value| {
+            json!({ "post": {
+                "summary": summary,
+                "parameters": params,
+                "requestBody": { "required": false, "content": { "application/json": { "schema": { "type": "object", "properties": props } } } },
+                "responses": {
+                    "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } },
+                    "400": { "description": "Malformed body", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                    "404": { "description": "Unknown cluster", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                    "409": { "description": "Unsafe right now; nothing changed", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                    "422": { "description": "Invalid arguments", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                    "502": { "description": "etcd answered with an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                    "503": { "description": "No member answers", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                }
+            } })
+        };
+        paths.insert(
+            format!("/api/v1/clusters/{{name}}/maintenance/{op_name}"),
+            post(json!([name.clone()])),
+        );
+        paths.insert(
+            format!("/api/v1/cluster/maintenance/{op_name}"),
+            post(json!([])),
+        );
+    }
+    let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let mut bench = op(
+        "Benchmark runs, newest first",
+        "BenchmarkList",
+        json!([qp("limit", "1..500")]),
+        &["400"],
+    );
+    bench["post"] = json!({
+        "summary": "Start a benchmark run asynchronously: body {cluster?, slo?, workload, total|duration, clients, ...} as `etcd-monitor bench` flags",
+        "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object" } } } },
+        "responses": {
+            "202": { "description": "Started", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BenchmarkStarted" } } } },
+            "400": err("Malformed body"), "404": err("Unknown cluster"), "409": err("A run is going on that cluster"), "422": err("Invalid spec"),
+        }
+    });
+    paths.insert("/api/v1/benchmarks".into(), bench);
+    paths.insert(
+        "/api/v1/benchmarks/{id}".into(),
+        op("One run with its report", "BenchmarkRun", json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]), &["404"]),
+    );
     paths.insert(
         "/api/v1/events".into(),
         json!({ "get": { "summary": "Server-sent events: hello, health, verdict_changed, leader_changed, metrics", "responses": { "200": { "description": "text/event-stream" } } } }),

@@ -25,6 +25,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Alert rules, routes, channels and silences.
     pub alerts: crate::alert::AlertsConfig,
+    /// Scheduled benchmarks.
+    pub benchmark: crate::benchmarks::BenchmarkConfig,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             logging: LoggingConfig::default(),
             alerts: crate::alert::AlertsConfig::default(),
+            benchmark: crate::benchmarks::BenchmarkConfig::default(),
         }
     }
 }
@@ -186,6 +189,8 @@ pub struct ApiConfig {
     pub listen: String,
     /// Origins allowed by CORS (`https://ops.example.com`, or `*`); none by default.
     pub cors_origins: Vec<String>,
+    /// Where `POST .../maintenance/snapshot` writes snapshots.
+    pub snapshot_dir: PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -193,6 +198,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: "127.0.0.1:8080".into(),
             cors_origins: Vec::new(),
+            snapshot_dir: PathBuf::from("./snapshots"),
         }
     }
 }
@@ -404,6 +410,7 @@ impl Config {
             out.push(("logging.level".into(), e));
         }
         out.extend(self.alerts.problems());
+        out.extend(self.benchmark.problems(&self.clusters));
         out
     }
 }

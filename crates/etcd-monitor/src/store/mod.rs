@@ -16,6 +16,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 use crate::health::HealthSnapshot;
 
 pub mod alerts;
+mod benchmarks;
 
 /// What can go wrong with the history store.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +164,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS alert_outbox_pending ON alert_outbox (channel, status, id);
      CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, matchers TEXT NOT NULL, starts_at_ms BIGINT NOT NULL,
         ends_at_ms BIGINT NOT NULL, comment TEXT NOT NULL, created_by TEXT NOT NULL);",
+    // 3: benchmark runs (from the API and from schedules).
+    "CREATE TABLE IF NOT EXISTS benchmark_runs (id TEXT PRIMARY KEY, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
+        source TEXT NOT NULL, workload TEXT NOT NULL, state TEXT NOT NULL, throughput DOUBLE PRECISION,
+        p99_ms DOUBLE PRECISION, body TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS benchmark_runs_at ON benchmark_runs (at_ms);",
 ];
 
 impl Store {
@@ -497,7 +503,7 @@ impl Store {
     /// Deletes history older than `older_than_ms`; returns the rows removed.
     pub async fn enforce_retention(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         let mut removed = 0;
-        for table in ["snapshots", "findings", "leader_changes", "metric_samples"] {
+        for table in ["snapshots", "findings", "leader_changes", "metric_samples", "benchmark_runs"] {
             // `table` comes from the constant list above.
             removed += sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE at_ms < $1"

@@ -1,0 +1,127 @@
+//! `POST /api/v1/benchmarks` (starts a run, answers 202 with its id at
+//! once), `GET /api/v1/benchmarks`, `GET /api/v1/benchmarks/{id}`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::bench::BenchSpec;
+use crate::benchmarks::StartError;
+
+/// Limits of runs started through the API.
+const MAX_TOTAL: u64 = 1_000_000;
+const MAX_DURATION: Duration = Duration::from_secs(600);
+
+/// `POST /api/v1/benchmarks`: `{"cluster": "...", "slo": "p99<50ms", "workload": "put", "total": 1000, ...}`.
+pub async fn start(
+    State(state): State<AppState>,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(mut body) =
+        b.map_err(|e| ApiError::bad_request(format!("bad request body: {}", e.body_text())))?;
+    let Some(obj) = body.as_object_mut() else {
+        return Err(ApiError::unprocessable(
+            "the body must be a JSON object such as {\"workload\": \"put\", \"total\": 1000}",
+        ));
+    };
+    let cluster_name = match obj.remove("cluster") {
+        None | Some(Value::Null) => state.default_cluster()?.name.clone(),
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "cluster: expected a name, got {other}"
+            )));
+        }
+    };
+    let slo = match obj.remove("slo") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "slo: expected text like \"p99<50ms\", got {other}"
+            )));
+        }
+    };
+    let spec: BenchSpec = serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::unprocessable(if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        })
+    })?;
+    if spec.total.is_some_and(|t| t > MAX_TOTAL) {
+        return Err(ApiError::unprocessable(format!(
+            "total: at most {MAX_TOTAL} through the API"
+        )));
+    }
+    if spec.duration.is_some_and(|d| d > MAX_DURATION) {
+        return Err(ApiError::unprocessable(
+            "duration: at most 10m through the API",
+        ));
+    }
+    state.cluster(&cluster_name)?;
+    let cluster = state
+        .config
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .cloned()
+        .ok_or_else(|| ApiError::unknown_cluster(&cluster_name, state.monitor.cluster_names()))?;
+    match state.bench_runs.start(cluster, spec, "api", slo) {
+        Ok(record) => Ok((
+            StatusCode::ACCEPTED,
+            Json(
+                json!({ "id": record.id, "state": record.state, "cluster": record.cluster, "workload": record.workload }),
+            ),
+        )),
+        Err(StartError::Invalid(m)) => Err(ApiError::unprocessable(m)),
+        Err(e @ StartError::Busy(_)) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "busy",
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Query of the list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Most runs (default 50, at most 500).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/benchmarks`.
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let runs = state.bench_runs.list(limit).await?;
+    Ok(Json(json!({ "benchmarks": runs })))
+}
+
+/// `GET /api/v1/benchmarks/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.bench_runs.get(&id).await? {
+        Some(r) => serde_json::to_value(r)
+            .map(Json)
+            .map_err(|e| ApiError::internal(e.to_string())),
+        None => Err(ApiError::not_found(format!("no benchmark run {id:?}"))),
+    }
+}

@@ -1,0 +1,358 @@
+//! Benchmark runs started by the API or by schedules (`benchmark.schedules`):
+//! each runs asynchronously through the [`crate::bench`] library, is
+//! followed live, and is recorded in the history store when it ends.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::bench::{self, BenchReport, BenchSpec, Control};
+use crate::config::{ClusterConfig, Config};
+use crate::lifecycle::Lifecycle;
+use crate::store::{Store, unix_ms};
+
+/// `benchmark.*` configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchmarkConfig {
+    /// Benchmarks run on a schedule; none by default.
+    pub schedules: Vec<ScheduledBenchmark>,
+}
+
+/// One scheduled benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledBenchmark {
+    /// Name, for logs.
+    pub name: String,
+    /// Cluster to run against; default: the first configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// How often (at least 1m).
+    #[serde(with = "crate::config::duration")]
+    pub every: Duration,
+    /// The run, as `etcd-monitor bench` flags in YAML (`workload: put`, `clients: 8`, `total: 1000`, ...).
+    #[serde(default)]
+    pub spec: BenchSpec,
+    /// SLO targets such as `p99<50ms,throughput>1000`; a miss is logged as a warning and recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<String>,
+}
+
+impl BenchmarkConfig {
+    /// Semantic checks, as `(key path, message)`.
+    pub(crate) fn problems(&self, clusters: &[ClusterConfig]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            let at = |k: &str| format!("benchmark.schedules[{i}].{k}");
+            if let Some(c) = &s.cluster {
+                if !clusters.iter().any(|x| &x.name == c) {
+                    out.push((at("cluster"), format!("no cluster named {c:?}")));
+                }
+            }
+            if s.every < Duration::from_secs(60) {
+                out.push((
+                    at("every"),
+                    "run at most once a minute (every >= 1m)".into(),
+                ));
+            }
+            if let Err(e) = s.spec.resolved() {
+                out.push((at("spec"), e.to_string()));
+            }
+            if let Some(slo) = &s.slo {
+                if let Err(e) = bench::slo::parse(slo) {
+                    out.push((at("slo"), e.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Identifier.
+    pub id: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// `api` or the schedule's name.
+    pub source: String,
+    /// Workload name.
+    pub workload: String,
+    /// `running`, `succeeded`, `failed`.
+    pub state: String,
+    /// When it started (ms since epoch).
+    pub started_at_ms: i64,
+    /// When it ended.
+    pub finished_at_ms: Option<i64>,
+    /// Operations that succeeded so far.
+    pub succeeded: u64,
+    /// Operations that failed so far.
+    pub failed: u64,
+    /// Throughput, when finished.
+    pub throughput: Option<f64>,
+    /// p99 latency in ms, when finished.
+    pub p99_ms: Option<f64>,
+    /// SLO results, when targets were given.
+    pub slo: Vec<String>,
+    /// Whether every SLO target was met.
+    pub slo_met: Option<bool>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The spec as given.
+    pub spec: BenchSpec,
+    /// The full report, when finished.
+    pub report: Option<BenchReport>,
+}
+
+struct Live {
+    record: RunRecord,
+    control: Control,
+}
+
+/// Runs in progress and recently finished, plus the store for older ones.
+#[derive(Clone)]
+pub struct BenchRuns {
+    live: Arc<Mutex<VecDeque<Live>>>,
+    store: Store,
+    lifecycle: Lifecycle,
+}
+
+/// Why a run cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The spec is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A run is already going on that cluster.
+    #[error("benchmark {0} is still running on this cluster; wait for it to finish")]
+    Busy(String),
+}
+
+const KEEP_LIVE: usize = 50;
+
+impl BenchRuns {
+    /// A registry writing finished runs to `store`, running under `lifecycle`.
+    pub fn new(store: Store, lifecycle: Lifecycle) -> Self {
+        BenchRuns {
+            live: Arc::new(Mutex::new(VecDeque::new())),
+            store,
+            lifecycle,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refresh(live: &mut Live) -> RunRecord {
+        let mut r = live.record.clone();
+        if r.state == "running" {
+            r.succeeded = live.control.progress.succeeded();
+            r.failed = live.control.progress.failed();
+        }
+        r
+    }
+
+    /// Starts `spec` on `cluster`; returns the run's record at once.
+    pub fn start(
+        &self,
+        cluster: ClusterConfig,
+        spec: BenchSpec,
+        source: &str,
+        slo: Option<String>,
+    ) -> Result<RunRecord, StartError> {
+        spec.resolved()
+            .map_err(|e| StartError::Invalid(e.to_string()))?;
+        let slos = match &slo {
+            Some(text) => {
+                bench::slo::parse(text).map_err(|e| StartError::Invalid(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let now = unix_ms(SystemTime::now());
+        let id = format!("b{now:x}{:04x}", rand_suffix());
+        let control = Control::default();
+        let record = RunRecord {
+            id: id.clone(),
+            cluster: cluster.name.clone(),
+            source: source.to_string(),
+            workload: spec.workload.name().to_string(),
+            state: "running".into(),
+            started_at_ms: now,
+            finished_at_ms: None,
+            succeeded: 0,
+            failed: 0,
+            throughput: None,
+            p99_ms: None,
+            slo: Vec::new(),
+            slo_met: None,
+            error: None,
+            spec: spec.clone(),
+            report: None,
+        };
+        {
+            let mut live = self.lock();
+            if let Some(busy) = live
+                .iter()
+                .find(|l| l.record.cluster == cluster.name && l.record.state == "running")
+            {
+                return Err(StartError::Busy(busy.record.id.clone()));
+            }
+            live.push_back(Live {
+                record: record.clone(),
+                control: control.clone(),
+            });
+            while live.len() > KEEP_LIVE {
+                live.pop_front();
+            }
+        }
+        let this = self.clone();
+        let token = self.lifecycle.token();
+        self.lifecycle.spawn(async move {
+            let cancel = control.cancel.clone();
+            let watcher = tokio::spawn(async move {
+                token.cancelled().await;
+                cancel.cancel();
+            });
+            let result = async {
+                let conns = bench::connect(&spec, &cluster).await?;
+                bench::run(&spec, &conns, &control).await
+            }
+            .await;
+            watcher.abort();
+            this.finish(&id, result, &slos).await;
+        });
+        Ok(record)
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        result: Result<BenchReport, bench::BenchError>,
+        slos: &[bench::slo::Slo],
+    ) {
+        let record = {
+            let mut live = self.lock();
+            let Some(l) = live.iter_mut().find(|l| l.record.id == id) else {
+                return;
+            };
+            let r = &mut l.record;
+            r.finished_at_ms = Some(unix_ms(SystemTime::now()));
+            match result {
+                Ok(report) => {
+                    r.state = "succeeded".into();
+                    r.succeeded = report.succeeded;
+                    r.failed = report.failed;
+                    r.throughput = Some(report.throughput);
+                    r.p99_ms = Some(report.p99());
+                    if !slos.is_empty() {
+                        let results = bench::slo::evaluate(slos, &report);
+                        r.slo_met = Some(results.iter().all(|x| x.passed));
+                        r.slo = results.iter().map(|x| x.message.clone()).collect();
+                        if r.slo_met == Some(false) {
+                            tracing::warn!(id, slo = ?r.slo, "benchmark missed its SLO");
+                        }
+                    }
+                    r.report = Some(report);
+                }
+                Err(e) => {
+                    r.state = "failed".into();
+                    r.error = Some(e.to_string());
+                }
+            }
+            r.clone()
+        };
+        tracing::info!(id, cluster = %record.cluster, state = %record.state, throughput = ?record.throughput, p99_ms = ?record.p99_ms, "benchmark finished");
+        let body = serde_json::to_value(&record).unwrap_or(Value::Null);
+        if let Err(e) = self
+            .store
+            .record_benchmark(
+                &record.id,
+                &record.cluster,
+                record.started_at_ms,
+                &record.source,
+                &record.workload,
+                &record.state,
+                record.throughput,
+                record.p99_ms,
+                &body,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the benchmark");
+        }
+    }
+
+    /// Recent runs (live first, then stored), newest first, without reports.
+    pub async fn list(&self, limit: usize) -> Result<Vec<RunRecord>, crate::store::StoreError> {
+        let mut out: Vec<RunRecord> = self.lock().iter_mut().rev().map(Self::refresh).collect();
+        for v in self.store.benchmarks(limit as i64).await? {
+            if let Ok(r) = serde_json::from_value::<RunRecord>(v) {
+                if !out.iter().any(|x| x.id == r.id) {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.started_at_ms));
+        out.truncate(limit);
+        for r in &mut out {
+            r.report = None;
+        }
+        Ok(out)
+    }
+
+    /// One run with its report.
+    pub async fn get(&self, id: &str) -> Result<Option<RunRecord>, crate::store::StoreError> {
+        if let Some(r) = self
+            .lock()
+            .iter_mut()
+            .find(|l| l.record.id == id)
+            .map(Self::refresh)
+        {
+            return Ok(Some(r));
+        }
+        Ok(self
+            .store
+            .benchmark(id)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    /// Starts the configured schedules.
+    pub fn schedule(&self, config: &Config) {
+        for s in config.benchmark.schedules.clone() {
+            let cluster = match &s.cluster {
+                Some(name) => config.clusters.iter().find(|c| &c.name == name).cloned(),
+                None => config.clusters.first().cloned(),
+            };
+            let Some(cluster) = cluster else { continue };
+            let this = self.clone();
+            let token = self.lifecycle.token();
+            self.lifecycle.spawn(async move {
+                let mut tick = tokio::time::interval(s.every);
+                tick.tick().await; // not at startup: the first run comes one period later
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                    match this.start(cluster.clone(), s.spec.clone(), &s.name, s.slo.clone()) {
+                        Ok(r) => tracing::info!(schedule = %s.name, id = %r.id, "scheduled benchmark started"),
+                        Err(e) => tracing::warn!(schedule = %s.name, error = %e, "scheduled benchmark not started"),
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn rand_suffix() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
