@@ -420,6 +420,11 @@ impl ChannelConfig {
         if self.timeout.is_zero() {
             out.push((at("timeout"), "must be greater than zero".into()));
         }
+        if let Some(p) = &self.ca_file {
+            if let Err(e) = std::fs::read(p) {
+                out.push((at("ca_file"), format!("cannot read {}: {e}", p.display())));
+            }
+        }
         if self.username.is_some() != self.password.is_some() {
             out.push((at("username"), "username and password go together".into()));
         }

@@ -86,10 +86,11 @@ impl ClusterEngine {
         }
     }
 
+    /// How far back the rules that compute rates from metrics rounds look.
     fn rate_window(&self) -> Duration {
         self.rules
             .iter()
-            .filter(|r| r.enabled && r.id != "etcdExcessiveDatabaseGrowth")
+            .filter(|r| r.enabled && rules::RATE_RULES.contains(&r.id.as_str()))
             .map(|r| r.window)
             .max()
             .unwrap_or_default()

@@ -58,6 +58,15 @@ pub const STORED_METRICS: &[&str] = &[
     "proposals_committed_rate",
 ];
 
+/// Rules that compute rates or increases over recent metrics rounds (the
+/// engine keeps the rounds of the longest `window` among them).
+pub const RATE_RULES: &[&str] = &[
+    "etcdMembersDown",
+    "etcdHighNumberOfFailedGRPCRequests",
+    "etcdHighNumberOfFailedGRPCRequests_critical",
+    "etcdHighNumberOfFailedProposals",
+];
+
 /// gRPC codes the mixin counts as failures (not `Canceled`: canceled
 /// watches are normal and were the mixin users' top noise complaint).
 pub const FAILED_GRPC_CODES: &[&str] = &[
