@@ -115,6 +115,7 @@ async fn put_from_the_cli_counts_total_reports_json_and_cleans_up() {
         .sum();
     assert_eq!(per_second, 300);
     assert_eq!(r["errors"], serde_json::json!({}));
+    assert!(r["client_cpu_seconds"].as_f64().unwrap() >= 0.0, "{r:#}");
     assert_eq!(keys_under(cluster, prefix).await, 0);
 }
 

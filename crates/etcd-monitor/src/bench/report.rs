@@ -119,6 +119,10 @@ pub struct BenchReport {
     pub errors: BTreeMap<String, u64>,
     /// Per-second throughput and latency.
     pub timeline: Vec<Second>,
+    /// CPU time (user + system) of the whole client process during the
+    /// measured phase, seconds; Linux only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu_seconds: Option<f64>,
     /// Why the keys under the prefix could not be deleted, if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
@@ -285,6 +289,7 @@ impl Recorder {
                     max_ms: s.max_us as f64 / 1000.0,
                 })
                 .collect(),
+            client_cpu_seconds: None,
             cleanup_error: None,
             check_perf: None,
         }
@@ -356,9 +361,14 @@ pub fn render_table(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "operations {}  succeeded {}  failed {}  elapsed {:.2} s  throughput {:.1} ops/s\n",
+        "operations {}  succeeded {}  failed {}  elapsed {:.2} s  throughput {:.1} ops/s",
         r.operations, r.succeeded, r.failed, r.elapsed_seconds, r.throughput
     );
+    if let Some(cpu) = r.client_cpu_seconds {
+        let per_op = cpu * 1e6 / (r.operations.max(1) as f64);
+        let _ = writeln!(out, "client CPU {cpu:.2} s ({per_op:.0} µs per operation)");
+    }
+    out.push('\n');
     let header = [
         "LATENCY (ms)",
         "COUNT",

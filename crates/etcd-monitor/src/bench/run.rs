@@ -266,12 +266,25 @@ async fn measure(
     if spec.workload.needs_populated_keys() {
         populate(spec, conns).await?;
     }
-    let started_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    if spec.workload == Workload::WatchLatency {
-        return watch_latency(spec, conns, control, started_unix_ms).await;
-    }
+    let cpu_before = process_cpu_seconds();
+    let mut report = if spec.workload == Workload::WatchLatency {
+        watch_latency(spec, conns, control).await?
+    } else {
+        load(spec, conns, control).await?
+    };
+    report.client_cpu_seconds = cpu_before
+        .zip(process_cpu_seconds())
+        .map(|(before, after)| after - before);
+    Ok(report)
+}
+
+/// The measured phase of every workload but `watch-latency`.
+async fn load(
+    spec: &Arc<BenchSpec>,
+    conns: &Connections,
+    control: &Control,
+) -> Result<BenchReport, BenchError> {
+    let started_unix_ms = unix_ms();
     let mut states = Vec::with_capacity(spec.clients);
     for i in 0..spec.clients {
         let client = conns.clients[i % conns.clients.len()].clone();
@@ -632,8 +645,8 @@ async fn watch_latency(
     spec: &Arc<BenchSpec>,
     conns: &Connections,
     control: &Control,
-    started_unix_ms: u64,
 ) -> Result<BenchReport, BenchError> {
+    let started_unix_ms = unix_ms();
     let mut admin = conns.clients[0].clone();
     let revision = admin
         .get(
@@ -777,6 +790,28 @@ fn lock_error_kind(e: &etcd_patterns::Error) -> String {
     }
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat`
+/// (Linux; `None` elsewhere). The kernel reports it in USER_HZ, which is
+/// 100 on every mainstream Linux architecture.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (which may hold spaces and parentheses):
+    // utime and stime are fields 14 and 15 of proc(5).
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn seed(i: usize) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -825,6 +860,17 @@ mod tests {
         };
         assert_eq!(key(&spec, 7), b"/etcd-monitor-bench/0007".to_vec());
         assert_eq!(key(&spec, 123_456), b"/etcd-monitor-bench/3456".to_vec());
+    }
+
+    #[test]
+    fn reads_process_cpu() {
+        let before = process_cpu_seconds().expect("Linux /proc");
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_seconds().unwrap() >= before);
     }
 
     #[tokio::test]
