@@ -1,6 +1,6 @@
 //! Leases without a session: grant, keep alive, time-to-live, attach keys.
 //!
-//! Use a [`Session`](crate::Session) when you need to *know* the moment a
+//! Use a [`Session`] when you need to *know* the moment a
 //! lease is lost (locks, elections, registrations). A bare [`Lease`] is for
 //! keys that should simply expire: caches, heartbeats, temporary markers.
 

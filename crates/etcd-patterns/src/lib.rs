@@ -1,7 +1,11 @@
 //! Coordination recipes on etcd v3, built from plain KV transactions,
 //! leases and watches: [`Session`], [`Mutex`] with fencing tokens,
 //! [`RwLock`], [`Semaphore`], [`LockManager`], [`Election`] with an
-//! [`Observer`], [`LeaderTask`] and [`HaCoordinator`].
+//! [`Observer`], [`LeaderTask`] and [`HaCoordinator`]; and, on a
+//! [`ResilientWatch`] that survives member failures and compaction,
+//! [`Discovery`] with health checks and a [`Balancer`], typed [`Config`],
+//! feature [`Flags`], typed transactions and an STM ([`txn`]), and bare
+//! [`Lease`]s.
 //!
 //! Every recipe takes an [`etcd_client::Client`] (through a [`Session`]) and
 //! never calls the server's Lock or Campaign RPC. Every coordination type
