@@ -91,53 +91,136 @@ async fn http_sink(listener: TcpListener, status: u16) -> Inbox {
     inbox
 }
 
-/// A minimal SMTP sink: accepts every message and records its DATA.
-async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+/// What an SMTP sink saw: each message's DATA, and every command line.
+#[derive(Debug, Default)]
+struct Smtp {
+    messages: Vec<String>,
+    commands: Vec<String>,
+    tls_sessions: usize,
+}
+
+type SmtpLog = Arc<Mutex<Smtp>>;
+
+/// How an SMTP sink secures its sessions.
+#[derive(Clone)]
+enum SinkTls {
+    Plain,
+    StartTls(tokio_rustls::TlsAcceptor),
+    Implicit(tokio_rustls::TlsAcceptor),
+}
+
+enum Dialog {
+    Closed,
+    StartTls,
+}
+
+/// One SMTP dialog over `r` until QUIT, EOF, or STARTTLS (when offered).
+async fn smtp_dialog<S>(r: &mut BufReader<S>, offer_starttls: bool, log: &SmtpLog) -> Dialog
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return Dialog::Closed;
+        }
+        let cmd = line.trim_end().to_string();
+        log.lock().unwrap().commands.push(cmd.clone());
+        let upper = cmd.to_ascii_uppercase();
+        let answer: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            if offer_starttls {
+                "250-sink\r\n250-STARTTLS\r\n250 8BITMIME\r\n".into()
+            } else {
+                "250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n".into()
+            }
+        } else if upper == "STARTTLS" && offer_starttls {
+            let _ = r.get_mut().write_all(b"220 go ahead\r\n").await;
+            return Dialog::StartTls;
+        } else if upper.starts_with("AUTH") {
+            "235 accepted\r\n".into()
+        } else if upper == "DATA" {
+            let _ = r.get_mut().write_all(b"354 go on\r\n").await;
+            let mut data = String::new();
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                    return Dialog::Closed;
+                }
+                if l == ".\r\n" {
+                    break;
+                }
+                data.push_str(&l);
+            }
+            log.lock().unwrap().messages.push(data);
+            "250 queued\r\n".into()
+        } else if upper == "QUIT" {
+            let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+            return Dialog::Closed;
+        } else {
+            "250 ok\r\n".into()
+        };
+        let _ = r.get_mut().write_all(answer.as_bytes()).await;
+    }
+}
+
+/// A minimal SMTP sink on loopback: accepts every message and records it.
+async fn smtp_sink(tls: SinkTls) -> (u16, SmtpLog) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let messages: Arc<Mutex<Vec<String>>> = Arc::default();
-    let rec = messages.clone();
+    let log: SmtpLog = Arc::default();
+    let rec = log.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let rec = rec.clone();
+            let (rec, tls) = (rec.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut r = BufReader::new(stream);
-                let _ = r.get_mut().write_all(b"220 sink ESMTP\r\n").await;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
+                match tls {
+                    SinkTls::Implicit(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        rec.lock().unwrap().tls_sessions += 1;
+                        let mut r = BufReader::new(stream);
+                        let _ = r.get_mut().write_all(b"220 sink ESMTP\r\n").await;
+                        smtp_dialog(&mut r, false, &rec).await;
                     }
-                    let cmd = line.trim_end().to_ascii_uppercase();
-                    let answer: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
-                        b"250-sink\r\n250 8BITMIME\r\n"
-                    } else if cmd == "DATA" {
-                        let _ = r.get_mut().write_all(b"354 go on\r\n").await;
-                        let mut data = String::new();
-                        loop {
-                            let mut l = String::new();
-                            if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                    SinkTls::Plain | SinkTls::StartTls(_) => {
+                        let mut r = BufReader::new(stream);
+                        let _ = r.get_mut().write_all(b"220 sink ESMTP\r\n").await;
+                        let offer = matches!(tls, SinkTls::StartTls(_));
+                        if let (Dialog::StartTls, SinkTls::StartTls(acceptor)) =
+                            (smtp_dialog(&mut r, offer, &rec).await, &tls)
+                        {
+                            let Ok(stream) = acceptor.accept(r.into_inner()).await else {
                                 return;
-                            }
-                            if l == ".\r\n" {
-                                break;
-                            }
-                            data.push_str(&l);
+                            };
+                            rec.lock().unwrap().tls_sessions += 1;
+                            smtp_dialog(&mut BufReader::new(stream), false, &rec).await;
                         }
-                        rec.lock().unwrap().push(data);
-                        b"250 queued\r\n"
-                    } else if cmd == "QUIT" {
-                        let _ = r.get_mut().write_all(b"221 bye\r\n").await;
-                        return;
-                    } else {
-                        b"250 ok\r\n"
-                    };
-                    let _ = r.get_mut().write_all(answer).await;
+                    }
                 }
             });
         }
     });
-    (port, messages)
+    (port, log)
+}
+
+/// A TLS acceptor with etcd-testkit's server certificate (SAN 127.0.0.1).
+fn acceptor(files: &etcd_testkit::TlsFiles) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.server_cert_file)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.server_key_file).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 async fn sink(status: u16) -> (String, Inbox) {
@@ -258,7 +341,7 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
     let mut cfg = config(&cluster, &dir.path().join("a.db"), Duration::ZERO);
     let (url, inbox) = sink(200).await;
     let (pd_url, pd_inbox) = sink(202).await;
-    let (smtp_port, mails) = smtp_sink().await;
+    let (smtp_port, mails) = smtp_sink(SinkTls::Plain).await;
     cfg.alerts.external_url = Some("http://dashboard.example/".into());
     cfg.alerts.channels.push(webhook(&url));
     let mut slack = ChannelConfig::new("slack", ChannelType::Slack);
@@ -297,7 +380,7 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
             && count(&inbox, slack) >= 1
             && count(&inbox, am) >= 1
             && count(&pd_inbox, |_| true) >= 1
-            && !mails.lock().unwrap().is_empty()
+            && !mails.lock().unwrap().messages.is_empty()
     })
     .await;
     let first = inbox
@@ -325,7 +408,7 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
         ("slack", count(&inbox, slack)),
         ("alertmanager", count(&inbox, am)),
         ("pagerduty", count(&pd_inbox, |_| true)),
-        ("email", mails.lock().unwrap().len()),
+        ("email", mails.lock().unwrap().messages.len()),
     ] {
         assert_eq!(n, 1, "{name}: {n} notifications for one outage");
     }
@@ -349,7 +432,7 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
     assert!(aws_lc_rs::hmac::verify(&wrong, &first.body, &hex(&sig[7..])).is_err());
 
     // Email: multipart with text and HTML parts.
-    let mail = mails.lock().unwrap()[0].clone();
+    let mail = mails.lock().unwrap().messages[0].clone();
     assert!(mail.contains("multipart/alternative"), "{mail}");
     assert!(
         mail.contains("text/plain") && mail.contains("text/html"),
@@ -369,7 +452,7 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
             && count(&inbox, |r| slack(r) && status_of(r) == "resolved") >= 1
             && count(&inbox, |r| am(r) && status_of(r) == "resolved") >= 1
             && count(&pd_inbox, |r| status_of(r) == "resolved") >= 1
-            && mails.lock().unwrap().len() >= 2
+            && mails.lock().unwrap().messages.len() >= 2
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -377,7 +460,7 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
     assert_eq!(count(&inbox, slack), 2);
     assert_eq!(count(&inbox, am), 2);
     assert_eq!(count(&pd_inbox, |_| true), 2);
-    assert_eq!(mails.lock().unwrap().len(), 2);
+    assert_eq!(mails.lock().unwrap().messages.len(), 2);
 
     // PagerDuty: the resolve carries its trigger's dedup_key.
     let pd: Vec<Value> = pd_inbox
@@ -732,6 +815,64 @@ async fn a_firing_group_repeats_until_acknowledged() {
     })
     .await;
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+/// SMTP with STARTTLS and with implicit TLS, with AUTH, against sinks using
+/// etcd-testkit's CA; no etcd needed: the channel is driven directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_and_implicit_tls_with_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = etcd_testkit::TlsFiles::generate(dir.path()).unwrap();
+    for (mode, sink_tls) in [
+        (SmtpTls::Starttls, SinkTls::StartTls(acceptor(&files))),
+        (SmtpTls::Tls, SinkTls::Implicit(acceptor(&files))),
+    ] {
+        let (port, log) = smtp_sink(sink_tls).await;
+        let mut mail = ChannelConfig::new("mail", ChannelType::Email);
+        mail.smtp_host = Some("127.0.0.1".into());
+        mail.smtp_port = Some(port);
+        mail.smtp_tls = Some(mode);
+        mail.ca_file = Some(files.ca_file.clone());
+        mail.username = Some("monitor".into());
+        mail.password = Some("pw".into());
+        mail.from = Some("monitor@example.com".into());
+        mail.to = vec!["oncall@example.com".into()];
+        let n = etcd_monitor::alert::Notification {
+            id: "n1".into(),
+            group_key: "main/etcdNoLeader".into(),
+            status: etcd_monitor::alert::NotificationStatus::Firing,
+            reason: "firing".into(),
+            cluster: "main".into(),
+            alertname: "etcdNoLeader".into(),
+            severity: "critical".into(),
+            alerts: Vec::new(),
+            at_ms: 0,
+            external_url: None,
+        };
+        let sender = channels::Sender::new(&mail).unwrap();
+        sender
+            .send(&n)
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let log = log.lock().unwrap();
+        assert_eq!(log.tls_sessions, 1, "{mode:?}: {:?}", log.commands);
+        assert_eq!(log.messages.len(), 1);
+        assert!(log.messages[0].contains("[FIRING] etcdNoLeader on main (critical)"));
+        assert!(
+            log.commands
+                .iter()
+                .any(|c| c.to_ascii_uppercase().starts_with("AUTH")),
+            "{:?}",
+            log.commands
+        );
+        if mode == SmtpTls::Starttls {
+            assert!(
+                log.commands
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case("STARTTLS"))
+            );
+        }
+    }
 }
 
 /// The bar of docs/benchmarks-alerting.md: member killed -> webhook received,
