@@ -282,16 +282,37 @@ impl EtcdCluster {
     /// failure tests. Panics if the cluster cannot start.
     pub fn shared() -> &'static EtcdCluster {
         static SHARED: OnceLock<EtcdCluster> = OnceLock::new();
+        // A static is never dropped: stop the members and remove the data
+        // when the process exits normally (the test harness calls exit()).
+        extern "C" fn teardown_shared() {
+            if let Some(cluster) = SHARED.get() {
+                cluster.teardown();
+            }
+        }
         SHARED.get_or_init(|| match Self::start_blocking(ClusterOptions::new(3)) {
-            Ok(c) => c,
+            Ok(c) => {
+                // SAFETY: registering a plain extern "C" fn with atexit(3).
+                unsafe { libc::atexit(teardown_shared) };
+                c
+            }
             Err(e) => panic!("cannot start the shared etcd test cluster: {e}"),
         })
     }
 
+    /// Kills every member and removes the cluster's directory now (also
+    /// what dropping the cluster does).
+    fn teardown(&self) {
+        for m in self.lock().iter_mut() {
+            kill_member(m);
+        }
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+
     async fn start_once(opts: ClusterOptions) -> Result<Self, Error> {
         let etcd_bin = find_etcd(opts.etcd_bin.as_deref())?;
+        sweep_abandoned_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("etcd-testkit-")
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| Error::Io("creating a temporary directory".into(), e))?;
         let tls = if opts.tls {
@@ -801,8 +822,32 @@ impl EtcdCluster {
 
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
+        // The TempDir removes the directory after this.
         for m in self.lock().iter_mut() {
             kill_member(m);
+        }
+    }
+}
+
+/// Cluster directories are named `etcd-testkit-<pid>-<random>`.
+const DIR_PREFIX: &str = "etcd-testkit-";
+
+/// Removes the directories of clusters whose process is gone (killed before
+/// it could clean up), so interrupted test runs do not fill the disk.
+fn sweep_abandoned_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

@@ -303,6 +303,49 @@ fn members_die_with_the_test_process() {
     }
 }
 
+/// Run by `the_shared_cluster_is_removed_at_exit` in a child process.
+#[test]
+fn child_uses_the_shared_cluster_and_exits() {
+    if std::env::var_os("TESTKIT_SHARED_CHILD").is_none() {
+        return; // only meaningful inside the parent test below
+    }
+    let cluster = EtcdCluster::shared();
+    println!("DIR {}", cluster.dir().display());
+    for m in cluster.members() {
+        println!("PID {}", m.pid.unwrap());
+    }
+    std::io::stdout().flush().unwrap();
+    std::process::exit(0); // statics are not dropped; atexit must clean up
+}
+
+#[test]
+fn the_shared_cluster_is_removed_at_exit() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_uses_the_shared_cluster_and_exits",
+            "--nocapture",
+        ])
+        .env("TESTKIT_SHARED_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("DIR "))
+        .expect("the child printed its dir");
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "{dir} outlived its process"
+    );
+    for pid in stdout.lines().filter_map(|l| l.strip_prefix("PID ")) {
+        assert!(
+            !alive(pid.trim().parse().unwrap()),
+            "etcd {pid} outlived its process"
+        );
+    }
+}
+
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie waiting for init to reap it is dead for our purpose.
