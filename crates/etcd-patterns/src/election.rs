@@ -18,6 +18,7 @@ use crate::error::{Error, Result, ctx};
 use crate::keys;
 use crate::mutex::Mutex;
 use crate::session::{LostReason, Session};
+use crate::watch::{ResilientWatch, WatchOptions};
 
 /// The current leader as stored in etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,15 +178,14 @@ async fn current_leader(client: &Client, prefix: &str) -> Result<Option<Leader>>
 
 /// A live view of an election's leader, `None` meaning "no leader".
 ///
-/// A background task lists the leader, watches the prefix from the listed
-/// revision + 1 and re-reads the leader on every change. When the watch
-/// breaks (member failure, reconnection) or is cancelled because its
-/// revision was compacted, it lists again and watches from there, so no
-/// change is missed for longer than one retry. A quiet watch is checked
-/// every 5 s with a linearizable read, so a watch stalled on a partitioned
-/// member is replaced (also consider
-/// `ConnectOptions::with_require_leader(true)`). The task stops when the
-/// observer is dropped.
+/// A background task lists the leader, follows the prefix with a
+/// [`ResilientWatch`] from the listed revision + 1 and re-reads the leader
+/// on every change. The watch resumes after a broken stream (member
+/// failure) and re-lists after compaction, so no change is missed for
+/// longer than one retry. A quiet watch is checked every 5 s with a
+/// linearizable read; when that read fails the watch is moved to another
+/// member (also consider `ConnectOptions::with_require_leader(true)`). The
+/// task stops when the observer is dropped.
 ///
 /// ```no_run
 /// # async fn demo(client: etcd_client::Client) -> Result<(), etcd_patterns::Error> {
@@ -218,14 +218,19 @@ impl Observer {
     /// meaningful at once) and starts following it.
     pub async fn start(client: Client, prefix: &str) -> Result<Observer> {
         let prefix = keys::normalize_prefix(prefix);
-        let first = current_leader(&client, &prefix).await?;
-        let (tx, rx) = watch::channel(first);
+        let resp = client
+            .kv_client()
+            .get(prefix.as_str(), Some(keys::first_by_create()))
+            .await
+            .map_err(ctx(format!("reading the leader of {prefix}")))?;
+        let listed_at = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let (tx, rx) = watch::channel(resp.kvs().first().map(Leader::from_kv));
         let stop = CancellationToken::new();
         let task_stop = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = task_stop.cancelled() => {}
-                _ = follow(client, prefix, tx) => {}
+                _ = follow(client, prefix, listed_at, tx) => {}
             }
         });
         Ok(Observer {
@@ -255,7 +260,10 @@ impl Observer {
 /// How often a quiet observer re-reads the leader to detect a stalled watch.
 const RECHECK: Duration = Duration::from_secs(5);
 
-async fn follow(client: Client, prefix: String, tx: watch::Sender<Option<Leader>>) {
+/// Follows the election with a [`ResilientWatch`] (which resumes after
+/// broken streams and re-lists after compaction) from the listed revision
+/// + 1, re-reading the leader after every change.
+async fn follow(client: Client, prefix: String, listed_at: i64, tx: watch::Sender<Option<Leader>>) {
     let publish = |leader: Option<Leader>| {
         tx.send_if_modified(|cur| {
             if *cur != leader {
@@ -266,69 +274,47 @@ async fn follow(client: Client, prefix: String, tx: watch::Sender<Option<Leader>
             }
         });
     };
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(listed_at + 1)
+        .with_stall_timeout(RECHECK);
+    let Ok(mut changes) = ResilientWatch::start(client.clone(), prefix.as_str(), opts).await else {
+        return;
+    };
     loop {
         if tx.is_closed() {
             return;
         }
-        // List: the leader and the revision to watch from.
-        let resp = match client
-            .kv_client()
-            .get(prefix.as_str(), Some(keys::first_by_create()))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(%prefix, error = %e, "observer list failed; retrying");
-                sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        publish(resp.kvs().first().map(Leader::from_kv));
-        let start = resp.header().map(|h| h.revision()).unwrap_or(0) + 1;
-        let opts = etcd_client::WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(start);
-        let mut stream = match client
-            .watch_client()
-            .watch(prefix.as_str(), Some(opts))
-            .await
-        {
-            Ok(s) => s,
-            Err(_) => {
-                sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        loop {
-            // A watch served by a partitioned member can stall silently; a
-            // periodic linearizable read notices (it fails without a quorum)
-            // and the loop re-lists through another member.
-            let msg = match tokio::time::timeout(RECHECK, stream.message()).await {
-                Ok(m) => m,
-                Err(_) => match current_leader(&client, &prefix).await {
-                    Ok(l) => {
-                        publish(l);
-                        continue;
+        match tokio::time::timeout(RECHECK, changes.next()).await {
+            Ok(None) => return,
+            Ok(Some(_)) => {
+                // Coalesce a burst; the leader is re-read once for all of it.
+                while changes.try_next().is_some() {}
+                // The change must not be lost: retry the read until it answers.
+                loop {
+                    match current_leader(&client, &prefix).await {
+                        Ok(l) => {
+                            publish(l);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%prefix, error = %e, "observer read failed; retrying");
+                            if tx.is_closed() {
+                                return;
+                            }
+                            sleep(Duration::from_millis(200)).await;
+                        }
                     }
-                    Err(_) => break,
-                },
-            };
-            let Ok(Some(resp)) = msg else { break };
-            if resp.canceled() {
-                if resp.compact_revision() > 0 {
-                    tracing::debug!(%prefix, compacted = resp.compact_revision(), "observer watch compacted; re-listing");
                 }
-                break;
             }
-            if resp.events().is_empty() {
-                continue;
-            }
-            match current_leader(&client, &prefix).await {
+            // Quiet: a linearizable read catches a change a stalled watch
+            // missed; when it fails (no quorum through this client), move
+            // the watch to another member.
+            Err(_) => match current_leader(&client, &prefix).await {
                 Ok(l) => publish(l),
-                Err(_) => break,
-            }
+                Err(_) => changes.reconnect(),
+            },
         }
-        sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -21,11 +21,12 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KeyValue, WatchStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -188,6 +189,7 @@ impl WatchOptions {
 /// ```
 pub struct ResilientWatch {
     rx: mpsc::Receiver<WatchEvent>,
+    reconnect: Arc<Notify>,
     _stop: DropGuard,
 }
 
@@ -229,7 +231,9 @@ impl ResilientWatch {
         opts: WatchOptions,
     ) -> Result<ResilientWatch> {
         let (tx, rx) = mpsc::channel(opts.buffer);
+        let reconnect = Arc::new(Notify::new());
         let task = WatchTask {
+            reconnect: reconnect.clone(),
             clients,
             current: 0,
             key: key.into(),
@@ -258,8 +262,17 @@ impl ResilientWatch {
         });
         Ok(ResilientWatch {
             rx,
+            reconnect,
             _stop: stop.drop_guard(),
         })
+    }
+
+    /// Drops the current stream and resumes (from the last delivered
+    /// revision + 1) on the next client: for callers that noticed by other
+    /// means that the member serving the watch is stale, e.g. a failed
+    /// linearizable read through the same client.
+    pub fn reconnect(&self) {
+        self.reconnect.notify_one();
     }
 
     /// The next event; `None` once the watch task has stopped (never while
@@ -318,6 +331,8 @@ enum Ended {
 }
 
 struct WatchTask {
+    /// Asked by [`ResilientWatch::reconnect`].
+    reconnect: Arc<Notify>,
     clients: Vec<Client>,
     current: usize,
     key: String,
@@ -462,7 +477,14 @@ impl WatchTask {
         };
         let mut probing = false;
         loop {
-            let msg = match timeout(self.opts.stall_timeout, stream.message()).await {
+            let next = tokio::select! {
+                m = timeout(self.opts.stall_timeout, stream.message()) => m,
+                _ = self.reconnect.notified() => {
+                    tracing::debug!(key = %self.key, "watch reconnection requested");
+                    return Ended::Broken;
+                }
+            };
+            let msg = match next {
                 Ok(m) => m,
                 Err(_) if !probing => {
                     // Quiet: ask for a progress notification. A healthy
