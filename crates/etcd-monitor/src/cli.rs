@@ -281,3 +281,30 @@ pub fn load_config(
     }
     Ok(config)
 }
+
+/// The cluster a one-shot command (`status`, `ctl`, `bench`) talks to: the
+/// `--config` file when given (its first cluster, or `--cluster`), with the
+/// connection flags on top. The error is ready to print.
+pub fn one_shot_cluster(
+    global: &GlobalArgs,
+    conn: &ConnArgs,
+) -> Result<(Option<Config>, ClusterConfig), String> {
+    let config = match &global.config {
+        Some(_) => Some(load_config(global, None).map_err(|errors| errors.to_string())?),
+        None => None,
+    };
+    let cluster = conn
+        .cluster_config(config.as_ref())
+        .map_err(|e| format!("error: {e}\n"))?;
+    Ok((config, cluster))
+}
+
+/// The async runtime of a command: two worker threads are plenty for a
+/// monitor or a one-shot command. The error is ready to print.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("error: cannot start the async runtime: {e}\n"))
+}

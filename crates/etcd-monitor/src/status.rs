@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::{ConnArgs, GlobalArgs, load_config};
+use crate::cli::{ConnArgs, GlobalArgs};
 use crate::cluster::{Collector, CollectorOptions};
 use crate::health::{self, HealthSnapshot, bytes};
 
@@ -39,33 +39,17 @@ pub struct StatusArgs {
 
 /// Runs `status`.
 pub fn main(global: &GlobalArgs, args: StatusArgs) -> ExitCode {
-    let config = match global
-        .config
-        .as_ref()
-        .map(|_| load_config(global, None))
-        .transpose()
-    {
-        Ok(c) => c,
-        Err(errors) => {
-            eprint!("{errors}");
-            return ExitCode::from(3);
-        }
-    };
-    let cluster = match args.conn.cluster_config(config.as_ref()) {
+    let (config, cluster) = match crate::cli::one_shot_cluster(global, &args.conn) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint!("{e}");
             return ExitCode::from(3);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprint!("{e}");
             return ExitCode::from(3);
         }
     };

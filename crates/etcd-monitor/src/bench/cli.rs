@@ -18,7 +18,7 @@ use super::report::render_table;
 use super::run::{self, Control};
 use super::slo::{self, SloResult};
 use super::spec::{BenchSpec, Consistency, Load, Workload};
-use crate::cli::{ConnArgs, GlobalArgs, load_config};
+use crate::cli::{ConnArgs, GlobalArgs};
 use crate::config;
 
 /// Flags of `bench`.
@@ -296,29 +296,17 @@ pub fn main(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
-    let config = match global
-        .config
-        .as_ref()
-        .map(|_| load_config(global, None))
-        .transpose()
-    {
+    let (_, cluster) = match crate::cli::one_shot_cluster(global, &conn) {
         Ok(c) => c,
-        Err(errors) => {
-            eprint!("{errors}");
+        Err(e) => {
+            eprint!("{e}");
             return ExitCode::from(2);
         }
     };
-    let cluster = match conn.cluster_config(config.as_ref()) {
-        Ok(c) => c,
-        Err(e) => return usage(e),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprint!("{e}");
             return ExitCode::from(3);
         }
     };

@@ -138,17 +138,6 @@ impl Ctx {
 /// Runs `ctl`; returns the process exit code.
 pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
     exit_quietly_on_broken_pipe();
-    let config = if global.config.is_some() {
-        match crate::cli::load_config(global, None) {
-            Ok(c) => Some(c),
-            Err(errors) => {
-                eprint!("{errors}");
-                return ExitCode::from(1);
-            }
-        }
-    } else {
-        None
-    };
     // Quiet by default, like etcdctl; `--log-level info` shows each step on stderr.
     if let Some(level) = &global.log_level {
         let format = global.log_format.unwrap_or(crate::config::LogFormat::Text);
@@ -157,10 +146,10 @@ pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let cluster = match args.conn.cluster_config(config.as_ref()) {
-        Ok(c) => c,
+    let cluster = match crate::cli::one_shot_cluster(global, &args.conn) {
+        Ok((_, c)) => c,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprint!("{}", e.replacen("error: ", "Error: ", 1));
             return ExitCode::from(1);
         }
     };
@@ -169,14 +158,10 @@ pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
         out: args.write_out,
         yes: args.yes,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            eprint!("{}", e.replacen("error: ", "Error: ", 1));
             return ExitCode::from(1);
         }
     };
