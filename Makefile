@@ -45,6 +45,7 @@ bench: deps
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(CARGO) bench -p etcd-testkit --bench startup
 	$(CARGO) bench -p etcd-monitor --bench health_check
+	$(CARGO) bench -p etcd-monitor --bench api_load
 
 demo: deps
 	$(CARGO) run --release -p etcd-monitor -- demo
