@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_monitor::alert::config::{ChannelConfig, ChannelType, RuleOverride, SmtpTls};
+use etcd_monitor::alert::config::{
+    AlertSeverity, ChannelConfig, ChannelType, Comparison, CustomRule, RuleOverride, SmtpTls,
+};
 use etcd_monitor::alert::silence::NewSilence;
 use etcd_monitor::alert::{Silences, channels};
 use etcd_monitor::config::{ClusterConfig, Config};
@@ -814,6 +816,81 @@ async fn a_firing_group_repeats_until_acknowledged() {
         count(&inbox, |r| status_of(r) == "resolved") == 1
     })
     .await;
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+/// A custom per-member rule: one notification for all members' alerts, and
+/// an update when the group's alerts change (after `group_interval`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_per_member_rule_is_grouped_and_updated() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("c.db"), Duration::ZERO);
+    cfg.alerts.custom_rules.push(CustomRule {
+        name: "MemberHasLeader".into(),
+        metric: "has_leader".into(),
+        comparison: Comparison::Eq,
+        threshold: 1.0,
+        for_: Duration::ZERO,
+        severity: AlertSeverity::Info,
+        enabled: true,
+    });
+    cfg.alerts.group_interval = Duration::from_secs(1);
+    let (url, inbox) = sink(200).await;
+    cfg.alerts.channels.push(webhook(&url));
+    let (monitor, lifecycle) = start(&cfg).await;
+    let mine = |r: &Received| r.json()["alertname"] == "MemberHasLeader";
+    let sizes = |inbox: &Inbox| -> Vec<(String, usize)> {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| mine(r))
+            .map(|r| {
+                let v = r.json();
+                (
+                    v["reason"].as_str().unwrap().to_string(),
+                    v["alerts"].as_array().unwrap().len(),
+                )
+            })
+            .collect()
+    };
+    wait_until("all three members' alerts", Duration::from_secs(10), || {
+        sizes(&inbox).iter().any(|(_, n)| *n == 3)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sizes(&inbox),
+        [("firing".to_string(), 3)],
+        "one notification for three members"
+    );
+
+    let victim = follower(&cluster).await;
+    cluster.kill(victim).unwrap();
+    wait_until(
+        "an update without the dead member",
+        Duration::from_secs(10),
+        || sizes(&inbox).iter().any(|(r, n)| r == "update" && *n == 2),
+    )
+    .await;
+    cluster.restart(victim).await.unwrap();
+    wait_until("an update with it back", Duration::from_secs(15), || {
+        sizes(&inbox)
+            .iter()
+            .skip(2)
+            .any(|(r, n)| r == "update" && *n == 3)
+    })
+    .await;
+    let active = monitor.store().active_alerts(Some("main")).await.unwrap();
+    assert_eq!(
+        active
+            .iter()
+            .filter(|a| a.labels["alertname"] == "MemberHasLeader")
+            .count(),
+        3
+    );
+    assert!(active.iter().all(|a| a.labels.contains_key("member")));
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
 
