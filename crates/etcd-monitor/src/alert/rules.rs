@@ -989,4 +989,42 @@ mod tests {
         // Under 100 MiB in use: not worth a defragmentation.
         assert!(fired(&run("etcdDatabaseHighFragmentationRatio", &[small], None)).is_empty());
     }
+
+    #[test]
+    fn members_down_counts_peer_send_failures_over_the_window() {
+        let obs = crate::cluster::ClusterObservation {
+            cluster: "main".into(),
+            taken_at: std::time::SystemTime::now(),
+            members: Vec::new(),
+            member_list_error: None,
+            alarms: Vec::new(),
+            hashkv: None,
+            duration_ms: 0.0,
+        };
+        let health = crate::health::evaluate(obs, &crate::health::Thresholds::default());
+        let rules = configured(&AlertsConfig::default());
+        let rule = rules.iter().find(|r| r.id == "etcdMembersDown").unwrap();
+        let r = |at, v| round(at, move |m| m.peer_sent_failures = Some(v));
+        let eval = |rounds: &[Arc<MetricsRound>]| {
+            let rounds: VecDeque<_> = rounds.iter().cloned().collect();
+            let input = Input {
+                cluster: "main",
+                now_ms: 60_000,
+                health: Some(&health),
+                rounds: &rounds,
+                leader_changes: &[],
+                db_size_history: None,
+            };
+            fired(&evaluate(rule, &input))
+        };
+        // 10 failures in 60 s: 0.17/s > 0.01/s.
+        assert_eq!(
+            eval(&[r(0, 0.0), r(60_000, 10.0)]),
+            ["etcdMembersDown/warning"]
+        );
+        // 0.5 in 60 s: under the mixin's 0.01/s.
+        assert!(eval(&[r(0, 0.0), r(60_000, 0.5)]).is_empty());
+        // Failures older than the window (2m) no longer count.
+        assert!(eval(&[r(0, 0.0), r(200_000, 10.0), r(330_000, 10.0)]).is_empty());
+    }
 }
