@@ -10,11 +10,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, PutOptions};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ctx};
 use crate::watch::{ResilientWatch, WatchEvent, WatchOptions};
 
 /// What a cache keeps: a state built from watch events, telling its
@@ -177,4 +177,27 @@ fn apply<S: CacheState>(shared: &Shared<S>, prefix: &str, ev: &WatchEvent) {
     for c in changes {
         let _ = shared.changes.send(c);
     }
+}
+
+/// Writes `value` as JSON at `key` (under `lease` if given); returns the
+/// revision of the write. The write path shared by config, flags and
+/// discovery registrations.
+pub(crate) async fn put_json<T: serde::Serialize + ?Sized>(
+    client: &Client,
+    key: &str,
+    value: &T,
+    lease: Option<i64>,
+) -> Result<i64> {
+    let json = serde_json::to_vec(value).map_err(|e| Error::Codec {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })?;
+    let resp = client
+        .kv_client()
+        .put(key, json, lease.map(|l| PutOptions::new().with_lease(l)))
+        .await
+        .map_err(ctx(format!("writing {key}")))?;
+    resp.header()
+        .map(|h| h.revision())
+        .ok_or_else(|| Error::Unexpected(format!("writing {key}: no header")))
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::cache::{CacheState, WatchCache};
+use crate::cache::{CacheState, WatchCache, put_json};
 use crate::error::{Error, Result, ctx};
 use crate::keys;
 use crate::watch::WatchEvent;
@@ -189,16 +189,7 @@ impl Config {
 
     /// Writes `value` unconditionally; returns the new mod revision.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<i64> {
-        let json = encode(key, value)?;
-        let resp = self
-            .client
-            .kv_client()
-            .put(self.full_key(key), json, None)
-            .await
-            .map_err(ctx(format!("writing config {key}")))?;
-        resp.header()
-            .map(|h| h.revision())
-            .ok_or_else(|| Error::Unexpected(format!("writing config {key}: no header")))
+        put_json(&self.client, &self.full_key(key), value, None).await
     }
 
     /// Writes `value` only if the key's mod revision is still `expected`

@@ -10,15 +10,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::cache::{CacheState, WatchCache};
-use crate::error::{Error, Result, ctx};
+use crate::cache::{CacheState, WatchCache, put_json};
+use crate::error::{Result, ctx};
 use crate::keys;
 use crate::session::Session;
 use crate::watch::WatchEvent;
@@ -136,17 +136,8 @@ impl Registration {
     }
 
     async fn write(&self) -> Result<()> {
-        let json = serde_json::to_vec(&self.instance).map_err(|e| Error::Codec {
-            key: self.key.clone(),
-            reason: e.to_string(),
-        })?;
-        let opts = PutOptions::new().with_lease(self.session.lease_id());
-        self.session
-            .client()
-            .kv_client()
-            .put(self.key.as_str(), json, Some(opts))
-            .await
-            .map_err(ctx(format!("registering {}", self.key)))?;
+        let lease = Some(self.session.lease_id());
+        put_json(self.session.client(), &self.key, &self.instance, lease).await?;
         Ok(())
     }
 

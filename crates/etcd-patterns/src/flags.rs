@@ -14,8 +14,8 @@ use std::time::Duration;
 use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{CacheState, WatchCache};
-use crate::error::{Error, Result, ctx};
+use crate::cache::{CacheState, WatchCache, put_json};
+use crate::error::{Result, ctx};
 use crate::hash::stable_hash;
 use crate::keys;
 use crate::watch::WatchEvent;
@@ -212,19 +212,13 @@ impl Flags {
 
     /// Stores `flag` (JSON); returns the revision of the write.
     pub async fn set(&self, name: &str, flag: &Flag) -> Result<i64> {
-        let json = serde_json::to_vec(flag).map_err(|e| Error::Codec {
-            key: name.to_string(),
-            reason: e.to_string(),
-        })?;
-        let resp = self
-            .client
-            .kv_client()
-            .put(format!("{}{name}", self.namespace), json, None)
-            .await
-            .map_err(ctx(format!("writing flag {name}")))?;
-        resp.header()
-            .map(|h| h.revision())
-            .ok_or_else(|| Error::Unexpected(format!("writing flag {name}: no header")))
+        put_json(
+            &self.client,
+            &format!("{}{name}", self.namespace),
+            flag,
+            None,
+        )
+        .await
     }
 
     /// The kill switch: turns flag `name` off for everyone, keeping its

@@ -2,22 +2,14 @@
 
 mod common;
 
+use common::client_of;
+
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, TxnOp};
 use etcd_patterns::{Election, Mutex, MutexGuard, Observer, Session};
 use etcd_testkit::{ClusterOptions, EtcdCluster};
-
-async fn client_of(cluster: &EtcdCluster, members: &[usize]) -> Client {
-    let eps: Vec<String> = members
-        .iter()
-        .map(|&i| cluster.endpoint(i).unwrap())
-        .collect();
-    Client::connect(eps, Some(cluster.connect_options().unwrap()))
-        .await
-        .unwrap()
-}
 
 /// Watches a holder: records when it was told the lock is lost.
 fn watch_loss(guard: Arc<MutexGuard>) -> Arc<StdMutex<Option<Instant>>> {

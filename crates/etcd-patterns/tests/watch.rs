@@ -3,21 +3,13 @@
 
 mod common;
 
+use common::client_of;
+
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use etcd_patterns::{ResilientWatch, WatchEvent, WatchOptions};
 use etcd_testkit::{ClusterOptions, EtcdCluster};
-
-async fn client_of(cluster: &EtcdCluster, members: &[usize]) -> Client {
-    let eps: Vec<String> = members
-        .iter()
-        .map(|&i| cluster.endpoint(i).unwrap())
-        .collect();
-    Client::connect(eps, Some(cluster.connect_options().unwrap()))
-        .await
-        .unwrap()
-}
 
 /// Endpoints with member `first` first: the watch starts on it.
 fn endpoints_starting_at(cluster: &EtcdCluster, first: usize) -> Vec<String> {
@@ -184,4 +176,50 @@ async fn compaction_while_frozen_resyncs_exactly_the_changes() {
         }
         other => panic!("after resync: unexpected {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_is_noticed_and_the_watch_resumes_elsewhere() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let leader = cluster.leader_index().await.unwrap().expect("a leader");
+    let watched = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != watched).collect();
+    let writer = client_of(&cluster, &others).await;
+    let mut kv = writer.kv_client();
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_stall_timeout(Duration::from_millis(500));
+    let mut watch = ResilientWatch::connect(
+        &endpoints_starting_at(&cluster, watched),
+        Some(cluster.connect_options().unwrap()),
+        "f/",
+        opts,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kv.put("f/0", "0", None).await.unwrap();
+    assert!(matches!(next_event(&mut watch).await, WatchEvent::Put { key, .. } if key == "f/0"));
+
+    // Frozen, not dead: its TCP connections stay open and silent.
+    cluster.pause(watched).unwrap();
+    let frozen = Instant::now();
+    for i in 1..=50 {
+        kv.put(format!("f/{i}"), i.to_string(), None).await.unwrap();
+    }
+    for i in 1..=50 {
+        match next_event(&mut watch).await {
+            WatchEvent::Put { key, .. } => assert_eq!(key, format!("f/{i}")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let took = frozen.elapsed();
+    cluster.resume(watched).unwrap();
+    eprintln!("50 events delivered {took:?} after the watch's member froze");
+    assert!(
+        took < Duration::from_secs(5),
+        "noticed within a few stall timeouts"
+    );
+    let extra = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
+    assert!(extra.is_err(), "unexpected extra event {extra:?}");
 }

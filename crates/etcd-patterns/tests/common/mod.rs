@@ -58,3 +58,14 @@ pub async fn get_i64(client: &Client, key: &str) -> i64 {
         .map(|kv| String::from_utf8_lossy(kv.value()).parse().expect("number"))
         .unwrap_or(0)
 }
+
+/// A client balanced over some members of `cluster` only.
+pub async fn client_of(cluster: &EtcdCluster, members: &[usize]) -> Client {
+    let eps: Vec<String> = members
+        .iter()
+        .map(|&i| cluster.endpoint(i).unwrap())
+        .collect();
+    Client::connect(eps, Some(cluster.connect_options().unwrap()))
+        .await
+        .unwrap()
+}
