@@ -150,3 +150,46 @@ async fn flags_from_the_cache_rollout_lists_and_kill_switch() {
     );
     assert!(subjects.iter().all(|s| !b.is_enabled("new-ui", s)));
 }
+
+const CHILD_ENV: &str = "ETCD_PATTERNS_FLAG_BUCKETS_CHILD";
+
+fn buckets() -> Vec<String> {
+    (0..200)
+        .map(|i| {
+            let subject = format!("subject-{i}");
+            format!(
+                "BUCKET {subject} {}",
+                etcd_patterns::flags::bucket("new-ui", &subject)
+            )
+        })
+        .collect()
+}
+
+/// Runs this test binary again as a second process and compares the
+/// buckets it computes with ours: no per-process hash seed.
+#[test]
+fn flag_buckets_match_a_second_process() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        for line in buckets() {
+            println!("{line}");
+        }
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "flag_buckets_match_a_second_process",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("spawn the test binary");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let theirs: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with("BUCKET "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(theirs, buckets());
+}
