@@ -9,6 +9,8 @@
 //! - [`logging`] and [`lifecycle`]: log output, graceful shutdown;
 //! - [`cli`]: the command line.
 
+#![recursion_limit = "512"] // the OpenAPI document is one large `json!`
+
 pub mod alert;
 pub mod api;
 pub mod bench;

@@ -22,7 +22,7 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Mon
         )
     })?;
     let monitor = Monitor::start(config, store, lifecycle);
-    crate::alert::start(&config.alerts, &monitor, lifecycle);
+    monitor.set_alerting(crate::alert::start(&config.alerts, &monitor, lifecycle));
     for c in &config.clusters {
         tracing::info!(
             cluster = %c.name,
@@ -47,6 +47,7 @@ pub async fn serve_api(
         config: std::sync::Arc::new(config.clone()),
         started: std::time::Instant::now(),
         started_at: std::time::SystemTime::now(),
+        firing_cache: Default::default(),
         bench_runs: {
             let runs =
                 crate::benchmarks::BenchRuns::new(monitor.store().clone(), lifecycle.clone());

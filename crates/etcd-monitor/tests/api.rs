@@ -39,6 +39,7 @@ async fn start(cluster: &EtcdCluster, name: &str) -> Running {
     config.storage.url = format!("sqlite://{}", dir.path().join("h.db").display());
     config.api.listen = "127.0.0.1:0".into();
     config.api.snapshot_dir = dir.path().join("snapshots");
+    config.alerts = serde_yaml_ng::from_str("rules:\n  etcdMembersDown:\n    for: 0s\n").unwrap();
     let lifecycle = Lifecycle::new();
     let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
     let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle)
@@ -261,6 +262,7 @@ async fn every_endpoint_matches_the_openapi_document() {
         "etcd_monitor_probe_duration_seconds_bucket{cluster=\"main\",probe=\"put\",le=\"+Inf\"}",
         "etcd_monitor_member_wal_fsync_p99_seconds{",
         "process_resident_memory_bytes ",
+        "etcd_monitor_cluster_alerts_firing{cluster=\"main\"} 0",
     ] {
         assert!(metrics.contains(needle), "/metrics lacks {needle}");
     }
@@ -468,6 +470,71 @@ async fn benchmarks_and_maintenance_through_the_api() {
     }
     let (code, _) = get(addr, "/api/v1/benchmarks/nope").await;
     assert_eq!(code, 404);
+
+    // Silences: add, list, delete; bad input; acknowledgement of a group that is not firing.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 600_000;
+    let (code, sil) = post(
+        addr,
+        "/api/v1/silences",
+        &format!(r#"{{"matchers": ["cluster=ops", "alertname=etcdMembersDown"], "ends_at_ms": {until}, "comment": "maintenance", "created_by": "test"}}"#),
+    )
+    .await;
+    assert_eq!(code, 201, "{sil}");
+    check(
+        &doc,
+        post_schema(&doc, "/api/v1/silences", 201),
+        &sil,
+        "silence",
+    )
+    .unwrap();
+    let sid = sil["id"].as_str().unwrap().to_string();
+    let (_, list) = get(addr, "/api/v1/silences").await;
+    check(
+        &doc,
+        schema_for(&doc, "/api/v1/silences", 200),
+        &list,
+        "silences",
+    )
+    .unwrap();
+    assert!(
+        list["silences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == sid.as_str())
+    );
+    let (code, bad) = post(
+        addr,
+        "/api/v1/silences",
+        &format!(r#"{{"matchers": ["cluster"], "ends_at_ms": {until}}}"#),
+    )
+    .await;
+    assert_eq!(code, 422, "{bad}");
+    let del = reqwest::Client::new()
+        .delete(format!("http://{addr}/api/v1/silences/{sid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    let again = reqwest::Client::new()
+        .delete(format!("http://{addr}/api/v1/silences/{sid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let (code, bad) = post(
+        addr,
+        "/api/v1/alerts/ack",
+        r#"{"group_key": "ops/etcdNoLeader"}"#,
+    )
+    .await;
+    assert_eq!(code, 404, "{bad}");
+    let (code, bad) = get(addr, "/api/v1/alerts/history?state=burning").await;
+    assert_eq!(code, 400, "{bad}");
 
     // Maintenance: compact, alarm disarm, snapshot, move-leader, defrag.
     let m = "/api/v1/clusters/ops/maintenance";

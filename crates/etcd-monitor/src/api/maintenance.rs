@@ -19,7 +19,7 @@ use crate::ctl::maintenance::{self, DefragOptions};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(v)| v).map_err(|e| match e {
         JsonRejection::JsonDataError(e) => {
             ApiError::unprocessable(format!("bad request body: {}", e.body_text()))

@@ -2,6 +2,7 @@
 //! dashboard at `/`, server-sent events. Handlers are thin: they read the
 //! latest snapshots or the history store and serialize.
 
+mod alerts;
 mod benchmarks;
 mod error;
 mod events;
@@ -40,6 +41,16 @@ pub struct AppState {
     pub started_at: SystemTime,
     /// Benchmark runs.
     pub bench_runs: crate::benchmarks::BenchRuns,
+    /// Firing alerts counted for `/metrics`, refreshed at most every 2 s so
+    /// scrapes do not query the store each time.
+    pub firing_cache: Arc<tokio::sync::Mutex<FiringCache>>,
+}
+
+/// Counts of firing alerts by (cluster, alertname, severity), and when taken.
+#[derive(Debug, Default)]
+pub struct FiringCache {
+    taken: Option<Instant>,
+    counts: std::collections::BTreeMap<(String, String, String), u64>,
 }
 
 impl AppState {
@@ -99,6 +110,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/clusters/{name}", per_cluster)
         .nest("/cluster", default_cluster)
         .route("/events", get(events::sse))
+        .route("/alerts", get(alerts::active))
+        .route("/alerts/history", get(alerts::history))
+        .route("/alerts/ack", post(alerts::ack))
+        .route("/silences", get(alerts::silences).post(alerts::add_silence))
+        .route(
+            "/silences/{id}",
+            axum::routing::delete(alerts::delete_silence),
+        )
         .route("/benchmarks", get(benchmarks::list).post(benchmarks::start))
         .route("/benchmarks/{id}", get(benchmarks::get))
         .route("/openapi.json", get(openapi::serve));

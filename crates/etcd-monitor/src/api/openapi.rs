@@ -119,7 +119,54 @@ fn schemas() -> Value {
             "error": nullable(s("string")), "spec": s("object"), "report": nullable(s("object")),
         }),
     );
+    let alert = obj(
+        &[
+            "fingerprint",
+            "group_key",
+            "alertname",
+            "cluster",
+            "severity",
+            "state",
+            "summary",
+            "value",
+            "labels",
+            "active_since_ms",
+        ],
+        json!({
+            "fingerprint": s("string"), "group_key": s("string"), "alertname": s("string"), "cluster": s("string"),
+            "member": nullable(s("string")), "severity": s("string"),
+            "state": { "type": "string", "enum": ["pending", "firing", "resolved"] },
+            "summary": s("string"), "value": s("number"), "labels": s("object"),
+            "active_since_ms": s("integer"), "starts_at_ms": nullable(s("integer")), "ends_at_ms": nullable(s("integer")),
+            "suppressed": nullable(s("string")),
+        }),
+    );
+    let silence = obj(
+        &[
+            "id",
+            "matchers",
+            "starts_at_ms",
+            "ends_at_ms",
+            "comment",
+            "created_by",
+            "source",
+        ],
+        json!({
+            "id": s("string"), "matchers": { "type": "array", "items": s("object") },
+            "starts_at_ms": s("integer"), "ends_at_ms": s("integer"), "comment": s("string"), "created_by": s("string"), "source": s("string"),
+        }),
+    );
     json!({
+        "ActiveAlerts": obj(&["alerts", "groups"], json!({ "alerts": { "type": "array", "items": alert.clone() }, "groups": { "type": "array", "items": s("object") } })),
+        "AlertHistory": obj(&["from_ms", "to_ms", "alerts"], json!({ "from_ms": s("integer"), "to_ms": s("integer"), "alerts": { "type": "array", "items": alert } })),
+        "Silence": silence.clone(),
+        "NewSilence": obj(&["matchers", "ends_at_ms"], json!({
+            "matchers": { "type": "array", "items": s("string") }, "starts_at_ms": s("integer"), "ends_at_ms": s("integer"),
+            "comment": s("string"), "created_by": s("string"),
+        })),
+        "SilenceList": obj(&["silences"], json!({ "silences": { "type": "array", "items": silence } })),
+        "Acked": obj(&["group_key", "acked_at_ms", "acked_by"], json!({ "group_key": s("string"), "acked_at_ms": s("integer"), "acked_by": s("string") })),
+        "Deleted": obj(&["deleted"], json!({ "deleted": s("string") })),
         "BenchmarkRun": run.clone(),
         "BenchmarkList": obj(&["benchmarks"], json!({ "benchmarks": { "type": "array", "items": run } })),
         "BenchmarkStarted": obj(&["id", "state", "cluster", "workload"], json!({ "id": s("string"), "state": s("string"), "cluster": s("string"), "workload": s("string") })),
@@ -410,6 +457,56 @@ pub fn document() -> Value {
         }
     });
     paths.insert("/api/v1/benchmarks".into(), bench);
+    paths.insert(
+        "/api/v1/alerts".into(),
+        op(
+            "Firing alerts and notification groups (with acknowledgement)",
+            "ActiveAlerts",
+            json!([qp("cluster", "only this cluster")]),
+            &["400", "404"],
+        ),
+    );
+    paths.insert(
+        "/api/v1/alerts/history".into(),
+        op(
+            "Alerts that fired, newest first",
+            "AlertHistory",
+            json!([
+                qp("cluster", "only this cluster"),
+                qp("state", "firing or resolved"),
+                qp("from", time),
+                qp("to", time),
+                qp("limit", "1..5000")
+            ]),
+            &["400", "404"],
+        ),
+    );
+    let json_body = |schema: &str, ok: &str, code: &str| {
+        json!({
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } },
+            "responses": {
+                code: { "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{ok}") } } } },
+                "400": err("Malformed body"), "404": err("Not found"), "409": err("Conflict"), "422": err("Invalid"),
+            }
+        })
+    };
+    paths.insert("/api/v1/alerts/ack".into(), json!({ "post": { "summary": "Acknowledge a firing group: no repeats until it resolves", "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["group_key"], "properties": { "group_key": { "type": "string" }, "by": { "type": "string" }, "comment": { "type": "string" } } } } } }, "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Acked" } } } }, "400": err("Malformed body"), "404": err("No such firing group"), "422": err("Invalid") } } }));
+    let mut silences = op(
+        "Silences (configured and added through the API)",
+        "SilenceList",
+        json!([]),
+        &["503"],
+    );
+    let mut add = json_body("NewSilence", "Silence", "201");
+    add["summary"] =
+        json!("Add a silence: matchers such as cluster=prod, alertname!=etcdNoLeader; ends_at_ms");
+    silences["post"] = add;
+    paths.insert("/api/v1/silences".into(), silences);
+    paths.insert(
+        "/api/v1/silences/{id}".into(),
+        json!({ "delete": { "summary": "Delete a silence added through the API", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+            "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Deleted" } } } }, "404": err("No such silence"), "409": err("Defined in the configuration file") } } }),
+    );
     paths.insert(
         "/api/v1/benchmarks/{id}".into(),
         op("One run with its report", "BenchmarkRun", json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]), &["404"]),

@@ -323,6 +323,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
     }
+    firing_alerts(&mut p, &state).await;
     process_metrics(&mut p, &state);
     (
         [(
@@ -350,6 +351,55 @@ impl Page {
             number(value)
         );
         self.family(family, kind, help).lines.push(line);
+    }
+}
+
+async fn firing_alerts(p: &mut Page, state: &AppState) {
+    let mut cache = state.firing_cache.lock().await;
+    if cache
+        .taken
+        .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(2))
+    {
+        if let Ok(alerts) = state.monitor.store().active_alerts(None).await {
+            cache.counts.clear();
+            for a in alerts {
+                let get = |k: &str| a.labels.get(k).cloned().unwrap_or_default();
+                *cache
+                    .counts
+                    .entry((get("cluster"), get("alertname"), get("severity")))
+                    .or_insert(0) += 1;
+            }
+            cache.taken = Some(std::time::Instant::now());
+        }
+    }
+    for name in state.monitor.cluster_names() {
+        // Always present per cluster, so "no alert" is 0 rather than absent.
+        let total: u64 = cache
+            .counts
+            .iter()
+            .filter(|((c, _, _), _)| c == name)
+            .map(|(_, n)| n)
+            .sum();
+        p.sample(
+            "etcd_monitor_cluster_alerts_firing",
+            "gauge",
+            "Firing alerts of the cluster.",
+            &[("cluster", name)],
+            total as f64,
+        );
+    }
+    for ((cluster, alertname, severity), n) in &cache.counts {
+        p.sample(
+            "etcd_monitor_alerts_firing",
+            "gauge",
+            "Firing alerts by rule and severity.",
+            &[
+                ("cluster", cluster),
+                ("alertname", alertname),
+                ("severity", severity),
+            ],
+            *n as f64,
+        );
     }
 }
 

@@ -84,6 +84,7 @@ pub struct Monitor {
     order: Vec<String>,
     events: broadcast::Sender<MonitorEvent>,
     store: Store,
+    alerting: Arc<std::sync::OnceLock<crate::alert::Alerting>>,
 }
 
 impl Monitor {
@@ -150,6 +151,7 @@ impl Monitor {
             order,
             events,
             store,
+            alerting: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -176,5 +178,15 @@ impl Monitor {
     /// The history store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Attaches the alert engine's handle (once; later calls are ignored).
+    pub fn set_alerting(&self, alerting: crate::alert::Alerting) {
+        let _ = self.alerting.set(alerting);
+    }
+
+    /// The alert engine's handle, once it runs.
+    pub fn alerting(&self) -> Option<&crate::alert::Alerting> {
+        self.alerting.get()
     }
 }
