@@ -435,3 +435,47 @@ async fn one_cluster_hanging_does_not_delay_another() {
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
     bad.resume(0).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_slow_requests_are_evaluated_with_extensive_metrics() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(1).extra_args(["--metrics", "extensive"]))
+        .await
+        .unwrap();
+    let mut client = cluster.client().await.unwrap();
+    for i in 0..20 {
+        client.put(format!("grpc/{i}"), "x", None).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        vec![cluster_config("g", &cluster)],
+        &dir.path().join("h.db"),
+    );
+    // Any request is "slow" against a zero threshold: the rule must fire.
+    cfg.alerts =
+        serde_yaml_ng::from_str("rules:\n  etcdGRPCRequestsSlow:\n    threshold: 0\n    for: 0s\n")
+            .unwrap();
+    let (monitor, lifecycle) = start(&cfg).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let round = monitor.cluster("g").unwrap().metrics.borrow().clone();
+        let p99 = round.and_then(|r| {
+            r.members
+                .first()
+                .and_then(|m| m.metrics.as_ref().and_then(|x| x.grpc_unary_p99))
+        });
+        let firing = monitor.store().active_alerts(Some("g")).await.unwrap();
+        if p99.is_some_and(|v| v > 0.0)
+            && firing.iter().any(|a| {
+                a.labels.get("alertname").map(String::as_str) == Some("etcdGRPCRequestsSlow")
+            })
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gRPC p99 ({p99:?}) or no firing etcdGRPCRequestsSlow ({firing:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}

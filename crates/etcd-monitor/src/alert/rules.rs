@@ -469,8 +469,12 @@ impl Ctx<'_> {
                 }
                 Outcome::Holds(out)
             }
-            "etcdGRPCRequestsSlow" => Outcome::NotEvaluable(
-                "gRPC handling-time histograms are not scraped (etcd --metrics extensive)",
+            // Members expose gRPC handling-time histograms only with
+            // `--metrics extensive`; without them the rule is not evaluable.
+            "etcdGRPCRequestsSlow" => self.per_member_above(
+                |m| m.grpc_unary_p99,
+                "gRPC unary request p99 (without Defragment)",
+                Unit::Seconds,
             ),
             "etcdMemberCommunicationSlow" => self.per_member_above(
                 |m| m.peer_round_trip_p99,

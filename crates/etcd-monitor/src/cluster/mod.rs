@@ -104,6 +104,9 @@ pub struct MemberMetrics {
     pub wal_fsync_p99: Option<f64>,
     /// p99 of `etcd_disk_backend_commit_duration_seconds`, seconds.
     pub backend_commit_p99: Option<f64>,
+    /// p99 of unary gRPC handling time except Defragment, seconds; only
+    /// members started with `--metrics extensive` expose the histogram.
+    pub grpc_unary_p99: Option<f64>,
     /// p99 of `etcd_network_peer_round_trip_time_seconds` over all peers, seconds.
     pub peer_round_trip_p99: Option<f64>,
     /// `etcd_server_leader_changes_seen_total`.
@@ -146,6 +149,10 @@ impl MemberMetrics {
             wal_fsync_p99: s.histogram_quantile("etcd_disk_wal_fsync_duration_seconds", 0.99),
             backend_commit_p99: s
                 .histogram_quantile("etcd_disk_backend_commit_duration_seconds", 0.99),
+            grpc_unary_p99: s.histogram_quantile_where("grpc_server_handling_seconds", 0.99, |l| {
+                l.get("grpc_type").is_some_and(|t| t == "unary")
+                    && l.get("grpc_method").is_none_or(|m| m != "Defragment")
+            }),
             peer_round_trip_p99: s
                 .histogram_quantile("etcd_network_peer_round_trip_time_seconds", 0.99),
             leader_changes_seen: s.value("etcd_server_leader_changes_seen_total"),

@@ -69,9 +69,23 @@ impl Scrape {
     /// the bucket as Prometheus' `histogram_quantile` does. `None` without
     /// observations.
     pub fn histogram_quantile(&self, name: &str, q: f64) -> Option<f64> {
+        self.histogram_quantile_where(name, q, |_| true)
+    }
+
+    /// Like [`Scrape::histogram_quantile`], over the label sets `keep` accepts.
+    pub fn histogram_quantile_where(
+        &self,
+        name: &str,
+        q: f64,
+        keep: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> Option<f64> {
         let bucket = format!("{name}_bucket");
         let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-        for s in self.samples.iter().filter(|s| s.name == bucket) {
+        for s in self
+            .samples
+            .iter()
+            .filter(|s| s.name == bucket && keep(&s.labels))
+        {
             let le = s.labels.get("le").and_then(|v| parse_value(v))?;
             let entry = by_le.entry(le.to_bits()).or_insert((le, 0.0));
             entry.1 += s.value;
