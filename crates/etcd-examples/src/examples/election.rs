@@ -81,12 +81,15 @@ pub async fn run(ctx: &Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the current leader, then every change.
 async fn report_changes(mut observer: Observer) {
-    while let Some(leader) = observer.next().await {
-        match leader {
+    let mut leader = Some(observer.current());
+    while let Some(current) = leader {
+        match current {
             Some(l) => say!("observer: leader is {}", String::from_utf8_lossy(&l.value)),
             None => say!("observer: no leader"),
         }
+        leader = observer.next().await;
     }
 }
 
