@@ -348,6 +348,21 @@ async fn fsync_and_commit_p99_agree_with_the_members_buckets() {
     let (scrape, bad_lines) = etcd_monitor::metrics::prom::Scrape::parse(&text);
     assert_eq!(bad_lines, 0, "lines of a real page we could not parse");
     let ours = etcd_monitor::cluster::MemberMetrics::from_scrape(&scrape);
+    // The monitor parses only the families it needs; that must change nothing.
+    let (only, _) = etcd_monitor::metrics::prom::Scrape::parse_only(
+        &text,
+        etcd_monitor::cluster::MemberMetrics::wants,
+    );
+    assert_eq!(
+        etcd_monitor::cluster::MemberMetrics::from_scrape(&only),
+        ours
+    );
+    assert!(
+        only.samples.len() < scrape.samples.len(),
+        "the filter kept {} of {}",
+        only.samples.len(),
+        scrape.samples.len()
+    );
     for (name, got) in [
         ("etcd_disk_wal_fsync_duration_seconds", ours.wal_fsync_p99),
         (

@@ -424,7 +424,7 @@ pub async fn scrape_metrics(http: &reqwest::Client, url: &str) -> Result<MemberM
         .text()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    let (scrape, _) = Scrape::parse(&text);
+    let (scrape, _) = Scrape::parse_only(&text, MemberMetrics::wants);
     Ok(MemberMetrics::from_scrape(&scrape))
 }
 

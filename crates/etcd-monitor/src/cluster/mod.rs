@@ -128,6 +128,32 @@ pub struct MemberMetrics {
 }
 
 impl MemberMetrics {
+    /// Whether a sample name feeds [`MemberMetrics::from_scrape`].
+    pub fn wants(sample: &str) -> bool {
+        const PREFIXES: [&str; 5] = [
+            "etcd_disk_wal_fsync_duration_seconds_bucket",
+            "etcd_disk_backend_commit_duration_seconds_bucket",
+            "etcd_network_peer_round_trip_time_seconds_bucket",
+            "grpc_server_handling_seconds_bucket",
+            "etcd_network_peer_sent_failures_total",
+        ];
+        const NAMES: [&str; 12] = [
+            "etcd_server_quota_backend_bytes",
+            "etcd_mvcc_db_total_size_in_bytes",
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "etcd_server_has_leader",
+            "etcd_server_is_leader",
+            "etcd_server_leader_changes_seen_total",
+            "etcd_server_proposals_committed_total",
+            "etcd_server_proposals_applied_total",
+            "etcd_server_proposals_pending",
+            "etcd_server_proposals_failed_total",
+            "etcd_debugging_mvcc_watcher_total",
+            "grpc_server_handled_total",
+        ];
+        NAMES.contains(&sample) || PREFIXES.contains(&sample)
+    }
+
     /// Picks the figures out of a parsed page.
     pub fn from_scrape(s: &crate::metrics::prom::Scrape) -> Self {
         let mut by_code = std::collections::BTreeMap::new();

@@ -24,10 +24,22 @@ pub struct Scrape {
 impl Scrape {
     /// Parses a page; malformed lines are skipped (and counted in the result).
     pub fn parse(text: &str) -> (Scrape, usize) {
+        Self::parse_only(text, |_| true)
+    }
+
+    /// Parses only the samples whose metric family `wanted` accepts (the
+    /// name up to its first `{` or space, `_bucket`/`_sum`/`_count`
+    /// included): a member's page has thousands of samples and the monitor
+    /// needs a few dozen, so the rest are skipped before any allocation.
+    pub fn parse_only(text: &str, wanted: impl Fn(&str) -> bool) -> (Scrape, usize) {
         let mut samples = Vec::new();
         let mut bad = 0;
         for line in text.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+            if !wanted(&line[..name_end]) {
                 continue;
             }
             match parse_line(line) {

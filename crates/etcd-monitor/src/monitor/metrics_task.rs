@@ -93,6 +93,17 @@ pub(super) async fn run(t: MetricsTask) {
             at_ms: round.at_ms,
         });
         t.publish.send_replace(Some(Arc::new(round)));
+        release_freed_memory();
+    }
+}
+
+/// Hands memory freed by the round (scraped pages, parsed samples) back to
+/// the system, so a long-running monitor's RSS stays at its working set.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -218,6 +218,11 @@ impl Store {
         let store = Store { pool, backend };
         if backend == Backend::Sqlite {
             // WAL keeps readers (the API) from blocking the writer.
+            // A small page cache: the monitor writes far more than it reads back.
+            sqlx::query("PRAGMA cache_size=-512")
+                .execute(&store.pool)
+                .await
+                .map_err(db("set cache size"))?;
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&store.pool)
                 .await
@@ -503,7 +508,13 @@ impl Store {
     /// Deletes history older than `older_than_ms`; returns the rows removed.
     pub async fn enforce_retention(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         let mut removed = 0;
-        for table in ["snapshots", "findings", "leader_changes", "metric_samples", "benchmark_runs"] {
+        for table in [
+            "snapshots",
+            "findings",
+            "leader_changes",
+            "metric_samples",
+            "benchmark_runs",
+        ] {
             // `table` comes from the constant list above.
             removed += sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE at_ms < $1"
