@@ -952,7 +952,7 @@ async fn email_over_starttls_and_implicit_tls_with_auth() {
     }
 }
 
-/// The bar of docs/benchmarks-alerting.md: member killed -> webhook received,
+/// The bar of docs/benchmarks.md: member killed -> webhook received,
 /// against 2 health intervals + `for`. Run with
 /// `cargo test -p etcd-monitor --test alert -- --ignored --nocapture member_killed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
