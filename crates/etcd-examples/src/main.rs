@@ -73,9 +73,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             examples::ALL.join(", ")
         ),
     };
-    if args.node_id.is_some() && names.len() > 1 {
+    if args.node_id.is_some() && !(names.len() == 1 && examples::MULTI_NODE.contains(&names[0])) {
         bail!(
-            "--node-id runs one node of one example: add --example election (or lock, discovery, leader-task, ha)"
+            "--node-id runs one node of a multi-node example: add --example with one of {}",
+            examples::MULTI_NODE.join(", ")
         );
     }
     let (client, endpoints, options) = connect::connect(&args.endpoints, args.dial_timeout).await?;

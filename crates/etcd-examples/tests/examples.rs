@@ -474,3 +474,50 @@ fn unreachable_endpoints_fail_fast_with_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn single_nodes_run_until_ctrl_c_and_stop_cleanly() {
+    let cluster = EtcdCluster::shared();
+    let cases = [
+        (
+            "lock",
+            "[lock] solo acquired, fencing token ",
+            "[lock] solo stopped",
+        ),
+        (
+            "discovery",
+            "[discovery] solo sees 1: solo",
+            "[discovery] solo deregistered",
+        ),
+        (
+            "leader-task",
+            "[leader-task] job ran on solo",
+            "[leader-task] solo stopped",
+        ),
+        (
+            "ha",
+            "[ha] solo is primary, fencing token ",
+            "[ha] solo stopped",
+        ),
+    ];
+    for (example, running, stopped) in cases {
+        let mut node = Guarded(
+            Command::new(BIN)
+                .args(["--endpoints", &cluster.endpoints().join(",")])
+                .args(["--example", example, "--node-id", "solo"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("etcd-examples starts"),
+        );
+        let rx = lines(&mut node.0);
+        let mut seen = String::new();
+        until(&rx, &mut seen, running, Duration::from_secs(10));
+        let interrupted = Command::new("kill")
+            .args(["-INT", &node.0.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(interrupted.success());
+        until(&rx, &mut seen, stopped, Duration::from_secs(10));
+        assert!(node.0.wait().expect("exits").success(), "{example}: {seen}");
+    }
+}

@@ -94,7 +94,7 @@ async fn node_mode(
     let session = Session::new(ctx.client.clone(), TTL).await?;
     let mutex = Mutex::new(session.clone(), lock_prefix);
     say!("{node} started (session ttl {TTL:?}); Ctrl-C to stop, kill -9 to crash while holding");
-    loop {
+    'run: loop {
         say!("{node} waiting for the lock");
         let guard = tokio::select! {
             g = mutex.lock() => g?,
@@ -106,7 +106,7 @@ async fn node_mode(
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 reason = guard.lost() => { say!("{node} lost the lock: {reason}"); return Ok(()); }
-                _ = ctrl_c() => { guard.unlock().await?; session.close().await?; return Ok(()); }
+                _ = ctrl_c() => { guard.unlock().await?; say!("{node} released"); break 'run; }
             }
             let put = TxnOp::put(data_key, format!("{node} write {i} token {token}"), None);
             guard.guarded_txn(vec![put]).await?;
@@ -117,5 +117,6 @@ async fn node_mode(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     session.close().await?;
+    say!("{node} stopped");
     Ok(())
 }

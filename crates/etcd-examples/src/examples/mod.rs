@@ -43,6 +43,9 @@ pub const ALL: &[&str] = &[
     "ha",
 ];
 
+/// The examples that run one node per process with `--node-id`.
+pub const MULTI_NODE: &[&str] = &["lock", "discovery", "election", "leader-task", "ha"];
+
 /// What every example gets: a connected client and the command line.
 pub struct Env {
     /// Balanced over every endpoint; has answered a status request.
