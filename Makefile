@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # etcd for the test kit, protoc for etcd-client, promtool (prometheus) to check /metrics,
-# chromium + node for the dashboard's browser test.
+# chromium + node for the dashboard's browser test, the PostgreSQL server for the store's
+# PostgreSQL test (the test starts its own server on a loopback port).
 
 .PHONY: all deps build test lint fmt bench demo clean
 
@@ -20,6 +21,7 @@ deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
