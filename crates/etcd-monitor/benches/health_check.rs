@@ -27,7 +27,11 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.expect("cluster");
         let config = ClusterConfig { endpoints: cluster.endpoints(), ..ClusterConfig::default() };
