@@ -309,68 +309,85 @@ fn all() {
     eprintln!("all: {:?}", r.took);
 }
 
-/// A child process killed when the test ends, also when it panics.
-struct Guarded(Child);
+/// A running `etcd-examples` whose stdout is read line by line; killed when
+/// the test ends, also when it panics.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: String,
+}
 
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Node {
+    fn start(endpoints: &[String], args: &[&str]) -> Node {
+        let mut child = Command::new(BIN)
+            .args(["--endpoints", &endpoints.join(",")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("etcd-examples starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Node {
+            child,
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads lines until `needle` has been printed; panics after `limit`.
+    fn until(&mut self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                Err(_) => panic!("no {needle:?} within {limit:?}; got:\n{}", self.seen),
+            }
+        }
+    }
+
+    /// Ctrl-C.
+    fn interrupt(&self) {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(sent.success());
+    }
+
+    fn exits_successfully(mut self) -> bool {
+        self.child.wait().expect("exits").success()
     }
 }
 
-/// Lines of a child's stdout, as they come.
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Collects lines until `needle` shows up (returns them all), or panics after `limit`.
-fn until(rx: &mpsc::Receiver<String>, seen: &mut String, needle: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !seen.contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push_str(&line);
-                seen.push('\n');
-            }
-            Err(_) => panic!("no {needle:?} within {limit:?}; got:\n{seen}"),
-        }
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 #[test]
 fn watch_resumes_after_member_loss() {
     let cluster = EtcdCluster::start_blocking(ClusterOptions::new(3)).expect("cluster starts");
-    let mut child = Guarded(
-        Command::new(BIN)
-            .args(["--endpoints", &cluster.endpoints().join(",")])
-            .args(["--example", "watch", "--member-loss-timeout", "30s"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("etcd-examples starts"),
+    let mut node = Node::start(
+        &cluster.endpoints(),
+        &["--example", "watch", "--member-loss-timeout", "30s"],
     );
-    let rx = lines(&mut child.0);
-    let mut seen = String::new();
-    until(
-        &rx,
-        &mut seen,
-        "WAITING FOR MEMBER LOSS",
-        Duration::from_secs(30),
-    );
+    node.until("WAITING FOR MEMBER LOSS", Duration::from_secs(30));
     cluster.kill(0).expect("kill member 0");
-    until(&rx, &mut seen, "[watch] done", Duration::from_secs(40));
-    let status = child.0.wait().expect("child exits");
-    assert!(status.success(), "{seen}");
+    node.until("[watch] done", Duration::from_secs(40));
     let mut steps = WATCH_STEPS.to_vec();
     steps.extend([
         "[watch] WAITING FOR MEMBER LOSS: kill the etcd member at ",
@@ -382,71 +399,40 @@ fn watch_resumes_after_member_loss() {
         "[watch] watch resumed on another member: all 3 changes written after the loss arrived, in order",
         "[watch] done",
     ]);
-    assert_in_order(&seen, &steps);
+    assert_in_order(&node.seen, &steps);
+    let seen = node.seen.clone();
+    assert!(node.exits_successfully(), "{seen}");
 }
 
 #[test]
 fn election_nodes_in_separate_processes_fail_over() {
-    let cluster = EtcdCluster::shared();
-    let spawn = |id: &str| {
-        Guarded(
-            Command::new(BIN)
-                .args(["--endpoints", &cluster.endpoints().join(",")])
-                .args(["--example", "election", "--node-id", id])
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("etcd-examples starts"),
-        )
-    };
-    let mut a = spawn("node-a");
-    let a_lines = lines(&mut a.0);
-    let mut a_seen = String::new();
-    until(
-        &a_lines,
-        &mut a_seen,
+    let endpoints = EtcdCluster::shared().endpoints();
+    let node = |id: &str| Node::start(&endpoints, &["--example", "election", "--node-id", id]);
+    let mut a = node("node-a");
+    a.until(
         "[election] node-a is leader, fencing token ",
         Duration::from_secs(10),
     );
-    let mut b = spawn("node-b");
-    let b_lines = lines(&mut b.0);
-    let mut b_seen = String::new();
-    until(
-        &b_lines,
-        &mut b_seen,
-        "[election] node-b campaigning",
-        Duration::from_secs(10),
-    );
-    until(
-        &b_lines,
-        &mut b_seen,
+    let mut b = node("node-b");
+    b.until("[election] node-b campaigning", Duration::from_secs(10));
+    b.until(
         "[election] observer: leader is node-a",
         Duration::from_secs(10),
     );
 
     let crashed = Instant::now();
     drop(a); // SIGKILL: its lease runs out after the 2 s TTL
-    until(
-        &b_lines,
-        &mut b_seen,
+    b.until(
         "[election] node-b is leader, fencing token ",
         Duration::from_secs(10),
     );
     let took = crashed.elapsed();
     assert!(took < Duration::from_secs(5), "failover took {took:?}");
 
-    // Ctrl-C resigns.
-    let interrupted = Command::new("kill")
-        .args(["-INT", &b.0.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(interrupted.success());
-    until(
-        &b_lines,
-        &mut b_seen,
-        "[election] node-b resigned",
-        Duration::from_secs(10),
-    );
-    assert!(b.0.wait().expect("node-b exits").success(), "{b_seen}");
+    b.interrupt(); // Ctrl-C resigns
+    b.until("[election] node-b resigned", Duration::from_secs(10));
+    let seen = b.seen.clone();
+    assert!(b.exits_successfully(), "{seen}");
     eprintln!("node failover: {took:?}");
 }
 
@@ -477,7 +463,7 @@ fn unreachable_endpoints_fail_fast_with_a_clear_message() {
 
 #[test]
 fn single_nodes_run_until_ctrl_c_and_stop_cleanly() {
-    let cluster = EtcdCluster::shared();
+    let endpoints = EtcdCluster::shared().endpoints();
     let cases = [
         (
             "lock",
@@ -501,23 +487,11 @@ fn single_nodes_run_until_ctrl_c_and_stop_cleanly() {
         ),
     ];
     for (example, running, stopped) in cases {
-        let mut node = Guarded(
-            Command::new(BIN)
-                .args(["--endpoints", &cluster.endpoints().join(",")])
-                .args(["--example", example, "--node-id", "solo"])
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("etcd-examples starts"),
-        );
-        let rx = lines(&mut node.0);
-        let mut seen = String::new();
-        until(&rx, &mut seen, running, Duration::from_secs(10));
-        let interrupted = Command::new("kill")
-            .args(["-INT", &node.0.id().to_string()])
-            .status()
-            .expect("kill -INT");
-        assert!(interrupted.success());
-        until(&rx, &mut seen, stopped, Duration::from_secs(10));
-        assert!(node.0.wait().expect("exits").success(), "{example}: {seen}");
+        let mut node = Node::start(&endpoints, &["--example", example, "--node-id", "solo"]);
+        node.until(running, Duration::from_secs(10));
+        node.interrupt();
+        node.until(stopped, Duration::from_secs(10));
+        let seen = node.seen.clone();
+        assert!(node.exits_successfully(), "{example}: {seen}");
     }
 }

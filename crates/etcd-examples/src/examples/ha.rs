@@ -12,7 +12,7 @@ use etcd_client::TxnOp;
 use etcd_patterns::{HaCoordinator, HaOptions, PrimaryContext, Role};
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, FencedStore, ctrl_c, say, within};
+use super::{Ctx, FencedStore, ctrl_c, say, wait_until, within};
 
 const NAME: &str = "ha";
 const TTL: Duration = Duration::from_secs(2);
@@ -22,6 +22,21 @@ const TTL: Duration = Duration::from_secs(2);
 struct Journal {
     store: FencedStore,
     writes: StdMutex<Vec<(String, i64)>>,
+}
+
+impl Journal {
+    fn writes_with(&self, token: i64) -> usize {
+        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.iter().filter(|w| w.1 == token).count()
+    }
+
+    /// Waits until the primary with `token` has made `n` writes.
+    async fn wait_for_writes(&self, token: i64, n: usize) -> anyhow::Result<()> {
+        wait_until(Duration::from_secs(5), "the primary's writes", || {
+            self.writes_with(token) >= n
+        })
+        .await
+    }
 }
 
 /// The primary: write a heartbeat every 200 ms, guarded in etcd by the
@@ -117,7 +132,7 @@ pub async fn run(ctx: &Ctx<'_>) -> anyhow::Result<()> {
         }
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(700)).await; // a few writes
+    journal.wait_for_writes(old_token, 3).await?;
 
     let i = nodes
         .iter()
@@ -144,7 +159,7 @@ pub async fn run(ctx: &Ctx<'_>) -> anyhow::Result<()> {
         "{second} took over after {:.1}s, fencing token {new_token} (> {old_token})",
         stopped.elapsed().as_secs_f64()
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    journal.wait_for_writes(new_token, 3).await?;
 
     // A late write from the old primary (say it was only frozen) is refused.
     if journal.store.write(old_token) {
@@ -157,8 +172,10 @@ pub async fn run(ctx: &Ctx<'_>) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let old = writes.iter().filter(|w| w.1 == old_token).count();
-    let new = writes.iter().filter(|w| w.1 == new_token).count();
+    let (old, new) = (
+        journal.writes_with(old_token),
+        journal.writes_with(new_token),
+    );
     let first_new = writes.iter().position(|w| w.1 == new_token);
     let last_old = writes.iter().rposition(|w| w.1 == old_token);
     if old == 0 || new == 0 || first_new < last_old || !writes.is_sorted_by_key(|w| w.1) {

@@ -14,10 +14,15 @@ use super::{Ctx, say, within};
 
 const NAME: &str = "watch";
 
-fn options() -> WatchOptions {
-    WatchOptions::new()
+/// A watch of `prefix` from `revision` on, through one client per endpoint
+/// (it moves to the next endpoint when its member fails).
+async fn watch_from(ctx: &Ctx<'_>, prefix: &str, revision: i64) -> anyhow::Result<ResilientWatch> {
+    let opts = WatchOptions::new()
         .with_prefix()
-        .with_stall_timeout(Duration::from_secs(1))
+        .with_start_revision(revision)
+        .with_stall_timeout(Duration::from_secs(1));
+    let env = ctx.env;
+    Ok(ResilientWatch::connect(&env.endpoints, Some(env.options.clone()), prefix, opts).await?)
 }
 
 /// Receives `n` events, prints them, returns the last revision.
@@ -83,14 +88,7 @@ pub async fn run(ctx: &Ctx<'_>) -> anyhow::Result<()> {
         .header()
         .map(|h| h.revision())
         .context("no header in a get response")?;
-    let from_now = options().with_start_revision(revision + 1);
-    let mut watch = ResilientWatch::connect(
-        &env.endpoints,
-        Some(env.options.clone()),
-        prefix.as_str(),
-        from_now,
-    )
-    .await?;
+    let mut watch = watch_from(ctx, &prefix, revision + 1).await?;
     say!("watching {prefix} through {} first", env.endpoints[0]);
 
     put(&ctx.client, &key("a"), "1").await?;
@@ -103,14 +101,7 @@ pub async fn run(ctx: &Ctx<'_>) -> anyhow::Result<()> {
     put(&ctx.client, &key("c"), "3").await?;
     put(&ctx.client, &key("b"), "4").await?;
     say!("2 changes written while no watcher runs");
-    let resumed = options().with_start_revision(last + 1);
-    let mut watch = ResilientWatch::connect(
-        &env.endpoints,
-        Some(env.options.clone()),
-        prefix.as_str(),
-        resumed,
-    )
-    .await?;
+    let mut watch = watch_from(ctx, &prefix, last + 1).await?;
     receive(&mut watch, &prefix, 2).await?;
     say!(
         "resumed from revision {}: caught up on the 2 missed changes, none lost or repeated",
