@@ -50,7 +50,7 @@ bench: deps
 	$(CARGO) bench -p etcd-monitor --bench api_load
 
 demo: deps
-	$(CARGO) run --release -p etcd-monitor -- demo
+	$(CARGO) run -p etcd-monitor -- demo
 
 fmt:
 	$(CARGO) fmt --all

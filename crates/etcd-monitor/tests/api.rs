@@ -39,6 +39,7 @@ async fn start(cluster: &EtcdCluster, name: &str) -> Running {
     config.storage.url = format!("sqlite://{}", dir.path().join("h.db").display());
     config.api.listen = "127.0.0.1:0".into();
     config.api.snapshot_dir = dir.path().join("snapshots");
+    config.api.cors_origins = vec!["http://dashboard.test".into()];
     config.alerts = serde_yaml_ng::from_str("rules:\n  etcdMembersDown:\n    for: 0s\n").unwrap();
     let lifecycle = Lifecycle::new();
     let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
@@ -231,6 +232,28 @@ async fn every_endpoint_matches_the_openapi_document() {
         let msg = body["error"]["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{path}: {msg}");
     }
+
+    // CORS: the configured origin is allowed, another is not.
+    let allowed = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/clusters"))
+        .header("origin", "http://dashboard.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some("http://dashboard.test")
+    );
+    let other = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/clusters"))
+        .header("origin", "http://elsewhere.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
 
     // Server-sent events: hello first, then live health events.
     let mut sse = reqwest::get(format!("http://{addr}/api/v1/events"))
@@ -636,4 +659,60 @@ async fn benchmarks_and_maintenance_through_the_api() {
     assert_eq!(code, 404, "{bad}");
 
     etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_benchmarks_run_and_are_stored() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "clusters:\n  - name: sched\n    endpoints: [{}]\nmonitoring:\n  health_check_interval: 500ms\n  metrics_interval: 500ms\n\
+         storage:\n  url: sqlite://{}\napi:\n  listen: 127.0.0.1:0\n\
+         benchmark:\n  schedules:\n    - name: every-second\n      every: 1s\n      spec: {{ workload: put, total: 50, prefix: /sched/ }}\n      slo: \"throughput>1000000\"\n",
+        cluster.endpoints().join(", "),
+        dir.path().join("h.db").display()
+    );
+    let file = dir.path().join("m.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let config =
+        etcd_monitor::config::load(Some(&file), &etcd_monitor::config::Overrides::new()).unwrap();
+    let lifecycle = Lifecycle::new();
+    let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let (_, list) = get(addr, "/api/v1/benchmarks").await;
+        let done = list["benchmarks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["source"] == "every-second" && b["state"] != "running")
+            .cloned();
+        if let Some(run) = done {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run finished: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["succeeded"], 50);
+    // The SLO is out of reach on purpose: the miss is recorded with its message.
+    assert_eq!(run["slo_met"], false, "{run}");
+    assert!(
+        run["slo"][0].as_str().unwrap().contains("throughput"),
+        "{run}"
+    );
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+    // Stored: a new store sees it.
+    let store = etcd_monitor::store::Store::open(&config.storage.url)
+        .await
+        .unwrap();
+    let stored = store.benchmarks(100).await.unwrap();
+    assert!(stored.iter().any(|b| b["id"] == run["id"]), "not stored");
+    store.close().await;
 }

@@ -108,6 +108,24 @@ async fn tls_and_auth_settings_from_files() {
     bare.endpoints = vec![cluster.endpoint(0).unwrap().replace("https://", "")];
     connection::connect(&bare).await.unwrap();
 
+    // An IP endpoint verified against a name the certificate carries, or not.
+    let mut named = good.clone();
+    if let Some(tls) = named.tls.as_mut() {
+        tls.server_name = Some("localhost".into());
+    }
+    connection::connect(&named).await.unwrap();
+    let mut misnamed = good.clone();
+    if let Some(tls) = misnamed.tls.as_mut() {
+        tls.server_name = Some("etcd.elsewhere.test".into());
+    }
+    let Err(err) = connection::connect(&misnamed).await else {
+        panic!("a certificate for another name was accepted")
+    };
+    assert!(
+        matches!(err, ConnectError::NoEndpointReachable { .. }),
+        "{err}"
+    );
+
     let mut wrong = good.clone();
     wrong.password_file = None;
     wrong.password = Some("nope".into());
