@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
+use clap::builder::PossibleValuesParser;
 
 /// Runnable examples of the etcd-patterns recipes.
 #[derive(Debug, Parser)]
@@ -31,9 +32,12 @@ struct Args {
     )]
     endpoints: Vec<String>,
 
-    /// Which example to run: `all` or one of lock, discovery, lb, config,
-    /// flags, election, leader-task, txn, lease, watch, ha.
-    #[arg(long, default_value = "all")]
+    /// Which example to run (`all` runs them one after the other).
+    #[arg(
+        long,
+        default_value = "all",
+        value_parser = PossibleValuesParser::new(std::iter::once("all").chain(examples::ALL.iter().copied()))
+    )]
     example: String,
 
     /// Run one node of a multi-node example (lock, discovery, election,
