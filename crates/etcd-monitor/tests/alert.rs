@@ -613,7 +613,10 @@ async fn a_receiver_outage_and_a_monitor_restart_still_deliver_exactly_once() {
     let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = reserved.local_addr().unwrap();
     drop(reserved);
-    cfg.alerts.channels.push(webhook(&format!("http://{addr}")));
+    let mut channel = webhook(&format!("http://{addr}"));
+    // Retries every 2 s at most, so the delivery follows the receiver's return closely.
+    channel.max_backoff = Duration::from_secs(2);
+    cfg.alerts.channels.push(channel);
     cfg.alerts.repeat_interval = Duration::from_secs(2);
     let (monitor, lifecycle) = start(&cfg).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -648,9 +651,11 @@ async fn a_receiver_outage_and_a_monitor_restart_still_deliver_exactly_once() {
     // The monitor restarts while the receiver is still down.
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
     let (monitor, lifecycle) = start(&cfg).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The receiver stays down for 30 s in all (the figure).
+    tokio::time::sleep_until((down_since + Duration::from_secs(30)).into()).await;
     let inbox = http_sink(TcpListener::bind(addr).await.unwrap(), 200).await;
     let outage = down_since.elapsed();
+    assert!(outage >= Duration::from_secs(30));
     wait_until(
         "delivered after the outage",
         Duration::from_secs(10),
