@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use etcd_client::TxnOp;
+use etcd_client::{PutOptions, TxnOp};
 use etcd_patterns::{HaCoordinator, HaOptions, PrimaryContext, Role};
 use tokio_util::sync::CancellationToken;
 
@@ -48,10 +48,12 @@ async fn primary(node: String, ctx: PrimaryContext, key: String, journal: Arc<Jo
             _ = ctx.cancel.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+        // On the term's lease, so that nothing outlives the last node.
+        let on_lease = PutOptions::new().with_lease(ctx.election.session().lease_id());
         let put = TxnOp::put(
             key.as_str(),
             format!("{node} token {}", ctx.fencing_token),
-            None,
+            Some(on_lease),
         );
         if ctx.election.guarded_txn(vec![put]).await.is_err() {
             return; // not leading any more: stop writing

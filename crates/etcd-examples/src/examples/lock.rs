@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use etcd_client::TxnOp;
+use etcd_client::{PutOptions, TxnOp};
 use etcd_patterns::{Error, Mutex, Session};
 
 use super::{Ctx, FencedStore, ctrl_c, say, within};
@@ -108,7 +108,13 @@ async fn node_mode(
                 reason = guard.lost() => { say!("{node} lost the lock: {reason}"); return Ok(()); }
                 _ = ctrl_c() => { guard.unlock().await?; say!("{node} released"); break 'run; }
             }
-            let put = TxnOp::put(data_key, format!("{node} write {i} token {token}"), None);
+            // On the session's lease: the key goes away with the last node.
+            let on_lease = PutOptions::new().with_lease(session.lease_id());
+            let put = TxnOp::put(
+                data_key,
+                format!("{node} write {i} token {token}"),
+                Some(on_lease),
+            );
             guard.guarded_txn(vec![put]).await?;
             say!("{node} guarded write {i} with token {token}");
         }
