@@ -3,17 +3,28 @@
 //! left behind (the members are bound to this process) and the demo's
 //! history lives in the cluster's temporary directory.
 
-use std::time::{Duration, Instant};
-
-use etcd_testkit::{ClusterOptions, EtcdCluster};
-
 use crate::cli::DemoArgs;
-use crate::config::{ClusterConfig, Config};
+use crate::config::Config;
 use crate::lifecycle::Lifecycle;
+
+/// The demo needs the test kit, which starts members as Unix processes.
+#[cfg(not(unix))]
+pub async fn run(_config: Config, _args: DemoArgs, _lifecycle: Lifecycle) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "etcd-monitor demo starts etcd members as Unix processes; run it on Linux or macOS, or point `run` at an existing cluster"
+    )
+}
 
 /// Starts the cluster and the monitor, prints how to reach them and waits
 /// for Ctrl-C or SIGTERM.
+#[cfg(unix)]
 pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+
+    use etcd_testkit::{ClusterOptions, EtcdCluster};
+
+    use crate::config::ClusterConfig;
+
     let members = usize::from(args.members);
     let started = Instant::now();
     let cluster = EtcdCluster::start(ClusterOptions::new(members))
