@@ -280,7 +280,9 @@ fn ha() {
 
 #[test]
 fn all() {
-    let cluster = EtcdCluster::shared();
+    // Its own (one-member) cluster, so that the check for keys left behind
+    // does not see the keys of examples other tests are running.
+    let cluster = EtcdCluster::start_blocking(ClusterOptions::new(1)).expect("cluster starts");
     let r = run(&cluster.endpoints(), &[]);
     assert!(
         r.success,
@@ -307,6 +309,24 @@ fn all() {
     steps.push("[all] 11 examples finished");
     assert_in_order(&r.stdout, &steps);
     eprintln!("all: {:?}", r.took);
+
+    // Every example deleted its prefix.
+    let left = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let mut client = cluster.client().await?;
+            let opts = etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_keys_only();
+            Ok::<_, etcd_testkit::Error>(client.get("/etcd-examples/", Some(opts)).await?)
+        })
+        .expect("list /etcd-examples/");
+    let left: Vec<String> = left
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    assert!(left.is_empty(), "keys left behind: {left:?}");
 }
 
 /// A running `etcd-examples` whose stdout is read line by line; killed when
