@@ -56,7 +56,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "clusters:\n  - name: bench\n    endpoints: [{}]\nmonitoring:\n  health_check_interval: 5s\n  metrics_interval: 5s\nstorage:\n  url: sqlite://{}\nlogging:\n  level: warn\n",
+            "clusters:\n  - name: bench\n    endpoints: [{}]\nmonitoring:\n  health_check_interval: 5s\n  metrics_interval: 5s\nstorage:\n  url: sqlite://{}\napi:\n  listen: 127.0.0.1:0\nlogging:\n  level: warn\n",
             cluster.endpoints().join(", "),
             dir.path().join("history.db").display()
         ),

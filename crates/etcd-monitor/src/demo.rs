@@ -68,7 +68,16 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
         }
     }
     let monitor = crate::run::start(&config, &lifecycle).await?;
-    let addr = crate::run::serve_api(&config, &monitor, &lifecycle).await?;
+    let addr = match crate::run::serve_api(&config, &monitor, &lifecycle).await {
+        Ok(addr) => addr,
+        // The default port is taken (another demo?): any free port will do.
+        Err(e) if args.api_port.is_none() => {
+            say(format_args!("note:      {e:#}; using a free port instead"));
+            config.api.listen = "127.0.0.1:0".into();
+            crate::run::serve_api(&config, &monitor, &lifecycle).await?
+        }
+        Err(e) => return Err(e),
+    };
     say(format_args!(
         "monitor:   watching cluster \"demo\" every 2s, history in {}",
         config.storage.url

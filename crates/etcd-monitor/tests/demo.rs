@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn demo_starts_a_cluster_and_ctrl_c_stops_every_member() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
-        .args(["demo", "--members", "3"])
+        .args(["demo", "--members", "3", "--api-port", "0"])
         .env_remove("ETCD_MONITOR_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -35,6 +35,14 @@ fn demo_starts_a_cluster_and_ctrl_c_stops_every_member() {
     }
     assert_eq!(pids.len(), 3, "three members expected");
     assert_eq!(endpoints.split(',').count(), 3, "{endpoints}");
+    // The dashboard answers at the printed address.
+    let dashboard = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("dashboard: ").map(str::to_string))
+        .expect("a dashboard line");
+    let page = http_get(&dashboard);
+    assert!(page.contains("<title>etcd-monitor</title>"), "{page}");
 
     // The cluster really serves: etcdctl talks to it.
     let health = Command::new("etcdctl")
@@ -81,4 +89,16 @@ fn is_zombie(pid: i32) -> bool {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A plain HTTP/1.0 GET of `http://host:port/path`.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
 }
