@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use etcd_client::{PutOptions, TxnOp};
 use etcd_patterns::{Error, Mutex, Session};
 
@@ -52,7 +52,8 @@ pub async fn run(ctx: &Ctx<'_>) -> anyhow::Result<()> {
     ctx.client
         .lease_client()
         .revoke(session1.lease_id())
-        .await?;
+        .await
+        .context("revoking worker-1's lease")?;
     say!("worker-1's lease revoked (as if it had stalled past its {TTL:?} TTL)");
 
     let guard2 = within(Duration::from_secs(10), "worker-2 to acquire", waiting).await???;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use etcd_client::Client;
 use etcd_patterns::txn::{self, Cmp, Isolation, Op, Txn};
 
@@ -15,7 +15,11 @@ const NAME: &str = "txn";
 
 /// Balance and mod revision of an account.
 async fn read(client: &Client, key: &str) -> anyhow::Result<(i64, i64)> {
-    let resp = client.kv_client().get(key, None).await?;
+    let resp = client
+        .kv_client()
+        .get(key, None)
+        .await
+        .with_context(|| format!("reading {key}"))?;
     Ok(match resp.kvs().first() {
         Some(kv) => (kv.value_str()?.parse()?, kv.mod_revision()),
         None => (0, 0),
