@@ -40,23 +40,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
 ];
 
 /// Metric names a custom rule may use: those the metrics task stores.
-pub const STORED_METRICS: &[&str] = &[
-    "wal_fsync_p99_seconds",
-    "backend_commit_p99_seconds",
-    "peer_round_trip_p99_seconds",
-    "db_total_size_bytes",
-    "db_in_use_bytes",
-    "quota_backend_bytes",
-    "proposals_pending",
-    "leader_changes_seen",
-    "watchers",
-    "has_leader",
-    "probe_put_p99_ms",
-    "probe_linearizable_get_p99_ms",
-    "probe_serializable_get_p99_ms",
-    "revision_rate",
-    "proposals_committed_rate",
-];
+pub use crate::monitor::STORED_METRICS;
 
 /// Rules that compute rates or increases over recent metrics rounds (the
 /// engine keeps the rounds of the longest `window` among them).

@@ -239,23 +239,7 @@ pub struct HistoryQuery {
 }
 
 /// Stored metric names.
-pub const METRIC_NAMES: &[&str] = &[
-    "wal_fsync_p99_seconds",
-    "backend_commit_p99_seconds",
-    "peer_round_trip_p99_seconds",
-    "db_total_size_bytes",
-    "db_in_use_bytes",
-    "quota_backend_bytes",
-    "proposals_pending",
-    "leader_changes_seen",
-    "watchers",
-    "has_leader",
-    "probe_put_p99_ms",
-    "probe_linearizable_get_p99_ms",
-    "probe_serializable_get_p99_ms",
-    "revision_rate",
-    "proposals_committed_rate",
-];
+use crate::monitor::STORED_METRICS as METRIC_NAMES;
 
 async fn metrics_history_of(state: &AppState, c: &ClusterHandle, q: HistoryQuery) -> ApiResult {
     let now = unix_ms(SystemTime::now());

@@ -240,11 +240,34 @@ async fn listed_members(
     )
 }
 
+/// The names of the samples [`points_of`] stores: per member, then per cluster.
+pub const STORED_METRICS: &[&str] = &[
+    "wal_fsync_p99_seconds",
+    "backend_commit_p99_seconds",
+    "peer_round_trip_p99_seconds",
+    "db_total_size_bytes",
+    "db_in_use_bytes",
+    "quota_backend_bytes",
+    "proposals_pending",
+    "leader_changes_seen",
+    "watchers",
+    "has_leader",
+    "probe_put_p99_ms",
+    "probe_linearizable_get_p99_ms",
+    "probe_serializable_get_p99_ms",
+    "revision_rate",
+    "proposals_committed_rate",
+];
+
 /// The samples stored for history charts.
 pub(crate) fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
     let mut out = Vec::new();
     let mut push = |member: &str, name: &str, value: Option<f64>| {
         if let Some(value) = value {
+            debug_assert!(
+                STORED_METRICS.contains(&name),
+                "{name} is missing from STORED_METRICS"
+            );
             out.push(MetricPoint {
                 member: member.to_string(),
                 name: name.to_string(),
