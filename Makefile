@@ -40,7 +40,7 @@ lint: deps
 # Test binaries run one after another; tests inside one binary share the
 # machine's two cores, so their count is bounded.
 test: lint
-	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} $(CARGO) test --workspace --lib --bins --tests
+	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} $(CARGO) test --workspace --lib --bins --tests --no-fail-fast
 	$(CARGO) test --workspace --doc
 
 bench: deps
