@@ -466,31 +466,20 @@ impl Store {
         to_ms: i64,
         step_ms: i64,
     ) -> Result<Vec<MetricPoint>, StoreError> {
-        let rows = if step_ms > 0 {
-            sqlx::query(
-                "SELECT member, name, (at_ms / $4) * $4 AS at_ms, AVG(value) AS value FROM metric_samples
-                 WHERE cluster = $1 AND name = $2 AND at_ms >= $3 AND at_ms <= $5
-                 GROUP BY member, name, (at_ms / $4) * $4 ORDER BY 3, 1",
-            )
-            .bind(cluster)
-            .bind(name)
-            .bind(from_ms)
-            .bind(step_ms)
-            .bind(to_ms)
-            .fetch_all(&self.pool)
-            .await
-        } else {
-            sqlx::query(
-                "SELECT member, name, at_ms, value FROM metric_samples
-                 WHERE cluster = $1 AND name = $2 AND at_ms >= $3 AND at_ms <= $4 ORDER BY at_ms, member",
-            )
-            .bind(cluster)
-            .bind(name)
-            .bind(from_ms)
-            .bind(to_ms)
-            .fetch_all(&self.pool)
-            .await
-        }
+        // Raw samples are buckets of 1 ms: one query serves both cases.
+        let step_ms = step_ms.max(1);
+        let rows = sqlx::query(
+            "SELECT member, name, (at_ms / $4) * $4 AS at_ms, AVG(value) AS value FROM metric_samples
+             WHERE cluster = $1 AND name = $2 AND at_ms >= $3 AND at_ms <= $5
+             GROUP BY member, name, (at_ms / $4) * $4 ORDER BY 3, 1",
+        )
+        .bind(cluster)
+        .bind(name)
+        .bind(from_ms)
+        .bind(step_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await
         .map_err(db("read metric samples"))?;
         rows.iter()
             .map(|r| {
