@@ -15,6 +15,7 @@ Examples:
   etcd-monitor --endpoints=localhost:2379 --api-port=8080
   etcd-monitor status --endpoints 10.0.0.1:2379,10.0.0.2:2379 -w json
   etcd-monitor config check monitor.yaml              validate a configuration file
+  etcd-monitor token new --name ci --role operator    a random API token and its config line
 
 Configuration: YAML file (--config or ETCD_MONITOR_CONFIG), then ETCD_MONITOR_* variables
 (ETCD_MONITOR_MONITORING__HEALTH_CHECK_INTERVAL=5s), then flags. See config.example.yaml.";
@@ -64,6 +65,65 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random API token and the line that grants it a role in
+    /// api.auth.tokens (only its SHA-256 goes into the configuration).
+    #[command(
+        after_help = "Example:\n  etcd-monitor token new --name prometheus --role viewer\n  etcd-monitor token new --name ci --role operator --clusters 'staging-*'"
+    )]
+    New(TokenNewArgs),
+}
+
+/// Flags of `token new`.
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// Who will hold the token (shown in the audit log).
+    #[arg(long, default_value = "my-token")]
+    pub name: String,
+    /// The role it grants.
+    #[arg(long, value_enum, default_value = "viewer")]
+    pub role: crate::config::Role,
+    /// Clusters it may access (globs), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub clusters: Vec<String>,
+    /// Output: text, or json (`token`, `token_sha256`, `config`).
+    #[arg(short = 'w', long = "write-out", default_value = "text", value_parser = ["text", "json"])]
+    pub write_out: String,
+}
+
+/// `token new`: the token, then the configuration entry. The error is
+/// ready to print.
+pub fn token_new(args: &TokenNewArgs) -> Result<String, String> {
+    let (token, hash) = crate::api::auth::new_token()?;
+    let clusters: Vec<String> = args
+        .clusters
+        .iter()
+        .map(|c| serde_json::Value::String(c.clone()).to_string())
+        .collect();
+    let entry = format!(
+        "- {{ name: {}, role: {}, token_sha256: {hash}, clusters: [{}] }}",
+        serde_json::Value::String(args.name.clone()),
+        args.role,
+        clusters.join(", ")
+    );
+    Ok(if args.write_out == "json" {
+        format!(
+            "{}\n",
+            serde_json::json!({ "token": token, "token_sha256": hash, "config": entry })
+        )
+    } else {
+        format!(
+            "# The token (shown once; give it to its holder, it is not stored anywhere):\n{token}\n\
+             # Add this entry under api.auth.tokens in the configuration:\n{entry}\n"
+        )
+    })
 }
 
 /// `config` subcommands.

@@ -236,17 +236,24 @@ fn is_auth_failure(e: &etcd_client::Error) -> bool {
 /// An etcd error for people: gRPC status messages without tonic's debug
 /// dump, followed by the root cause (`tcp connect error: Connection refused`).
 pub fn cause_chain(e: &etcd_client::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = match e {
+    match e {
         etcd_client::Error::GRpcStatus(s) => {
-            parts.push(s.message().to_string());
-            std::error::Error::source(s)
+            let mut parts = vec![s.message().to_string()];
+            chain_into(std::error::Error::source(s), &mut parts);
+            parts.join(": ")
         }
-        other => {
-            parts.push(other.to_string());
-            std::error::Error::source(other)
-        }
-    };
+        other => error_chain(other),
+    }
+}
+
+/// An error and its causes, `outer: inner: root`, each said once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    chain_into(e.source(), &mut parts);
+    parts.join(": ")
+}
+
+fn chain_into(mut cur: Option<&(dyn std::error::Error + 'static)>, parts: &mut Vec<String>) {
     while let Some(err) = cur {
         let text = err.to_string();
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
@@ -254,5 +261,4 @@ pub fn cause_chain(e: &etcd_client::Error) -> String {
         }
         cur = err.source();
     }
-    parts.join(": ")
 }

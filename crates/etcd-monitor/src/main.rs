@@ -3,13 +3,25 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use etcd_monitor::cli::{Cli, Command, ConfigCommand, GlobalArgs, RunArgs};
+use etcd_monitor::cli::{Cli, Command, ConfigCommand, GlobalArgs, RunArgs, TokenCommand};
 use etcd_monitor::{config, lifecycle::Lifecycle, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
+        Some(Command::Token(TokenCommand::New(args))) => {
+            match etcd_monitor::cli::token_new(&args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Status(args)) => etcd_monitor::status::main(&cli.global, args),
         Some(Command::Bench(args)) => etcd_monitor::bench::main(&cli.global, args),
         Some(Command::Ctl(args)) => etcd_monitor::ctl::main(&cli.global, args),
@@ -30,7 +42,17 @@ fn config_check(global: &GlobalArgs, file: std::path::PathBuf) -> ExitCode {
     match etcd_monitor::cli::load_config(&global, None) {
         Ok(config) => {
             print!("{}", config::to_redacted_yaml(&config));
-            ExitCode::SUCCESS
+            match etcd_monitor::api::auth::startup_check(&config.api) {
+                Ok(None) => ExitCode::SUCCESS,
+                Ok(Some(warning)) => {
+                    eprintln!("warning: {warning}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: `run` would refuse to start: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(errors) => {
             eprint!("{errors}");

@@ -15,12 +15,14 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// Opens the store and starts monitoring every configured cluster.
 pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Monitor> {
-    let store = Store::open(&config.storage.url).await.with_context(|| {
+    let url = config.storage.connect_url().map_err(anyhow::Error::msg)?;
+    let store = Store::open(&url).await.with_context(|| {
         format!(
             "cannot open the history store {}",
             redact_url(&config.storage.url)
         )
     })?;
+    warn_plain_passwords(config);
     let monitor = Monitor::start(config, store, lifecycle);
     monitor.set_alerting(crate::alert::start(&config.alerts, &monitor, lifecycle));
     for c in &config.clusters {
@@ -42,6 +44,11 @@ pub async fn serve_api(
     monitor: &Monitor,
     lifecycle: &Lifecycle,
 ) -> anyhow::Result<std::net::SocketAddr> {
+    match crate::api::auth::startup_check(&config.api) {
+        Ok(None) => {}
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Err(e) => anyhow::bail!(e),
+    }
     let state = crate::api::AppState {
         monitor: monitor.clone(),
         config: std::sync::Arc::new(config.clone()),
@@ -54,15 +61,57 @@ pub async fn serve_api(
             runs.schedule(config);
             runs
         },
+        shutdown: lifecycle.token(),
     };
-    let (addr, task) = crate::api::serve(&config.api.listen, state, lifecycle.token())
+    let (addr, task) = crate::api::serve(state, lifecycle.token())
         .await
-        .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+        .map_err(anyhow::Error::msg)?;
     lifecycle.spawn(async move {
         let _ = task.await;
     });
-    tracing::info!(%addr, "API and dashboard at http://{addr}/");
+    let scheme = if config.api.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let anonymous = crate::api::auth::anonymous_role(&config.api).map_or("none", |r| r.as_str());
+    tracing::info!(%addr, anonymous_role = anonymous, "API and dashboard at {scheme}://{addr}/");
     Ok(addr)
+}
+
+/// Warns about clusters whose password would cross the network in clear:
+/// a plain `http://` endpoint on a host other than this one.
+fn warn_plain_passwords(config: &Config) {
+    for c in &config.clusters {
+        if c.password.is_none() && c.password_file.is_none() {
+            continue;
+        }
+        let Ok(urls) = crate::connection::endpoints(c) else {
+            continue;
+        };
+        for url in urls.iter().filter(|u| u.starts_with("http://")) {
+            let host = url
+                .trim_start_matches("http://")
+                .split(['/', '?'])
+                .next()
+                .unwrap_or("");
+            let host = host
+                .rsplit_once(':')
+                .map_or(host, |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let local = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !local {
+                tracing::warn!(
+                    cluster = %c.name,
+                    endpoint = %url,
+                    "the etcd password of this cluster is sent over plain http:// to another host; use https:// endpoints (clusters[].tls)"
+                );
+            }
+        }
+    }
 }
 
 /// Runs the monitor and its API until a signal, then shuts down.

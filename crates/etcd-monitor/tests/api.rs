@@ -539,12 +539,14 @@ async fn benchmarks_and_maintenance_through_the_api() {
     assert_eq!(code, 422, "{bad}");
     let del = reqwest::Client::new()
         .delete(format!("http://{addr}/api/v1/silences/{sid}"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();
     assert_eq!(del.status(), 200);
     let again = reqwest::Client::new()
         .delete(format!("http://{addr}/api/v1/silences/{sid}"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

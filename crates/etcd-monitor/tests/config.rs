@@ -202,6 +202,118 @@ fn a_bad_environment_value_names_the_variable() {
     assert_eq!(err.0[0].path, "monitoring.metrics_interval");
 }
 
+#[test]
+fn secrets_from_the_environment_arrive_as_written_and_typed_keys_still_work() {
+    let env = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    for password in ["123456", "abc #x", "true", "0x1F", "- a", "{x: 1}", "007"] {
+        let c = config::load(
+            None,
+            &config::env_overrides(env(&[
+                ("ETCD_MONITOR_CLUSTERS__0__USERNAME", "monitor"),
+                ("ETCD_MONITOR_CLUSTERS__0__PASSWORD", password),
+                ("ETCD_MONITOR_MONITORING__PROBES_PER_ROUND", "5"),
+                ("ETCD_MONITOR_API__AUTH__PUBLIC_METRICS", "true"),
+                ("ETCD_MONITOR_CLUSTERS__0__REQUIRE_LEADER", "false"),
+            ])),
+        )
+        .unwrap_or_else(|e| panic!("{password:?}: {e}"));
+        assert_eq!(c.clusters[0].password.as_deref(), Some(password));
+        assert_eq!(
+            c.monitoring.probes_per_round, 5,
+            "numbers are still numbers"
+        );
+        assert!(c.api.auth.public_metrics, "booleans are still booleans");
+        assert!(!c.clusters[0].require_leader);
+    }
+    // A number where text is needed, and text where a number is: the error
+    // names the variable; a secret is never repeated.
+    let err = config::load(
+        None,
+        &config::env_overrides(env(&[(
+            "ETCD_MONITOR_MONITORING__PROBES_PER_ROUND",
+            "many",
+        )])),
+    )
+    .unwrap_err();
+    assert_eq!(err.0[0].path, "monitoring.probes_per_round", "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "c.yaml",
+        "clusters:\n  - name: a\n    username: u\n    password: 918273645\n",
+    );
+    let err = config::load(Some(&file), &Overrides::new()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("clusters[0].password") && text.contains("quote it"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("918273645"),
+        "the secret is repeated: {text}"
+    );
+}
+
+#[test]
+fn secret_files_feed_channels_storage_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str, text: &str| write(dir.path(), name, text).display().to_string();
+    let slack = p("slack", "https://hooks.slack.com/services/T0/B0/S3CR3T\n");
+    let pg = p("pg", "p@ss:w/rd\n");
+    let token = p("token", "emt_abc\n");
+    let file = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "storage: {{ url: \"postgres://mon@db.example:5432/history\", password_file: {pg} }}\n\
+             api:\n  auth:\n    tokens: [{{ name: ci, role: viewer, token_file: {token} }}]\n\
+             alerts:\n  channels: [{{ name: s, type: slack, url_file: {slack} }}]\n"
+        ),
+    );
+    let c = config::load(Some(&file), &Overrides::new()).unwrap();
+    let url = c.storage.connect_url().unwrap();
+    assert_eq!(
+        url,
+        "postgres://mon:p%40ss%3Aw%2Frd@db.example:5432/history"
+    );
+    let channel = c.alerts.channels[0].with_secret_files().unwrap();
+    assert_eq!(
+        channel.url.as_deref(),
+        Some("https://hooks.slack.com/services/T0/B0/S3CR3T")
+    );
+    let shown = config::to_redacted_yaml(&c);
+    assert!(
+        !shown.contains("p@ss") && !shown.contains("S3CR3T"),
+        "{shown}"
+    );
+    // Both a value and its file, or an unreadable file: errors naming the key.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &format!(
+            "storage: {{ url: \"postgres://mon:inline@db/h\", password_file: {pg} }}\n\
+             alerts:\n  channels: [{{ name: s, type: slack, url: \"https://x\", url_file: {slack} }},\n\
+             \x20   {{ name: w, type: webhook, url: \"http://x\", secret_file: /nonexistent/secret }}]\n"
+        ),
+    );
+    let err = config::load(Some(&bad), &Overrides::new())
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "storage.password_file: storage.url has a password already",
+        "alerts.channels[0].url_file: set either url or url_file",
+        "alerts.channels[1].secret_file: cannot read /nonexistent/secret",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(!err.contains("inline"), "{err}");
+}
+
 fn etcd_monitor() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"));
     cmd.env_remove("ETCD_MONITOR_CONFIG")

@@ -219,6 +219,7 @@ pub fn alertmanager_body(n: &Notification) -> Value {
 impl Sender {
     /// Prepares `channel` (HTTP client, SMTP transport).
     pub fn new(channel: &ChannelConfig) -> Result<Sender, String> {
+        let channel = &channel.with_secret_files()?;
         let http = reqwest::Client::builder()
             .timeout(channel.timeout)
             .build()
@@ -311,10 +312,17 @@ impl Sender {
     }
 
     async fn post(&self, req: reqwest::RequestBuilder) -> Result<(), String> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("{}: {e}", self.channel.name))?;
+        // reqwest's message names the URL, which may be the credential
+        // (Slack, webhooks): show the channel's redacted URL instead.
+        let resp = req.send().await.map_err(|e| {
+            let url = self.channel.url.as_deref().unwrap_or(PAGERDUTY_URL);
+            format!(
+                "{} ({}): {}",
+                self.channel.name,
+                self.channel.kind.shown_url(url),
+                crate::connection::error_chain(&e.without_url())
+            )
+        })?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

@@ -244,6 +244,18 @@ pub enum ChannelType {
 }
 
 impl ChannelType {
+    /// `url` as logs, errors and `config check` may show it: Slack and
+    /// webhook URLs carry their credential in the path, others may carry a
+    /// password in the user info.
+    pub fn shown_url(self, url: &str) -> String {
+        match self {
+            ChannelType::Slack | ChannelType::Webhook => {
+                crate::config::secret::redact_url_path(url)
+            }
+            _ => crate::config::secret::redact_url_password(url),
+        }
+    }
+
     /// The `type` value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -293,17 +305,38 @@ pub struct ChannelConfig {
     #[serde(with = "duration", default = "default_give_up")]
     pub give_up_after: Duration,
     /// webhook, slack, pagerduty (default: PagerDuty's enqueue endpoint), alertmanager (base URL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::config::secret::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url: Option<String>,
+    /// File whose first line is `url` (a Slack or webhook URL is a credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
     /// webhook: extra HTTP headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// webhook: HMAC-SHA256 shared secret; signature in `X-Etcd-Monitor-Signature: sha256=<hex>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::config::secret::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret: Option<String>,
-    /// pagerduty: the integration's routing key.
+    /// webhook: file whose first line is `secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// pagerduty: the integration's routing key.
+    #[serde(
+        default,
+        with = "crate::config::secret::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub routing_key: Option<String>,
+    /// pagerduty: file whose first line is `routing_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key_file: Option<PathBuf>,
     /// email: SMTP server host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_host: Option<String>,
@@ -320,8 +353,15 @@ pub struct ChannelConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// email: SMTP password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::config::secret::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub password: Option<String>,
+    /// email: file whose first line is `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// email: sender address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -357,37 +397,70 @@ impl ChannelConfig {
             max_backoff: default_max_backoff(),
             give_up_after: default_give_up(),
             url: None,
+            url_file: None,
             headers: BTreeMap::new(),
             secret: None,
+            secret_file: None,
             routing_key: None,
+            routing_key_file: None,
             smtp_host: None,
             smtp_port: None,
             smtp_tls: None,
             ca_file: None,
             username: None,
             password: None,
+            password_file: None,
             from: None,
             to: Vec::new(),
         }
     }
 
+    /// A copy with every `*_file` secret read into its value (`url_file`
+    /// into `url`, ...). The error names the file, never the secret.
+    pub fn with_secret_files(&self) -> Result<ChannelConfig, String> {
+        let mut c = self.clone();
+        for (value, file) in [
+            (&mut c.url, &c.url_file),
+            (&mut c.secret, &c.secret_file),
+            (&mut c.routing_key, &c.routing_key_file),
+            (&mut c.password, &c.password_file),
+        ] {
+            if let Some(p) = file {
+                *value = Some(crate::config::secret::read_secret_file(p)?);
+            }
+        }
+        Ok(c)
+    }
+
     fn problems(&self, at: &dyn Fn(&str) -> String, out: &mut Vec<(String, String)>) {
         use ChannelType::*;
-        let set: [(&str, bool, &[ChannelType]); 12] = [
+        let set: [(&str, bool, &[ChannelType]); 16] = [
             (
                 "url",
                 self.url.is_some(),
                 &[Webhook, Slack, Pagerduty, Alertmanager],
             ),
+            (
+                "url_file",
+                self.url_file.is_some(),
+                &[Webhook, Slack, Pagerduty, Alertmanager],
+            ),
             ("headers", !self.headers.is_empty(), &[Webhook]),
             ("secret", self.secret.is_some(), &[Webhook]),
+            ("secret_file", self.secret_file.is_some(), &[Webhook]),
             ("routing_key", self.routing_key.is_some(), &[Pagerduty]),
+            (
+                "routing_key_file",
+                self.routing_key_file.is_some(),
+                &[Pagerduty],
+            ),
             ("smtp_host", self.smtp_host.is_some(), &[Email]),
             ("smtp_port", self.smtp_port.is_some(), &[Email]),
             ("smtp_tls", self.smtp_tls.is_some(), &[Email]),
             ("ca_file", self.ca_file.is_some(), &[Email]),
             ("username", self.username.is_some(), &[Email]),
             ("password", self.password.is_some(), &[Email]),
+            ("password_file", self.password_file.is_some(), &[Email]),
             ("from", self.from.is_some(), &[Email]),
             ("to", !self.to.is_empty(), &[Email]),
         ];
@@ -397,9 +470,31 @@ impl ChannelConfig {
                 out.push((at(key), format!("not a setting of a {kind} channel")));
             }
         }
+        for (key, value, file) in [
+            ("url", &self.url, &self.url_file),
+            ("secret", &self.secret, &self.secret_file),
+            ("routing_key", &self.routing_key, &self.routing_key_file),
+            ("password", &self.password, &self.password_file),
+        ] {
+            if value.is_some() && file.is_some() {
+                out.push((
+                    at(&format!("{key}_file")),
+                    format!("set either {key} or {key}_file, not both"),
+                ));
+            }
+            if let Some(p) = file {
+                if let Err(e) = crate::config::secret::read_secret_file(p) {
+                    out.push((at(&format!("{key}_file")), e));
+                }
+            }
+        }
+        let url = self.url.is_some() || self.url_file.is_some();
         let required: &[(&str, bool)] = match self.kind {
-            Webhook | Slack | Alertmanager => &[("url", self.url.is_some())],
-            Pagerduty => &[("routing_key", self.routing_key.is_some())],
+            Webhook | Slack | Alertmanager => &[("url", url)],
+            Pagerduty => &[(
+                "routing_key",
+                self.routing_key.is_some() || self.routing_key_file.is_some(),
+            )],
             Email => &[
                 ("smtp_host", self.smtp_host.is_some()),
                 ("from", self.from.is_some()),
@@ -425,7 +520,7 @@ impl ChannelConfig {
                 out.push((at("ca_file"), format!("cannot read {}: {e}", p.display())));
             }
         }
-        if self.username.is_some() != self.password.is_some() {
+        if self.username.is_some() != (self.password.is_some() || self.password_file.is_some()) {
             out.push((at("username"), "username and password go together".into()));
         }
     }
@@ -527,9 +622,8 @@ impl AlertsConfig {
             hide(&mut c.secret);
             hide(&mut c.routing_key);
             hide(&mut c.password);
-            if c.kind == ChannelType::Slack {
-                // A Slack incoming-webhook URL is itself the credential.
-                hide(&mut c.url);
+            if let Some(url) = &mut c.url {
+                *url = c.kind.shown_url(url);
             }
             for (name, value) in c.headers.iter_mut() {
                 let n = name.to_ascii_lowercase();

@@ -131,8 +131,10 @@ pub struct NewSilence {
     /// End (ms since epoch).
     pub ends_at_ms: i64,
     /// Why.
+    #[serde(default)]
     pub comment: String,
-    /// Who.
+    /// Who; absent through the API: the caller's principal (`token:ci`).
+    #[serde(default)]
     pub created_by: String,
 }
 

@@ -5,13 +5,14 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::{Principal, Scope};
 use super::{ApiError, AppState};
-use crate::alert::silence::{NewSilence, SilenceError};
+use crate::alert::silence::{NewSilence, Silence, SilenceError};
 use crate::alert::{Alert, Alerting};
 use crate::store::unix_ms;
 
@@ -55,11 +56,13 @@ pub struct AlertsQuery {
 /// `GET /api/v1/alerts`: firing alerts and the notification groups.
 pub async fn active(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     q: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))?;
     if let Some(c) = &q.cluster {
+        in_scope(&caller, c)?;
         state.cluster(c)?;
     }
     let store = state.monitor.store();
@@ -67,6 +70,7 @@ pub async fn active(
         .active_alerts(q.cluster.as_deref())
         .await?
         .iter()
+        .filter(|a| alert_in_scope(&caller.scope, a))
         .map(view)
         .collect();
     let groups = store.alert_groups().await?;
@@ -77,6 +81,7 @@ pub async fn active(
                 .as_ref()
                 .is_none_or(|c| g.state.group_key.starts_with(&format!("{c}/")))
         })
+        .filter(|g| group_in_scope(&caller.scope, &g.state.group_key))
         .collect();
     Ok(Json(json!({ "alerts": alerts, "groups": groups })))
 }
@@ -100,11 +105,13 @@ pub struct HistoryQuery {
 /// `GET /api/v1/alerts/history`.
 pub async fn history(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))?;
     if let Some(c) = &q.cluster {
+        in_scope(&caller, c)?;
         state.cluster(c)?;
     }
     if let Some(s) = q.state.as_deref() {
@@ -126,8 +133,13 @@ pub async fn history(
         .store()
         .alert_history(q.cluster.as_deref(), q.state.as_deref(), from, to, limit)
         .await?;
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .filter(|a| alert_in_scope(&caller.scope, a))
+        .map(view)
+        .collect();
     Ok(Json(
-        json!({ "from_ms": from, "to_ms": to, "alerts": alerts.iter().map(view).collect::<Vec<_>>() }),
+        json!({ "from_ms": from, "to_ms": to, "alerts": alerts }),
     ))
 }
 
@@ -148,12 +160,17 @@ pub struct AckBody {
 /// `POST /api/v1/alerts/ack`: no more repeats of a firing group until it resolves.
 pub async fn ack(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     b: Result<Json<AckBody>, JsonRejection>,
 ) -> ApiResult {
     let b = super::maintenance::body(b)?;
+    if !group_in_scope(&caller.scope, &b.group_key) {
+        return Err(out_of_scope(&caller, &b.group_key));
+    }
     let now = unix_ms(SystemTime::now());
+    let label = caller.label();
     let by = if b.by.is_empty() {
-        "api"
+        label.as_str()
     } else {
         b.by.as_str()
     };
@@ -187,22 +204,53 @@ fn silence_error(e: SilenceError) -> ApiError {
     }
 }
 
-/// `GET /api/v1/silences`.
-pub async fn silences(State(state): State<AppState>) -> ApiResult {
-    let list = alerting(&state)?
+/// `GET /api/v1/silences`: those the caller may see (a principal limited
+/// to some clusters sees silences with a `cluster=` matcher for them).
+pub async fn silences(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+) -> ApiResult {
+    let list: Vec<Silence> = alerting(&state)?
         .silences
         .list()
         .await
-        .map_err(silence_error)?;
+        .map_err(silence_error)?
+        .into_iter()
+        .filter(|s| silence_in_scope(&caller.scope, s))
+        .collect();
     Ok(Json(json!({ "silences": list })))
 }
 
 /// `POST /api/v1/silences`: `{"matchers": ["cluster=prod", "alertname=etcdMembersDown"], "ends_at_ms": ..., "comment": "...", "created_by": "..."}`.
 pub async fn add_silence(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     b: Result<Json<NewSilence>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let b = super::maintenance::body(b)?;
+    let mut b = super::maintenance::body(b)?;
+    if !caller.scope.is_all() {
+        let clusters: Vec<String> = b
+            .matchers
+            .iter()
+            .filter_map(|m| crate::alert::silence::Matcher::parse(m).ok())
+            .filter(|m| m.equal && m.name == "cluster")
+            .map(|m| m.value)
+            .collect();
+        if clusters.is_empty() || clusters.iter().any(|c| !caller.scope.allows(c)) {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message: format!(
+                    "{} may only silence its own clusters: add a matcher cluster=NAME for one of {}",
+                    caller.label(),
+                    caller.scope.globs().join(", ")
+                ),
+            });
+        }
+    }
+    if b.created_by.is_empty() {
+        b.created_by = caller.label();
+    }
     let s = alerting(&state)?
         .silences
         .add(b)
@@ -215,11 +263,69 @@ pub async fn add_silence(
 }
 
 /// `DELETE /api/v1/silences/{id}`.
-pub async fn delete_silence(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    alerting(&state)?
-        .silences
-        .delete(&id)
-        .await
-        .map_err(silence_error)?;
+pub async fn delete_silence(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let alerting = alerting(&state)?;
+    if !caller.scope.is_all() {
+        let list = alerting.silences.list().await.map_err(silence_error)?;
+        if let Some(s) = list.iter().find(|s| s.id == id) {
+            if !silence_in_scope(&caller.scope, s) {
+                return Err(out_of_scope(&caller, &format!("silence {id}")));
+            }
+        }
+    }
+    alerting.silences.delete(&id).await.map_err(silence_error)?;
     Ok(Json(json!({ "deleted": id })))
+}
+
+fn in_scope(caller: &Principal, cluster: &str) -> Result<(), ApiError> {
+    if caller.scope.allows(cluster) {
+        Ok(())
+    } else {
+        Err(out_of_scope(caller, cluster))
+    }
+}
+
+fn out_of_scope(caller: &Principal, what: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "forbidden",
+        message: format!(
+            "{} may not access {what:?} (its clusters: {})",
+            caller.label(),
+            caller.scope.globs().join(", ")
+        ),
+    }
+}
+
+fn alert_in_scope(scope: &Scope, a: &Alert) -> bool {
+    match a.labels.get("cluster") {
+        Some(c) => scope.allows(c),
+        None => scope.is_all(),
+    }
+}
+
+/// A group key is `cluster/rule`.
+fn group_in_scope(scope: &Scope, group_key: &str) -> bool {
+    match group_key.split_once('/') {
+        Some((cluster, _)) => scope.allows(cluster),
+        None => scope.is_all(),
+    }
+}
+
+/// A silence concerns the clusters its `cluster=` matchers name; one
+/// without such a matcher concerns every cluster.
+fn silence_in_scope(scope: &Scope, s: &Silence) -> bool {
+    if scope.is_all() {
+        return true;
+    }
+    let mut named = s
+        .matchers
+        .iter()
+        .filter(|m| m.equal && m.name == "cluster")
+        .peekable();
+    named.peek().is_some() && named.all(|m| scope.allows(&m.value))
 }

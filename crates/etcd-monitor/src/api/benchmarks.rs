@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Principal;
 use super::{ApiError, AppState};
 use crate::bench::BenchSpec;
 use crate::benchmarks::StartError;
@@ -21,6 +22,7 @@ const MAX_DURATION: Duration = Duration::from_secs(600);
 /// `POST /api/v1/benchmarks`: `{"cluster": "...", "slo": "p99<50ms", "workload": "put", "total": 1000, ...}`.
 pub async fn start(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     b: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(mut body) =
@@ -66,6 +68,9 @@ pub async fn start(
             "duration: at most 10m through the API",
         ));
     }
+    if !caller.scope.allows(&cluster_name) {
+        return Err(forbidden(&caller, &cluster_name));
+    }
     state.cluster(&cluster_name)?;
     let cluster = state
         .config
@@ -101,6 +106,7 @@ pub struct ListQuery {
 /// `GET /api/v1/benchmarks`.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) =
@@ -109,19 +115,34 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let runs = state.bench_runs.list(limit).await?;
+    let mut runs = state.bench_runs.list(limit).await?;
+    runs.retain(|r| caller.scope.allows(&r.cluster));
     Ok(Json(json!({ "benchmarks": runs })))
 }
 
 /// `GET /api/v1/benchmarks/{id}`.
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     match state.bench_runs.get(&id).await? {
+        Some(r) if !caller.scope.allows(&r.cluster) => Err(forbidden(&caller, &r.cluster)),
         Some(r) => serde_json::to_value(r)
             .map(Json)
             .map_err(|e| ApiError::internal(e.to_string())),
         None => Err(ApiError::not_found(format!("no benchmark run {id:?}"))),
+    }
+}
+
+fn forbidden(caller: &Principal, cluster: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "forbidden",
+        message: format!(
+            "{} may not access cluster {cluster:?} (its clusters: {})",
+            caller.label(),
+            caller.scope.globs().join(", ")
+        ),
     }
 }

@@ -5,23 +5,26 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
+use super::auth::Principal;
 use crate::monitor::MonitorEvent;
 
 /// The SSE handler.
 pub async fn sse(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let hello: Vec<_> = state
         .monitor
         .cluster_names()
         .iter()
+        .filter(|n| caller.scope.allows(n))
         .filter_map(|n| state.monitor.cluster(n))
         .map(|c| {
             let s = c.health.borrow().clone();
@@ -33,9 +36,11 @@ pub async fn sse(
         .json_data(json!({ "clusters": hello }))
         .unwrap_or_default();
     let rx = state.monitor.subscribe();
-    let events = stream::unfold(rx, |mut rx| async move {
+    let scope = caller.scope;
+    let events = stream::unfold((rx, scope), |(mut rx, scope)| async move {
         loop {
             match rx.recv().await {
+                Ok(ev) if !scope.allows(ev.cluster()) => continue,
                 Ok(ev) => {
                     let name = match &ev {
                         MonitorEvent::Health { .. } => "health",
@@ -47,7 +52,7 @@ pub async fn sse(
                         .event(name)
                         .json_data(&ev)
                         .unwrap_or_default();
-                    return Some((Ok(event), rx));
+                    return Some((Ok(event), (rx, scope)));
                 }
                 // A slow reader skips what it missed; the next event carries current state.
                 Err(RecvError::Lagged(_)) => continue,
@@ -57,5 +62,8 @@ pub async fn sse(
     });
     let all = stream::once(async move { Ok(first) });
     use futures_util::StreamExt;
+    // Ends at shutdown, so an open page does not hold the server open.
+    let shutdown = state.shutdown.clone();
+    let events = events.take_until(async move { shutdown.cancelled_owned().await });
     Sse::new(all.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -5,12 +5,13 @@ use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::auth::Principal;
 use super::{ApiError, AppState};
 use crate::monitor::ClusterHandle;
 use crate::store::unix_ms;
@@ -66,12 +67,38 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 
-/// `GET /api/v1/clusters`.
-pub async fn clusters(State(state): State<AppState>) -> ApiResult {
+/// `GET /api/v1/whoami`: the caller, its role and clusters, and the
+/// state-changing routes it may call (the dashboard shows what it may do).
+pub async fn whoami(Extension(caller): Extension<Principal>) -> ApiResult {
+    let allowed: Vec<String> = super::route_table()
+        .into_iter()
+        .filter(|r| super::access::is_state_changing(&r.method) || r.path == "/api/v1/audit")
+        .filter(|r| match r.access {
+            super::access::Access::Role(need) => caller.has(need),
+            _ => true,
+        })
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    Ok(Json(json!({
+        "principal": caller.label(),
+        "name": caller.name,
+        "method": caller.method,
+        "role": caller.role,
+        "clusters": caller.scope.globs(),
+        "allowed": allowed,
+    })))
+}
+
+/// `GET /api/v1/clusters`: the clusters the caller may see.
+pub async fn clusters(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+) -> ApiResult {
     let list: Vec<Value> = state
         .monitor
         .cluster_names()
         .iter()
+        .filter(|n| caller.scope.allows(n))
         .filter_map(|n| state.monitor.cluster(n))
         .map(|c| {
             let snap = c.health.borrow().clone();

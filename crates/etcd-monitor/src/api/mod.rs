@@ -2,7 +2,10 @@
 //! dashboard at `/`, server-sent events. Handlers are thin: they read the
 //! latest snapshots or the history store and serialize.
 
+pub mod access;
 mod alerts;
+pub mod audit;
+pub mod auth;
 mod benchmarks;
 mod error;
 mod events;
@@ -10,11 +13,14 @@ mod handlers;
 mod maintenance;
 pub mod openapi;
 mod prom;
+mod server;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use access::{Access, AccessControl, RouteAccess};
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::routing::{get, post};
@@ -25,7 +31,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::monitor::{ClusterHandle, Monitor};
 
 /// What every handler can read.
@@ -44,6 +50,9 @@ pub struct AppState {
     /// Firing alerts counted for `/metrics`, refreshed at most every 2 s so
     /// scrapes do not query the store each time.
     pub firing_cache: Arc<tokio::sync::Mutex<FiringCache>>,
+    /// Cancelled at shutdown: ends event streams, which would otherwise
+    /// keep their connections open.
+    pub shutdown: CancellationToken,
 }
 
 /// Counts of firing alerts by (cluster, alertname, severity), and when taken.
@@ -71,8 +80,126 @@ impl AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole router.
-pub fn router(state: AppState) -> Router {
+/// Routes served both per cluster (`/api/v1/clusters/{name}...`) and for
+/// the default cluster (`/api/v1/cluster...`), with who may call them.
+const CLUSTER_ROUTES: [(Method, &str, Access); 12] = [
+    (Method::GET, "/status", Access::Role(Role::Viewer)),
+    (Method::GET, "/members", Access::Role(Role::Viewer)),
+    (Method::GET, "/leader", Access::Role(Role::Viewer)),
+    (Method::GET, "/metrics/current", Access::Role(Role::Viewer)),
+    (Method::GET, "/metrics/latency", Access::Role(Role::Viewer)),
+    (Method::GET, "/metrics/history", Access::Role(Role::Viewer)),
+    (Method::GET, "/history", Access::Role(Role::Viewer)),
+    (
+        Method::POST,
+        "/maintenance/snapshot",
+        Access::Role(Role::Operator),
+    ),
+    (
+        Method::POST,
+        "/maintenance/defrag",
+        Access::Role(Role::Admin),
+    ),
+    (
+        Method::POST,
+        "/maintenance/compact",
+        Access::Role(Role::Admin),
+    ),
+    (
+        Method::POST,
+        "/maintenance/alarm-disarm",
+        Access::Role(Role::Admin),
+    ),
+    (
+        Method::POST,
+        "/maintenance/move-leader",
+        Access::Role(Role::Admin),
+    ),
+];
+
+/// Every other route, with who may call it.
+const ROUTES: [(Method, &str, Access); 20] = [
+    (Method::GET, "/health", Access::Probe),
+    (Method::GET, "/ready", Access::Probe),
+    (Method::GET, "/", Access::Public),
+    (Method::GET, "/assets/app.js", Access::Public),
+    (Method::GET, "/assets/style.css", Access::Public),
+    (Method::GET, "/metrics", Access::Metrics),
+    (
+        Method::GET,
+        "/api/v1/openapi.json",
+        Access::Role(Role::Viewer),
+    ),
+    (Method::GET, "/api/v1/whoami", Access::Role(Role::Viewer)),
+    (Method::GET, "/api/v1/clusters", Access::Role(Role::Viewer)),
+    (Method::GET, "/api/v1/events", Access::Role(Role::Viewer)),
+    (Method::GET, "/api/v1/alerts", Access::Role(Role::Viewer)),
+    (
+        Method::GET,
+        "/api/v1/alerts/history",
+        Access::Role(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/alerts/ack",
+        Access::Role(Role::Operator),
+    ),
+    (Method::GET, "/api/v1/silences", Access::Role(Role::Viewer)),
+    (
+        Method::POST,
+        "/api/v1/silences",
+        Access::Role(Role::Operator),
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/silences/{id}",
+        Access::Role(Role::Operator),
+    ),
+    (
+        Method::GET,
+        "/api/v1/benchmarks",
+        Access::Role(Role::Viewer),
+    ),
+    (
+        Method::POST,
+        "/api/v1/benchmarks",
+        Access::Role(Role::Operator),
+    ),
+    (
+        Method::GET,
+        "/api/v1/benchmarks/{id}",
+        Access::Role(Role::Viewer),
+    ),
+    (Method::GET, "/api/v1/audit", Access::Role(Role::Admin)),
+];
+
+/// The permission table: every route the router serves and who may call
+/// it. The access layer refuses a route that is missing here.
+pub fn route_table() -> Vec<RouteAccess> {
+    let mut out: Vec<RouteAccess> = ROUTES
+        .iter()
+        .map(|(method, path, access)| RouteAccess {
+            method: method.clone(),
+            path: (*path).to_string(),
+            access: *access,
+        })
+        .collect();
+    for prefix in ["/api/v1/clusters/{name}", "/api/v1/cluster"] {
+        out.extend(
+            CLUSTER_ROUTES
+                .iter()
+                .map(|(method, path, access)| RouteAccess {
+                    method: method.clone(),
+                    path: format!("{prefix}{path}"),
+                    access: *access,
+                }),
+        );
+    }
+    out
+}
+
+/// The whole router, every request through `access`.
+pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
     let per_cluster = Router::new()
         .route("/status", get(handlers::status))
         .route("/members", get(handlers::members))
@@ -109,6 +236,7 @@ pub fn router(state: AppState) -> Router {
         .route("/clusters", get(handlers::clusters))
         .nest("/clusters/{name}", per_cluster)
         .nest("/cluster", default_cluster)
+        .route("/whoami", get(handlers::whoami))
         .route("/events", get(events::sse))
         .route("/alerts", get(alerts::active))
         .route("/alerts/history", get(alerts::history))
@@ -120,6 +248,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/benchmarks", get(benchmarks::list).post(benchmarks::start))
         .route("/benchmarks/{id}", get(benchmarks::get))
+        .route("/audit", get(audit::list))
         .route("/openapi.json", get(openapi::serve));
 
     let cors = cors_layer(&state.config.api.cors_origins);
@@ -133,6 +262,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(handlers::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(access, access::enforce))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -160,24 +290,48 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
     }
 }
 
-/// Binds `listen` and serves until `token` is cancelled. Returns the bound
-/// address (useful with port 0) and the server task.
+/// Binds `api.listen` and serves until `token` is cancelled: TLS when
+/// `api.tls` is set, every request through the access layer. Returns the
+/// bound address (useful with port 0) and the server task.
 pub async fn serve(
-    listen: &str,
     state: AppState,
     token: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "API server failed");
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let api = &state.config.api;
+    let tls = match &api.tls {
+        Some(files) => Some(Arc::new(tls::TlsSetup::load(files)?)),
+        None => None,
+    };
+    let authenticator = auth::Authenticator::from_config(api).await?;
+    let access = Arc::new(AccessControl::new(
+        &route_table(),
+        api,
+        authenticator,
+        state.monitor.default_cluster().map(|c| c.name.clone()),
+        audit::AuditLog::new(state.monitor.store().clone()),
+    ));
+    let listener = tokio::net::TcpListener::bind(&api.listen)
+        .await
+        .map_err(|e| format!("cannot listen on api.listen {}: {e}", api.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("api.listen {}: {e}", api.listen))?;
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(token.clone()));
+    }
+    let flusher = access.clone();
+    let flush_token = token.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = flush_token.cancelled() => break,
+                _ = tick.tick() => flusher.audit().flush().await,
+            }
         }
     });
+    let app = router(state, access);
+    let task = tokio::spawn(server::serve(listener, app, tls, token));
     Ok((addr, task))
 }
 

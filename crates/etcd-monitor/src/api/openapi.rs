@@ -256,6 +256,21 @@ fn schemas() -> Value {
                 "points": { "type": "array", "items": { "type": "array", "items": s("number") } },
             })) },
         })),
+        "WhoAmI": obj(&["principal", "name", "method", "role", "clusters", "allowed"], json!({
+            "principal": s("string"), "name": s("string"),
+            "method": { "type": "string", "enum": ["anonymous", "token", "jwt", "client_cert"] },
+            "role": { "type": "string", "enum": ["viewer", "operator", "admin"], "nullable": true },
+            "clusters": { "type": "array", "items": s("string") },
+            "allowed": { "type": "array", "items": s("string") },
+        })),
+        "AuditLog": obj(&["from_ms", "to_ms", "records"], json!({
+            "from_ms": s("integer"), "to_ms": s("integer"),
+            "records": { "type": "array", "items": obj(&["at_ms", "principal", "source", "method", "path", "status", "request_id"], json!({
+                "at_ms": s("integer"), "principal": s("string"), "role": nullable(s("string")), "source": s("string"),
+                "method": s("string"), "path": s("string"), "cluster": nullable(s("string")), "body": nullable(s("string")),
+                "status": s("integer"), "request_id": s("string"),
+            })) },
+        })),
         "CheckHistory": obj(&["cluster", "from_ms", "to_ms", "checks", "findings"], json!({
             "cluster": s("string"), "from_ms": s("integer"), "to_ms": s("integer"),
             "checks": { "type": "array", "items": obj(&["at_ms", "verdict", "reachable", "voting", "duration_ms"], json!({
@@ -523,10 +538,77 @@ pub fn document() -> Value {
         "/metrics".into(),
         json!({ "get": { "summary": "Prometheus text exposition (etcd_monitor_*, process_*)", "responses": { "200": { "description": "text/plain; version=0.0.4" } } } }),
     );
+    paths.insert(
+        "/api/v1/whoami".into(),
+        op(
+            "The caller: principal, role, clusters and the state-changing routes it may call",
+            "WhoAmI",
+            json!([]),
+            &[],
+        ),
+    );
+    paths.insert(
+        "/api/v1/audit".into(),
+        op(
+            "The audit log, newest first (admins)",
+            "AuditLog",
+            json!([
+                qp("from", time),
+                qp("to", time),
+                qp("principal", "only this principal, e.g. token:ci"),
+                qp("limit", "most records (1..5000, default 200)")
+            ]),
+            &["400"],
+        ),
+    );
+    add_access(&mut paths);
     json!({
         "openapi": "3.0.3",
-        "info": { "title": "etcd-monitor", "version": env!("CARGO_PKG_VERSION"), "description": "Health, metrics and history of etcd clusters." },
+        "info": { "title": "etcd-monitor", "version": env!("CARGO_PKG_VERSION"), "description": "Health, metrics and history of etcd clusters. Authentication and roles: docs/security.md." },
         "paths": paths,
-        "components": { "schemas": schemas() },
+        "security": [{ "bearer": [] }],
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A static token (api.auth.tokens) or a JWT of the configured OIDC provider (api.auth.jwt)" } },
+        },
     })
+}
+
+/// Each operation's role (`x-required-role`, from the permission table the
+/// access layer enforces) and the answers of that layer: 401, 403, 421, and
+/// 415 for state-changing requests. Open routes need no credentials.
+fn add_access(paths: &mut serde_json::Map<String, Value>) {
+    let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    for route in super::route_table() {
+        let Some(op) = paths
+            .get_mut(&route.path)
+            .and_then(|p| p.get_mut(route.method.as_str().to_ascii_lowercase()))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let role = match route.access {
+            super::access::Access::Probe | super::access::Access::Public => None,
+            super::access::Access::Metrics => {
+                Some("viewer (none with api.auth.public_metrics)".to_string())
+            }
+            super::access::Access::Role(r) => Some(r.as_str().to_string()),
+        };
+        let Some(role) = role else {
+            op.insert("security".into(), json!([]));
+            continue;
+        };
+        op.insert("x-required-role".into(), Value::String(role));
+        if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+            responses.insert("401".into(), err("No credentials, or bad ones"));
+            responses.insert(
+                "403".into(),
+                err("Role too low, cluster out of scope, or origin not allowed"),
+            );
+            responses.insert("421".into(), err("Host not in api.allowed_hosts"));
+            if super::access::is_state_changing(&route.method) {
+                responses.insert("415".into(), err("Content-Type is not application/json"));
+            }
+        }
+    }
 }

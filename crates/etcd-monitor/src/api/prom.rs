@@ -101,9 +101,15 @@ fn number(v: f64) -> String {
 }
 
 /// The handler.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+) -> impl IntoResponse {
+    // A caller limited to some clusters sees those; public metrics show all.
+    let caller = extensions.get::<super::auth::Principal>();
+    let visible = |cluster: &str| caller.is_none_or(|p| p.scope.allows(cluster));
     let mut p = Page::default();
-    for name in state.monitor.cluster_names() {
+    for name in state.monitor.cluster_names().iter().filter(|n| visible(n)) {
         let Some(c) = state.monitor.cluster(name) else {
             continue;
         };
@@ -323,7 +329,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
     }
-    firing_alerts(&mut p, &state).await;
+    firing_alerts(&mut p, &state, &visible).await;
     process_metrics(&mut p, &state);
     (
         [(
@@ -354,7 +360,7 @@ impl Page {
     }
 }
 
-async fn firing_alerts(p: &mut Page, state: &AppState) {
+async fn firing_alerts(p: &mut Page, state: &AppState, visible: &(dyn Fn(&str) -> bool + Sync)) {
     let mut cache = state.firing_cache.lock().await;
     if cache
         .taken
@@ -372,7 +378,7 @@ async fn firing_alerts(p: &mut Page, state: &AppState) {
             cache.taken = Some(std::time::Instant::now());
         }
     }
-    for name in state.monitor.cluster_names() {
+    for name in state.monitor.cluster_names().iter().filter(|n| visible(n)) {
         // Always present per cluster, so "no alert" is 0 rather than absent.
         let total: u64 = cache
             .counts
@@ -388,7 +394,9 @@ async fn firing_alerts(p: &mut Page, state: &AppState) {
             total as f64,
         );
     }
-    for ((cluster, alertname, severity), n) in &cache.counts {
+    for ((cluster, alertname, severity), n) in
+        cache.counts.iter().filter(|((c, _, _), _)| visible(c))
+    {
         p.sample(
             "etcd_monitor_alerts_firing",
             "gauge",

@@ -66,10 +66,13 @@ pub fn env_overrides<I: IntoIterator<Item = (String, String)>>(vars: I) -> Overr
         }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         let is_list = path.last().is_some_and(|k| k == "endpoints");
+        // Taken as a string: a password such as `123456` or `abc #x` must
+        // arrive as written. A key that needs a number or a boolean gets the
+        // value re-read as YAML when deserializing asks for it (see `load`).
         let value = if is_list {
             Value::Sequence(split_list(&raw).into_iter().map(Value::String).collect())
         } else {
-            scalar(&raw)
+            Value::String(raw)
         };
         out.entries.push((Source::Env(name), path, value));
     }
@@ -85,7 +88,7 @@ pub(crate) fn split_list(raw: &str) -> Vec<String> {
         .collect()
 }
 
-/// Reads an environment value as a YAML scalar (so `true`, `3` keep their
+/// Reads an environment value as a YAML scalar (so `true`, `3` get their
 /// types), falling back to the plain string.
 fn scalar(raw: &str) -> Value {
     match serde_yaml_ng::from_str::<Value>(raw) {
@@ -152,6 +155,15 @@ pub(super) fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config,
             Err(e) => {
                 let mut segments = path_segments(e.path());
                 let message = e.inner().to_string();
+                if message.starts_with("invalid type: string")
+                    && matches!(
+                        source_of(&render(&segments)),
+                        Source::Env(_) | Source::Flag(_)
+                    )
+                    && retype(&mut root, &segments)
+                {
+                    continue; // a number or boolean given as text: try again typed
+                }
                 if let Some(field) = unknown_field(&message) {
                     // Some paths already end at the unknown key, some at its parent.
                     if !matches!(segments.last(), Some(Seg::Key(k)) if *k == field) {
@@ -326,6 +338,32 @@ fn display_path(path: &[String]) -> String {
         })
         .collect();
     render(&segments)
+}
+
+/// Re-reads the string at `segments` as a typed YAML scalar; false when
+/// that does not change it (so the error stands).
+fn retype(node: &mut Value, segments: &[Seg]) -> bool {
+    let mut at = node;
+    for s in segments {
+        let next = match s {
+            Seg::Key(k) => at.get_mut(k.as_str()),
+            Seg::Index(i) => at.get_mut(*i),
+        };
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    let Value::String(raw) = at else {
+        return false;
+    };
+    match scalar(raw) {
+        Value::String(_) => false,
+        typed => {
+            *at = typed;
+            true
+        }
+    }
 }
 
 fn remove_path(node: &mut Value, segments: &[Seg]) -> bool {

@@ -7,14 +7,17 @@
 //! [`load`] returns every error it finds, which `etcd-monitor config check`
 //! prints.
 
+mod api;
 pub mod duration;
 mod layers;
 mod schema;
+pub mod secret;
 pub mod size;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use api::*;
 pub use layers::{Overrides, env_overrides};
 pub use schema::*;
 
@@ -99,6 +102,7 @@ pub fn to_redacted_yaml(config: &Config) -> String {
         }
     }
     shown.alerts = shown.alerts.redacted();
+    shown.storage.url = secret::redact_url_password(&shown.storage.url);
     serde_yaml_ng::to_string(&shown)
         .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
 }

@@ -1,12 +1,12 @@
 //! The configuration's shape, defaults and semantic checks.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ApiConfig;
 use super::duration;
 
 /// The whole configuration.
@@ -66,7 +66,10 @@ pub struct ClusterConfig {
     pub username: Option<String>,
     /// Password in clear; prefer `password_file` or the environment variable
     /// `ETCD_MONITOR_CLUSTERS__<N>__PASSWORD`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "super::secret::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub password: Option<String>,
     /// File whose first line is the password.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,45 +184,53 @@ impl Default for HealthThresholds {
     }
 }
 
-/// The HTTP server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Listen address, `host:port`.
-    pub listen: String,
-    /// Origins allowed by CORS (`https://ops.example.com`, or `*`); none by default.
-    pub cors_origins: Vec<String>,
-    /// Where `POST .../maintenance/snapshot` writes snapshots.
-    pub snapshot_dir: PathBuf,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            listen: "127.0.0.1:8080".into(),
-            cors_origins: Vec::new(),
-            snapshot_dir: PathBuf::from("./snapshots"),
-        }
-    }
-}
-
 /// The history store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `sqlite://PATH` (default) or `postgres://user@host/db`.
     pub url: String,
+    /// File whose first line is the database password, put into `url`
+    /// (PostgreSQL); keeps the password out of the configuration file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// How long history is kept.
     #[serde(with = "duration")]
     pub retention: Duration,
+    /// How long the audit log is kept.
+    #[serde(with = "duration")]
+    pub audit_retention: Duration,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             url: "sqlite://./etcd-monitor.db".into(),
+            password_file: None,
             retention: Duration::from_secs(7 * 24 * 3600),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
         }
+    }
+}
+
+impl StorageConfig {
+    /// The URL to connect with: `url`, with the password of
+    /// `password_file` put in (percent-encoded). The error names the file.
+    pub fn connect_url(&self) -> Result<String, String> {
+        let Some(file) = &self.password_file else {
+            return Ok(self.url.clone());
+        };
+        let password = super::secret::read_secret_file(file)
+            .map_err(|e| format!("storage.password_file: {e}"))?;
+        let mut url = url::Url::parse(&self.url).map_err(|e| {
+            format!(
+                "storage.url {}: {e}",
+                super::secret::redact_url_password(&self.url)
+            )
+        })?;
+        url.set_password(Some(&password))
+            .map_err(|()| "storage.url: this URL cannot hold a password".to_string())?;
+        Ok(url.to_string())
     }
 }
 
@@ -372,28 +383,17 @@ impl Config {
                 "must be between 0 and 1".into(),
             ));
         }
-        for (i, origin) in self.api.cors_origins.iter().enumerate() {
-            let ok = origin == "*" || is_origin(origin);
-            if !ok {
-                out.push((
-                    format!("api.cors_origins[{i}]"),
-                    format!("{origin:?} is not an origin such as https://ops.example.com, or *"),
-                ));
-            }
-        }
+        self.api.problems(&mut out);
         if self.storage.retention < Duration::from_secs(60) {
             out.push((
                 "storage.retention".into(),
                 "keep history for at least 1m".into(),
             ));
         }
-        if self.api.listen.parse::<SocketAddr>().is_err() {
+        if self.storage.audit_retention < Duration::from_secs(3600) {
             out.push((
-                "api.listen".into(),
-                format!(
-                    "{:?} is not a host:port address such as 127.0.0.1:8080",
-                    self.api.listen
-                ),
+                "storage.audit_retention".into(),
+                "keep the audit log for at least 1h".into(),
             ));
         }
         let url = &self.storage.url;
@@ -405,6 +405,21 @@ impl Config {
                 "storage.url".into(),
                 format!("{url:?} is not sqlite://PATH or postgres://USER@HOST/DB"),
             ));
+        }
+        if let Some(p) = &self.storage.password_file {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                out.push((
+                    "storage.password_file".into(),
+                    "only a postgres:// storage.url takes a password".into(),
+                ));
+            } else if url_has_password(url) {
+                out.push((
+                    "storage.password_file".into(),
+                    "storage.url has a password already: remove it from the URL".into(),
+                ));
+            } else if let Err(e) = super::secret::read_secret_file(p) {
+                out.push(("storage.password_file".into(), e));
+            }
         }
         if let Err(e) = check_log_level(&self.logging.level) {
             out.push(("logging.level".into(), e));
@@ -435,13 +450,6 @@ pub(crate) fn check_log_level(level: &str) -> Result<(), String> {
         .map_err(|e| format!("{level:?}: {e}: {hint}"))
 }
 
-/// `scheme://host[:port]` with no path, as browsers send in `Origin`.
-fn is_origin(origin: &str) -> bool {
-    let Some((scheme, rest)) = origin.split_once("://") else {
-        return false;
-    };
-    (scheme == "http" || scheme == "https")
-        && !rest.is_empty()
-        && !rest.contains(['/', ' ', '?', '#'])
-        && axum::http::HeaderValue::from_str(origin).is_ok()
+fn url_has_password(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.password().is_some())
 }

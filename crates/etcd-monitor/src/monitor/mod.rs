@@ -64,6 +64,18 @@ pub enum MonitorEvent {
     },
 }
 
+impl MonitorEvent {
+    /// The cluster the event is about.
+    pub fn cluster(&self) -> &str {
+        match self {
+            MonitorEvent::Health { cluster, .. }
+            | MonitorEvent::VerdictChanged { cluster, .. }
+            | MonitorEvent::Metrics { cluster, .. } => cluster,
+            MonitorEvent::LeaderChanged(c) => &c.cluster,
+        }
+    }
+}
+
 /// What the monitor publishes about one cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterHandle {
@@ -128,6 +140,7 @@ impl Monitor {
             );
         }
         let retention = config.storage.retention;
+        let audit_retention = config.storage.audit_retention;
         let retention_store = store.clone();
         let token = lifecycle.token();
         lifecycle.spawn(async move {
@@ -141,6 +154,12 @@ impl Monitor {
                             Ok(n) if n > 0 => tracing::info!(removed = n, "history retention enforced"),
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "history retention failed"),
+                        }
+                        let cutoff = unix_ms(std::time::SystemTime::now()) - audit_retention.as_millis() as i64;
+                        match retention_store.enforce_audit_retention(cutoff).await {
+                            Ok(n) if n > 0 => tracing::info!(removed = n, "audit log retention enforced"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "audit log retention failed"),
                         }
                     }
                 }

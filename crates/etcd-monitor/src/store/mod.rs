@@ -16,7 +16,10 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 use crate::health::HealthSnapshot;
 
 pub mod alerts;
+mod audit;
 mod benchmarks;
+
+pub use audit::AuditRecord;
 
 /// What can go wrong with the history store.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,11 @@ const MIGRATIONS: &[&str] = &[
         source TEXT NOT NULL, workload TEXT NOT NULL, state TEXT NOT NULL, throughput DOUBLE PRECISION,
         p99_ms DOUBLE PRECISION, body TEXT NOT NULL);
      CREATE INDEX IF NOT EXISTS benchmark_runs_at ON benchmark_runs (at_ms);",
+    // 4: the API's audit log.
+    "CREATE TABLE IF NOT EXISTS audit (id {AUTO}, at_ms BIGINT NOT NULL, principal TEXT NOT NULL, role TEXT,
+        source TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, cluster TEXT, body TEXT,
+        status BIGINT NOT NULL, request_id TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);",
 ];
 
 impl Store {
@@ -539,19 +547,5 @@ fn leader_change(r: &AnyRow) -> Result<LeaderChange, sqlx::Error> {
 
 /// The URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!(
-                    "{}{user}:{}{}",
-                    &url[..scheme_end + 3],
-                    crate::config::REDACTED,
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    crate::config::secret::redact_url_password(url)
 }

@@ -2,13 +2,62 @@
 "use strict";
 const $ = (sel) => document.querySelector(sel);
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+const TOKEN_KEY = "etcd-monitor-token";
 let cluster = null;
+let me = null; // GET /api/v1/whoami: who we are and what we may do
 
-async function api(path, options) {
-  const r = await fetch(path, options);
+// The API token lives in sessionStorage (this tab only) and travels as a
+// bearer header; the monitor never uses cookies.
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+function headers(extra) {
+  const h = { ...(extra || {}) };
+  if (token()) h.authorization = `Bearer ${token()}`;
+  return h;
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, { ...options, headers: headers(options.headers) });
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error((body.error && body.error.message) || r.statusText);
+  const message = (body.error && body.error.message) || r.statusText;
+  if (r.status === 401) signIn(message);
+  if (!r.ok) throw new Error(message);
   return body;
+}
+const post = (path, body) => api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+const allowed = (what) => !!me && (me.allowed || []).includes(what);
+
+function signIn(why) {
+  const d = $("#signin");
+  $("#signin-why").textContent = why || "This monitor needs an API token.";
+  if (!d.open) d.showModal();
+}
+
+$("#signin-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const candidate = $("#token").value.trim();
+  const r = await fetch("/api/v1/whoami", { headers: { authorization: `Bearer ${candidate}` } });
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    $("#signin-error").textContent = (body.error && body.error.message) || r.statusText;
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, candidate);
+  location.reload();
+});
+$("#signout").addEventListener("click", () => {
+  if (!token()) return signIn("Sign in with an API token.");
+  sessionStorage.removeItem(TOKEN_KEY);
+  location.reload();
+});
+
+// Shows who is signed in and hides what their role may not do.
+function applyIdentity() {
+  $("#whoami").textContent = `${me.principal} (${me.role})`;
+  $("#whoami").dataset.role = me.role;
+  const out = $("#signout");
+  out.hidden = false;
+  out.textContent = token() ? "Sign out" : "Sign in";
+  document.querySelectorAll("[data-needs]").forEach((el) => { el.hidden = !allowed(el.dataset.needs); });
 }
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const base = () => `/api/v1/clusters/${encodeURIComponent(cluster)}`;
@@ -107,8 +156,11 @@ async function loadAlerts() {
   try {
     const a = await api(`/api/v1/alerts`);
     const list = a.alerts || [];
+    const canSilence = allowed("POST /api/v1/silences"), canAck = allowed("POST /api/v1/alerts/ack");
     $("#alerts").innerHTML = list.length
-      ? list.map((x) => `<li><span class="sev ${esc(x.severity)}">${esc(x.severity)}</span> ${esc(x.alertname || x.name)} ${esc(x.cluster || "")} <small>${esc(x.state || "")}</small></li>`).join("")
+      ? list.map((x) => `<li><span class="sev ${esc(x.severity)}">${esc(x.severity)}</span> ${esc(x.alertname)} ${esc(x.cluster || "")} <small>${esc(x.state || "")}</small>` +
+        (canSilence ? `<button type="button" data-silence="${esc(x.cluster)}|${esc(x.alertname)}">Silence 1h</button>` : "") +
+        (canAck && x.state === "firing" ? `<button type="button" data-ack="${esc(x.group_key)}">Ack</button>` : "") + `</li>`).join("")
       : `<li class="muted">No active alerts.</li>`;
     const s = await api(`/api/v1/silences`);
     const sl = s.silences || [];
@@ -124,29 +176,101 @@ async function loadBenchmarks() {
   } catch (e) { $("#benchmarks").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
 }
 
+$("#alerts").addEventListener("click", async (ev) => {
+  const b = ev.target.closest("button");
+  if (!b) return;
+  try {
+    if (b.dataset.silence) {
+      const [c, name] = b.dataset.silence.split("|");
+      await post("/api/v1/silences", { matchers: [`cluster=${c}`, `alertname=${name}`], ends_at_ms: Date.now() + 3600e3, comment: "silenced from the dashboard" });
+    } else if (b.dataset.ack) {
+      await post("/api/v1/alerts/ack", { group_key: b.dataset.ack, comment: "acknowledged from the dashboard" });
+    }
+  } catch (e) { alert(e.message); }
+  loadAlerts();
+});
+
 $("#bench-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = new FormData(ev.target);
   try {
-    await api(`/api/v1/benchmarks`, { method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ cluster, workload: f.get("workload"), total: Number(f.get("total")), clients: Number(f.get("clients")) }) });
+    await post(`/api/v1/benchmarks`, { cluster, workload: f.get("workload"), total: Number(f.get("total")), clients: Number(f.get("clients")) });
   } catch (e) { alert(e.message); }
   loadBenchmarks();
 });
 
-async function refresh() { await Promise.all([loadMembers(), loadStatus()]); }
-async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks()]); }
+// Maintenance: the operator types the cluster's name, as `etcd-monitor ctl` asks on a terminal.
+document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", async () => {
+  const out = $("#maintenance-result");
+  const typed = prompt(`${b.textContent} on cluster "${cluster}". Type the cluster's name to go ahead:`);
+  if (typed !== cluster) { out.textContent = "Cancelled: the name did not match."; return; }
+  out.textContent = `${b.textContent}: running…`;
+  try {
+    const r = await post(`${base()}/maintenance/${b.dataset.action}`, {});
+    out.textContent = `${b.textContent}: done. ${JSON.stringify(r)}`;
+  } catch (e) { out.textContent = `${b.textContent} failed: ${e.message}`; }
+  refreshAll();
+}));
 
-function live() {
-  const es = new EventSource("/api/v1/events");
-  es.onopen = () => $("#live").classList.add("on");
-  es.onerror = () => $("#live").classList.remove("on");
-  es.addEventListener("health", (e) => { const d = JSON.parse(e.data); if (d.cluster === cluster) refresh(); });
-  es.addEventListener("leader_changed", () => loadLeaders());
-  es.addEventListener("metrics", (e) => { const d = JSON.parse(e.data); if (d.cluster === cluster) loadCharts(); });
+async function loadAudit() {
+  if (!allowed("GET /api/v1/audit")) return;
+  try {
+    const a = await api("/api/v1/audit?limit=50");
+    $("#audit tbody").innerHTML = a.records.length ? a.records.map((r) =>
+      `<tr class="${r.status >= 400 ? "down" : ""}"><td>${new Date(r.at_ms).toLocaleString()}</td><td>${esc(r.principal)}</td><td>${esc(r.role || "")}</td>` +
+      `<td>${esc(r.source)}</td><td>${esc(r.method)} ${esc(r.path)}</td><td>${esc(r.cluster || "")}</td><td>${r.status}</td></tr>`).join("")
+      : `<tr><td colspan="7" class="muted">Nothing recorded in the last 24 hours.</td></tr>`;
+  } catch (e) { $("#audit tbody").innerHTML = `<tr><td colspan="7" class="muted">${esc(e.message)}</td></tr>`; }
+}
+
+async function refresh() { await Promise.all([loadMembers(), loadStatus()]); }
+async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks(), loadAudit()]); }
+
+// Server-sent events read with fetch, so the bearer token can go along
+// (EventSource cannot send headers). Reconnects after 2 s.
+async function live() {
+  const on = {
+    health: (d) => { if (d.cluster === cluster) refresh(); },
+    leader_changed: () => loadLeaders(),
+    metrics: (d) => { if (d.cluster === cluster) loadCharts(); },
+  };
+  for (;;) {
+    try {
+      const r = await fetch("/api/v1/events", { headers: headers({ accept: "text/event-stream" }) });
+      if (!r.ok || !r.body) throw new Error(r.statusText);
+      $("#live").classList.add("on");
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value.replace(/\r\n/g, "\n");
+        let end;
+        while ((end = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, end); buf = buf.slice(end + 2);
+          let event = "message", data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event:")) event = line.slice(6).trim();
+            else if (line.startsWith("data:")) data += line.slice(5).trim();
+          }
+          if (on[event] && data) on[event](JSON.parse(data));
+        }
+      }
+    } catch (e) { console.warn("events:", e.message); }
+    $("#live").classList.remove("on");
+    await new Promise((ok) => setTimeout(ok, 2000));
+  }
 }
 
 $("#cluster").addEventListener("change", (e) => { cluster = e.target.value; refreshAll(); });
 $("#range").addEventListener("change", loadCharts);
-loadClusters().then(refreshAll).then(live);
-setInterval(() => { loadAlerts(); loadBenchmarks(); }, 10000);
+
+async function start() {
+  try { me = await api("/api/v1/whoami"); } catch (e) { return; } // 401: the sign-in dialog is open
+  applyIdentity();
+  await loadClusters();
+  await refreshAll();
+  live();
+  setInterval(() => { loadAlerts(); loadBenchmarks(); loadAudit(); }, 10000);
+}
+start();
