@@ -79,9 +79,21 @@ pub async fn serve_api(
     Ok(addr)
 }
 
-/// Warns about clusters whose password would cross the network in clear:
-/// a plain `http://` endpoint on a host other than this one.
+/// Warns about clusters whose password would cross the network in clear.
 fn warn_plain_passwords(config: &Config) {
+    for (cluster, endpoint) in plain_password_endpoints(config) {
+        tracing::warn!(
+            %cluster,
+            %endpoint,
+            "the etcd password of this cluster is sent over plain http:// to another host; use https:// endpoints (clusters[].tls)"
+        );
+    }
+}
+
+/// `(cluster, endpoint)` pairs where a password would go over plain
+/// `http://` to a host other than this one.
+pub fn plain_password_endpoints(config: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for c in &config.clusters {
         if c.password.is_none() && c.password_file.is_none() {
             continue;
@@ -89,29 +101,27 @@ fn warn_plain_passwords(config: &Config) {
         let Ok(urls) = crate::connection::endpoints(c) else {
             continue;
         };
-        for url in urls.iter().filter(|u| u.starts_with("http://")) {
-            let host = url
+        for url in urls.into_iter().filter(|u| u.starts_with("http://")) {
+            let authority = url
                 .trim_start_matches("http://")
                 .split(['/', '?'])
                 .next()
                 .unwrap_or("");
-            let host = host
-                .rsplit_once(':')
-                .map_or(host, |(h, _)| h)
-                .trim_matches(['[', ']']);
+            let host = match authority.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => authority,
+            }
+            .trim_matches(['[', ']']);
             let local = host == "localhost"
                 || host
                     .parse::<std::net::IpAddr>()
                     .is_ok_and(|ip| ip.is_loopback());
             if !local {
-                tracing::warn!(
-                    cluster = %c.name,
-                    endpoint = %url,
-                    "the etcd password of this cluster is sent over plain http:// to another host; use https:// endpoints (clusters[].tls)"
-                );
+                out.push((c.name.clone(), url));
             }
         }
     }
+    out
 }
 
 /// Runs the monitor and its API until a signal, then shuts down.
@@ -130,4 +140,41 @@ pub async fn shutdown(monitor: &Monitor, lifecycle: &Lifecycle) {
     }
     monitor.store().close().await;
     tracing::info!("stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+
+    #[test]
+    fn a_password_over_plain_http_to_another_host_is_found() {
+        let cluster = |name: &str, endpoints: &[&str], password: bool| ClusterConfig {
+            name: name.into(),
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            username: Some("u".into()),
+            password: password.then(|| "p".into()),
+            ..ClusterConfig::default()
+        };
+        let config = Config {
+            clusters: vec![
+                cluster(
+                    "remote",
+                    &[
+                        "http://10.0.0.1:2379",
+                        "127.0.0.1:2379",
+                        "http://[::1]:2379",
+                    ],
+                    true,
+                ),
+                cluster("local", &["http://localhost:2379"], true),
+                cluster("nopassword", &["http://10.0.0.2:2379"], false),
+            ],
+            ..Config::default()
+        };
+        assert_eq!(
+            plain_password_endpoints(&config),
+            vec![("remote".to_string(), "http://10.0.0.1:2379".to_string())]
+        );
+    }
 }

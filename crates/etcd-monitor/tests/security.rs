@@ -126,6 +126,24 @@ fn refused_by_validation(path: &str) -> (&'static str, u16) {
     }
 }
 
+/// The audit records `GET /api/v1/audit?{query}` answers `bearer`.
+async fn audit(client: &reqwest::Client, base: &str, query: &str, bearer: &str) -> Vec<Value> {
+    let (status, text) = call(
+        client,
+        base,
+        "GET",
+        &format!("/api/v1/audit?{query}"),
+        Some(bearer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str::<Value>(&text).unwrap()["records"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while call(client, base, "GET", "/ready", None, None).await.0 != 200 {
@@ -324,19 +342,7 @@ async fn every_route_is_refused_below_its_role_and_served_at_it() {
     );
 
     // The audit log: every state-changing call (with its principal) and every refusal.
-    let (_, audit) = call(
-        &client,
-        &base,
-        "GET",
-        "/api/v1/audit?limit=5000",
-        Some(&admin),
-        None,
-    )
-    .await;
-    let records = serde_json::from_str::<Value>(&audit).unwrap()["records"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let records = audit(&client, &base, "limit=5000", &admin).await;
     for route in table.iter().filter(|r| r.method != "GET") {
         let path = route.path.replace("{name}", "a").replace("{id}", "nope");
         let rows: Vec<&Value> = records
@@ -384,34 +390,10 @@ async fn every_route_is_refused_below_its_role_and_served_at_it() {
         .unwrap();
     assert_eq!(body_of_compact["body"], r#"{"revision":-3}"#);
     assert_eq!(body_of_compact["role"], "admin");
-    let (_, mine) = call(
-        &client,
-        &base,
-        "GET",
-        "/api/v1/audit?principal=token:o",
-        Some(&admin),
-        None,
-    )
-    .await;
-    let mine = serde_json::from_str::<Value>(&mine).unwrap()["records"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let mine = audit(&client, &base, "principal=token:o", &admin).await;
     assert!(!mine.is_empty() && mine.iter().all(|x| x["principal"] == "token:o"));
     // A scoped admin reads only its clusters' records.
-    let (_, scoped_audit) = call(
-        &client,
-        &base,
-        "GET",
-        "/api/v1/audit?limit=5000",
-        Some(&scoped),
-        None,
-    )
-    .await;
-    let scoped_rows = serde_json::from_str::<Value>(&scoped_audit).unwrap()["records"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let scoped_rows = audit(&client, &base, "limit=5000", &scoped).await;
     assert!(!scoped_rows.is_empty() && scoped_rows.iter().all(|x| x["cluster"] == "a"));
     r.stop().await;
 }
@@ -863,12 +845,8 @@ async fn jwts_are_checked_against_the_providers_rotating_keys() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
-    let (status, text) = call(&client, &base, "GET", "/api/v1/audit", Some(&admin), None).await;
-    assert_eq!(status, 200, "{text}");
-    let records = serde_json::from_str::<Value>(&text).unwrap()["records"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let records = audit(&client, &base, "", &admin).await;
+    let text = format!("{records:?}");
     assert!(
         records
             .iter()
@@ -1257,4 +1235,76 @@ async fn no_secret_reaches_a_log_an_audit_row_or_an_answer() {
         stored.contains("127.0.0.1") && stored.contains("<redacted>"),
         "{stored}"
     );
+}
+
+// ---------------------------------------------------------------- dashboard
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_signs_in_and_shows_only_what_the_role_may_do() {
+    use std::io::{BufRead, BufReader};
+    let (viewer, v_line) = token("v", "viewer", "\"*\"");
+    let (admin, a_line) = token("adm", "admin", "\"*\"");
+    let r = start(&format!(
+        "  listen: 127.0.0.1:0\n  auth:\n    tokens:\n{v_line}{a_line}"
+    ))
+    .await
+    .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shot_dir = root.join("target/screenshots");
+    std::fs::create_dir_all(&shot_dir).unwrap();
+    let mut node = Command::new("node")
+        .arg(root.join("tests/browser/signin.mjs"))
+        .arg(format!("http://{}/", r.addr))
+        .args([&viewer, &admin, "a"])
+        .arg(shot_dir.join("dashboard-signin.png"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (with tests/browser installed by make test)");
+    let stdout = node.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .inspect(|l| eprintln!("browser: {l}"))
+            .collect::<Vec<String>>()
+    })
+    .await
+    .unwrap();
+    let status = node.wait().unwrap();
+    let line = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("the browser never printed {prefix:?}: {lines:?}"))
+            .clone()
+    };
+    assert!(
+        !lines.iter().any(|l| l.starts_with("PAGE ERROR")),
+        "{lines:?}"
+    );
+    line("SIGNIN ASKED");
+    assert!(line("WRONG TOKEN").contains("not valid"), "{lines:?}");
+    assert_eq!(
+        line("VIEWER"),
+        "VIEWER who=token:v (viewer) actions=0 bench=0 audit=0 live=on",
+        "a viewer sees no maintenance, benchmark or audit controls"
+    );
+    assert_eq!(
+        line("ADMIN"),
+        "ADMIN who=token:adm (admin) actions=4 bench=1 audit=1"
+    );
+    assert!(line("DISARM").contains("done"), "{lines:?}");
+    line("AUDIT SHOWS DISARM");
+    assert!(status.success());
+    // The browser never sent the token in a URL: the audit paths show none.
+    let store = r.monitor.store().clone();
+    let rows = store.audit_records(0, i64::MAX, None, 1000).await.unwrap();
+    assert!(rows.iter().any(|x| x.principal == "token:adm"
+        && x.path.ends_with("alarm-disarm")
+        && x.status == 200));
+    assert!(
+        rows.iter()
+            .all(|x| !x.path.contains(&viewer) && !x.path.contains(&admin))
+    );
+    r.stop().await;
 }

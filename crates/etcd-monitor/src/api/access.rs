@@ -309,11 +309,7 @@ pub async fn enforce(State(ac): State<Arc<AccessControl>>, req: Request, next: N
         }
         if let Some(cluster) = &pending.cluster {
             if !principal.scope.allows(cluster) {
-                let e = forbidden(format!(
-                    "{} may not access cluster {cluster:?} (its clusters: {})",
-                    principal.label(),
-                    principal.scope.globs().join(", ")
-                ));
+                let e = principal.out_of_scope(&format!("cluster {cluster:?}"));
                 return deny(&ac, &pending, e).await;
             }
         }

@@ -165,7 +165,7 @@ pub async fn ack(
 ) -> ApiResult {
     let b = super::maintenance::body(b)?;
     if !group_in_scope(&caller.scope, &b.group_key) {
-        return Err(out_of_scope(&caller, &b.group_key));
+        return Err(caller.out_of_scope(&format!("alert group {:?}", b.group_key)));
     }
     let now = unix_ms(SystemTime::now());
     let label = caller.label();
@@ -273,7 +273,7 @@ pub async fn delete_silence(
         let list = alerting.silences.list().await.map_err(silence_error)?;
         if let Some(s) = list.iter().find(|s| s.id == id) {
             if !silence_in_scope(&caller.scope, s) {
-                return Err(out_of_scope(&caller, &format!("silence {id}")));
+                return Err(caller.out_of_scope(&format!("silence {id}")));
             }
         }
     }
@@ -285,19 +285,7 @@ fn in_scope(caller: &Principal, cluster: &str) -> Result<(), ApiError> {
     if caller.scope.allows(cluster) {
         Ok(())
     } else {
-        Err(out_of_scope(caller, cluster))
-    }
-}
-
-fn out_of_scope(caller: &Principal, what: &str) -> ApiError {
-    ApiError {
-        status: StatusCode::FORBIDDEN,
-        code: "forbidden",
-        message: format!(
-            "{} may not access {what:?} (its clusters: {})",
-            caller.label(),
-            caller.scope.globs().join(", ")
-        ),
+        Err(caller.out_of_scope(&format!("cluster {cluster:?}")))
     }
 }
 

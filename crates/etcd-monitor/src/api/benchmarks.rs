@@ -69,7 +69,7 @@ pub async fn start(
         ));
     }
     if !caller.scope.allows(&cluster_name) {
-        return Err(forbidden(&caller, &cluster_name));
+        return Err(caller.out_of_scope(&format!("cluster {cluster_name:?}")));
     }
     state.cluster(&cluster_name)?;
     let cluster = state
@@ -127,22 +127,12 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     match state.bench_runs.get(&id).await? {
-        Some(r) if !caller.scope.allows(&r.cluster) => Err(forbidden(&caller, &r.cluster)),
+        Some(r) if !caller.scope.allows(&r.cluster) => {
+            Err(caller.out_of_scope(&format!("cluster {:?}", r.cluster)))
+        }
         Some(r) => serde_json::to_value(r)
             .map(Json)
             .map_err(|e| ApiError::internal(e.to_string())),
         None => Err(ApiError::not_found(format!("no benchmark run {id:?}"))),
-    }
-}
-
-fn forbidden(caller: &Principal, cluster: &str) -> ApiError {
-    ApiError {
-        status: StatusCode::FORBIDDEN,
-        code: "forbidden",
-        message: format!(
-            "{} may not access cluster {cluster:?} (its clusters: {})",
-            caller.label(),
-            caller.scope.globs().join(", ")
-        ),
     }
 }

@@ -7,6 +7,11 @@
 //! with 60 s of leeway for clock skew. The key set is cached; a token whose
 //! `kid` is unknown (the provider rotated its keys) refreshes it, at most
 //! once a minute, so garbage tokens cannot make us hammer the provider.
+//!
+//! A verified token's principal is remembered (by the token's SHA-256) until
+//! the token expires, at most [`CACHE_TTL`], and never across a change of
+//! the key set: a dashboard polling with one JWT costs one signature check
+//! per five minutes instead of one per request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +45,14 @@ const MIN_REFRESH: Duration = Duration::from_secs(60);
 const MAX_AGE: Duration = Duration::from_secs(3600);
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
+/// Longest a verified token is remembered.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+/// Most tokens remembered at once.
+const CACHE_ENTRIES: usize = 4096;
+
+/// Principals of verified tokens, by the token's SHA-256, with when to
+/// forget them.
+type Verified = std::collections::HashMap<[u8; 32], (Principal, Instant)>;
 
 struct Key {
     kid: Option<String>,
@@ -59,6 +72,7 @@ pub struct JwtVerifier {
     scope: Scope,
     http: reqwest::Client,
     keys: ArcSwap<KeySet>,
+    verified: std::sync::Mutex<Verified>,
     /// When the key set was last (re)loaded on demand; held while loading,
     /// so concurrent requests with a new `kid` cause one fetch.
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
@@ -80,6 +94,7 @@ impl JwtVerifier {
                 keys: Vec::new(),
                 fetched: Instant::now(),
             }),
+            verified: std::sync::Mutex::new(Verified::new()),
             last_refresh: tokio::sync::Mutex::new(None),
         };
         match verifier.load().await {
@@ -94,6 +109,43 @@ impl JwtVerifier {
 
     /// The principal of a JWT, or why it is refused.
     pub async fn verify(&self, token: &str) -> Result<Principal, Denied> {
+        let digest = super::sha256(token.as_bytes());
+        if let Some(p) = self.remembered(&digest) {
+            return Ok(p);
+        }
+        let (principal, exp) = self.check(token).await?;
+        self.remember(digest, &principal, exp);
+        Ok(principal)
+    }
+
+    fn remembered(&self, digest: &[u8; 32]) -> Option<Principal> {
+        let cache = self.verified.lock().ok()?;
+        let (p, until) = cache.get(digest)?;
+        (Instant::now() < *until).then(|| p.clone())
+    }
+
+    /// Remembers a verified token until its `exp` (Unix seconds) passes,
+    /// at most [`CACHE_TTL`].
+    fn remember(&self, digest: [u8; 32], p: &Principal, exp: u64) {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left = Duration::from_secs(exp.saturating_sub(now_unix)).min(CACHE_TTL);
+        let Ok(mut cache) = self.verified.lock() else {
+            return;
+        };
+        if cache.len() >= CACHE_ENTRIES {
+            let now = Instant::now();
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (p.clone(), Instant::now() + left));
+    }
+
+    /// Verifies a token: its principal and `exp`.
+    async fn check(&self, token: &str) -> Result<(Principal, u64), Denied> {
         let unauthenticated = |m: String| Denied::Unauthenticated(m);
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| unauthenticated(format!("not a valid JWT: {e}")))?;
@@ -127,6 +179,7 @@ impl JwtVerifier {
             jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
                 .map_err(|e| unauthenticated(format!("JWT refused: {}", reason(&e))))?;
         let claims = data.claims;
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         let name = ["preferred_username", "email", "sub"]
             .iter()
             .find_map(|c| claims.get(*c).and_then(Value::as_str))
@@ -146,12 +199,15 @@ impl JwtVerifier {
                 format!("jwt:{name}"),
             ));
         };
-        Ok(Principal {
-            name,
-            method: AuthMethod::Jwt,
-            role: Some(role),
-            scope: self.scope.clone(),
-        })
+        Ok((
+            Principal {
+                name,
+                method: AuthMethod::Jwt,
+                role: Some(role),
+                scope: self.scope.clone(),
+            },
+            exp,
+        ))
     }
 
     fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<()> {
@@ -169,6 +225,10 @@ impl JwtVerifier {
             Ok(keys) => {
                 tracing::info!(keys = keys.keys.len(), "api.auth.jwt: key set reloaded");
                 self.keys.store(Arc::new(keys));
+                // A withdrawn key must not live on in remembered tokens.
+                if let Ok(mut cache) = self.verified.lock() {
+                    cache.clear();
+                }
             }
             Err(e) => tracing::warn!("api.auth.jwt: {e}; keeping the keys we have"),
         }
@@ -297,5 +357,77 @@ fn reason(e: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidAlgorithm => "its algorithm does not match the key".into(),
         ErrorKind::MissingRequiredClaim(c) => format!("it lacks the {c} claim"),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn key(kid: &str) -> (EncodingKey, Value) {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap(),
+        )
+        .unwrap();
+        jwk["kid"] = kid.into();
+        (key, jwk)
+    }
+
+    #[tokio::test]
+    async fn remembered_tokens_are_forgotten_when_the_keys_change_or_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let (k1, jwk1) = key("k1");
+        std::fs::write(&jwks, serde_json::json!({ "keys": [jwk1] }).to_string()).unwrap();
+        let config = JwtConfig {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            jwks_file: Some(jwks.clone()),
+            jwks_url: None,
+            role_claim: "realm_access.roles".into(),
+            roles: [("ops".to_string(), crate::config::Role::Operator)].into(),
+            clusters: vec!["*".into()],
+        };
+        let v = JwtVerifier::new(&config).await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let sign = |exp: u64| {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some("k1".into());
+            let claims = serde_json::json!({ "iss": "iss", "aud": "aud", "sub": "s",
+                "realm_access": { "roles": ["ops"] }, "exp": exp });
+            jsonwebtoken::encode(&h, &claims, &k1).unwrap()
+        };
+        let token = sign(now + 600);
+        let p = v.verify(&token).await.unwrap();
+        assert_eq!(
+            p.role,
+            Some(crate::config::Role::Operator),
+            "dotted role claim"
+        );
+        assert!(
+            v.remembered(&super::super::sha256(token.as_bytes()))
+                .is_some()
+        );
+        // A token past its exp (but within the leeway) is checked, not remembered.
+        let late = sign(now - 5);
+        assert!(v.verify(&late).await.is_ok());
+        assert!(
+            v.remembered(&super::super::sha256(late.as_bytes()))
+                .is_none()
+        );
+        // The provider withdraws k1: after the reload, the remembered token is refused.
+        let (_, jwk2) = key("k2");
+        std::fs::write(&jwks, serde_json::json!({ "keys": [jwk2] }).to_string()).unwrap();
+        v.refresh().await;
+        assert!(matches!(
+            v.verify(&token).await,
+            Err(Denied::Unauthenticated(m)) if m.contains("k1")
+        ));
     }
 }

@@ -105,6 +105,20 @@ impl Principal {
         }
     }
 
+    /// The 403 of a request for `what` (a cluster, a silence) outside this
+    /// principal's clusters.
+    pub fn out_of_scope(&self, what: &str) -> super::ApiError {
+        super::ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "{} may not access {what} (its clusters: {})",
+                self.label(),
+                self.scope.globs().join(", ")
+            ),
+        }
+    }
+
     fn anonymous(role: Option<Role>) -> Principal {
         Principal {
             name: "anonymous".into(),
@@ -241,7 +255,13 @@ impl Authenticator {
             let token = bearer(value)?;
             if let Some(jwt) = &self.jwt {
                 if looks_like_jwt(token) {
-                    return jwt.verify(token).await;
+                    // A configured static token may contain dots too.
+                    return match jwt.verify(token).await {
+                        Err(Denied::Unauthenticated(why)) => self
+                            .static_token(token)
+                            .map_err(|_| Denied::Unauthenticated(why)),
+                        other => other,
+                    };
                 }
             }
             return self.static_token(token);
