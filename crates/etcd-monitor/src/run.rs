@@ -62,6 +62,7 @@ pub async fn serve_api(
             runs
         },
         shutdown: lifecycle.token(),
+        maintenance: Default::default(),
     };
     let (addr, task) = crate::api::serve(state, lifecycle.token())
         .await

@@ -563,7 +563,12 @@ async fn benchmarks_and_maintenance_through_the_api() {
 
     // Maintenance: compact, alarm disarm, snapshot, move-leader, defrag.
     let m = "/api/v1/clusters/ops/maintenance";
-    let (code, c) = post(addr, &format!("{m}/compact"), r#"{"physical": true}"#).await;
+    let (code, c) = post(
+        addr,
+        &format!("{m}/compact"),
+        r#"{"physical": true, "confirm": "ops"}"#,
+    )
+    .await;
     assert_eq!(code, 200, "{c}");
     check(
         &doc,
@@ -576,7 +581,7 @@ async fn benchmarks_and_maintenance_through_the_api() {
     let (code, bad) = post(addr, &format!("{m}/compact"), r#"{"revision": -3}"#).await;
     assert_eq!(code, 422, "{bad}");
 
-    let (code, a) = post(addr, &format!("{m}/alarm-disarm"), "{}").await;
+    let (code, a) = post(addr, &format!("{m}/alarm-disarm"), r#"{"confirm": "ops"}"#).await;
     assert_eq!(code, 200, "{a}");
     assert_eq!(a["disarmed"].as_array().unwrap().len(), 0);
 
@@ -606,7 +611,7 @@ async fn benchmarks_and_maintenance_through_the_api() {
     let (code, moved) = post(
         addr,
         &format!("{m}/move-leader"),
-        &format!(r#"{{"target": "{:x}"}}"#, target.id),
+        &format!(r#"{{"target": "{:x}", "confirm": "ops"}}"#, target.id),
     )
     .await;
     assert_eq!(code, 200, "{moved}");
@@ -616,7 +621,12 @@ async fn benchmarks_and_maintenance_through_the_api() {
         assert!(Instant::now() < deadline, "leadership did not move");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (code, bad) = post(addr, &format!("{m}/move-leader"), r#"{"target": "abc123"}"#).await;
+    let (code, bad) = post(
+        addr,
+        &format!("{m}/move-leader"),
+        r#"{"target": "abc123", "confirm": "ops"}"#,
+    )
+    .await;
     assert_eq!(code, 422, "{bad}");
     let (code, bad) = post(
         addr,
@@ -717,4 +727,196 @@ async fn scheduled_benchmarks_run_and_are_stored() {
     let stored = store.benchmarks(100).await.unwrap();
     assert!(stored.iter().any(|b| b["id"] == run["id"]), "not stored");
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_is_confirmed_one_at_a_time_and_snapshots_stay_private() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let r = start(&cluster, "maint").await;
+    let addr = r.addr;
+    let m = "/api/v1/clusters/maint/maintenance";
+
+    // Dangerous operations repeat the cluster's name; dry runs need not.
+    for (op, body) in [
+        ("compact", "{}"),
+        ("alarm-disarm", "{}"),
+        ("move-leader", r#"{"target": "1"}"#),
+    ] {
+        let (code, err) = post(addr, &format!("{m}/{op}"), body).await;
+        assert_eq!(code, 422, "{op}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("\"confirm\": \"maint\""),
+            "{op}: {err}"
+        );
+    }
+    let (code, err) = post(addr, &format!("{m}/compact"), r#"{"confirm": "prod"}"#).await;
+    assert_eq!(code, 422, "a name of another cluster: {err}");
+    let (code, dry) = post(addr, &format!("{m}/compact"), r#"{"dry_run": true}"#).await;
+    assert_eq!(code, 200, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["revision"], dry["current_revision"]);
+    let mut client = cluster.client().await.unwrap();
+    let old = client
+        .get("dry-run-probe", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client.put("dry-run-probe", "v", None).await.unwrap();
+    // The dry run compacted nothing: an old revision still reads.
+    let at_old = client
+        .get(
+            "dry-run-probe",
+            Some(etcd_client::GetOptions::new().with_revision(old)),
+        )
+        .await;
+    assert!(at_old.is_ok(), "the dry run compacted: {at_old:?}");
+    let (code, dry) = post(addr, &format!("{m}/alarm-disarm"), r#"{"dry_run": true}"#).await;
+    assert_eq!(
+        (code, dry["would_disarm"].clone()),
+        (200, serde_json::json!([])),
+        "{dry}"
+    );
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    let target = cluster.member((leader + 1) % 3).unwrap();
+    let (code, dry) = post(
+        addr,
+        &format!("{m}/move-leader"),
+        &format!(r#"{{"target": "{:x}", "dry_run": true}}"#, target.id),
+    )
+    .await;
+    assert_eq!(code, 200, "{dry}");
+    assert_eq!(dry["to"], format!("{:x}", target.id));
+    assert_eq!(
+        cluster.leader_index().await.unwrap(),
+        Some(leader),
+        "a dry run moved the leader"
+    );
+    let (code, dry) = post(addr, &format!("{m}/defrag"), r#"{"dry_run": true}"#).await;
+    assert_eq!(code, 200, "{dry}");
+    assert!(
+        dry["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["outcome"] == "planned"),
+        "{dry}"
+    );
+
+    // One operation per cluster: a second defrag while one runs is refused.
+    let first =
+        tokio::spawn(async move { post(addr, &format!("{m}/defrag"), r#"{"pause": "2s"}"#).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let (code, body) = post(addr, &format!("{m}/defrag"), r#"{"pause": "0s"}"#).await;
+        if code == 409 {
+            break body;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "never saw the first defrag running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let msg = busy["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("defrag started by anonymous"), "{msg}");
+    let (code, other) = post(addr, &format!("{m}/compact"), r#"{"confirm": "maint"}"#).await;
+    assert_eq!(code, 409, "any maintenance waits: {other}");
+    let (code, done) = first.await.unwrap();
+    assert_eq!(code, 200, "{done}");
+    let (code, c) = post(addr, &format!("{m}/compact"), r#"{"confirm": "maint"}"#).await;
+    assert_eq!(code, 200, "the slot is free again: {c}");
+
+    // Snapshots: private, never overwritten, no .part left when the client leaves.
+    let dir = r._dir.path().join("snapshots");
+    let (code, dry) = post(
+        addr,
+        &format!("{m}/snapshot"),
+        r#"{"name": "x.db", "dry_run": true}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{dry}");
+    assert!(!dir.join("x.db").exists());
+    for i in 0..200 {
+        client
+            .put(format!("/fill/{i}"), vec![b'x'; 10_000], None)
+            .await
+            .unwrap();
+    }
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(format!("http://{addr}{m}/snapshot"))
+        .header("content-type", "application/json")
+        .body(r#"{"name": "left.db"}"#)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client was meant to give up: {gone:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("left.db").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot was not finished after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, snap) = post(addr, &format!("{m}/snapshot"), r#"{"name": "kept.db"}"#).await;
+    assert_eq!(code, 200, "{snap}");
+    let (code, again) = post(addr, &format!("{m}/snapshot"), r#"{"name": "kept.db"}"#).await;
+    assert_eq!(code, 409, "{again}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("kept.db")), 0o600);
+    assert_eq!(mode(&dir.join("left.db")), 0o600);
+    let parts: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+        .collect();
+    assert!(parts.is_empty(), "{parts:?}");
+    etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_alarm_is_disarmed_only_when_forced() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let r = start(&cluster, "corrupt").await;
+    let mut client = cluster.client().await.unwrap();
+    let id = cluster.member(0).unwrap().id;
+    let mut opts = AlarmOptions::new();
+    opts.with_member(id);
+    client
+        .alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(opts))
+        .await
+        .unwrap();
+    let m = "/api/v1/clusters/corrupt/maintenance/alarm-disarm";
+    let (code, dry) = post(r.addr, m, r#"{"dry_run": true}"#).await;
+    assert_eq!(code, 200, "{dry}");
+    assert_eq!(dry["needs_force"], true, "{dry}");
+    let (code, refused) = post(r.addr, m, r#"{"confirm": "corrupt"}"#).await;
+    assert_eq!(code, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "corrupt");
+    let still = client
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .unwrap();
+    assert_eq!(still.alarms().len(), 1, "nothing was disarmed");
+    let (code, done) = post(r.addr, m, r#"{"confirm": "corrupt", "force": true}"#).await;
+    assert_eq!(code, 200, "{done}");
+    assert_eq!(done["disarmed"][0]["alarm"], "CORRUPT");
+    let after = client
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .unwrap();
+    assert!(after.alarms().is_empty());
+    etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
 }

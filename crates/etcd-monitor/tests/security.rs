@@ -116,8 +116,7 @@ fn refused_by_validation(path: &str) -> (&'static str, u16) {
         "defrag" => (r#"{"pause": "soon"}"#, 422),
         "compact" => (r#"{"revision": -3}"#, 422),
         "move-leader" => (r#"{"target": "not-hex"}"#, 422),
-        // No alarm is raised on the shared cluster: disarming changes nothing.
-        "alarm-disarm" => ("{}", 200),
+        "alarm-disarm" => (r#"{"confirm": "not-this-cluster"}"#, 422),
         "ack" => (r#"{"group_key": "a/etcdNoLeader"}"#, 404),
         "silences" => (r#"{"matchers": ["cluster"], "ends_at_ms": 1}"#, 422),
         "benchmarks" => (r#"{"workload": "bogus"}"#, 422),
@@ -535,7 +534,7 @@ async fn browser_attacks_and_unsafe_listeners_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 415, "a body-less POST still needs JSON");
+    assert_eq!(resp.status(), 415, "a text/plain POST is refused");
     // a JSON post from another origin is refused,
     let resp = client
         .post(format!("{base}{compact}"))
@@ -568,7 +567,7 @@ async fn browser_attacks_and_unsafe_listeners_are_refused() {
         .post(format!("{base}/api/v1/cluster/maintenance/alarm-disarm"))
         .header("origin", base.as_str())
         .header("content-type", "application/json")
-        .body("{}")
+        .body(r#"{"confirm": "a"}"#)
         .send()
         .await
         .unwrap();
@@ -841,7 +840,7 @@ async fn jwts_are_checked_against_the_providers_rotating_keys() {
         "POST",
         "/api/v1/cluster/maintenance/alarm-disarm",
         Some(&admin),
-        None,
+        Some(r#"{"confirm": "a"}"#),
     )
     .await;
     assert_eq!(status, 200, "{text}");

@@ -69,7 +69,7 @@ pub struct RuleOverride {
     /// How long the condition must hold before the alert fires.
     #[serde(
         rename = "for",
-        with = "opt_duration",
+        with = "crate::config::duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub for_: Option<Duration>,
@@ -77,7 +77,10 @@ pub struct RuleOverride {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<AlertSeverity>,
     /// The window of rate and growth rules.
-    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::config::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub window: Option<Duration>,
 }
 
@@ -633,24 +636,5 @@ impl AlertsConfig {
             }
         }
         shown
-    }
-}
-
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        crate::config::duration::deserialize(d).map(Some)
-    }
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => crate::config::duration::serialize(d, s),
-            None => s.serialize_none(),
-        }
     }
 }

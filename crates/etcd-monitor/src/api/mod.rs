@@ -53,6 +53,8 @@ pub struct AppState {
     /// Cancelled at shutdown: ends event streams, which would otherwise
     /// keep their connections open.
     pub shutdown: CancellationToken,
+    /// One maintenance operation per cluster at a time.
+    pub maintenance: Arc<maintenance::MaintenanceGate>,
 }
 
 /// Counts of firing alerts by (cluster, alertname, severity), and when taken.
@@ -303,6 +305,7 @@ pub async fn serve(
         None => None,
     };
     let authenticator = auth::Authenticator::from_config(api).await?;
+    maintenance::remove_stale_parts(&api.snapshot_dir);
     let access = Arc::new(AccessControl::new(
         &route_table(),
         api,

@@ -25,6 +25,8 @@ pub struct ApiConfig {
     pub allowed_hosts: Vec<String>,
     /// Where `POST .../maintenance/snapshot` writes snapshots.
     pub snapshot_dir: PathBuf,
+    /// Which snapshots in `snapshot_dir` are kept after each new one.
+    pub snapshot_retention: SnapshotRetention,
     /// TLS for the API; absent: plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ApiTlsConfig>,
@@ -39,10 +41,28 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             snapshot_dir: PathBuf::from("./snapshots"),
+            snapshot_retention: SnapshotRetention::default(),
             tls: None,
             auth: AuthConfig::default(),
         }
     }
+}
+
+/// `api.snapshot_retention`: after each snapshot the API saves, older
+/// snapshot files (`*.db`) in `api.snapshot_dir` beyond these limits are
+/// removed. Unset: kept.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotRetention {
+    /// Keep at most this many, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<usize>,
+    /// Remove those older than this.
+    #[serde(
+        with = "super::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
 }
 
 /// `api.tls`: the server certificate, and client certificates (mTLS).
@@ -256,6 +276,12 @@ impl ApiConfig {
                     format!("{host:?} is not a host name such as monitor.example.com, or *"),
                 ));
             }
+        }
+        if self.snapshot_retention.max_count == Some(0) {
+            out.push((
+                "api.snapshot_retention.max_count".into(),
+                "keep at least 1 (or leave it unset to keep every snapshot)".into(),
+            ));
         }
         if let Some(tls) = &self.tls {
             for (key, file) in [

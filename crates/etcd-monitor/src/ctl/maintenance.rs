@@ -473,7 +473,8 @@ async fn preflight(
     }
 }
 
-async fn current_leader(client: &mut Client) -> Result<u64, CtlError> {
+/// The id of the member the cluster agrees leads.
+pub async fn current_leader(client: &mut Client) -> Result<u64, CtlError> {
     let s = client
         .status()
         .await
@@ -574,42 +575,91 @@ pub struct SnapshotInfo {
 /// Streams a snapshot of the member `client` talks to into `path`.
 ///
 /// etcd ends the stream with the sha256 of the database bytes; the file is
-/// written as `path.part`, verified against that hash, synced, then renamed
-/// to `path`. On any failure the partial file is removed and `path` is not
-/// touched. The file has the layout `etcdctl snapshot save` writes, so
-/// `etcdctl snapshot status|restore` accept it.
+/// written as `path.part` (created exclusively, mode 0600: a snapshot holds
+/// every key, Kubernetes Secrets included), verified against that hash,
+/// synced, then moved to `path`: replacing it when `replace`, else failing
+/// if `path` appeared meanwhile. On any failure, and when the future is
+/// dropped halfway, the partial file is removed and `path` is not touched.
+/// The file has the layout `etcdctl snapshot save` writes, so `etcdctl
+/// snapshot status|restore` accept it.
 pub async fn snapshot_save(
     client: &mut Client,
     endpoint: &str,
     path: &Path,
+    replace: bool,
 ) -> Result<SnapshotInfo, CtlError> {
     let start = Instant::now();
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    let result = write_snapshot(client, endpoint, path, &part).await;
-    match result {
-        Ok((size, sha256)) => {
-            tokio::fs::rename(&part, path)
-                .await
-                .map_err(|source| CtlError::Io {
-                    what: "cannot rename the snapshot into place at",
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            tracing::info!(endpoint, path = %path.display(), size, "snapshot saved");
-            Ok(SnapshotInfo {
-                path: path.to_path_buf(),
-                size,
-                sha256,
-                took_ms: start.elapsed().as_millis(),
-            })
-        }
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&part).await;
-            Err(e)
+    let part = PartFile::new(path);
+    if replace {
+        // A `.part` left by a process that died: this save replaces it.
+        let _ = std::fs::remove_file(&part.path);
+    }
+    let (size, sha256) = write_snapshot(client, endpoint, path, &part.path).await?;
+    part.commit(path, replace).map_err(|source| CtlError::Io {
+        what: if replace {
+            "cannot move the snapshot into place at"
+        } else {
+            "cannot create (it may exist already)"
+        },
+        path: path.display().to_string(),
+        source,
+    })?;
+    tracing::info!(endpoint, path = %path.display(), size, "snapshot saved");
+    Ok(SnapshotInfo {
+        path: path.to_path_buf(),
+        size,
+        sha256,
+        took_ms: start.elapsed().as_millis(),
+    })
+}
+
+/// The `.part` file of a snapshot being written: removed when dropped
+/// unless committed.
+struct PartFile {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl PartFile {
+    fn new(target: &Path) -> PartFile {
+        let mut part = target.as_os_str().to_owned();
+        part.push(".part");
+        PartFile {
+            path: PathBuf::from(part),
+            committed: false,
         }
     }
+
+    /// Moves the finished file to `target`. Without `replace`, a hard link
+    /// makes the name appear atomically and fails if it exists.
+    fn commit(mut self, target: &Path, replace: bool) -> std::io::Result<()> {
+        if replace {
+            std::fs::rename(&self.path, target)?;
+        } else {
+            std::fs::hard_link(&self.path, target)?;
+            let _ = std::fs::remove_file(&self.path);
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates `path` for writing only if it does not exist, readable by its
+/// owner only.
+async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path).await
 }
 
 async fn write_snapshot(
@@ -622,7 +672,7 @@ async fn write_snapshot(
         let path = p.display().to_string();
         move |source| CtlError::Io { what, path, source }
     };
-    let mut file = tokio::fs::File::create(part)
+    let mut file = create_private(part)
         .await
         .map_err(io("cannot create", part))?;
     let mut stream = client
@@ -774,12 +824,25 @@ pub async fn alarm_list(client: &mut Client) -> Result<Vec<Alarm>, CtlError> {
 }
 
 /// Deactivates every active alarm, as `etcdctl alarm disarm`. Returns the
-/// alarms that were disarmed.
-pub async fn alarm_disarm(client: &mut Client) -> Result<Vec<Alarm>, CtlError> {
+/// alarms that were disarmed. A CORRUPT alarm means members disagree about
+/// the data: disarming it hides that, so it needs `allow_corrupt` (nothing
+/// is disarmed otherwise).
+pub async fn alarm_disarm(
+    client: &mut Client,
+    allow_corrupt: bool,
+) -> Result<Vec<Alarm>, CtlError> {
     let r = client
         .alarm(AlarmAction::Get, AlarmType::None, None)
         .await
         .map_err(CtlError::on("alarm list"))?;
+    if !allow_corrupt {
+        if let Some(a) = r.alarms().iter().find(|a| a.alarm() == AlarmType::Corrupt) {
+            return Err(CtlError::Refused(format!(
+                "member {:x} raised CORRUPT: its data differs from the others'. Find out why (endpoint hashkv) before disarming; to disarm anyway, force it",
+                a.member_id()
+            )));
+        }
+    }
     let mut disarmed = Vec::new();
     for a in r.alarms() {
         tracing::info!(

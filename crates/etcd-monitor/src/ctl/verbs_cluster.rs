@@ -81,7 +81,11 @@ pub enum AlarmVerb {
     /// List the active alarms.
     List,
     /// Deactivate every active alarm (dangerous: asks first).
-    Disarm,
+    Disarm {
+        /// Also disarm CORRUPT, which hides that members' data differ.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Flags of `defrag`.
@@ -529,9 +533,9 @@ pub(crate) async fn alarm(ctx: &Ctx, verb: AlarmVerb) -> Result<(), CtlError> {
     let mut client = ctx.client().await?;
     let alarms = match verb {
         AlarmVerb::List => maintenance::alarm_list(&mut client).await?,
-        AlarmVerb::Disarm => {
+        AlarmVerb::Disarm { force } => {
             ctx.confirm("disarm every active alarm")?;
-            maintenance::alarm_disarm(&mut client).await?
+            maintenance::alarm_disarm(&mut client, force).await?
         }
     };
     match ctx.out {
@@ -644,7 +648,7 @@ pub(crate) async fn snapshot(ctx: &Ctx, verb: SnapshotVerb) -> Result<(), CtlErr
     }
     let dialer = Dialer::new(&ctx.cluster)?;
     let mut client = dialer.client(first).await?;
-    let info = maintenance::snapshot_save(&mut client, first, &file).await?;
+    let info = maintenance::snapshot_save(&mut client, first, &file, true).await?;
     match ctx.out {
         OutputFormat::Json => print_json(&json!(info)),
         _ => println!("Snapshot saved at {}", info.path.display()),

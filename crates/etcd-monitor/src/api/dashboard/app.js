@@ -206,7 +206,9 @@ document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("cl
   if (typed !== cluster) { out.textContent = "Cancelled: the name did not match."; return; }
   out.textContent = `${b.textContent}: running…`;
   try {
-    const r = await post(`${base()}/maintenance/${b.dataset.action}`, {});
+    // The typed name travels as `confirm`: the API refuses compact and disarm without it.
+    const body = ["compact", "alarm-disarm"].includes(b.dataset.action) ? { confirm: typed } : {};
+    const r = await post(`${base()}/maintenance/${b.dataset.action}`, body);
     out.textContent = `${b.textContent}: done. ${JSON.stringify(r)}`;
   } catch (e) { out.textContent = `${b.textContent} failed: ${e.message}`; }
   refreshAll();
