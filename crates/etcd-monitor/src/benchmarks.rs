@@ -20,6 +20,8 @@ use crate::store::{Store, unix_ms};
 pub struct BenchmarkConfig {
     /// Benchmarks run on a schedule; none by default.
     pub schedules: Vec<ScheduledBenchmark>,
+    /// What runs started by the API or a schedule may ask for.
+    pub limits: bench::BenchLimits,
 }
 
 /// One scheduled benchmark.
@@ -45,7 +47,7 @@ pub struct ScheduledBenchmark {
 impl BenchmarkConfig {
     /// Semantic checks, as `(key path, message)`.
     pub(crate) fn problems(&self, clusters: &[ClusterConfig]) -> Vec<(String, String)> {
-        let mut out = Vec::new();
+        let mut out = self.limits.problems();
         for (i, s) in self.schedules.iter().enumerate() {
             let at = |k: &str| format!("benchmark.schedules[{i}].{k}");
             if let Some(c) = &s.cluster {
@@ -59,8 +61,13 @@ impl BenchmarkConfig {
                     "run at most once a second (every >= 1s)".into(),
                 ));
             }
-            if let Err(e) = s.spec.resolved() {
-                out.push((at("spec"), e.to_string()));
+            match s.spec.resolved() {
+                Err(e) => out.push((at("spec"), e.to_string())),
+                Ok(spec) => {
+                    for (field, message) in self.limits.violations(&spec) {
+                        out.push((at(&format!("spec.{field}")), message));
+                    }
+                }
             }
             if let Some(slo) = &s.slo {
                 if let Err(e) = bench::slo::parse(slo) {
@@ -81,9 +88,15 @@ pub struct RunRecord {
     pub cluster: String,
     /// `api` or the schedule's name.
     pub source: String,
+    /// Who started it: the API caller (`token:ci`), or `schedule:NAME`.
+    #[serde(default)]
+    pub started_by: String,
+    /// Who cancelled it, if someone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
     /// Workload name.
     pub workload: String,
-    /// `running`, `succeeded`, `failed`.
+    /// `running`, `succeeded`, `failed`, `cancelled`.
     pub state: String,
     /// When it started (ms since epoch).
     pub started_at_ms: i64,
@@ -120,6 +133,65 @@ pub struct BenchRuns {
     live: Arc<Mutex<VecDeque<Live>>>,
     store: Store,
     lifecycle: Lifecycle,
+    limits: bench::BenchLimits,
+    runtime: Arc<BenchRuntime>,
+}
+
+/// The runtime benchmarks run on: threads of their own, at a lower
+/// priority, so a saturating run cannot delay the monitor's probes, health
+/// checks and alerting, which keep the main runtime.
+struct BenchRuntime(Option<tokio::runtime::Runtime>);
+
+impl BenchRuntime {
+    fn new() -> std::io::Result<BenchRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("benchmark")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()?;
+        Ok(BenchRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle())
+    }
+}
+
+impl Drop for BenchRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime may block, which is not allowed inside another
+        // runtime; its tasks have been cancelled by then anyway.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Nice 10 for the calling thread (Linux threads have their own nice value).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own id; no memory is shared.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// Why a run cannot be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No such run.
+    #[error("no benchmark run {0:?}")]
+    NotFound(String),
+    /// It ended already.
+    #[error("benchmark {id} is not running (it {state})")]
+    NotRunning {
+        /// The run.
+        id: String,
+        /// Its state.
+        state: String,
+    },
 }
 
 /// Why a run cannot start.
@@ -136,12 +208,19 @@ pub enum StartError {
 const KEEP_LIVE: usize = 50;
 
 impl BenchRuns {
-    /// A registry writing finished runs to `store`, running under `lifecycle`.
-    pub fn new(store: Store, lifecycle: Lifecycle) -> Self {
+    /// A registry writing finished runs to `store`, running under
+    /// `lifecycle`, refusing runs beyond `limits`.
+    pub fn new(store: Store, lifecycle: Lifecycle, limits: bench::BenchLimits) -> Self {
+        let runtime = BenchRuntime::new().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no runtime of their own for benchmarks: they share the monitor's");
+            BenchRuntime(None)
+        });
         BenchRuns {
             live: Arc::new(Mutex::new(VecDeque::new())),
             store,
             lifecycle,
+            limits,
+            runtime: Arc::new(runtime),
         }
     }
 
@@ -158,16 +237,30 @@ impl BenchRuns {
         r
     }
 
-    /// Starts `spec` on `cluster`; returns the run's record at once.
+    /// Starts `spec` on `cluster` for `started_by`; returns the run's
+    /// record at once.
     pub fn start(
         &self,
         cluster: ClusterConfig,
         spec: BenchSpec,
         source: &str,
+        started_by: &str,
         slo: Option<String>,
     ) -> Result<RunRecord, StartError> {
-        spec.resolved()
+        let resolved = spec
+            .resolved()
             .map_err(|e| StartError::Invalid(e.to_string()))?;
+        let over: Vec<String> = self
+            .limits
+            .violations(&resolved)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        if !over.is_empty() {
+            return Err(StartError::Invalid(over.join("; ")));
+        }
+        // The resolved spec (defaults filled in), stopped at max_duration at the latest.
+        let spec = self.limits.bounded(resolved);
         let slos = match &slo {
             Some(text) => {
                 bench::slo::parse(text).map_err(|e| StartError::Invalid(e.to_string()))?
@@ -181,6 +274,8 @@ impl BenchRuns {
             id: id.clone(),
             cluster: cluster.name.clone(),
             source: source.to_string(),
+            started_by: started_by.to_string(),
+            cancelled_by: None,
             workload: spec.workload.name().to_string(),
             state: "running".into(),
             started_at_ms: now,
@@ -213,21 +308,49 @@ impl BenchRuns {
         }
         let this = self.clone();
         let token = self.lifecycle.token();
+        let runtime = self.runtime.clone();
         self.lifecycle.spawn(async move {
             let cancel = control.cancel.clone();
             let watcher = tokio::spawn(async move {
                 token.cancelled().await;
                 cancel.cancel();
             });
-            let result = async {
+            let work = async move {
                 let conns = bench::connect(&spec, &cluster).await?;
                 bench::run(&spec, &conns, &control).await
-            }
-            .await;
+            };
+            let result = match runtime.handle() {
+                Some(handle) => handle.spawn(work).await.unwrap_or_else(|e| {
+                    Err(bench::BenchError::Cleanup(format!(
+                        "the benchmark task failed: {e}"
+                    )))
+                }),
+                None => work.await,
+            };
             watcher.abort();
             this.finish(&id, result, &slos).await;
         });
         Ok(record)
+    }
+
+    /// Stops a running benchmark on behalf of `by`: it stops issuing
+    /// operations, cleans up, and is recorded as `cancelled` with what it
+    /// measured. Returns the run as it was when asked.
+    pub fn cancel(&self, id: &str, by: &str) -> Result<RunRecord, CancelError> {
+        let mut live = self.lock();
+        let Some(l) = live.iter_mut().find(|l| l.record.id == id) else {
+            return Err(CancelError::NotFound(id.to_string()));
+        };
+        if l.record.state != "running" {
+            return Err(CancelError::NotRunning {
+                id: id.to_string(),
+                state: l.record.state.clone(),
+            });
+        }
+        l.record.cancelled_by = Some(by.to_string());
+        l.control.cancel.cancel();
+        tracing::info!(id, by, "benchmark cancelled");
+        Ok(Self::refresh(l))
     }
 
     async fn finish(
@@ -245,7 +368,11 @@ impl BenchRuns {
             r.finished_at_ms = Some(unix_ms(SystemTime::now()));
             match result {
                 Ok(report) => {
-                    r.state = "succeeded".into();
+                    r.state = if r.cancelled_by.is_some() {
+                        "cancelled".into()
+                    } else {
+                        "succeeded".into()
+                    };
                     r.succeeded = report.succeeded;
                     r.failed = report.failed;
                     r.throughput = Some(report.throughput);
@@ -341,7 +468,7 @@ impl BenchRuns {
                         _ = token.cancelled() => break,
                         _ = tick.tick() => {}
                     }
-                    match this.start(cluster.clone(), s.spec.clone(), &s.name, s.slo.clone()) {
+                    match this.start(cluster.clone(), s.spec.clone(), &s.name, &format!("schedule:{}", s.name), s.slo.clone()) {
                         Ok(r) => tracing::info!(schedule = %s.name, id = %r.id, "scheduled benchmark started"),
                         Err(e) => tracing::warn!(schedule = %s.name, error = %e, "scheduled benchmark not started"),
                     }

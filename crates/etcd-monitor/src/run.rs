@@ -56,8 +56,11 @@ pub async fn serve_api(
         started_at: std::time::SystemTime::now(),
         firing_cache: Default::default(),
         bench_runs: {
-            let runs =
-                crate::benchmarks::BenchRuns::new(monitor.store().clone(), lifecycle.clone());
+            let runs = crate::benchmarks::BenchRuns::new(
+                monitor.store().clone(),
+                lifecycle.clone(),
+                config.benchmark.limits.clone(),
+            );
             runs.schedule(config);
             runs
         },

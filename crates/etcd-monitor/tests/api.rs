@@ -920,3 +920,310 @@ async fn a_corrupt_alarm_is_disarmed_only_when_forced() {
     assert!(after.alarms().is_empty());
     etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn send(
+    addr: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The benchmark the API runs: within `benchmark.limits`, cancellable by
+/// whoever started it (or an admin), and cleaning up only its own keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmarks_stay_within_limits_are_cancelled_and_remove_only_their_keys() {
+    let cluster = EtcdCluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens: Vec<(String, String)> = (0..3)
+        .map(|_| etcd_monitor::api::auth::new_token().unwrap())
+        .collect();
+    let port = free_port();
+    let yaml = format!(
+        "clusters: [{{ name: lim, endpoints: [{}] }}]\nstorage: {{ url: \"sqlite://{}\" }}\n\
+         api:\n  listen: 127.0.0.1:{port}\n  auth:\n    tokens:\n\
+         \x20     - {{ name: op1, role: operator, token_sha256: {} }}\n\
+         \x20     - {{ name: op2, role: operator, token_sha256: {} }}\n\
+         \x20     - {{ name: adm, role: admin, token_sha256: {} }}\n",
+        cluster.endpoints().join(", "),
+        dir.path().join("h.db").display(),
+        tokens[0].1,
+        tokens[1].1,
+        tokens[2].1
+    );
+    let config = dir.path().join("m.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let (op1, op2, adm) = (&tokens[0].0, &tokens[1].0, &tokens[2].0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("http://{addr}/health")).await.is_err() {
+        assert!(Instant::now() < deadline, "the monitor never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let post = reqwest::Method::POST;
+    // Oversized requests are refused before anything is allocated or sent.
+    for (body, field, limit) in [
+        (
+            r#"{"workload": "put", "val_size": 8589934592}"#,
+            "val_size",
+            "max_value_size",
+        ),
+        (
+            r#"{"workload": "put", "clients": 100000}"#,
+            "clients",
+            "max_clients",
+        ),
+        (
+            r#"{"workload": "put", "conns": 1000}"#,
+            "conns",
+            "max_conns",
+        ),
+        (
+            r#"{"workload": "put", "key_size": 65536}"#,
+            "key_size",
+            "max_key_size",
+        ),
+        (
+            r#"{"workload": "put", "total": 100000000}"#,
+            "total",
+            "max_total",
+        ),
+        (
+            r#"{"workload": "put", "duration": "2h"}"#,
+            "duration",
+            "max_duration",
+        ),
+        (
+            r#"{"workload": "put", "rate": 1e-9, "total": 5}"#,
+            "rate",
+            "min_rate",
+        ),
+        (
+            r#"{"workload": "put", "rate": 1, "total": 100000}"#,
+            "total",
+            "max_duration",
+        ),
+        (
+            r#"{"workload": "range", "key_space_size": 1000000, "val_size": 100000}"#,
+            "key_space_size",
+            "1073741824",
+        ),
+    ] {
+        let (code, err) = send(&addr, post.clone(), "/api/v1/benchmarks", op1, body).await;
+        assert_eq!(code, 422, "{body}: {err}");
+        let msg = err["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(field) && msg.contains(limit), "{body}: {msg}");
+    }
+    let rss = rss_kib(child.id());
+    assert!(
+        rss < 50 * 1024,
+        "RSS {rss} KiB after the oversized requests"
+    );
+
+    // A run by op1 that would take 60 s; a key of someone else's appears under its prefix.
+    let mut etcd = cluster.client().await.unwrap();
+    let prefix = format!("/limits-{port}/");
+    let body = format!(
+        r#"{{"cluster": "lim", "workload": "put", "rate": 50, "duration": "60s", "key_space_size": 100, "prefix": "{prefix}"}}"#
+    );
+    let (code, started) = send(&addr, post.clone(), "/api/v1/benchmarks", op1, &body).await;
+    assert_eq!(code, 202, "{started}");
+    assert_eq!(started["started_by"], "token:op1");
+    assert_eq!(started["spec"]["duration"], "1m", "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    etcd.put(format!("{prefix}foreign"), "keep me", None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let del = reqwest::Method::DELETE;
+    let path = format!("/api/v1/benchmarks/{id}");
+    let (code, err) = send(&addr, del.clone(), &path, op2, "").await;
+    assert_eq!(code, 403, "another operator may not cancel it: {err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token:op1"),
+        "{err}"
+    );
+    let (code, ok) = send(&addr, del.clone(), &path, op1, "").await;
+    assert_eq!(code, 200, "{ok}");
+    assert_eq!(ok["state"], "cancelling");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let run = loop {
+        let (_, run) = send(&addr, reqwest::Method::GET, &path, op1, "").await;
+        if run["state"] != "running" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the cancelled run never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["state"], "cancelled", "{run}");
+    assert_eq!(run["cancelled_by"], "token:op1");
+    let wrote = run["succeeded"].as_u64().unwrap();
+    assert!(wrote > 10 && wrote < 10_000, "{run}");
+    assert!(run["report"]["cleanup_error"].is_null(), "{run}");
+    let left = etcd
+        .get(
+            prefix.as_str(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<String> = left
+        .kvs()
+        .iter()
+        .map(|k| k.key_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [format!("{prefix}foreign")],
+        "only the run's own keys are removed"
+    );
+    let (code, _) = send(&addr, del.clone(), &path, op1, "").await;
+    assert_eq!(code, 409, "it is not running any more");
+
+    // auto_defrag goes through the safe defragmentation (health first, leader last).
+    let (code, started) = send(
+        &addr,
+        post.clone(),
+        "/api/v1/benchmarks",
+        op1,
+        &format!(r#"{{"cluster": "lim", "workload": "put", "total": 50, "auto_defrag": true, "prefix": "{prefix}d/"}}"#),
+    )
+    .await;
+    assert_eq!(code, 202, "{started}");
+    let path_d = format!("/api/v1/benchmarks/{}", started["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let (_, run) = send(&addr, reqwest::Method::GET, &path_d, op1, "").await;
+        if run["state"] != "running" {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the defragmenting run never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(run["report"]["cleanup_error"].is_null(), "{run}");
+
+    // An admin may cancel anyone's run.
+    etcd.delete(format!("{prefix}foreign"), None).await.unwrap();
+    let (code, started) = send(&addr, post.clone(), "/api/v1/benchmarks", op2, &body).await;
+    assert_eq!(code, 202, "{started}");
+    let path = format!("/api/v1/benchmarks/{}", started["id"].as_str().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, ok) = send(&addr, del, &path, adm, "").await;
+    assert_eq!(code, 200, "{ok}");
+    assert_eq!(ok["cancelled_by"], "token:adm");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    child.wait().unwrap();
+}
+
+/// Benchmarks run on threads of their own: during a saturating run the
+/// monitor's metrics rounds keep their interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_keep_their_schedule_during_a_saturating_benchmark() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(1000);
+    let mut config = Config {
+        clusters: vec![ClusterConfig {
+            name: "sat".into(),
+            endpoints: cluster.endpoints(),
+            ..ClusterConfig::default()
+        }],
+        ..Config::default()
+    };
+    config.monitoring.health_check_interval = interval;
+    config.monitoring.metrics_interval = interval;
+    config.storage.url = format!("sqlite://{}", dir.path().join("h.db").display());
+    config.api.listen = "127.0.0.1:0".into();
+    let lifecycle = Lifecycle::new();
+    let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle)
+        .await
+        .unwrap();
+    let mut events = monitor.subscribe();
+    let (code, started) = post(
+        addr,
+        "/api/v1/benchmarks",
+        r#"{"workload": "put", "clients": 64, "conns": 4, "duration": "12s", "total": 10000000, "val_size": 256, "key_space_size": 1000, "prefix": "/saturate/"}"#,
+    )
+    .await;
+    assert_eq!(code, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let mut rounds = Vec::new();
+    let until = Instant::now() + Duration::from_secs(11);
+    while Instant::now() < until {
+        if let Ok(Ok(etcd_monitor::monitor::MonitorEvent::Metrics { at_ms, .. })) =
+            tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+        {
+            rounds.push(at_ms);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let (_, run) = get(addr, &format!("/api/v1/benchmarks/{id}")).await;
+        if run["state"] != "running" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the run never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let ops = run["succeeded"].as_u64().unwrap();
+    let gaps: Vec<i64> = rounds.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("{ops} puts by the benchmark; metrics rounds every {gaps:?} ms");
+    assert!(ops > 2000, "the benchmark did not saturate anything: {run}");
+    assert!(gaps.len() >= 8, "{gaps:?}");
+    let ms = interval.as_millis() as i64;
+    for g in &gaps {
+        assert!(
+            (g - ms).abs() <= ms / 5,
+            "a round {g} ms after the previous one (interval {ms} ms): {gaps:?}"
+        );
+    }
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}

@@ -1,8 +1,6 @@
 //! `POST /api/v1/benchmarks` (starts a run, answers 202 with its id at
 //! once), `GET /api/v1/benchmarks`, `GET /api/v1/benchmarks/{id}`.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
@@ -14,10 +12,6 @@ use super::auth::Principal;
 use super::{ApiError, AppState};
 use crate::bench::BenchSpec;
 use crate::benchmarks::StartError;
-
-/// Limits of runs started through the API.
-const MAX_TOTAL: u64 = 1_000_000;
-const MAX_DURATION: Duration = Duration::from_secs(600);
 
 /// `POST /api/v1/benchmarks`: `{"cluster": "...", "slo": "p99<50ms", "workload": "put", "total": 1000, ...}`.
 pub async fn start(
@@ -58,16 +52,6 @@ pub async fn start(
             format!("{path}: {}", e.inner())
         })
     })?;
-    if spec.total.is_some_and(|t| t > MAX_TOTAL) {
-        return Err(ApiError::unprocessable(format!(
-            "total: at most {MAX_TOTAL} through the API"
-        )));
-    }
-    if spec.duration.is_some_and(|d| d > MAX_DURATION) {
-        return Err(ApiError::unprocessable(
-            "duration: at most 10m through the API",
-        ));
-    }
     if !caller.scope.allows(&cluster_name) {
         return Err(caller.out_of_scope(&format!("cluster {cluster_name:?}")));
     }
@@ -79,11 +63,14 @@ pub async fn start(
         .find(|c| c.name == cluster_name)
         .cloned()
         .ok_or_else(|| ApiError::unknown_cluster(&cluster_name, state.monitor.cluster_names()))?;
-    match state.bench_runs.start(cluster, spec, "api", slo) {
+    match state
+        .bench_runs
+        .start(cluster, spec, "api", &caller.label(), slo)
+    {
         Ok(record) => Ok((
             StatusCode::ACCEPTED,
             Json(
-                json!({ "id": record.id, "state": record.state, "cluster": record.cluster, "workload": record.workload }),
+                json!({ "id": record.id, "state": record.state, "cluster": record.cluster, "workload": record.workload, "started_by": record.started_by, "spec": record.spec }),
             ),
         )),
         Err(StartError::Invalid(m)) => Err(ApiError::unprocessable(m)),
@@ -134,5 +121,45 @@ pub async fn get(
             .map(Json)
             .map_err(|e| ApiError::internal(e.to_string())),
         None => Err(ApiError::not_found(format!("no benchmark run {id:?}"))),
+    }
+}
+
+/// `DELETE /api/v1/benchmarks/{id}`: cancels a running benchmark. An
+/// operator may cancel the runs it started; an admin any run.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(run) = state.bench_runs.get(&id).await? else {
+        return Err(ApiError::not_found(format!("no benchmark run {id:?}")));
+    };
+    if !caller.scope.allows(&run.cluster) {
+        return Err(caller.out_of_scope(&format!("cluster {:?}", run.cluster)));
+    }
+    if run.started_by != caller.label() && !caller.has(crate::config::Role::Admin) {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "benchmark {id} was started by {}: only they or an admin may cancel it",
+                if run.started_by.is_empty() {
+                    "someone else"
+                } else {
+                    &run.started_by
+                }
+            ),
+        });
+    }
+    match state.bench_runs.cancel(&id, &caller.label()) {
+        Ok(r) => Ok(Json(
+            json!({ "id": r.id, "state": "cancelling", "cancelled_by": r.cancelled_by, "succeeded": r.succeeded }),
+        )),
+        Err(e @ crate::benchmarks::CancelError::NotRunning { .. }) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "not_running",
+            message: e.to_string(),
+        }),
+        Err(e) => Err(ApiError::not_found(e.to_string())),
     }
 }

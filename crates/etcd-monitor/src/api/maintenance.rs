@@ -682,7 +682,10 @@ mod tests {
         };
         let mut removed = apply_retention(d, &by_count, &new);
         removed.sort();
-        assert_eq!(removed, vec![d.join("s2.db"), d.join("s3.db"), d.join("s4.db")]);
+        assert_eq!(
+            removed,
+            vec![d.join("s2.db"), d.join("s3.db"), d.join("s4.db")]
+        );
         let by_age = SnapshotRetention {
             max_count: None,
             max_age: Some(Duration::from_secs(15 * 3600)),

@@ -120,7 +120,7 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 12] = [
 ];
 
 /// Every other route, with who may call it.
-const ROUTES: [(Method, &str, Access); 20] = [
+const ROUTES: [(Method, &str, Access); 21] = [
     (Method::GET, "/health", Access::Probe),
     (Method::GET, "/ready", Access::Probe),
     (Method::GET, "/", Access::Public),
@@ -171,6 +171,11 @@ const ROUTES: [(Method, &str, Access); 20] = [
         Method::GET,
         "/api/v1/benchmarks/{id}",
         Access::Role(Role::Viewer),
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/benchmarks/{id}",
+        Access::Role(Role::Operator),
     ),
     (Method::GET, "/api/v1/audit", Access::Role(Role::Admin)),
 ];
@@ -249,7 +254,10 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
             axum::routing::delete(alerts::delete_silence),
         )
         .route("/benchmarks", get(benchmarks::list).post(benchmarks::start))
-        .route("/benchmarks/{id}", get(benchmarks::get))
+        .route(
+            "/benchmarks/{id}",
+            get(benchmarks::get).delete(benchmarks::cancel),
+        )
         .route("/audit", get(audit::list))
         .route("/openapi.json", get(openapi::serve));
 

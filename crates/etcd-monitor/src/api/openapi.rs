@@ -169,6 +169,7 @@ fn schemas() -> Value {
         "Deleted": obj(&["deleted"], json!({ "deleted": s("string") })),
         "BenchmarkRun": run.clone(),
         "BenchmarkList": obj(&["benchmarks"], json!({ "benchmarks": { "type": "array", "items": run } })),
+        "BenchmarkCancelled": obj(&["id", "state", "cancelled_by"], json!({ "id": s("string"), "state": s("string"), "cancelled_by": s("string"), "succeeded": s("integer") })),
         "BenchmarkStarted": obj(&["id", "state", "cluster", "workload"], json!({ "id": s("string"), "state": s("string"), "cluster": s("string"), "workload": s("string") })),
         "DefragResult": obj(&["cluster", "members"], json!({ "cluster": s("string"), "dry_run": s("boolean"), "members": { "type": "array", "items": obj(&["id", "name", "endpoint", "was_leader", "outcome"], json!({
             "id": s("integer"), "name": s("string"), "endpoint": s("string"), "was_leader": s("boolean"), "outcome": s("string"),
@@ -522,10 +523,17 @@ pub fn document() -> Value {
         json!({ "delete": { "summary": "Delete a silence added through the API", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
             "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Deleted" } } } }, "404": err("No such silence"), "409": err("Defined in the configuration file") } } }),
     );
-    paths.insert(
-        "/api/v1/benchmarks/{id}".into(),
-        op("One run with its report", "BenchmarkRun", json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]), &["404"]),
+    let mut by_id = op(
+        "One run with its report",
+        "BenchmarkRun",
+        json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]),
+        &["404"],
     );
+    by_id["delete"] = json!({ "summary": "Cancel a running benchmark (an operator: its own runs; an admin: any); it cleans up and is recorded as cancelled",
+        "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+        "responses": { "200": { "description": "Cancelling", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BenchmarkCancelled" } } } },
+            "404": err("No such run"), "409": err("Not running") } });
+    paths.insert("/api/v1/benchmarks/{id}".into(), by_id);
     paths.insert(
         "/api/v1/events".into(),
         json!({ "get": { "summary": "Server-sent events: hello, health, verdict_changed, leader_changed, metrics", "responses": { "200": { "description": "text/event-stream" } } } }),

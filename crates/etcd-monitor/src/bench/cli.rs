@@ -296,13 +296,19 @@ pub fn main(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
-    let (_, cluster) = match crate::cli::one_shot_cluster(global, &conn) {
+    let (config, cluster) = match crate::cli::one_shot_cluster(global, &conn) {
         Ok(c) => c,
         Err(e) => {
             eprint!("{e}");
             return ExitCode::from(2);
         }
     };
+    // The command line may go beyond benchmark.limits (whoever runs it owns
+    // the load), but says so.
+    let limits = config.map(|c| c.benchmark.limits).unwrap_or_default();
+    for (_, message) in limits.violations(&spec) {
+        eprintln!("warning: {message}; the API and schedules refuse such runs");
+    }
     let runtime = match crate::cli::runtime() {
         Ok(r) => r,
         Err(e) => {

@@ -19,6 +19,7 @@
 
 pub mod check_perf;
 mod cli;
+pub mod limits;
 pub mod report;
 pub mod run;
 pub mod slo;
@@ -26,6 +27,7 @@ pub mod spec;
 
 pub use check_perf::CheckPerfVerdict;
 pub use cli::{BenchArgs, main};
+pub use limits::BenchLimits;
 pub use report::{BenchReport, LatencySummary};
 pub use run::{BenchError, Connections, Control, Progress, connect, run};
 pub use spec::{BenchSpec, Consistency, Load, Workload};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Client, CompactionOptions, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn, TxnOp,
+    Client, CompactionOptions, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     WatchOptions,
 };
 use etcd_patterns::{Mutex, Session};
@@ -24,6 +24,10 @@ use crate::connection::{self, ConnectError, cause_chain};
 const LOCK_SESSION_TTL: Duration = Duration::from_secs(10);
 /// Longest wait for one lock acquisition.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// TTL of the lease the run's keys are written with (kept alive while it runs).
+const RUN_LEASE_TTL: Duration = Duration::from_secs(60);
+/// Pause between members when `auto_defrag` defragments after a run.
+const AUTO_DEFRAG_PAUSE: Duration = Duration::from_secs(2);
 /// Lease TTL of the `lease-keepalive` workload.
 const KEEPALIVE_LEASE_TTL: i64 = 30;
 /// How long `watch-latency` waits for the last events after the last put.
@@ -66,7 +70,7 @@ pub enum BenchError {
         /// The cause.
         source: etcd_client::Error,
     },
-    /// Setting up a lock session failed.
+    /// Setting up or closing a session (locks, the run's lease) failed.
     #[error("{context}: {source}")]
     Session {
         /// What was being done.
@@ -74,6 +78,9 @@ pub enum BenchError {
         /// The cause.
         source: etcd_patterns::Error,
     },
+    /// Cleaning up after the run failed.
+    #[error("{0}")]
+    Cleanup(String),
 }
 
 fn etcd(context: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> BenchError {
@@ -91,6 +98,7 @@ pub struct Connections {
     /// Every endpoint of the cluster, for defragmentation.
     pub all_endpoints: Vec<String>,
     options: ConnectOptions,
+    cluster: ClusterConfig,
 }
 
 impl std::fmt::Debug for Connections {
@@ -177,6 +185,7 @@ pub async fn connect(spec: &BenchSpec, cluster: &ClusterConfig) -> Result<Connec
         clients.push(c);
     }
     Ok(Connections {
+        cluster: cluster.clone(),
         clients,
         endpoints,
         all_endpoints,
@@ -221,7 +230,7 @@ pub async fn run(
     conns: &Connections,
     control: &Control,
 ) -> Result<BenchReport, BenchError> {
-    let spec = Arc::new(spec.resolved()?);
+    let mut spec = Arc::new(spec.resolved()?);
     let context = format!("counting the keys under {}", spec.prefix);
     let existing = conns
         .admin(context, |mut c| {
@@ -242,15 +251,44 @@ pub async fn run(
             count: existing,
         });
     }
+    // The run's keys carry a lease of their own: cleanup revokes it, which
+    // removes exactly what this run wrote (not what others put under the
+    // prefix meanwhile), and keys of a run that dies expire with it.
+    let session = if spec.workload.writes_keys() && !spec.keep {
+        // Granted through whichever member answers; kept alive through it.
+        let ttl = RUN_LEASE_TTL.as_secs() as i64;
+        let (client, lease) = conns
+            .admin(
+                "granting the lease of the run's keys".into(),
+                |mut c| async move {
+                    let id = c.lease_grant(ttl, None).await?.id();
+                    Ok((c, id))
+                },
+            )
+            .await?;
+        let session = Session::resume(client, lease, RUN_LEASE_TTL)
+            .await
+            .map_err(|source| BenchError::Session {
+                context: format!("keeping the lease {lease:x} of the run's keys alive"),
+                source,
+            })?;
+        let mut with_lease = (*spec).clone();
+        with_lease.lease = Some(session.lease_id());
+        spec = Arc::new(with_lease);
+        Some(session)
+    } else {
+        None
+    };
     let measured = measure(&spec, conns, control).await;
-    let cleaned = cleanup(&spec, conns).await;
+    let cleaned = cleanup(&spec, conns, session).await;
     let mut report = measured?;
     // The measurements stand even if cleanup failed; the report says so.
-    report.cleanup_error = cleaned.err().map(|e| {
-        format!(
-            "{e}; delete the keys with: etcdctl del --prefix {}",
-            spec.prefix
-        )
+    report.cleanup_error = cleaned.err().map(|e| match spec.lease {
+        Some(lease) => format!(
+            "{e}; the run's keys expire with their lease {lease:x} within {} s",
+            RUN_LEASE_TTL.as_secs()
+        ),
+        None => format!("{e}"),
     });
     if spec.workload == Workload::CheckPerf {
         report.check_perf = Some(CheckPerfVerdict::of(spec.load, &report));
@@ -311,41 +349,71 @@ async fn load(
     ))
 }
 
-/// Deletes the prefix unless `keep`; compacts and defragments if asked.
-async fn cleanup(spec: &BenchSpec, conns: &Connections) -> Result<(), BenchError> {
+/// Removes the run's keys (revokes their lease) unless `keep`; compacts
+/// and defragments if asked, the defragmentation through the safe path
+/// (health first, followers first, the leader last, a pause between).
+async fn cleanup(
+    spec: &BenchSpec,
+    conns: &Connections,
+    session: Option<Session>,
+) -> Result<(), BenchError> {
+    if let Some(session) = session {
+        // Stop renewing, then revoke through whichever member answers (a
+        // frozen member must not keep the keys around).
+        session.orphan();
+        let lease = session.lease_id();
+        let context = format!("revoking lease {lease:x} of the keys under {}", spec.prefix);
+        conns
+            .admin(context, |mut c| async move { c.lease_revoke(lease).await })
+            .await?;
+    }
     if spec.keep {
         return Ok(());
     }
-    let context = format!("deleting the benchmark keys under {}", spec.prefix);
-    let deleted = conns
-        .admin(context, |mut c| {
-            let prefix = spec.prefix.clone();
-            async move {
-                c.delete(prefix, Some(DeleteOptions::new().with_prefix()))
-                    .await
-            }
-        })
-        .await?;
     let mut admin = conns.clients[0].clone();
     if spec.auto_compact {
-        let revision = deleted.header().map_or(0, |h| h.revision());
+        let context = "reading the revision to compact to".to_string();
+        let revision = conns
+            .admin(context, |mut c| async move {
+                c.get("health", Some(GetOptions::new().with_count_only()))
+                    .await
+            })
+            .await?
+            .header()
+            .map_or(0, |h| h.revision());
         admin
             .compact(revision, Some(CompactionOptions::new().with_physical()))
             .await
             .map_err(etcd(format!("compacting at revision {revision}")))?;
     }
     if spec.auto_defrag {
-        for url in &conns.all_endpoints {
-            let mut member = Client::connect([url.as_str()], Some(conns.options.clone()))
-                .await
-                .map_err(etcd(format!("connecting to {url} to defragment")))?;
-            member
-                .defragment()
-                .await
-                .map_err(etcd(format!("defragmenting {url}")))?;
+        let dialer = crate::ctl::endpoint::Dialer::new(&conns.cluster)
+            .map_err(|e| BenchError::Cleanup(format!("defragmenting after the run: {e}")))?;
+        let opts = crate::ctl::maintenance::DefragOptions {
+            pause: AUTO_DEFRAG_PAUSE,
+            ..Default::default()
+        };
+        let reports = crate::ctl::maintenance::defrag_cluster(&mut admin, &dialer, &opts, |_| {})
+            .await
+            .map_err(|e| BenchError::Cleanup(format!("defragmenting after the run: {e}")))?;
+        if let Some(failed) = reports.iter().find(|r| {
+            matches!(
+                r.outcome,
+                crate::ctl::maintenance::DefragOutcome::Failed { .. }
+            )
+        }) {
+            return Err(BenchError::Cleanup(format!(
+                "defragmenting {} after the run failed: {:?}",
+                failed.endpoint, failed.outcome
+            )));
         }
     }
     Ok(())
+}
+
+/// The put options of the run's keys: their lease.
+fn put_options(spec: &BenchSpec) -> Option<PutOptions> {
+    spec.lease.map(|id| PutOptions::new().with_lease(id))
 }
 
 /// Writes keys 0..key_space_size, `clients` at a time, unmeasured.
@@ -363,7 +431,7 @@ async fn populate(spec: &Arc<BenchSpec>, conns: &Connections) -> Result<(), Benc
                     return Ok(());
                 }
                 client
-                    .put(key(&spec, idx), value.clone(), None)
+                    .put(key(&spec, idx), value.clone(), put_options(&spec))
                     .await
                     .map_err(etcd(format!(
                         "writing the keys {} reads under {}",
@@ -524,7 +592,7 @@ impl Worker {
             Worker::Stateless(client) => match spec.workload {
                 Workload::Put | Workload::CheckPerf => {
                     client
-                        .put(key(spec, idx), value, None)
+                        .put(key(spec, idx), value, put_options(spec))
                         .await
                         .map_err(kind_of)?;
                     Ok(None)
@@ -549,7 +617,7 @@ impl Worker {
                         Ok(Some("read"))
                     } else {
                         client
-                            .put(key(spec, idx), value, None)
+                            .put(key(spec, idx), value, put_options(spec))
                             .await
                             .map_err(kind_of)?;
                         Ok(Some("write"))
@@ -562,7 +630,7 @@ impl Worker {
                             TxnOp::put(
                                 key(spec, idx.wrapping_add(j) % spec.key_space_size),
                                 value,
-                                None,
+                                put_options(spec),
                             )
                         })
                         .collect();
@@ -604,7 +672,10 @@ impl Worker {
                 // The value starts with the send time, read back by the watchers.
                 let mut v = format!("{:016x}", base.elapsed().as_nanos() as u64).into_bytes();
                 v.extend_from_slice(&value[..value.len().saturating_sub(16)]);
-                client.put(key(spec, idx), v, None).await.map_err(kind_of)?;
+                client
+                    .put(key(spec, idx), v, put_options(spec))
+                    .await
+                    .map_err(kind_of)?;
                 Ok(None)
             }
         }

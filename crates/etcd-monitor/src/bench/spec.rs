@@ -47,8 +47,14 @@ impl Workload {
         }
     }
 
+    /// Whether the run writes keys under its prefix (and so removes them
+    /// afterwards).
+    pub fn writes_keys(self) -> bool {
+        !matches!(self, Workload::LeaseKeepalive | Workload::Lock)
+    }
+
     /// Whether keys must exist before the measured phase.
-    pub(crate) fn needs_populated_keys(self) -> bool {
+    pub fn needs_populated_keys(self) -> bool {
         matches!(self, Workload::Range | Workload::Mixed | Workload::Delete)
     }
 }
@@ -164,6 +170,11 @@ pub struct BenchSpec {
     pub auto_compact: bool,
     /// `check-perf`: defragment every member after the run (implies `auto_compact`).
     pub auto_defrag: bool,
+    /// Set by the run, never by callers: the lease its keys are written
+    /// with, so cleanup removes exactly the keys this run wrote (by revoking
+    /// it) and a run whose process dies leaves them for a minute at most.
+    #[serde(skip)]
+    pub lease: Option<i64>,
 }
 
 impl Default for BenchSpec {
@@ -191,6 +202,7 @@ impl Default for BenchSpec {
             load: Load::S,
             auto_compact: false,
             auto_defrag: false,
+            lease: None,
         }
     }
 }
