@@ -66,6 +66,9 @@ pub async fn serve_api(
         },
         shutdown: lifecycle.token(),
         maintenance: Default::default(),
+        event_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            config.api.max_event_streams,
+        )),
     };
     let (addr, task) = crate::api::serve(state, lifecycle.token())
         .await

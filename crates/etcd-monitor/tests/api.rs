@@ -1227,3 +1227,151 @@ async fn probes_keep_their_schedule_during_a_saturating_benchmark() {
     }
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
+
+/// The HTTP server against clients that hold on: slow headers, too many
+/// connections, too many requests, too many event streams; and SIGTERM
+/// with event streams open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_cannot_be_starved_and_stops_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = EtcdCluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "clusters: [{{ name: srv, endpoints: [{}] }}]\nstorage: {{ url: \"sqlite://{}\" }}\n\
+         monitoring: {{ health_check_interval: 500ms, metrics_interval: 500ms }}\n\
+         api: {{ listen: 127.0.0.1:{port}, header_timeout: 1s, max_connections: 30, max_requests: 1, max_event_streams: 10 }}\n",
+        cluster.endpoints().join(", "),
+        dir.path().join("h.db").display(),
+    );
+    let config = dir.path().join("m.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("http://{addr}/ready"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the monitor never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Slowloris: headers that never end, and a connection that says nothing.
+    async fn closed_after(mut s: tokio::net::TcpStream, send: &[u8]) -> Duration {
+        let t = Instant::now();
+        s.write_all(send).await.unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
+                Ok(Ok(_)) => continue, // a 408 may come first
+                Err(_) => panic!("the connection was never closed"),
+            }
+        }
+    }
+    let slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let took = closed_after(slow, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").await;
+    assert!(
+        took < Duration::from_millis(2500),
+        "partial headers held the connection {took:?}"
+    );
+    let idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let took = closed_after(idle, b"").await;
+    assert!(
+        took < Duration::from_millis(2500),
+        "an idle connection stayed {took:?}"
+    );
+
+    // Too many connections: the one past the limit is answered 503 and closed.
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), extra.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.contains("retry-after: 1") && answer.contains("api.max_connections"),
+        "{answer}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Too many requests at once (max_requests 1): a long defrag holds the only slot.
+    let defrag = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/api/v1/cluster/maintenance/defrag"))
+                .header("content-type", "application/json")
+                .body(r#"{"pause": "1s"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let shed = loop {
+        let r = reqwest::get(format!("http://{addr}/api/v1/clusters"))
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no request was shed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(
+        reqwest::get(format!("http://{addr}/health"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "probes pass"
+    );
+    assert_eq!(defrag.await.unwrap(), 200);
+
+    // Event streams: ten fit, the eleventh is refused.
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let r = reqwest::get(format!("http://{addr}/api/v1/events"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let r = reqwest::get(format!("http://{addr}/api/v1/events"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("api.max_event_streams"));
+
+    // SIGTERM with ten streams open: the process exits at once.
+    let t = Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM took {took:?} with open event streams"
+    );
+    drop(streams);
+}

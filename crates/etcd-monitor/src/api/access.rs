@@ -85,6 +85,8 @@ pub struct AccessControl {
     public_metrics: bool,
     default_cluster: Option<String>,
     audit: AuditLog,
+    requests: Arc<tokio::sync::Semaphore>,
+    body_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -123,6 +125,8 @@ impl AccessControl {
             public_metrics: api.auth.public_metrics,
             default_cluster,
             audit,
+            requests: Arc::new(tokio::sync::Semaphore::new(api.max_requests)),
+            body_timeout: api.body_timeout,
         }
     }
 
@@ -250,6 +254,15 @@ pub async fn enforce(State(ac): State<Arc<AccessControl>>, req: Request, next: N
     if access == Access::Probe {
         return next.run(req).await;
     }
+    // Load shedding: a flood of requests is answered 503 at once instead of
+    // queueing until everything times out. Probes pass above; event streams
+    // have their own limit and hold this permit only until they start.
+    let Ok(_in_flight) = ac.requests.clone().try_acquire_owned() else {
+        return ApiError::overloaded(
+            "too many requests in progress (api.max_requests); retry shortly",
+        )
+        .into_response();
+    };
     if let Err(e) = ac.hosts.check(req.headers(), req.uri()) {
         return deny(&ac, &pending, e).await;
     }
@@ -331,9 +344,21 @@ pub async fn enforce(State(ac): State<Arc<AccessControl>>, req: Request, next: N
     }
     // State-changing: keep a summary of the body for the audit record.
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
+    let read = tokio::time::timeout(ac.body_timeout, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            let e = ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "body_timeout",
+                message: format!(
+                    "the request body did not arrive within {} (api.body_timeout)",
+                    crate::config::duration::format(&ac.body_timeout)
+                ),
+            };
+            return deny(&ac, &pending, e).await;
+        }
+        Ok(Err(_)) => {
             let e = ApiError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 code: "payload_too_large",

@@ -61,6 +61,15 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// 503 for load shedding; answered with `Retry-After: 1`.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "overloaded",
+            message: message.into(),
+        }
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError {
@@ -81,11 +90,19 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let retry = self.code == "overloaded";
+        let mut resp = (
             self.status,
             Json(json!({ "error": { "code": self.code, "message": self.message } })),
         )
-            .into_response()
+            .into_response();
+        if retry {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 

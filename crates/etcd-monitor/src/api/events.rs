@@ -19,7 +19,17 @@ use crate::monitor::MonitorEvent;
 pub async fn sse(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, super::ApiError> {
+    // Held by the stream: released when the client goes away or at shutdown.
+    let permit = state
+        .event_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            super::ApiError::overloaded(
+                "too many open event streams (api.max_event_streams); retry shortly",
+            )
+        })?;
     let hello: Vec<_> = state
         .monitor
         .cluster_names()
@@ -64,6 +74,11 @@ pub async fn sse(
     use futures_util::StreamExt;
     // Ends at shutdown, so an open page does not hold the server open.
     let shutdown = state.shutdown.clone();
-    let events = events.take_until(async move { shutdown.cancelled_owned().await });
-    Sse::new(all.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let events = events
+        .take_until(async move { shutdown.cancelled_owned().await })
+        .map(move |e| {
+            let _held = &permit;
+            e
+        });
+    Ok(Sse::new(all.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

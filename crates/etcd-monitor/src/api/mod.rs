@@ -55,6 +55,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// One maintenance operation per cluster at a time.
     pub maintenance: Arc<maintenance::MaintenanceGate>,
+    /// Permits of open event streams (`api.max_event_streams`).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Counts of firing alerts by (cluster, alertname, severity), and when taken.
@@ -341,8 +343,12 @@ pub async fn serve(
             }
         }
     });
+    let limits = server::ServerLimits {
+        header_timeout: api.header_timeout,
+        max_connections: api.max_connections,
+    };
     let app = router(state, access);
-    let task = tokio::spawn(server::serve(listener, app, tls, token));
+    let task = tokio::spawn(server::serve(listener, app, tls, limits, token));
     Ok((addr, task))
 }
 

@@ -21,10 +21,17 @@ use tower::ServiceExt;
 use super::access::ConnInfo;
 use super::tls::{TlsSetup, client_cn};
 
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const GRACE: Duration = Duration::from_secs(8);
+
+/// Limits of the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Time to send a request's headers (and to idle between requests).
+    pub header_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
 
 /// Serves `app` on `listener` until `token` is cancelled, then lets
 /// requests in flight finish (within a bound).
@@ -32,9 +39,11 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<TlsSetup>>,
+    limits: ServerLimits,
     token: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (tcp, remote) = tokio::select! {
             _ = token.cancelled() => break,
@@ -49,8 +58,13 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(tcp, tls.is_some()));
+            continue;
+        };
         let app = app.clone();
         let watcher = graceful.watcher();
+        let timeout = limits.header_timeout;
         match &tls {
             None => {
                 let info = ConnInfo {
@@ -58,29 +72,45 @@ pub async fn serve(
                     tls: false,
                     client_cn: None,
                 };
-                tokio::spawn(serve_stream(tcp, app, info, watcher));
+                tokio::spawn(async move {
+                    // The protocol is sniffed from the first bytes: a client
+                    // that sends none must not hold the connection.
+                    let mut first = [0u8; 1];
+                    if let Ok(Ok(n)) = tokio::time::timeout(timeout, tcp.peek(&mut first)).await
+                        && n > 0
+                    {
+                        serve_stream(tcp, app, info, watcher, timeout, Protocol::Sniff).await;
+                    }
+                    drop(permit);
+                });
             }
             Some(tls) => {
                 let acceptor = tls.acceptor();
                 tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%remote, error = %e, "API: TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%remote, "API: TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "API: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "API: TLS handshake timed out");
+                            return;
+                        }
+                    };
                     let info = ConnInfo {
                         remote,
                         tls: true,
                         client_cn: client_cn(stream.get_ref().1),
                     };
-                    serve_stream(stream, app, info, watcher).await;
+                    // ALPN chose the protocol: no sniffing, so hyper's header
+                    // timeout runs from the start.
+                    let protocol = match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Protocol::Http2,
+                        _ => Protocol::Http1,
+                    };
+                    serve_stream(stream, app, info, watcher, timeout, protocol).await;
+                    drop(permit);
                 });
             }
         }
@@ -94,15 +124,57 @@ pub async fn serve(
     }
 }
 
+/// Answers a connection beyond `api.max_connections`: a 503 on plain
+/// HTTP (a TLS client just sees the connection close), then closes it.
+async fn refuse(mut tcp: tokio::net::TcpStream, tls: bool) {
+    use tokio::io::AsyncWriteExt;
+    tracing::warn!("API: too many open connections (api.max_connections); one refused");
+    if !tls {
+        let body = r#"{"error":{"code":"overloaded","message":"too many open connections (api.max_connections); retry shortly"}}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), tcp.write_all(answer.as_bytes())).await;
+    }
+    let _ = tcp.shutdown().await;
+}
+
+/// How a connection's HTTP version is known.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    /// From its first bytes (plain TCP: HTTP/1.1, or HTTP/2 with prior knowledge).
+    Sniff,
+    /// Negotiated by TLS ALPN.
+    Http1,
+    /// Negotiated by TLS ALPN.
+    Http2,
+}
+
 async fn serve_stream<S>(
     stream: S,
     app: Router,
     info: ConnInfo,
     watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+    protocol: Protocol,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let builder = builder();
+    let mut builder = match protocol {
+        Protocol::Sniff => builder(),
+        Protocol::Http1 => builder().http1_only(),
+        Protocol::Http2 => builder().http2_only(),
+    };
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(app, info));
     let _ = watcher.watch(conn).await;
 }

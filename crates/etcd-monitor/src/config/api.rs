@@ -32,6 +32,21 @@ pub struct ApiConfig {
     pub tls: Option<ApiTlsConfig>,
     /// Who may call the API and with which role.
     pub auth: AuthConfig,
+    /// How long a client has to send a request's headers (also how long an
+    /// idle keep-alive connection stays open): slow clients cannot hold
+    /// connections for ever.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's body.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Requests being served at once at most (event streams and
+    /// `/health`, `/ready` aside); more are answered 503 with Retry-After.
+    pub max_requests: usize,
+    /// Open event streams (`/api/v1/events`) at most; more are answered 503.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -44,6 +59,11 @@ impl Default for ApiConfig {
             snapshot_retention: SnapshotRetention::default(),
             tls: None,
             auth: AuthConfig::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_requests: 256,
+            max_event_streams: 64,
         }
     }
 }
@@ -275,6 +295,23 @@ impl ApiConfig {
                     format!("api.allowed_hosts[{i}]"),
                     format!("{host:?} is not a host name such as monitor.example.com, or *"),
                 ));
+            }
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("max_requests", self.max_requests),
+            ("max_event_streams", self.max_event_streams),
+        ] {
+            if value == 0 {
+                out.push((format!("api.{key}"), "must be at least 1".into()));
+            }
+        }
+        for (key, d) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                out.push((format!("api.{key}"), "use at least 100ms".into()));
             }
         }
         if self.snapshot_retention.max_count == Some(0) {
