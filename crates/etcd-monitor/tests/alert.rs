@@ -1023,3 +1023,184 @@ async fn member_killed_to_webhook_latency() {
         etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
     }
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount (the test needs root to make a small filesystem)");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (the test runs as root in CI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    /// Writes a file until the filesystem is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_store_still_pages_and_says_so_on_ready() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let disk = SmallDisk::mount("8m");
+    let (url, inbox) = sink(200).await;
+    let mut c = config(&cluster, &disk.dir.path().join("h.db"), Duration::ZERO);
+    c.alerts.channels = vec![webhook(&url)];
+    c.api.listen = "127.0.0.1:0".into();
+    let (monitor, lifecycle) = start(&c).await;
+    let addr = etcd_monitor::run::serve_api(&c, &monitor, &lifecycle)
+        .await
+        .unwrap();
+    let ready = |addr: std::net::SocketAddr| async move {
+        let r = reqwest::get(format!("http://{addr}/ready")).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    wait_until_async("ready", Duration::from_secs(20), || async {
+        ready(addr).await.0 == 200
+    })
+    .await;
+    let filler = disk.fill();
+    // The next history writes fail: /ready says so, naming the store.
+    let mut said = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let (code, body) = ready(addr).await;
+        if code == 503 {
+            said = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        said["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("history store")),
+        "/ready never named the failing store: {said}"
+    );
+    // A member dies: the page still goes out, straight to the receiver.
+    let victim = follower(&cluster).await;
+    cluster.kill(victim).unwrap();
+    wait_until(
+        "a firing webhook while the disk is full",
+        Duration::from_secs(20),
+        || count(&inbox, |r| r.path == "/hook" && status_of(r) == "firing") >= 1,
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert!(value("etcd_monitor_notifications_undurable_total") >= 1.0);
+    assert!(value("etcd_monitor_store_errors_total") >= 1.0);
+    assert_eq!(value("etcd_monitor_store_writable"), 0.0);
+    // Space again: writes succeed, /ready recovers, the group state is
+    // reconciled, and the outage is not paged a second time.
+    std::fs::remove_file(filler).unwrap();
+    wait_until_async("ready again", Duration::from_secs(20), || async {
+        ready(addr).await.0 == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&inbox, |r| r.path == "/hook" && status_of(r) == "firing"),
+        1,
+        "the direct delivery was repeated after recovery"
+    );
+    let groups = monitor.store().alert_groups().await.unwrap();
+    assert!(
+        groups
+            .iter()
+            .any(|g| g.state.group_key == "main/etcdMembersDown" && g.state.notified_firing),
+        "the group's state was not written after recovery: {groups:?}"
+    );
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}
+
+async fn wait_until_async<F, Fut>(what: &str, within: Duration, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A PagerDuty summary is cut at 1024 bytes on a character boundary: a
+/// member named with 600 three-byte characters still gets paged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_named_in_multibyte_characters_is_paged() {
+    let prefix = "€".repeat(600);
+    let cluster = EtcdCluster::start(ClusterOptions::new(3).name_prefix(prefix.clone()))
+        .await
+        .unwrap();
+    let (url, inbox) = sink(202).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&cluster, &dir.path().join("h.db"), Duration::ZERO);
+    let mut pd = ChannelConfig::new("pd", ChannelType::Pagerduty);
+    pd.url = Some(format!("{url}/v2/enqueue"));
+    pd.routing_key = Some("0123456789abcdef0123456789abcdef".into());
+    pd.retry_backoff = Duration::from_millis(200);
+    c.alerts.channels = vec![pd];
+    let (monitor, lifecycle) = start(&c).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(follower(&cluster).await).unwrap();
+    wait_until("a PagerDuty trigger", Duration::from_secs(20), || {
+        count(&inbox, |r| r.path == "/v2/enqueue") >= 1
+    })
+    .await;
+    let event = inbox.lock().unwrap()[0].json();
+    let summary = event["payload"]["summary"].as_str().unwrap();
+    assert!(
+        summary.len() <= 1024 && summary.len() > 1000,
+        "{}",
+        summary.len()
+    );
+    assert!(
+        summary.contains("etcdMembersDown") && summary.ends_with('€'),
+        "{summary}"
+    );
+    let metrics_panics =
+        etcd_monitor::alert::deliver::PANICS.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(metrics_panics, 0);
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}

@@ -1375,3 +1375,46 @@ async fn the_server_cannot_be_starved_and_stops_at_once() {
     );
     drop(streams);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_in_parallel_and_in_bounded_sizes() {
+    let r = start(EtcdCluster::shared(), "hist").await;
+    let addr = r.addr;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        tasks.push(tokio::spawn(async move {
+            let path = match i % 3 {
+                0 => "/api/v1/cluster/metrics/history?metric=db_total_size_bytes&from=1h",
+                1 => "/api/v1/cluster/history?from=1h",
+                _ => "/api/v1/alerts/history",
+            };
+            get(addr, path).await
+        }));
+    }
+    for t in tasks {
+        let (code, body) = t.await.unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    // No step, or one too fine: widened so a series has at most 2000 points.
+    for q in ["from=1h", "from=7d&step=1ms"] {
+        let (code, h) = get(
+            addr,
+            &format!("/api/v1/cluster/metrics/history?metric=probe_put_p99_ms&{q}"),
+        )
+        .await;
+        assert_eq!(code, 200, "{h}");
+        let span = h["to_ms"].as_i64().unwrap() - h["from_ms"].as_i64().unwrap();
+        let step = h["step_ms"].as_i64().unwrap();
+        assert!(step * 2000 >= span, "{q}: step {step} ms over {span} ms");
+        for s in h["series"].as_array().unwrap() {
+            assert!(s["points"].as_array().unwrap().len() <= 2000);
+        }
+    }
+    let (_, h) = get(
+        addr,
+        "/api/v1/cluster/metrics/history?metric=probe_put_p99_ms&from=1h&step=1m",
+    )
+    .await;
+    assert_eq!(h["step_ms"], 60_000, "a coarse step is kept");
+    etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
+}

@@ -99,6 +99,7 @@ pub struct ClusterOptions {
     election_ms: u64,
     ready_timeout: Duration,
     etcd_bin: Option<PathBuf>,
+    name_prefix: String,
 }
 
 impl ClusterOptions {
@@ -115,7 +116,15 @@ impl ClusterOptions {
             election_ms: 1000,
             ready_timeout: Duration::from_secs(30),
             etcd_bin: None,
+            name_prefix: "m".into(),
         }
+    }
+
+    /// Member names `{prefix}0`, `{prefix}1`, ... instead of `m0`, `m1`
+    /// (data directories and logs keep the short names).
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
     }
 
     /// Serve clients over TLS with a generated CA and server certificate
@@ -330,6 +339,7 @@ impl EtcdCluster {
                 i,
                 scheme,
                 &ports[i * 3..i * 3 + 3],
+                &opts.name_prefix,
             ));
         }
         let initial_cluster = members
@@ -649,7 +659,10 @@ impl EtcdCluster {
         let (index, info) = {
             let members = self.lock();
             let i = members.len();
-            (i, new_member_info(self.dir.path(), i, scheme, &ports))
+            (
+                i,
+                new_member_info(self.dir.path(), i, scheme, &ports, &self.opts.name_prefix),
+            )
         };
         let mut client = self.client().await?;
         let opts = learner.then(|| etcd_client::MemberAddOptions::new().with_is_learner());
@@ -862,19 +875,25 @@ fn kill_member(m: &mut Member) {
     m.info.state = MemberState::Stopped;
 }
 
-fn new_member_info(dir: &Path, i: usize, scheme: &str, ports: &[u16]) -> MemberInfo {
-    let name = format!("m{i}");
+fn new_member_info(
+    dir: &Path,
+    i: usize,
+    scheme: &str,
+    ports: &[u16],
+    name_prefix: &str,
+) -> MemberInfo {
+    let short = format!("m{i}");
     MemberInfo {
         index: i,
         id: 0,
         client_url: format!("{scheme}://127.0.0.1:{}", ports[0]),
         peer_url: format!("http://127.0.0.1:{}", ports[1]),
         metrics_url: format!("http://127.0.0.1:{}/metrics", ports[2]),
-        data_dir: dir.join(&name),
-        log_file: dir.join(format!("{name}.log")),
+        data_dir: dir.join(&short),
+        log_file: dir.join(format!("{short}.log")),
         pid: None,
         state: MemberState::Stopped,
-        name,
+        name: format!("{name_prefix}{i}"),
     }
 }
 

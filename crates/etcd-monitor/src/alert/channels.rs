@@ -24,6 +24,19 @@ pub struct Sender {
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
 }
 
+/// Shortens `s` to at most `max_bytes`, on a character boundary (a cut
+/// inside a multi-byte character would panic).
+pub fn truncate_chars(s: &mut String, max_bytes: usize) {
+    if s.len() <= max_bytes {
+        return;
+    }
+    let mut cut = max_bytes;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+}
+
 /// RFC 3339 time of `ms` since the epoch.
 pub fn rfc3339(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
@@ -173,7 +186,7 @@ pub fn pagerduty_body(routing_key: &str, n: &Notification) -> Value {
     if let Some(a) = n.alerts.first() {
         summary = format!("{summary}: {}", a.summary);
     }
-    summary.truncate(1024);
+    truncate_chars(&mut summary, 1024);
     json!({
         "routing_key": routing_key,
         "event_action": action,

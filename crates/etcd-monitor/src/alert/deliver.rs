@@ -10,15 +10,112 @@
 //! notification id (and PagerDuty a stable `dedup_key`) for receivers that
 //! de-duplicate.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use super::Notification;
 use super::channels::Sender;
 use super::config::ChannelConfig;
 use crate::store::{Store, unix_ms};
+
+/// Notifications sent directly because the outbox could not be written
+/// (`etcd_monitor_notifications_undurable_total`).
+pub static UNDURABLE: AtomicU64 = AtomicU64::new(0);
+/// Panics caught in a channel's send (`etcd_monitor_notification_panics_total`).
+pub static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Sends `n` once through `sender` within the channel's timeout (see
+/// [`contained`]).
+pub async fn send_once(
+    sender: &Sender,
+    channel: &ChannelConfig,
+    n: &Notification,
+) -> Result<(), String> {
+    contained(sender.send(n), channel.timeout, &n.id).await
+}
+
+/// Runs one send within `timeout`. A panic inside the channel's code is
+/// caught, counted and reported as a failure (so it is retried), so one bad
+/// notification cannot kill the worker that delivers all the others.
+pub async fn contained(
+    send: impl std::future::Future<Output = Result<(), String>>,
+    timeout: Duration,
+    notification: &str,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(send).catch_unwind()).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown".into());
+            tracing::error!(notification, panic = %what, "a channel panicked while sending; will retry");
+            Err(format!("the channel panicked: {what}"))
+        }
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// Delivery that does not go through the store: used when a notification
+/// cannot be written to the outbox (disk full, database locked), so an
+/// outage is still paged. Best effort: a few attempts, then it is logged as
+/// lost.
+pub struct DirectDelivery {
+    senders: BTreeMap<String, (ChannelConfig, Sender)>,
+}
+
+/// Attempts of a direct delivery.
+const DIRECT_ATTEMPTS: u32 = 3;
+
+impl DirectDelivery {
+    /// Senders for `channels` (those that cannot be set up are left out;
+    /// their worker logs why).
+    pub fn new(channels: &[ChannelConfig]) -> DirectDelivery {
+        let senders = channels
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), (c.clone(), Sender::new(c).ok()?))))
+            .collect();
+        DirectDelivery { senders }
+    }
+
+    /// Sends `n` to `channels` in the background; counts it as undurable.
+    pub fn send(self: &Arc<Self>, n: Notification, channels: Vec<String>) {
+        UNDURABLE.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        tokio::spawn(async move {
+            for name in channels {
+                let Some((channel, sender)) = this.senders.get(&name) else {
+                    continue;
+                };
+                let mut attempt = 1;
+                loop {
+                    match send_once(sender, channel, &n).await {
+                        Ok(()) => {
+                            tracing::warn!(channel = %name, notification = %n.id, group = %n.group_key, "notification delivered directly (not recorded: the history store is failing)");
+                            break;
+                        }
+                        Err(e) if attempt < DIRECT_ATTEMPTS => {
+                            tracing::warn!(channel = %name, notification = %n.id, attempt, error = %e, "direct delivery failed; retrying");
+                            tokio::time::sleep(backoff(channel, attempt)).await;
+                            attempt += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(channel = %name, notification = %n.id, group = %n.group_key, error = %e, "direct delivery failed; this notification is lost");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
 
 /// Longest sleep between looks at the outbox when nothing wakes the worker.
 const IDLE: Duration = Duration::from_secs(5);
@@ -110,11 +207,7 @@ async fn drain(w: &Worker, sender: &Sender) -> Option<i64> {
         }
         let result = tokio::select! {
             _ = w.token.cancelled() => return None,
-            r = tokio::time::timeout(w.channel.timeout, sender.send(&row.notification)) => r,
-        };
-        let result = match result {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", w.channel.timeout)),
+            r = send_once(sender, &w.channel, &row.notification) => r,
         };
         match result {
             Ok(()) => {
@@ -151,6 +244,46 @@ async fn drain(w: &Worker, sender: &Sender) -> Option<i64> {
 mod tests {
     use super::super::config::ChannelType;
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_send_is_a_failure_not_a_dead_worker() {
+        let before = PANICS.load(Ordering::Relaxed);
+        let r = contained(
+            async { panic!("cut inside a character") },
+            Duration::from_secs(1),
+            "n1",
+        )
+        .await;
+        assert_eq!(
+            r.unwrap_err(),
+            "the channel panicked: cut inside a character"
+        );
+        assert_eq!(PANICS.load(Ordering::Relaxed), before + 1);
+        let slow = contained(
+            async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            },
+            Duration::from_millis(10),
+            "n2",
+        )
+        .await;
+        assert!(slow.unwrap_err().starts_with("no answer within"));
+        assert_eq!(
+            contained(async { Ok(()) }, Duration::from_secs(1), "n3").await,
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn summaries_are_cut_on_character_boundaries() {
+        let mut s = "€".repeat(600);
+        super::super::channels::truncate_chars(&mut s, 1024);
+        assert_eq!(s.len(), 1023);
+        let mut short = "abc".to_string();
+        super::super::channels::truncate_chars(&mut short, 1024);
+        assert_eq!(short, "abc");
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {

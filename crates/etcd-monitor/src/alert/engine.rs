@@ -54,6 +54,10 @@ pub(crate) struct ClusterEngine {
     silences: Silences,
     wake: Arc<tokio::sync::Notify>,
     token: CancellationToken,
+    direct: Arc<super::deliver::DirectDelivery>,
+    /// Groups whose state could not be written (the store was failing):
+    /// written again each round until the store takes them.
+    unsynced: BTreeMap<String, (GroupState, Notification)>,
     alerts: BTreeMap<String, Alert>,
     groups: BTreeMap<String, GroupState>,
     rounds: VecDeque<Arc<MetricsRound>>,
@@ -69,6 +73,7 @@ impl ClusterEngine {
         silences: Silences,
         wake: Arc<tokio::sync::Notify>,
         token: CancellationToken,
+        direct: Arc<super::deliver::DirectDelivery>,
     ) -> Self {
         ClusterEngine {
             config: config.clone(),
@@ -78,6 +83,8 @@ impl ClusterEngine {
             silences,
             wake,
             token,
+            direct,
+            unsynced: BTreeMap::new(),
             alerts: BTreeMap::new(),
             groups: BTreeMap::new(),
             rounds: VecDeque::new(),
@@ -327,8 +334,27 @@ impl ClusterEngine {
         self.fired_now.clear();
     }
 
+    /// Writes the state of groups notified while the store was failing, so
+    /// a restart does not page for them again.
+    async fn reconcile(&mut self) {
+        let keys: Vec<String> = self.unsynced.keys().cloned().collect();
+        for key in keys {
+            let Some((g, n)) = self.unsynced.get(&key).cloned() else {
+                continue;
+            };
+            match self.store.dispatch(&g, &n, &[]).await {
+                Ok(()) => {
+                    tracing::info!(group = %key, "group state written after the store recovered");
+                    self.unsynced.remove(&key);
+                }
+                Err(_) => return, // still failing: try again next round
+            }
+        }
+    }
+
     /// Per group: notify when due, then forget resolved alerts.
     async fn dispatch(&mut self, now: i64) {
+        self.reconcile().await;
         let keys: BTreeSet<String> = self
             .alerts
             .values()
@@ -428,10 +454,16 @@ impl ClusterEngine {
                     Ok(()) => {
                         tracing::info!(group = %key, reason, channels = %channels.join(","), "notification queued");
                         self.groups.insert(key.clone(), next);
+                        self.unsynced.remove(&key);
                         self.wake.notify_waiters();
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, group = %key, "cannot queue a notification; retrying")
+                        // The outbox cannot take it: page anyway, and write
+                        // the group's state once the store recovers.
+                        tracing::error!(error = %e, group = %key, reason, channels = %channels.join(","), "cannot queue a notification; delivering it directly");
+                        self.direct.send(n.clone(), channels);
+                        self.groups.insert(key.clone(), next.clone());
+                        self.unsynced.insert(key.clone(), (next, n));
                     }
                 }
             } else if !self.groups.contains_key(&key) && g.notified_firing {

@@ -158,6 +158,7 @@ pub struct Alerting {
 pub fn start(config: &AlertsConfig, monitor: &Monitor, lifecycle: &Lifecycle) -> Alerting {
     let silences = Silences::new(monitor.store().clone(), &config.silences);
     let wake = Arc::new(tokio::sync::Notify::new());
+    let direct = Arc::new(deliver::DirectDelivery::new(&config.channels));
     for channel in &config.channels {
         lifecycle.spawn(deliver::run(deliver::Worker {
             channel: channel.clone(),
@@ -175,6 +176,7 @@ pub fn start(config: &AlertsConfig, monitor: &Monitor, lifecycle: &Lifecycle) ->
                 silences.clone(),
                 wake.clone(),
                 lifecycle.token(),
+                direct.clone(),
             )));
         }
     }

@@ -36,7 +36,9 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     )
 }
 
-/// `GET /ready`: every cluster has been checked at least once.
+/// `GET /ready`: every cluster has been checked at least once, and the
+/// history store takes writes (while it does not, alerts are delivered
+/// directly, but history is being lost: an orchestrator should know).
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let pending: Vec<&String> = state
         .monitor
@@ -49,17 +51,18 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
                 .is_some_and(|c| c.health.borrow().is_none())
         })
         .collect();
-    if pending.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({ "ready": true, "pending": [] })),
-        )
+    let store = state.monitor.store().write_failure();
+    let ready = pending.is_empty() && store.is_none();
+    let code = if ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "pending": pending })),
-        )
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({ "ready": ready, "pending": pending });
+    if let Some(e) = store {
+        body["store"] = json!(format!("the history store refuses writes: {e}"));
     }
+    (code, Json(body))
 }
 
 /// Unknown routes.
@@ -261,9 +264,14 @@ pub struct HistoryQuery {
     pub from: Option<String>,
     /// End: ms since epoch, or a duration ago; default now.
     pub to: Option<String>,
-    /// Bucket width (`60s`); default: raw samples.
+    /// Bucket width (`60s`); default: raw samples, or buckets wide enough
+    /// that a member's series has at most [`MAX_POINTS`] points.
     pub step: Option<String>,
 }
+
+/// Most points of one member's series in one answer: a week of raw samples
+/// would otherwise be tens of megabytes. A narrower `step` is widened.
+pub const MAX_POINTS: i64 = 2000;
 
 /// Stored metric names.
 use crate::monitor::STORED_METRICS as METRIC_NAMES;
@@ -289,6 +297,13 @@ async fn metrics_history_of(state: &AppState, c: &ClusterHandle, q: HistoryQuery
         Some(s) => crate::config::duration::parse(s)
             .map_err(|e| ApiError::bad_request(format!("step: {e}")))?
             .as_millis() as i64,
+    };
+    // Raw samples are 1 ms buckets: widen so at most MAX_POINTS come back.
+    let min_step = ((to - from) / MAX_POINTS + 1).max(1);
+    let step = if step.max(1) < min_step {
+        min_step
+    } else {
+        step
     };
     let points = state
         .monitor

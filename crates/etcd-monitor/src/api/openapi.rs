@@ -180,7 +180,7 @@ fn schemas() -> Value {
         "MoveLeaderResult": obj(&["cluster", "from", "to", "dry_run"], json!({ "cluster": s("string"), "from": s("string"), "to": s("string"), "dry_run": s("boolean") })),
         "Error": obj(&["error"], json!({ "error": obj(&["code", "message"], json!({ "code": s("string"), "message": s("string") })) })),
         "Health": obj(&["status", "version", "uptime_seconds"], json!({ "status": s("string"), "version": s("string"), "uptime_seconds": s("integer") })),
-        "Ready": obj(&["ready", "pending"], json!({ "ready": s("boolean"), "pending": { "type": "array", "items": s("string") } })),
+        "Ready": obj(&["ready", "pending"], json!({ "ready": s("boolean"), "pending": { "type": "array", "items": s("string") }, "store": s("string") })),
         "ClusterList": obj(&["clusters"], json!({ "clusters": { "type": "array", "items": obj(
             &["name", "endpoints", "verdict", "leader", "members", "voting_members", "reachable_voting_members", "findings", "checked_at_ms"],
             json!({

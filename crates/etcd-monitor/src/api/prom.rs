@@ -331,6 +331,37 @@ pub async fn metrics(
     }
     firing_alerts(&mut p, &state, &visible).await;
     process_metrics(&mut p, &state);
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, help, value) in [
+        (
+            "etcd_monitor_store_errors_total",
+            "Errors of the history store (reads and writes).",
+            crate::store::ERRORS.load(Relaxed),
+        ),
+        (
+            "etcd_monitor_notifications_undurable_total",
+            "Notifications delivered directly because the outbox could not be written.",
+            crate::alert::deliver::UNDURABLE.load(Relaxed),
+        ),
+        (
+            "etcd_monitor_notification_panics_total",
+            "Panics caught while a channel sent a notification (retried).",
+            crate::alert::deliver::PANICS.load(Relaxed),
+        ),
+    ] {
+        p.sample(name, "counter", help, &[], value as f64);
+    }
+    p.sample(
+        "etcd_monitor_store_writable",
+        "gauge",
+        "1 while the history store takes writes, 0 while they fail.",
+        &[],
+        if state.monitor.store().write_failure().is_some() {
+            0.0
+        } else {
+            1.0
+        },
+    );
     (
         [(
             header::CONTENT_TYPE,

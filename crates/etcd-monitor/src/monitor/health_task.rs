@@ -134,9 +134,14 @@ pub(super) async fn run(t: HealthTask) {
         if with_body {
             last_body = Instant::now();
         }
-        if let Err(e) = t.store.record_snapshot(&snapshot, with_body).await {
-            tracing::warn!(error = %e, "cannot record the health snapshot");
-        }
+        // Recorded beside the round, not in it: a slow or failing store
+        // must not delay the next check (nor the alerts that read it).
+        let (store, recorded) = (t.store.clone(), snapshot.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.record_snapshot(&recorded, with_body).await {
+                tracing::warn!(error = %e, "cannot record the health snapshot");
+            }
+        });
         if last_verdict != Some(snapshot.verdict) {
             let findings: Vec<&str> = snapshot
                 .findings

@@ -85,9 +85,13 @@ pub(super) async fn run(t: MetricsTask) {
             r = one_round(&t, &http, &mut prober, &mut client, &mut previous) => r,
         };
         let points = points_of(&round);
-        if let Err(e) = t.store.record_metrics(&round.cluster, &points).await {
-            tracing::warn!(error = %e, "cannot record metric samples");
-        }
+        // Recorded beside the round (see the health task).
+        let (store, cluster) = (t.store.clone(), round.cluster.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.record_metrics(&cluster, &points).await {
+                tracing::warn!(error = %e, "cannot record metric samples");
+            }
+        });
         let _ = t.events.send(MonitorEvent::Metrics {
             cluster: round.cluster.clone(),
             at_ms: round.at_ms,

@@ -141,7 +141,7 @@ impl Store {
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE cluster = $1 AND state = 'firing' ORDER BY id"
         )))
         .bind(cluster)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read firing alerts"))?
         .iter()
@@ -150,7 +150,7 @@ impl Store {
         .map_err(db("decode alert"))?;
         let groups = sqlx::query("SELECT * FROM alert_groups WHERE cluster = $1")
             .bind(cluster)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .map_err(db("read alert groups"))?
             .iter()
@@ -162,6 +162,7 @@ impl Store {
 
     /// Records an alert that started firing.
     pub async fn alert_fired(&self, a: &Alert) -> Result<(), StoreError> {
+        self.guarded(async move {
         let (cluster, _) = a.group_key.rsplit_once('/').unwrap_or((&a.group_key, ""));
         sqlx::query(
             "INSERT INTO alerts (fingerprint, group_key, cluster, rule, alertname, severity, member, labels, summary,
@@ -183,39 +184,47 @@ impl Store {
         .bind(a.starts_at_ms)
         .bind(a.ends_at_ms)
         .bind(a.suppressed.clone())
-        .execute(&self.pool)
+        .execute(&self.writer())
         .await
         .map_err(db("insert alert"))?;
         Ok(())
+    })
+        .await
     }
 
     /// Records that a firing alert resolved.
     pub async fn alert_resolved(&self, a: &Alert) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE alerts SET state = 'resolved', ends_at_ms = $1, summary = $2, value = $3
+        self.guarded(async move {
+            sqlx::query(
+                "UPDATE alerts SET state = 'resolved', ends_at_ms = $1, summary = $2, value = $3
              WHERE fingerprint = $4 AND state = 'firing'",
-        )
-        .bind(a.ends_at_ms)
-        .bind(&a.summary)
-        .bind(a.value)
-        .bind(&a.fingerprint)
-        .execute(&self.pool)
+            )
+            .bind(a.ends_at_ms)
+            .bind(&a.summary)
+            .bind(a.value)
+            .bind(&a.fingerprint)
+            .execute(&self.writer())
+            .await
+            .map_err(db("resolve alert"))?;
+            Ok(())
+        })
         .await
-        .map_err(db("resolve alert"))?;
-        Ok(())
     }
 
     /// Records a firing alert's suppression (silence, inhibition) or its end.
     pub async fn alert_suppressed(&self, a: &Alert) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE alerts SET suppressed = $1 WHERE fingerprint = $2 AND state = 'firing'",
-        )
-        .bind(a.suppressed.clone())
-        .bind(&a.fingerprint)
-        .execute(&self.pool)
+        self.guarded(async move {
+            sqlx::query(
+                "UPDATE alerts SET suppressed = $1 WHERE fingerprint = $2 AND state = 'firing'",
+            )
+            .bind(a.suppressed.clone())
+            .bind(&a.fingerprint)
+            .execute(&self.writer())
+            .await
+            .map_err(db("update alert suppression"))?;
+            Ok(())
+        })
         .await
-        .map_err(db("update alert suppression"))?;
-        Ok(())
     }
 
     /// In one transaction: the group's new state and one outbox row per channel.
@@ -226,7 +235,16 @@ impl Store {
         n: &Notification,
         channels: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin dispatch"))?;
+        self.guarded(self.insert_dispatch(g, n, channels)).await
+    }
+
+    async fn insert_dispatch(
+        &self,
+        g: &GroupState,
+        n: &Notification,
+        channels: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await.map_err(db("begin dispatch"))?;
         sqlx::query(
             "INSERT INTO alert_groups (group_key, cluster, rule, notified_firing, last_notified_ms, notified)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -266,7 +284,7 @@ impl Store {
     pub async fn group_acked(&self, group_key: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT acked_at_ms FROM alert_groups WHERE group_key = $1")
             .bind(group_key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(db("read acknowledgement"))?;
         Ok(match row {
@@ -287,25 +305,28 @@ impl Store {
         comment: &str,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE alert_groups SET acked_at_ms = $1, acked_by = $2, ack_comment = $3
+        self.guarded(async move {
+            let n = sqlx::query(
+                "UPDATE alert_groups SET acked_at_ms = $1, acked_by = $2, ack_comment = $3
              WHERE group_key = $4 AND notified_firing = 1",
-        )
-        .bind(at_ms)
-        .bind(by)
-        .bind(comment)
-        .bind(group_key)
-        .execute(&self.pool)
+            )
+            .bind(at_ms)
+            .bind(by)
+            .bind(comment)
+            .bind(group_key)
+            .execute(&self.writer())
+            .await
+            .map_err(db("acknowledge alert group"))?
+            .rows_affected();
+            Ok(n > 0)
+        })
         .await
-        .map_err(db("acknowledge alert group"))?
-        .rows_affected();
-        Ok(n > 0)
     }
 
     /// Notification groups (firing or not), with their acknowledgement.
     pub async fn alert_groups(&self) -> Result<Vec<AlertGroupRow>, StoreError> {
         sqlx::query("SELECT * FROM alert_groups ORDER BY group_key")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .map_err(db("read alert groups"))?
             .iter()
@@ -339,7 +360,7 @@ impl Store {
         .bind(from_ms)
         .bind(to_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read alert history"))?
         .iter()
@@ -354,7 +375,7 @@ impl Store {
             "SELECT {OUTBOX_COLUMNS} FROM alert_outbox WHERE channel = $1 AND status = 'pending' ORDER BY id LIMIT 1000"
         )))
         .bind(channel)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read outbox"))?
         .iter()
@@ -374,7 +395,7 @@ impl Store {
         )))
         .bind(group_key.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read deliveries"))?
         .iter()
@@ -385,13 +406,16 @@ impl Store {
 
     /// Marks a notification delivered.
     pub async fn outbox_sent(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
+        self.guarded(async move {
         sqlx::query("UPDATE alert_outbox SET status = 'sent', sent_ms = $1, attempts = attempts + 1 WHERE id = $2")
             .bind(at_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer())
             .await
             .map_err(db("mark notification sent"))?;
         Ok(())
+    })
+        .await
     }
 
     /// Records a failed attempt and when to try again.
@@ -402,30 +426,37 @@ impl Store {
         next_ms: i64,
         error: &str,
     ) -> Result<(), StoreError> {
+        self.guarded(async move {
         sqlx::query("UPDATE alert_outbox SET attempts = $1, next_attempt_ms = $2, last_error = $3 WHERE id = $4")
             .bind(attempts)
             .bind(next_ms)
             .bind(error)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer())
             .await
             .map_err(db("record delivery attempt"))?;
         Ok(())
+    })
+        .await
     }
 
     /// Gives up on a notification.
     pub async fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE alert_outbox SET status = 'failed', last_error = $1 WHERE id = $2")
-            .bind(error)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db("record failed delivery"))?;
-        Ok(())
+        self.guarded(async move {
+            sqlx::query("UPDATE alert_outbox SET status = 'failed', last_error = $1 WHERE id = $2")
+                .bind(error)
+                .bind(id)
+                .execute(&self.writer())
+                .await
+                .map_err(db("record failed delivery"))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes alerts resolved, deliveries finished (sent or failed) and
-    /// silences ended before `older_than_ms`; firing alerts and pending
+    /// silences ended before `older_than_ms`, and "never-ending" silences
+    /// (over a year long) that started before it; firing alerts and pending
     /// deliveries stay. Returns the rows removed.
     pub async fn enforce_alert_retention(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         let mut removed = 0;
@@ -433,10 +464,11 @@ impl Store {
             "DELETE FROM alerts WHERE state = 'resolved' AND ends_at_ms < $1",
             "DELETE FROM alert_outbox WHERE status <> 'pending' AND created_ms < $1",
             "DELETE FROM silences WHERE ends_at_ms < $1",
+            "DELETE FROM silences WHERE starts_at_ms < $1 AND ends_at_ms - starts_at_ms > 31536000000",
         ] {
             removed += sqlx::query(sql)
                 .bind(older_than_ms)
-                .execute(&self.pool)
+                .execute(&self.writer())
                 .await
                 .map_err(db("enforce alert retention"))?
                 .rows_affected();
@@ -446,26 +478,29 @@ impl Store {
 
     /// Stores a silence.
     pub async fn insert_silence(&self, s: &Silence) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO silences (id, matchers, starts_at_ms, ends_at_ms, comment, created_by)
+        self.guarded(async move {
+            sqlx::query(
+                "INSERT INTO silences (id, matchers, starts_at_ms, ends_at_ms, comment, created_by)
              VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&s.id)
-        .bind(serde_json::to_string(&s.matchers).unwrap_or_default())
-        .bind(s.starts_at_ms)
-        .bind(s.ends_at_ms)
-        .bind(&s.comment)
-        .bind(&s.created_by)
-        .execute(&self.pool)
+            )
+            .bind(&s.id)
+            .bind(serde_json::to_string(&s.matchers).unwrap_or_default())
+            .bind(s.starts_at_ms)
+            .bind(s.ends_at_ms)
+            .bind(&s.comment)
+            .bind(&s.created_by)
+            .execute(&self.writer())
+            .await
+            .map_err(db("insert silence"))?;
+            Ok(())
+        })
         .await
-        .map_err(db("insert silence"))?;
-        Ok(())
     }
 
     /// Stored silences, expired ones included.
     pub async fn silences(&self) -> Result<Vec<Silence>, StoreError> {
         sqlx::query("SELECT id, matchers, starts_at_ms, ends_at_ms, comment, created_by FROM silences ORDER BY starts_at_ms")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .map_err(db("read silences"))?
             .iter()
@@ -476,12 +511,15 @@ impl Store {
 
     /// Deletes a stored silence; false when there was none with `id`.
     pub async fn delete_silence(&self, id: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("DELETE FROM silences WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db("delete silence"))?
-            .rows_affected();
-        Ok(n > 0)
+        self.guarded(async move {
+            let n = sqlx::query("DELETE FROM silences WHERE id = $1")
+                .bind(id)
+                .execute(&self.writer())
+                .await
+                .map_err(db("delete silence"))?
+                .rows_affected();
+            Ok(n > 0)
+        })
+        .await
     }
 }

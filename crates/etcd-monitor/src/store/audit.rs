@@ -33,6 +33,7 @@ pub struct AuditRecord {
 impl Store {
     /// Appends one audit record.
     pub async fn record_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
+        self.guarded(async move {
         sqlx::query(
             "INSERT INTO audit (at_ms, principal, role, source, method, path, cluster, body, status, request_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -47,10 +48,12 @@ impl Store {
         .bind(r.body.clone())
         .bind(i64::from(r.status))
         .bind(&r.request_id)
-        .execute(&self.pool)
+        .execute(&self.writer())
         .await
         .map_err(db("insert audit record"))?;
         Ok(())
+    })
+        .await
     }
 
     /// Audit records in `[from_ms, to_ms]`, newest first, at most `limit`,
@@ -71,7 +74,7 @@ impl Store {
         .bind(to_ms)
         .bind(principal.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read audit records"))?;
         rows.iter()
@@ -98,7 +101,7 @@ impl Store {
     pub async fn enforce_audit_retention(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query("DELETE FROM audit WHERE at_ms < $1")
             .bind(older_than_ms)
-            .execute(&self.pool)
+            .execute(&self.writer())
             .await
             .map_err(db("enforce audit retention"))?
             .rows_affected())

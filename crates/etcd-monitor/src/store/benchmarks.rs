@@ -19,7 +19,8 @@ impl Store {
         p99_ms: Option<f64>,
         body: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin benchmark"))?;
+        self.guarded(async move {
+        let mut tx = self.writer().begin().await.map_err(db("begin benchmark"))?;
         sqlx::query("DELETE FROM benchmark_runs WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -42,13 +43,15 @@ impl Store {
         .await
         .map_err(db("insert benchmark"))?;
         tx.commit().await.map_err(db("commit benchmark"))
+    })
+        .await
     }
 
     /// The newest `limit` benchmark runs' JSON records, newest first.
     pub async fn benchmarks(&self, limit: i64) -> Result<Vec<serde_json::Value>, StoreError> {
         let rows = sqlx::query("SELECT body FROM benchmark_runs ORDER BY at_ms DESC LIMIT $1")
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .map_err(db("read benchmarks"))?;
         rows.iter()
@@ -62,7 +65,7 @@ impl Store {
     pub async fn benchmark(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let row = sqlx::query("SELECT body FROM benchmark_runs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(db("read benchmark"))?;
         Ok(row

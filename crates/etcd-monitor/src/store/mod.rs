@@ -7,6 +7,8 @@
 //! parameters (`$1`), `BIGINT`, `DOUBLE PRECISION`, `TEXT`; only the
 //! auto-increment key differs, chosen at migration time.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -32,6 +34,9 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// A write did not finish in time.
+    #[error("history store: a write did not finish within {0:?}")]
+    Timeout(Duration),
     /// A database operation failed.
     #[error("history store ({what}): {source}")]
     Db {
@@ -43,7 +48,10 @@ pub enum StoreError {
 }
 
 fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Db { what, source }
+    move |source| {
+        ERRORS.fetch_add(1, Ordering::Relaxed);
+        StoreError::Db { what, source }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -124,11 +132,41 @@ pub struct MetricPoint {
 }
 
 /// The history store.
+///
+/// SQLite runs in WAL mode with one writing connection and a pool of
+/// read-only ones, so API reads never wait behind history writes and the
+/// alert engine (and a burst of reads cannot starve the writer).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    /// Writes (and, for PostgreSQL, everything); replaced when it stops
+    /// answering (see [`Store::guarded`]).
+    pool: Arc<arc_swap::ArcSwap<AnyPool>>,
+    /// How the writer connects, to reconnect.
+    connect_url: Arc<str>,
+    /// Reads.
+    read: AnyPool,
     backend: Backend,
+    health: Arc<StoreHealth>,
 }
+
+/// Whether writes succeed right now (`/ready` answers 503 while they fail).
+#[derive(Debug, Default)]
+struct StoreHealth {
+    failing: std::sync::Mutex<Option<String>>,
+    reconnecting: std::sync::atomic::AtomicBool,
+}
+
+/// Longest a write may take. A write that hangs (seen with SQLite after a
+/// failed COMMIT on a full disk) must not stall health checks or alerting;
+/// the writer is then reconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every database error of every store of the process
+/// (`etcd_monitor_store_errors_total`).
+pub static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Read connections of the SQLite store.
+const SQLITE_READERS: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -223,30 +261,48 @@ impl Store {
                 url: shown.clone(),
                 message: format!("cannot open: {e}"),
             })?;
-        let store = Store { pool, backend };
+        let mut store = Store {
+            read: pool.clone(),
+            pool: Arc::new(arc_swap::ArcSwap::from_pointee(pool)),
+            connect_url: Arc::from(connect_url.as_str()),
+            backend,
+            health: Arc::default(),
+        };
         if backend == Backend::Sqlite {
             // WAL keeps readers (the API) from blocking the writer.
             // A small page cache: the monitor writes far more than it reads back.
             sqlx::query("PRAGMA cache_size=-512")
-                .execute(&store.pool)
+                .execute(&store.writer())
                 .await
                 .map_err(db("set cache size"))?;
             sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&store.pool)
+                .execute(&store.writer())
                 .await
                 .map_err(db("enable WAL"))?;
         }
         store.migrate().await?;
+        if backend == Backend::Sqlite && !connect_url.contains(":memory:") {
+            let ro = connect_url.replacen("mode=rwc", "mode=ro", 1);
+            store.read = AnyPoolOptions::new()
+                .max_connections(SQLITE_READERS)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&ro)
+                .await
+                .map_err(|e| StoreError::Url {
+                    url: shown.clone(),
+                    message: format!("cannot open for reading: {e}"),
+                })?;
+        }
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&self.writer())
             .await
             .map_err(db("create schema_version"))?;
         let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer())
             .await
             .map_err(db("read schema_version"))?
             .try_get("v")
@@ -256,7 +312,7 @@ impl Store {
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let mut tx = self.pool.begin().await.map_err(db("begin migration"))?;
+            let mut tx = self.writer().begin().await.map_err(db("begin migration"))?;
             let sql = migration.replace("{AUTO}", auto);
             for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 // Our own constant DDL, not user input.
@@ -281,6 +337,10 @@ impl Store {
         s: &HealthSnapshot,
         with_body: bool,
     ) -> Result<(), StoreError> {
+        self.guarded(self.insert_snapshot(s, with_body)).await
+    }
+
+    async fn insert_snapshot(&self, s: &HealthSnapshot, with_body: bool) -> Result<(), StoreError> {
         let at = unix_ms(s.observation.taken_at);
         let verdict = serde_json::to_value(s.verdict)
             .ok()
@@ -291,7 +351,7 @@ impl Store {
         } else {
             None
         };
-        let mut tx = self.pool.begin().await.map_err(db("begin snapshot"))?;
+        let mut tx = self.writer().begin().await.map_err(db("begin snapshot"))?;
         sqlx::query(
             "INSERT INTO snapshots (cluster, at_ms, verdict, leader, reachable, voting, duration_ms, body)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -334,6 +394,7 @@ impl Store {
 
     /// Records a leader change.
     pub async fn record_leader_change(&self, c: &LeaderChange) -> Result<(), StoreError> {
+        self.guarded(async move {
         sqlx::query(
             "INSERT INTO leader_changes (cluster, at_ms, old_leader, new_leader, old_name, new_name, term)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -345,10 +406,12 @@ impl Store {
         .bind(c.old_name.clone())
         .bind(c.new_name.clone())
         .bind(c.term.map(|t| t as i64))
-        .execute(&self.pool)
+        .execute(&self.writer())
         .await
         .map_err(db("insert leader change"))?;
         Ok(())
+    })
+        .await
     }
 
     /// Records metric samples of one round.
@@ -357,7 +420,15 @@ impl Store {
         cluster: &str,
         points: &[MetricPoint],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin metrics"))?;
+        self.guarded(self.insert_metrics(cluster, points)).await
+    }
+
+    async fn insert_metrics(
+        &self,
+        cluster: &str,
+        points: &[MetricPoint],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await.map_err(db("begin metrics"))?;
         for p in points.iter().filter(|p| p.value.is_finite()) {
             sqlx::query("INSERT INTO metric_samples (cluster, member, name, at_ms, value) VALUES ($1, $2, $3, $4, $5)")
                 .bind(cluster)
@@ -384,7 +455,7 @@ impl Store {
         )
         .bind(cluster)
         .bind(since_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read leader changes"))?;
         rows.iter()
@@ -409,7 +480,7 @@ impl Store {
         .bind(from_ms)
         .bind(to_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read snapshots"))?;
         rows.iter()
@@ -446,7 +517,7 @@ impl Store {
         .bind(from_ms)
         .bind(to_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read findings"))?;
         rows.iter()
@@ -486,7 +557,7 @@ impl Store {
         .bind(from_ms)
         .bind(step_ms)
         .bind(to_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(db("read metric samples"))?;
         rows.iter()
@@ -517,7 +588,7 @@ impl Store {
                 "DELETE FROM {table} WHERE at_ms < $1"
             )))
             .bind(older_than_ms)
-            .execute(&self.pool)
+            .execute(&self.writer())
             .await
             .map_err(db("enforce retention"))?
             .rows_affected();
@@ -526,9 +597,88 @@ impl Store {
         Ok(removed)
     }
 
-    /// Closes the pool, flushing SQLite's WAL.
+    /// Closes the pools, flushing SQLite's WAL.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.read.close().await;
+        self.writer().close().await;
+    }
+
+    /// The writing pool.
+    fn writer(&self) -> AnyPool {
+        (**self.pool.load()).clone()
+    }
+
+    /// Runs a write within [`WRITE_TIMEOUT`] and notes its outcome for
+    /// [`Store::write_failure`]. A failed or hung write replaces the
+    /// writing connection: after a failed COMMIT (SQLite on a full disk)
+    /// the old one can be left inside a transaction that later "commits"
+    /// nothing, which would make every following write silently lost.
+    async fn guarded<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let r = match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(r) => r,
+            Err(_) => {
+                ERRORS.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Timeout(WRITE_TIMEOUT))
+            }
+        };
+        if r.is_err() {
+            self.reconnect().await;
+        }
+        self.note(r)
+    }
+
+    /// Opens a new writing pool and swaps it in; the old one is closed in
+    /// the background (within a bound).
+    async fn reconnect(&self) {
+        if self
+            .health
+            .reconnecting
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let max = if self.backend == Backend::Sqlite {
+            1
+        } else {
+            4
+        };
+        let fresh = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&self.connect_url);
+        match tokio::time::timeout(WRITE_TIMEOUT, fresh).await {
+            Ok(Ok(fresh)) => {
+                let old = self.pool.swap(Arc::new(fresh));
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), old.close()).await;
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot reconnect to the history store yet"),
+            Err(_) => tracing::warn!("cannot reconnect to the history store yet: no answer"),
+        }
+        self.health
+            .reconnecting
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Why writes fail, while they do (the last failure since the last
+    /// success of a history write).
+    pub fn write_failure(&self) -> Option<String> {
+        self.health.failing.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Notes the outcome of a write for [`Store::write_failure`].
+    fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Ok(mut failing) = self.health.failing.lock() {
+            match &result {
+                Ok(_) => *failing = None,
+                Err(e) => *failing = Some(e.to_string()),
+            }
+        }
+        result
     }
 }
 
