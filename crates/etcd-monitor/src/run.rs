@@ -37,19 +37,14 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Mon
     Ok(monitor)
 }
 
-/// Serves the REST API, `/metrics` and the dashboard on `api.listen` until
-/// shutdown; returns the bound address.
-pub async fn serve_api(
+/// What the API's handlers share, for `monitor` under `config`
+/// (benchmark schedules start here).
+pub fn app_state(
     config: &Config,
     monitor: &Monitor,
     lifecycle: &Lifecycle,
-) -> anyhow::Result<std::net::SocketAddr> {
-    match crate::api::auth::startup_check(&config.api) {
-        Ok(None) => {}
-        Ok(Some(warning)) => tracing::warn!("{warning}"),
-        Err(e) => anyhow::bail!(e),
-    }
-    let state = crate::api::AppState {
+) -> crate::api::AppState {
+    crate::api::AppState {
         monitor: monitor.clone(),
         config: std::sync::Arc::new(config.clone()),
         started: std::time::Instant::now(),
@@ -69,7 +64,22 @@ pub async fn serve_api(
         event_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(
             config.api.max_event_streams,
         )),
-    };
+    }
+}
+
+/// Serves the REST API, `/metrics` and the dashboard on `api.listen` until
+/// shutdown; returns the bound address.
+pub async fn serve_api(
+    config: &Config,
+    monitor: &Monitor,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<std::net::SocketAddr> {
+    match crate::api::auth::startup_check(&config.api) {
+        Ok(None) => {}
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Err(e) => anyhow::bail!(e),
+    }
+    let state = app_state(config, monitor, lifecycle);
     let (addr, task) = crate::api::serve(state, lifecycle.token())
         .await
         .map_err(anyhow::Error::msg)?;

@@ -52,6 +52,11 @@ fn as_server_user(program: PathBuf) -> Command {
 }
 
 fn start_postgres() -> Postgres {
+    start_postgres_with(None)
+}
+
+/// A server; with `tls`, serving `ssl=on` with that certificate and key.
+fn start_postgres_with(tls: Option<&etcd_testkit::TlsFiles>) -> Postgres {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // SAFETY: geteuid has no preconditions.
@@ -74,6 +79,30 @@ fn start_postgres() -> Postgres {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let mut ssl = Vec::new();
+    if let Some(files) = tls {
+        // The server reads its key only if nobody else can.
+        let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::copy(&files.server_cert_file, &cert).unwrap();
+        std::fs::copy(&files.server_key_file, &key).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let (uid, gid) = user_ids("postgres");
+            for f in [&cert, &key] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        ssl = vec![
+            "-c".to_string(),
+            "ssl=on".into(),
+            "-c".into(),
+            format!("ssl_cert_file={}", cert.display()),
+            "-c".into(),
+            format!("ssl_key_file={}", key.display()),
+        ];
+    }
     let child = as_server_user(pg_bin("postgres"))
         .arg("-D")
         .arg(&data)
@@ -85,6 +114,7 @@ fn start_postgres() -> Postgres {
             "-c",
             "fsync=off",
         ])
+        .args(&ssl)
         .arg("-k")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -239,4 +269,61 @@ async fn history_lives_in_postgresql() {
     monitor.store().benchmarks(10).await.unwrap();
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let files = etcd_testkit::TlsFiles::generate(pki.path()).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = etcd_testkit::TlsFiles::generate(other_dir.path()).unwrap();
+    let pg = start_postgres_with(Some(&files));
+    // verify-full: the CA signed it and the name (127.0.0.1) matches.
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url,
+        files.ca_file.display()
+    );
+    let store = open_when_ready(&url).await;
+    store
+        .record_leader_change(&LeaderChange {
+            cluster: "tls".into(),
+            at_ms: unix_ms(SystemTime::now()),
+            old_leader: None,
+            new_leader: Some("1".into()),
+            old_name: None,
+            new_name: Some("m0".into()),
+            term: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.leader_changes("tls", 0).await.unwrap().len(), 1);
+    store.close().await;
+    // A CA that did not sign the server's certificate: refused.
+    let wrong = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url,
+        other.ca_file.display()
+    );
+    let e = Store::open(&wrong).await.unwrap_err().to_string();
+    assert!(
+        e.to_lowercase().contains("certificate") || e.contains("tls") || e.contains("TLS"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("sslrootcert=") || !e.contains("password"),
+        "{e}"
+    );
+    // verify-ca checks the CA only; require encrypts without checking.
+    let ca_only = format!(
+        "{}?sslmode=verify-ca&sslrootcert={}",
+        pg.url,
+        files.ca_file.display()
+    );
+    Store::open(&ca_only).await.unwrap().close().await;
+    Store::open(&format!("{}?sslmode=require", pg.url))
+        .await
+        .unwrap()
+        .close()
+        .await;
 }

@@ -302,6 +302,22 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
     }
 }
 
+/// The application behind the listener: the router with its access layer
+/// (authentication from `api.auth`, the audit log in the monitor's store).
+pub async fn app(state: AppState) -> Result<(Router, Arc<AccessControl>), String> {
+    let api = &state.config.api;
+    let authenticator = auth::Authenticator::from_config(api).await?;
+    maintenance::remove_stale_parts(&api.snapshot_dir);
+    let access = Arc::new(AccessControl::new(
+        &route_table(),
+        api,
+        authenticator,
+        state.monitor.default_cluster().map(|c| c.name.clone()),
+        audit::AuditLog::new(state.monitor.store().clone()),
+    ));
+    Ok((router(state, access.clone()), access))
+}
+
 /// Binds `api.listen` and serves until `token` is cancelled: TLS when
 /// `api.tls` is set, every request through the access layer. Returns the
 /// bound address (useful with port 0) and the server task.
@@ -314,15 +330,7 @@ pub async fn serve(
         Some(files) => Some(Arc::new(tls::TlsSetup::load(files)?)),
         None => None,
     };
-    let authenticator = auth::Authenticator::from_config(api).await?;
-    maintenance::remove_stale_parts(&api.snapshot_dir);
-    let access = Arc::new(AccessControl::new(
-        &route_table(),
-        api,
-        authenticator,
-        state.monitor.default_cluster().map(|c| c.name.clone()),
-        audit::AuditLog::new(state.monitor.store().clone()),
-    ));
+    let (app, access) = app(state.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&api.listen)
         .await
         .map_err(|e| format!("cannot listen on api.listen {}: {e}", api.listen))?;
@@ -332,7 +340,7 @@ pub async fn serve(
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().watch(token.clone()));
     }
-    let flusher = access.clone();
+    let flusher = access;
     let flush_token = token.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -347,7 +355,6 @@ pub async fn serve(
         header_timeout: api.header_timeout,
         max_connections: api.max_connections,
     };
-    let app = router(state, access);
     let task = tokio::spawn(server::serve(listener, app, tls, limits, token));
     Ok((addr, task))
 }
