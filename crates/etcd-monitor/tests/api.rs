@@ -810,19 +810,10 @@ async fn maintenance_is_confirmed_one_at_a_time_and_snapshots_stay_private() {
     // One operation per cluster: a second defrag while one runs is refused.
     let first =
         tokio::spawn(async move { post(addr, &format!("{m}/defrag"), r#"{"pause": "2s"}"#).await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let busy = loop {
-        let (code, body) = post(addr, &format!("{m}/defrag"), r#"{"pause": "0s"}"#).await;
-        if code == 409 {
-            break body;
-        }
-        assert_eq!(code, 200, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "never saw the first defrag running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // The gate is taken before anything is sent to etcd: half a second is plenty.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, busy) = post(addr, &format!("{m}/defrag"), r#"{"pause": "0s"}"#).await;
+    assert_eq!(code, 409, "{busy}");
     let msg = busy["error"]["message"].as_str().unwrap();
     assert!(msg.contains("defrag started by anonymous"), "{msg}");
     let (code, other) = post(addr, &format!("{m}/compact"), r#"{"confirm": "maint"}"#).await;
@@ -842,29 +833,48 @@ async fn maintenance_is_confirmed_one_at_a_time_and_snapshots_stay_private() {
     .await;
     assert_eq!(code, 200, "{dry}");
     assert!(!dir.join("x.db").exists());
-    for i in 0..200 {
+    for i in 0..500 {
         client
             .put(format!("/fill/{i}"), vec![b'x'; 10_000], None)
             .await
             .unwrap();
     }
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(5))
-        .build()
+    // A client that goes away while its snapshot is being written.
+    {
+        use tokio::io::AsyncWriteExt;
+        let body = r#"{"name": "left.db"}"#;
+        let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+        gone.write_all(
+            format!(
+                "POST {m}/snapshot HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
         .unwrap();
-    let gone = impatient
-        .post(format!("http://{addr}{m}/snapshot"))
-        .header("content-type", "application/json")
-        .body(r#"{"name": "left.db"}"#)
-        .send()
-        .await;
-    assert!(gone.is_err(), "the client was meant to give up: {gone:?}");
+        let part = dir.join("left.db.part");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !part.exists() && !dir.join("left.db").exists() {
+            assert!(Instant::now() < deadline, "the snapshot never started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(gone);
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     while !dir.join("left.db").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the snapshot was not finished after the client left"
-        );
+        if Instant::now() > deadline {
+            let rows = r
+                .monitor
+                .store()
+                .audit_records(0, i64::MAX, None, 100)
+                .await
+                .unwrap();
+            panic!(
+                "the snapshot was not finished after the client left: {:?} {rows:?}",
+                std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (code, snap) = post(addr, &format!("{m}/snapshot"), r#"{"name": "kept.db"}"#).await;
@@ -929,6 +939,39 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs the `etcd-monitor` binary with `yaml` (logs into `dir/log`) and
+/// waits until `http://127.0.0.1:{port}{path}` answers 200.
+async fn run_binary(
+    dir: &std::path::Path,
+    yaml: &str,
+    port: u16,
+    path: &str,
+) -> std::process::Child {
+    let config = dir.join("m.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the monitor never answered {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -979,23 +1022,9 @@ async fn benchmarks_stay_within_limits_are_cancelled_and_remove_only_their_keys(
         tokens[1].1,
         tokens[2].1
     );
-    let config = dir.path().join("m.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = run_binary(dir.path(), &yaml, port, "/health").await;
     let addr = format!("127.0.0.1:{port}");
     let (op1, op2, adm) = (&tokens[0].0, &tokens[1].0, &tokens[2].0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://{addr}/health")).await.is_err() {
-        assert!(Instant::now() < deadline, "the monitor never listened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let post = reqwest::Method::POST;
     // Oversized requests are refused before anything is allocated or sent.
     for (body, field, limit) in [
@@ -1244,26 +1273,8 @@ async fn the_server_cannot_be_starved_and_stops_at_once() {
         cluster.endpoints().join(", "),
         dir.path().join("h.db").display(),
     );
-    let config = dir.path().join("m.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = run_binary(dir.path(), &yaml, port, "/ready").await;
     let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://{addr}/ready"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "the monitor never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // Slowloris: headers that never end, and a connection that says nothing.
     async fn closed_after(mut s: tokio::net::TcpStream, send: &[u8]) -> Duration {

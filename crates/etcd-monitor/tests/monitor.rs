@@ -160,11 +160,19 @@ async fn verdicts_follow_failures_and_history_survives_a_restart() {
         |s| s.verdict == Verdict::Healthy,
     )
     .await;
-    let after = monitor
-        .store()
-        .snapshots("main", 0, i64::MAX, 100_000)
-        .await
-        .unwrap();
+    // Snapshots are recorded beside the rounds: wait for the first new row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = monitor
+            .store()
+            .snapshots("main", 0, i64::MAX, 100_000)
+            .await
+            .unwrap();
+        if after.len() > rows.len() || Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         after.len() > rows.len(),
         "history was not kept across the restart"
