@@ -254,33 +254,23 @@ pub async fn run(
     // The run's keys carry a lease of their own: cleanup revokes it, which
     // removes exactly what this run wrote (not what others put under the
     // prefix meanwhile), and keys of a run that dies expire with it.
-    let session = if spec.workload.writes_keys() && !spec.keep {
-        // Granted through whichever member answers; kept alive through it.
+    let run_lease = if spec.workload.writes_keys() && !spec.keep {
         let ttl = RUN_LEASE_TTL.as_secs() as i64;
-        let (client, lease) = conns
+        let lease = conns
             .admin(
                 "granting the lease of the run's keys".into(),
-                |mut c| async move {
-                    let id = c.lease_grant(ttl, None).await?.id();
-                    Ok((c, id))
-                },
+                |mut c| async move { Ok(c.lease_grant(ttl, None).await?.id()) },
             )
             .await?;
-        let session = Session::resume(client, lease, RUN_LEASE_TTL)
-            .await
-            .map_err(|source| BenchError::Session {
-                context: format!("keeping the lease {lease:x} of the run's keys alive"),
-                source,
-            })?;
         let mut with_lease = (*spec).clone();
-        with_lease.lease = Some(session.lease_id());
+        with_lease.lease = Some(lease);
         spec = Arc::new(with_lease);
-        Some(session)
+        Some(RunLease::keep_alive(conns.clone(), lease))
     } else {
         None
     };
     let measured = measure(&spec, conns, control).await;
-    let cleaned = cleanup(&spec, conns, session).await;
+    let cleaned = cleanup(&spec, conns, run_lease).await;
     let mut report = measured?;
     // The measurements stand even if cleanup failed; the report says so.
     report.cleanup_error = cleaned.err().map(|e| match spec.lease {
@@ -355,13 +345,12 @@ async fn load(
 async fn cleanup(
     spec: &BenchSpec,
     conns: &Connections,
-    session: Option<Session>,
+    run_lease: Option<RunLease>,
 ) -> Result<(), BenchError> {
-    if let Some(session) = session {
+    if let Some(run_lease) = run_lease {
         // Stop renewing, then revoke through whichever member answers (a
         // frozen member must not keep the keys around).
-        session.orphan();
-        let lease = session.lease_id();
+        let lease = run_lease.stop();
         let context = format!("revoking lease {lease:x} of the keys under {}", spec.prefix);
         conns
             .admin(context, |mut c| async move { c.lease_revoke(lease).await })
@@ -409,6 +398,45 @@ async fn cleanup(
         }
     }
     Ok(())
+}
+
+/// The lease of a run's keys, renewed every third of its TTL through
+/// whichever member answers (a frozen member must not let it lapse).
+struct RunLease {
+    id: i64,
+    stop: CancellationToken,
+}
+
+impl RunLease {
+    fn keep_alive(conns: Connections, id: i64) -> RunLease {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(RUN_LEASE_TTL / 3) => {}
+                }
+                let renewed = conns
+                    .admin(format!("renewing lease {id:x}"), |mut c| async move {
+                        let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+                        keeper.keep_alive().await?;
+                        stream.message().await.map(|_| ())
+                    })
+                    .await;
+                if let Err(e) = renewed {
+                    tracing::warn!(error = %e, "the lease of the benchmark's keys was not renewed");
+                }
+            }
+        });
+        RunLease { id, stop }
+    }
+
+    /// Stops renewing; returns the lease id.
+    fn stop(self) -> i64 {
+        self.stop.cancel();
+        self.id
+    }
 }
 
 /// The put options of the run's keys: their lease.
