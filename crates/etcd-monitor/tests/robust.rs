@@ -61,7 +61,7 @@ proptest! {
     #[test]
     fn the_txn_parser_names_the_line(text in texty()) {
         if let Err(e) = etcd_monitor::ctl::txn::parse(&text) {
-            prop_assert!(!e.is_empty());
+            prop_assert!(e.starts_with("txn line "), "{}", e);
         }
         let _ = etcd_monitor::ctl::txn::split_words(&text);
     }

@@ -59,8 +59,7 @@ pub async fn active(
     Extension(caller): Extension<Principal>,
     q: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> ApiResult {
-    let Query(q) =
-        q.map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))?;
+    let q = super::handlers::query(q)?;
     if let Some(c) = &q.cluster {
         in_scope(&caller, c)?;
         state.cluster(c)?;
@@ -108,8 +107,7 @@ pub async fn history(
     Extension(caller): Extension<Principal>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
-    let Query(q) =
-        q.map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))?;
+    let q = super::handlers::query(q)?;
     if let Some(c) = &q.cluster {
         in_scope(&caller, c)?;
         state.cluster(c)?;
@@ -124,10 +122,7 @@ pub async fn history(
     let now = unix_ms(SystemTime::now());
     let from = super::handlers::parse_time(q.from.as_deref(), now - 24 * 3_600_000, now, "from")?;
     let to = super::handlers::parse_time(q.to.as_deref(), now, now, "to")?;
-    let limit = q.limit.unwrap_or(200);
-    if !(1..=5000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 5000"));
-    }
+    let limit = super::handlers::limit(q.limit, 200, 5000)?;
     let alerts = state
         .monitor
         .store()

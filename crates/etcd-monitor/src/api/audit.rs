@@ -247,15 +247,11 @@ pub async fn list(
     Extension(caller): Extension<Principal>,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))?;
+    let q = super::handlers::query(q)?;
     let now = crate::store::unix_ms(std::time::SystemTime::now());
     let from = super::handlers::parse_time(q.from.as_deref(), now - 24 * 3_600_000, now, "from")?;
     let to = super::handlers::parse_time(q.to.as_deref(), now, now, "to")?;
-    let limit = q.limit.unwrap_or(200);
-    if !(1..=5000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 5000"));
-    }
+    let limit = super::handlers::limit(q.limit, 200, 5000)?;
     let records = state
         .monitor
         .store()

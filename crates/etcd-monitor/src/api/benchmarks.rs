@@ -96,12 +96,8 @@ pub async fn list(
     Extension(caller): Extension<Principal>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 500"));
-    }
+    let q = super::handlers::query(q)?;
+    let limit = super::handlers::limit(q.limit, 50, 500)?;
     let mut runs = state.bench_runs.list(limit).await?;
     runs.retain(|r| caller.scope.allows(&r.cluster));
     Ok(Json(json!({ "benchmarks": runs })))

@@ -24,9 +24,24 @@ fn to_json<T: Serialize>(v: &T) -> ApiResult {
         .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+/// The query, or a 400 naming what is wrong with it.
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
+}
+
+/// A `limit` parameter: `default` when absent, a 400 outside `1..=max`.
+pub(super) fn limit<T>(given: Option<T>, default: T, max: T) -> Result<T, ApiError>
+where
+    T: PartialOrd + From<u8> + std::fmt::Display + Copy,
+{
+    let limit = given.unwrap_or(default);
+    if limit < T::from(1) || limit > max {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    Ok(limit)
 }
 
 /// `GET /health`: the process is up.
@@ -343,10 +358,7 @@ async fn history_of(state: &AppState, c: &ClusterHandle, q: ChecksQuery) -> ApiR
     let now = unix_ms(SystemTime::now());
     let from = parse_time(q.from.as_deref(), now - 3_600_000, now, "from")?;
     let to = parse_time(q.to.as_deref(), now, now, "to")?;
-    let limit = q.limit.unwrap_or(500);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
-    }
+    let limit = limit(q.limit, 500, 10_000)?;
     let checks = state
         .monitor
         .store()

@@ -156,7 +156,8 @@ impl JwtVerifier {
             )));
         }
         let kid = header.kid.as_deref();
-        if self.keys.load().fetched.elapsed() > MAX_AGE || self.find(kid, header.alg).is_none() {
+        let known = find_in(&self.keys.load().keys, kid, header.alg).is_some();
+        if !known || self.keys.load().fetched.elapsed() > MAX_AGE {
             self.refresh().await;
         }
         let keys = self.keys.load();
@@ -208,10 +209,6 @@ impl JwtVerifier {
             },
             exp,
         ))
-    }
-
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<()> {
-        find_in(&self.keys.load().keys, kid, alg).map(|_| ())
     }
 
     /// Reloads the key set unless that was done less than a minute ago.
