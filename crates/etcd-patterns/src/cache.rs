@@ -54,12 +54,12 @@ const FIRST_LIST: Duration = Duration::from_secs(10);
 
 impl<S: CacheState> WatchCache<S> {
     /// Lists `prefix`, applies it to `state` and follows it.
-    pub async fn start(client: Client, prefix: &str, state: S) -> Result<WatchCache<S>> {
+    pub async fn start(clients: Vec<Client>, prefix: &str, state: S) -> Result<WatchCache<S>> {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_initial_list()
             .with_stall_timeout(Duration::from_secs(2));
-        let mut watch = ResilientWatch::start(client, prefix, opts).await?;
+        let mut watch = ResilientWatch::with_clients(clients, prefix, opts).await?;
         let (changes, _) = broadcast::channel(1024);
         let (revision, _) = watch::channel(0);
         let stop = CancellationToken::new();

@@ -141,8 +141,23 @@ pub struct WatchHandle {
 impl Config {
     /// Loads `namespace/` into the local cache and follows it.
     pub async fn start(client: Client, namespace: &str) -> Result<Config> {
+        Self::start_with_watch_clients(client.clone(), vec![client], namespace).await
+    }
+
+    /// Like [`Config::start`], with the cache's watch served by
+    /// `watch_clients` in turn (writes go through `client`). Pass one client
+    /// per endpoint built with *require leader*
+    /// ([`require_leader_clients`](crate::watch::require_leader_clients)):
+    /// a member cut off from its peers then cancels the watch and the cache
+    /// moves to the next member at once, instead of after its staleness
+    /// probe.
+    pub async fn start_with_watch_clients(
+        client: Client,
+        watch_clients: Vec<Client>,
+        namespace: &str,
+    ) -> Result<Config> {
         let namespace = keys::normalize_prefix(namespace);
-        let cache = WatchCache::start(client.clone(), &namespace, ConfigState::default()).await?;
+        let cache = WatchCache::start(watch_clients, &namespace, ConfigState::default()).await?;
         Ok(Config {
             client,
             namespace,
@@ -327,14 +342,17 @@ impl Config {
     /// [`Error::Compacted`] if that revision is gone.
     pub async fn rollback(&self, key: &str, revision: i64) -> Result<i64> {
         let full = self.full_key(key);
-        let mut kv = self.client.kv_client();
-        let old = match kv
-            .get(
+        // The old value and the current mod revision come from one txn (one
+        // snapshot); the write then swaps only if nothing changed since.
+        let txn = Txn::new().and_then([
+            TxnOp::get(
                 full.as_str(),
                 Some(GetOptions::new().with_revision(revision)),
-            )
-            .await
-        {
+            ),
+            TxnOp::get(full.as_str(), None),
+        ]);
+        let what = format!("reading {key} at {revision} and now");
+        let resp = match self.client.kv_client().txn(txn).await {
             Ok(r) => r,
             Err(e) if is_compacted(&e) => {
                 return Err(Error::Compacted {
@@ -342,18 +360,16 @@ impl Config {
                     revision,
                 });
             }
-            Err(e) => return Err(Error::etcd(format!("reading {key} at {revision}"), e)),
+            Err(e) => return Err(Error::etcd(what, e)),
         };
-        let value = old
-            .kvs()
+        let value = keys::txn_kvs(&resp, 0, &what)?
             .first()
             .map(|kv| kv.value().to_vec())
             .ok_or_else(|| Error::Unexpected(format!("{key} did not exist at {revision}")))?;
-        let now = kv
-            .get(full.as_str(), None)
-            .await
-            .map_err(ctx(format!("reading {key}")))?;
-        let current = now.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
+        let current = keys::txn_kvs(&resp, 1, &what)?
+            .first()
+            .map(|kv| kv.mod_revision())
+            .unwrap_or(0);
         let raw: serde_json::Value = decode(key, &value)?;
         self.compare_and_set(key, &raw, current).await
     }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -160,12 +160,18 @@ impl Registration {
         self.write().await
     }
 
-    /// Deletes the instance's key (the session goes on).
+    /// Deletes the instance's key (the session goes on), unless another
+    /// session registered the same id since: only a key under this
+    /// session's lease is deleted.
     pub async fn deregister(self) -> Result<()> {
+        let lease = self.session.lease_id();
+        let txn = Txn::new()
+            .when([Compare::lease(self.key.as_str(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::delete(self.key.as_str(), None)]);
         self.session
             .client()
             .kv_client()
-            .delete(self.key.as_str(), None)
+            .txn(txn)
             .await
             .map_err(ctx(format!("deregistering {}", self.key)))?;
         Ok(())
@@ -209,6 +215,9 @@ pub(crate) struct DiscoveryState {
     /// Healthy instances per service, rebuilt on every change: what
     /// `discover` hands out without copying.
     healthy: HashMap<String, Arc<[Instance]>>,
+    /// Mod revision of each instance's key as last seen: a health check
+    /// deletes the key only if it is still that version.
+    revisions: HashMap<(String, String), i64>,
 }
 
 impl DiscoveryState {
@@ -257,7 +266,11 @@ impl CacheState for DiscoveryState {
             return;
         };
         match event {
-            WatchEvent::Put { value, .. } => {
+            WatchEvent::Put {
+                value, revision, ..
+            } => {
+                self.revisions
+                    .insert((service.to_string(), id.to_string()), *revision);
                 let mut new: Instance = match serde_json::from_slice(value) {
                     Ok(i) => i,
                     Err(e) => {
@@ -283,8 +296,9 @@ impl CacheState for DiscoveryState {
             }
             WatchEvent::Delete { .. } => {
                 let old = self.instances.get_mut(service).and_then(|m| m.remove(id));
-                self.unhealthy
-                    .remove(&(service.to_string(), id.to_string()));
+                let sid = (service.to_string(), id.to_string());
+                self.unhealthy.remove(&sid);
+                self.revisions.remove(&sid);
                 if let Some(old) = old {
                     changes.push(ServiceChange::Removed(old));
                 }
@@ -329,9 +343,23 @@ impl std::fmt::Debug for Discovery {
 impl Discovery {
     /// Lists `namespace/` into the cache and follows it.
     pub async fn start(client: Client, namespace: &str) -> Result<Discovery> {
+        Self::start_with_watch_clients(client.clone(), vec![client], namespace).await
+    }
+
+    /// Like [`Discovery::start`], with the cache's watch served by
+    /// `watch_clients` in turn (writes go through `client`). Pass one client
+    /// per endpoint built with *require leader*
+    /// ([`require_leader_clients`](crate::watch::require_leader_clients)):
+    /// a member cut off from its peers then cancels the watch and the cache
+    /// moves to the next member at once, instead of after its staleness
+    /// probe.
+    pub async fn start_with_watch_clients(
+        client: Client,
+        watch_clients: Vec<Client>,
+        namespace: &str,
+    ) -> Result<Discovery> {
         let namespace = keys::normalize_prefix(namespace);
-        let cache =
-            WatchCache::start(client.clone(), &namespace, DiscoveryState::default()).await?;
+        let cache = WatchCache::start(watch_clients, &namespace, DiscoveryState::default()).await?;
         Ok(Discovery {
             client,
             namespace,
@@ -381,6 +409,15 @@ impl Discovery {
     /// Waits (up to 5 s) until the cache has applied `revision`.
     pub async fn wait_for(&self, revision: i64) -> Result<()> {
         self.cache.wait_for(revision, Duration::from_secs(5)).await
+    }
+
+    /// Mod revision of the instance's key as this cache last saw it.
+    fn revision_of(&self, service: &str, id: &str) -> Option<i64> {
+        self.cache.read(|s| {
+            s.revisions
+                .get(&(service.to_string(), id.to_string()))
+                .copied()
+        })
     }
 
     /// Starts probing every instance of `service` (see [`HealthCheck`]);
@@ -512,15 +549,36 @@ impl HealthTask {
                     tracing::info!(service = %i.service, id = %i.id, address = %i.address, "instance unhealthy");
                     self.discovery.set_healthy(&i.service, &i.id, false);
                     if self.check.deregister {
-                        let key = instance_key(&self.discovery.namespace, i);
-                        if let Err(e) = self.discovery.client.kv_client().delete(key, None).await {
-                            tracing::warn!(id = %i.id, error = %e, "deregistering an unhealthy instance failed");
-                        }
+                        self.deregister(i).await;
                     }
                 } else if !i.healthy && c.1 >= self.check.healthy_after {
                     tracing::info!(service = %i.service, id = %i.id, "instance healthy again");
                     self.discovery.set_healthy(&i.service, &i.id, true);
                 }
+            }
+        }
+    }
+}
+
+impl HealthTask {
+    /// Deletes the key of the instance that failed its probes, unless it
+    /// changed since (re-registered by a restarted process, updated): that
+    /// version has not been probed yet.
+    async fn deregister(&self, i: &Instance) {
+        let key = instance_key(&self.discovery.namespace, i);
+        let Some(seen) = self.discovery.revision_of(&i.service, &i.id) else {
+            return;
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, seen)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        match self.discovery.client.kv_client().txn(txn).await {
+            Ok(r) if !r.succeeded() => {
+                tracing::info!(id = %i.id, "unhealthy instance changed since its probes; not deregistered")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(id = %i.id, error = %e, "deregistering an unhealthy instance failed")
             }
         }
     }

@@ -9,14 +9,17 @@
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex as StdMutex};
+
 use etcd_client::{Client, Compare, KeyValue, TxnOp, TxnResponse};
 use tokio::sync::watch;
 use tokio::time::sleep;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::error::{Error, Result, ctx};
-use crate::keys;
-use crate::mutex::Mutex;
+use crate::error::{Error, Result};
+use crate::keys::{self, Line};
+use crate::mutex::{Hold, Mutex};
 use crate::session::{LostReason, Session};
 use crate::watch::{ResilientWatch, WatchOptions};
 
@@ -64,6 +67,9 @@ impl Leader {
 #[derive(Clone)]
 pub struct Election {
     queue: Mutex,
+    /// Clears the hold when our key or session is lost, so that
+    /// [`Election::is_leader`] turns false without anyone calling `lost()`.
+    monitor: Arc<StdMutex<Option<AbortOnDropHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Election {
@@ -80,11 +86,12 @@ impl Election {
     pub fn new(session: Session, prefix: impl Into<String>) -> Election {
         Election {
             queue: Mutex::new(session, prefix),
+            monitor: Arc::default(),
         }
     }
 
-    /// Our candidate key.
-    pub fn key(&self) -> &str {
+    /// Our candidate key while leading (`prefix<lease-hex>-<n>`).
+    pub fn key(&self) -> Option<String> {
         self.queue.key()
     }
 
@@ -95,37 +102,78 @@ impl Election {
 
     fn not_owner(&self) -> Error {
         Error::NotOwner {
-            key: self.key().to_string(),
+            key: self.queue.prefix().to_string(),
         }
     }
 
+    /// The hold while leading: `None` once resigned, once our key is gone
+    /// and once the session is lost.
+    fn leading(&self) -> Option<Hold> {
+        self.queue
+            .hold()
+            .filter(|_| self.session().lost_reason().is_none())
+    }
+
     /// Waits until we lead, proposing `value`; returns the term's fencing
-    /// token. Re-campaigning with a live key keeps the queue position (and
-    /// proclaims the new value). Dropping the future deletes our key.
+    /// token. Campaigning again while leading keeps the term and proclaims
+    /// the new value. Dropping the future deletes our key.
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<i64> {
-        self.queue.acquire_key(&value.into(), false, None).await
+        let value = value.into();
+        if let Some(hold) = self.leading() {
+            self.queue.put_value(&hold, value).await?;
+            return Ok(hold.rev);
+        }
+        let hold = self.queue.acquire_key(&value, false, None).await?;
+        self.watch_term(&hold);
+        Ok(hold.rev)
+    }
+
+    /// Follows our key and session in the background and clears the hold
+    /// when either is lost.
+    fn watch_term(&self, hold: &Hold) {
+        let queue = self.queue.clone();
+        let (key, rev) = (hold.key.clone(), hold.rev);
+        let task = tokio::spawn(async move {
+            let reason = keys::until_key_lost(queue.session(), &key, rev).await;
+            if queue.take_hold(Some(rev)).is_some() {
+                tracing::warn!(%key, %reason, "leadership lost");
+            }
+        });
+        *self.monitor.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(AbortOnDropHandle::new(task));
     }
 
     /// Restores leadership after a restart: with a session resumed on the
     /// old lease ([`Session::resume`]), finds our key and, if it is the
     /// oldest, leads again without a new campaign. Returns whether we lead.
     pub async fn resume(&self) -> Result<bool> {
-        let first = self.leader().await?;
-        let ours = first.filter(|l| l.key == self.key());
-        self.queue
-            .set_held(ours.as_ref().map(|l| l.create_revision));
-        Ok(ours.is_some())
+        let lease = self.session().lease_id();
+        let ours = self.leader().await?.filter(|l| l.lease == lease);
+        let hold = ours.map(|l| Hold {
+            key: l.key,
+            rev: l.create_revision,
+        });
+        if let Some(h) = &hold {
+            self.watch_term(h);
+        }
+        let leads = hold.is_some();
+        self.queue.set_hold(hold);
+        Ok(leads)
     }
 
     /// Publishes a new value while leading; [`Error::NotOwner`] otherwise.
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
-        let rev = self.fencing_token().ok_or_else(|| self.not_owner())?;
-        self.queue.put_value(rev, value.into()).await
+        let hold = self.leading().ok_or_else(|| self.not_owner())?;
+        self.queue.put_value(&hold, value.into()).await
     }
 
     /// Gives up leadership (deletes our key); [`Error::NotOwner`] if we did
     /// not lead or had already lost it.
     pub async fn resign(&self) -> Result<()> {
+        self.monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.queue.unlock().await
     }
 
@@ -134,15 +182,17 @@ impl Election {
         current_leader(self.session().client(), self.queue.prefix()).await
     }
 
-    /// Whether this candidate won and has not resigned or lost its session.
-    /// A local view: use [`Election::is_leader_compare`] to be sure inside a txn.
+    /// Whether this candidate won and has not resigned or lost its key or
+    /// session. A local view, cleared within about a second of a loss: use
+    /// [`Election::is_leader_compare`] to be sure inside a txn.
     pub fn is_leader(&self) -> bool {
-        self.fencing_token().is_some() && self.session().lost_reason().is_none()
+        self.leading().is_some()
     }
 
-    /// The term's fencing token (our key's create revision) while leading.
+    /// The term's fencing token (our key's create revision) while leading
+    /// (`None` after a loss, like [`Election::is_leader`]).
     pub fn fencing_token(&self) -> Option<i64> {
-        self.queue.fencing_token()
+        self.leading().map(|h| h.rev)
     }
 
     /// A compare that holds only while we lead; add it to your own txns.
@@ -168,12 +218,8 @@ impl Election {
 }
 
 async fn current_leader(client: &Client, prefix: &str) -> Result<Option<Leader>> {
-    let resp = client
-        .kv_client()
-        .get(prefix, Some(keys::first_by_create()))
-        .await
-        .map_err(ctx(format!("reading the leader of {prefix}")))?;
-    Ok(resp.kvs().first().map(Leader::from_kv))
+    let (first, _) = keys::first_in_line(client, &Line::direct(prefix)).await?;
+    Ok(first.as_ref().map(Leader::from_kv))
 }
 
 /// A live view of an election's leader, `None` meaning "no leader".
@@ -218,13 +264,8 @@ impl Observer {
     /// meaningful at once) and starts following it.
     pub async fn start(client: Client, prefix: &str) -> Result<Observer> {
         let prefix = keys::normalize_prefix(prefix);
-        let resp = client
-            .kv_client()
-            .get(prefix.as_str(), Some(keys::first_by_create()))
-            .await
-            .map_err(ctx(format!("reading the leader of {prefix}")))?;
-        let listed_at = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let (tx, rx) = watch::channel(resp.kvs().first().map(Leader::from_kv));
+        let (first, listed_at) = keys::first_in_line(&client, &Line::direct(&prefix)).await?;
+        let (tx, rx) = watch::channel(first.as_ref().map(Leader::from_kv));
         let stop = CancellationToken::new();
         let task_stop = stop.clone();
         tokio::spawn(async move {

@@ -113,6 +113,9 @@ pub enum Error {
         /// The revision asked for.
         revision: i64,
     },
+    /// An argument or option is out of range; the message says which and why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A software transaction kept conflicting and gave up.
     #[error("transaction gave up after {attempts} conflicting attempts")]
     TooManyConflicts {

@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheState, WatchCache, put_json};
-use crate::error::{Result, ctx};
+use crate::error::{Error, Result, ctx};
 use crate::hash::stable_hash;
 use crate::keys;
 use crate::watch::WatchEvent;
@@ -190,8 +190,23 @@ impl std::fmt::Debug for Flags {
 impl Flags {
     /// Loads `namespace/` into the local cache and follows it.
     pub async fn start(client: Client, namespace: &str) -> Result<Flags> {
+        Self::start_with_watch_clients(client.clone(), vec![client], namespace).await
+    }
+
+    /// Like [`Flags::start`], with the cache's watch served by
+    /// `watch_clients` in turn (writes go through `client`). Pass one client
+    /// per endpoint built with *require leader*
+    /// ([`require_leader_clients`](crate::watch::require_leader_clients)):
+    /// a member cut off from its peers then cancels the watch and the cache
+    /// moves to the next member at once, instead of after its staleness
+    /// probe.
+    pub async fn start_with_watch_clients(
+        client: Client,
+        watch_clients: Vec<Client>,
+        namespace: &str,
+    ) -> Result<Flags> {
         let namespace = keys::normalize_prefix(namespace);
-        let cache = WatchCache::start(client.clone(), &namespace, FlagState::default()).await?;
+        let cache = WatchCache::start(watch_clients, &namespace, FlagState::default()).await?;
         Ok(Flags {
             client,
             namespace,
@@ -223,20 +238,52 @@ impl Flags {
 
     /// The kill switch: turns flag `name` off for everyone, keeping its
     /// rollout and lists (read from etcd, not the cache, so nothing is lost).
+    ///
+    /// A compare-and-swap on the flag's mod revision, retried on conflict:
+    /// a change written between the read and the write is kept (and
+    /// disabled), never overwritten by the stale copy. A flag that does not
+    /// exist is created disabled; one whose value cannot be decoded is an
+    /// [`Error::Codec`](crate::Error::Codec), not silently replaced.
     pub async fn kill(&self, name: &str) -> Result<i64> {
+        const ATTEMPTS: u32 = 20;
         let key = format!("{}{name}", self.namespace);
-        let resp = self
-            .client
-            .kv_client()
-            .get(key.as_str(), None)
-            .await
-            .map_err(ctx(format!("reading flag {name}")))?;
-        let mut flag = match resp.kvs().first() {
-            Some(kv) => serde_json::from_slice(kv.value()).unwrap_or(Flag::boolean(false)),
-            None => Flag::boolean(false),
-        };
-        flag.enabled = false;
-        self.set(name, &flag).await
+        for _ in 0..ATTEMPTS {
+            let resp = self
+                .client
+                .kv_client()
+                .get(key.as_str(), None)
+                .await
+                .map_err(ctx(format!("reading flag {name}")))?;
+            let (mut flag, seen) = match resp.kvs().first() {
+                Some(kv) => (
+                    serde_json::from_slice::<Flag>(kv.value()).map_err(|e| Error::Codec {
+                        key: key.clone(),
+                        reason: e.to_string(),
+                    })?,
+                    kv.mod_revision(),
+                ),
+                None => (Flag::boolean(false), 0),
+            };
+            flag.enabled = false;
+            let json = serde_json::to_vec(&flag).map_err(|e| Error::Codec {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, seen)])
+                .and_then([TxnOp::put(key.as_str(), json, None)]);
+            let what = format!("killing flag {name}");
+            let resp = self
+                .client
+                .kv_client()
+                .txn(txn)
+                .await
+                .map_err(ctx(what.clone()))?;
+            if resp.succeeded() {
+                return keys::header_revision(&resp, &what);
+            }
+        }
+        Err(Error::TooManyConflicts { attempts: ATTEMPTS })
     }
 
     /// Waits (up to 5 s) until the cache has applied `revision`.

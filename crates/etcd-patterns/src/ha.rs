@@ -9,15 +9,27 @@
 //! expire the lease), the lease was revoked, or its election key was
 //! deleted. Another node can only win after the lease is gone on the
 //! server, so the old primary has been told to stop before a new one is
-//! elected; a callback that ignores cancellation is aborted after
-//! [`HaOptions::with_grace`]. Pass the fencing token to every resource the
-//! primary writes: it is the only guard against a primary stalled past its
-//! lease (a GC pause, a frozen VM).
+//! elected.
+//!
+//! **At most one primary**, and its limits: the session reports the loss a
+//! margin (TTL/10, at most 500 ms, [`Session::loss_margin`]) before the
+//! server may expire the lease. A primary callback that ignores
+//! cancellation is aborted after the grace ([`HaOptions::with_grace`]),
+//! which is always kept strictly inside that margin, so an aborted callback
+//! has stopped before any other node can win. Abort lands only at an
+//! `.await`: a callback that blocks a thread past the margin can still run
+//! beside the next primary. That is reported (an error log and
+//! [`HaCoordinator::overruns`]), and it is why every write of the primary
+//! must be fenced: use [`PrimaryContext::guarded_txn`] for etcd, or pass
+//! [`PrimaryContext::fencing_token`] to any other resource so that it can
+//! reject a stale primary (a GC pause, a frozen VM, a blocked thread).
 
+use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, Compare, TxnOp, TxnResponse};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
@@ -46,12 +58,26 @@ pub enum Role {
 /// What the primary callback gets.
 #[derive(Debug, Clone)]
 pub struct PrimaryContext {
-    /// The term's fencing token (strictly increases from term to term).
+    /// The term's fencing token (strictly increases from term to term):
+    /// pass it to every resource the primary writes outside etcd.
     pub fencing_token: i64,
     /// Cancelled when leadership is lost or the node shuts down: stop promptly.
     pub cancel: CancellationToken,
     /// The won election: [`Election::is_leader_compare`] guards etcd writes.
     pub election: Election,
+}
+
+impl PrimaryContext {
+    /// Runs `ops` in one txn only while this term leads; nothing is applied
+    /// and [`Error::NotOwner`](crate::Error::NotOwner) is returned once it does not.
+    pub async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
+        self.election.guarded_txn(ops).await
+    }
+
+    /// A compare that holds only while this term leads, for your own txns.
+    pub fn is_primary(&self) -> Result<Compare> {
+        self.election.is_leader_compare()
+    }
 }
 
 /// What the secondary callback gets.
@@ -72,13 +98,13 @@ pub struct HaOptions {
 
 impl HaOptions {
     /// Campaign under `prefix` as `node` (the value others see as leader),
-    /// with a 10 s session TTL and a 1 s cancellation grace.
+    /// with a 10 s session TTL and a 250 ms cancellation grace.
     pub fn new(prefix: impl Into<String>, node: impl Into<String>) -> Self {
         HaOptions {
             prefix: prefix.into(),
             node: node.into(),
             ttl: Duration::from_secs(10),
-            grace: Duration::from_secs(1),
+            grace: Duration::from_millis(250),
         }
     }
 
@@ -88,7 +114,10 @@ impl HaOptions {
         self
     }
 
-    /// How long a cancelled callback may take to return before it is aborted.
+    /// How long a cancelled callback may take to return before it is
+    /// aborted. Capped at half the session's loss margin
+    /// ([`Session::loss_margin`]: TTL/10, at most 500 ms), so that a primary
+    /// is stopped before the server can expire its lease.
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -123,6 +152,7 @@ pub struct HaCoordinator {
     opts: HaOptions,
     role: watch::Sender<Role>,
     session: StdMutex<Option<Session>>,
+    overruns: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for HaCoordinator {
@@ -151,18 +181,27 @@ impl Callback {
         }
     }
 
-    /// Cancels, waits up to `grace` for a clean return, then aborts.
-    async fn stop(mut self, grace: Duration) {
+    /// Cancels, waits up to `grace` for a clean return, then aborts. Returns
+    /// false when the callback was still running `deadline` after the call
+    /// (abort lands only at an `.await`); it is awaited to the end anyway.
+    async fn stop(mut self, grace: Duration, deadline: Duration) -> bool {
+        let asked = tokio::time::Instant::now();
         self.cancel.cancel();
         // Awaiting a JoinHandle whose output was already taken would panic.
         if self.handle.is_finished() {
-            return;
+            return true;
         }
-        if tokio::time::timeout(grace, &mut self.handle).await.is_err() {
-            tracing::warn!(?grace, "callback ignored cancellation; aborting it");
-            self.handle.abort();
-            let _ = (&mut self.handle).await;
+        if tokio::time::timeout(grace, &mut self.handle).await.is_ok() {
+            return true;
         }
+        tracing::warn!(?grace, "callback ignored cancellation; aborting it");
+        self.handle.abort();
+        let left = deadline.saturating_sub(asked.elapsed());
+        if tokio::time::timeout(left, &mut self.handle).await.is_ok() {
+            return true;
+        }
+        let _ = (&mut self.handle).await;
+        false
     }
 }
 
@@ -170,6 +209,37 @@ impl Drop for Callback {
     fn drop(&mut self) {
         self.cancel.cancel();
         self.handle.abort();
+    }
+}
+
+/// Exponential pause between failed rounds, 100 ms doubling to 5 s, with
+/// ±50 % jitter.
+struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Backoff {
+            next: Duration::from_millis(100),
+            seed: crate::hash::stable_hash(&[&now.as_nanos().to_le_bytes()]),
+        }
+    }
+
+    /// Sleeps the next pause; false when `shutdown` fires first.
+    async fn pause(&mut self, shutdown: &CancellationToken) -> bool {
+        self.seed = crate::hash::stable_hash(&[&self.seed.to_le_bytes()]);
+        let jitter = 0.5 + (self.seed % 1000) as f64 / 1000.0;
+        let pause = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = sleep(pause) => true,
+        }
     }
 }
 
@@ -181,7 +251,16 @@ impl HaCoordinator {
             opts,
             role: watch::channel(Role::Starting).0,
             session: StdMutex::new(None),
+            overruns: Arc::default(),
         }
+    }
+
+    /// How many times a primary callback was still running when the lease
+    /// could already have expired on the server (it blocked instead of
+    /// yielding at an `.await`): each is a window in which two primaries may
+    /// have run, and only fenced writes stayed safe.
+    pub fn overruns(&self) -> u64 {
+        self.overruns.load(Ordering::Relaxed)
     }
 
     /// The current role, as a channel that changes with it.
@@ -213,8 +292,7 @@ impl HaCoordinator {
         S: Fn(SecondaryContext) -> SF,
         SF: Future<Output = ()> + Send + 'static,
     {
-        let grace = self.opts.grace;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
@@ -229,15 +307,15 @@ impl HaCoordinator {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(prefix = %self.opts.prefix, error = %e, "cannot open a session; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break Ok(()),
-                        _ = sleep(backoff) => {}
+                    if !backoff.pause(&shutdown).await {
+                        break Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            // Stop the primary strictly inside the session's loss margin.
+            let margin = session.loss_margin();
+            let grace = self.opts.grace.min(margin / 2);
             *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
             let election = Election::new(session.clone(), self.opts.prefix.clone());
 
@@ -248,19 +326,26 @@ impl HaCoordinator {
                 r = election.campaign(self.opts.node.clone()) => Some(r),
                 _ = shutdown.cancelled() => None,
             };
-            standby.stop(grace).await;
+            standby.stop(grace, margin).await;
             let term = match won {
                 None => {
                     let _ = session.close().await;
                     break Ok(());
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(prefix = %self.opts.prefix, error = %e, "campaign failed; starting a new round");
+                    tracing::warn!(prefix = %self.opts.prefix, error = %e, "campaign failed; starting a new round after a pause");
                     let _ = session.close().await;
+                    // A campaign that fails at once (no permission on the
+                    // prefix, a full database) must not grant a lease per
+                    // round trip: back off, with jitter so nodes spread out.
+                    if !backoff.pause(&shutdown).await {
+                        break Ok(());
+                    }
                     continue;
                 }
                 Some(Ok(term)) => term,
             };
+            backoff = Backoff::new();
 
             self.role.send_replace(Role::Primary {
                 fencing_token: term,
@@ -281,7 +366,13 @@ impl HaCoordinator {
                 _ = shutdown.cancelled() => true,
                 _ = &mut active.handle => false, // primary returned: hand over
             };
-            active.stop(grace).await;
+            if !active.stop(grace, margin).await {
+                self.overruns.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    prefix = %self.opts.prefix, term, ?margin,
+                    "the primary callback kept running past the loss margin (it did not yield at an .await); another node may have been primary at the same time: fence every write with the term's token"
+                );
+            }
             self.role.send_replace(Role::Secondary);
             let _ = election.resign().await;
             let _ = session.close().await;

@@ -1,6 +1,17 @@
-//! The few etcd transactions every queue-style recipe shares: create your
-//! own key under the session lease, wait for the DELETE of your immediate
-//! predecessor, and notice when your own key disappears.
+//! The few etcd transactions every queue-style recipe shares: create a key
+//! of our own under the session lease, wait for the DELETE of the nearest
+//! key ahead, and notice when our own key disappears.
+//!
+//! Every acquisition creates a key of its own, `prefix<lease-hex>-<n>` with
+//! `n` counted per session, so a key is never reused: a release still in
+//! flight (from a dropped guard or a cancelled `lock()`) can only delete the
+//! key it was for, and two holders on one session never share a key.
+//!
+//! The create txn runs on a task of its own. If the caller goes away while
+//! it is in flight (a dropped future, a timeout), the task still learns
+//! whether etcd applied it and deletes the key it created, so a cancelled
+//! acquisition never leaves a key that blocks the queue until the session
+//! ends.
 
 use std::time::Duration;
 
@@ -8,13 +19,29 @@ use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget,
     Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
 };
-use tokio::time::sleep;
+use tokio::sync::oneshot;
+use tokio::time::{sleep, timeout};
 
 use crate::error::{Error, Result, ctx};
 use crate::session::{LostReason, Session};
 
 /// Pause after a failed watch or read before trying again.
 const RETRY: Duration = Duration::from_millis(100);
+
+/// How long one read may take before it is retried (on another member,
+/// when the client has several): a frozen member never answers.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How often a waiter re-reads its place in line even without a watch
+/// event: a watch served by a frozen or partitioned member stays quiet, so
+/// the wait is bounded by this re-read, not by the watch.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// How often [`until_key_lost`] re-reads the key behind its watch.
+const RECHECK_OWN: Duration = Duration::from_secs(2);
+
+/// Keys read per page while scanning a queue.
+const PAGE: i64 = 16;
 
 /// `prefix/` with exactly one trailing slash.
 pub(crate) fn normalize_prefix(prefix: impl Into<String>) -> String {
@@ -25,15 +52,69 @@ pub(crate) fn normalize_prefix(prefix: impl Into<String>) -> String {
     p
 }
 
-/// `prefix<lease-hex>`: one key per session under a recipe's prefix.
-pub(crate) fn lease_key(prefix: &str, lease: i64) -> String {
-    format!("{prefix}{lease:x}")
+/// `prefix<lease-hex>-<n>`: a key for one acquisition by `session`.
+pub(crate) fn holder_key(prefix: &str, session: &Session) -> String {
+    format!(
+        "{prefix}{:x}-{:x}",
+        session.lease_id(),
+        session.next_holder_id()
+    )
+}
+
+/// The keys that form one queue: the direct children of `prefix` (or of
+/// `prefix<subdir>` for each subdir). Keys deeper down belong to nested
+/// recipes (a lock on `a/` and one on `a/b/`) and are skipped, so nested
+/// prefixes never block each other.
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    prefix: String,
+    subdirs: &'static [&'static str],
+}
+
+impl Line {
+    /// The direct children of `prefix`.
+    pub(crate) fn direct(prefix: &str) -> Line {
+        Line {
+            prefix: prefix.to_string(),
+            subdirs: &[],
+        }
+    }
+
+    /// The direct children of `prefix<subdir>` for each of `subdirs`.
+    pub(crate) fn under(prefix: &str, subdirs: &'static [&'static str]) -> Line {
+        Line {
+            prefix: prefix.to_string(),
+            subdirs,
+        }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        let single = |rest: &[u8]| !rest.is_empty() && !rest.contains(&b'/');
+        let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return false;
+        };
+        if self.subdirs.is_empty() {
+            return single(rest);
+        }
+        self.subdirs
+            .iter()
+            .any(|d| rest.strip_prefix(d.as_bytes()).is_some_and(single))
+    }
 }
 
 /// The n-th response of a txn as a list of key-values.
 pub(crate) fn txn_kvs(resp: &TxnResponse, n: usize, what: &str) -> Result<Vec<KeyValue>> {
+    Ok(txn_get(resp, n, what)?.take_kvs())
+}
+
+/// The n-th response of a txn as a range response.
+fn txn_get(resp: &TxnResponse, n: usize, what: &str) -> Result<etcd_client::GetResponse> {
     match resp.op_responses().into_iter().nth(n) {
-        Some(TxnOpResponse::Get(mut g)) => Ok(g.take_kvs()),
+        Some(TxnOpResponse::Get(g)) => Ok(g),
         _ => Err(Error::Unexpected(format!(
             "{what}: txn response {n} is not a range response"
         ))),
@@ -46,25 +127,261 @@ pub(crate) fn header_revision(resp: &TxnResponse, what: &str) -> Result<i64> {
         .ok_or_else(|| Error::Unexpected(format!("{what}: txn response without header")))
 }
 
-/// Oldest key under `prefix` (by create revision).
-pub(crate) fn first_by_create() -> GetOptions {
-    GetOptions::new()
+/// Runs one etcd call with [`READ_TIMEOUT`]; a timeout is reported as a
+/// transient error so that the caller retries (possibly on another member).
+pub(crate) async fn bounded<T>(
+    what: &str,
+    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match timeout(READ_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|e| Error::etcd(what.to_string(), e)),
+        Err(_) => Err(Error::etcd(what.to_string(), timed_out(READ_TIMEOUT))),
+    }
+}
+
+/// A client-side timeout as an etcd-client error, classified transient.
+pub(crate) fn timed_out(after: Duration) -> etcd_client::Error {
+    etcd_client::Error::IoError(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {after:?}"),
+    ))
+}
+
+/// Range options for one page of a queue, oldest or newest first (add
+/// `with_keys_only` where values are not needed).
+fn page_opts(order: SortOrder, min_create: i64, max_create: i64, at: Option<i64>) -> GetOptions {
+    let mut opts = GetOptions::new()
         .with_prefix()
-        .with_sort(SortTarget::Create, SortOrder::Ascend)
-        .with_limit(1)
+        .with_sort(SortTarget::Create, order)
+        .with_limit(PAGE);
+    if min_create > 0 {
+        opts = opts.with_min_create_revision(min_create);
+    }
+    if max_create > 0 {
+        opts = opts.with_max_create_revision(max_create);
+    }
+    if let Some(rev) = at {
+        opts = opts.with_revision(rev);
+    }
+    opts
+}
+
+/// The oldest key of `line` (by create revision) with its value, and the
+/// revision it was read at.
+pub(crate) async fn first_in_line(client: &Client, line: &Line) -> Result<(Option<KeyValue>, i64)> {
+    let what = format!("reading the first key under {}", line.prefix());
+    let (mut min_create, mut at) = (0, None);
+    loop {
+        let opts = page_opts(SortOrder::Ascend, min_create, 0, at);
+        let mut page = client
+            .kv_client()
+            .get(line.prefix(), Some(opts))
+            .await
+            .map_err(ctx(what.clone()))?;
+        let revision = page.header().map(|h| h.revision()).unwrap_or(0);
+        let more = page.more();
+        let kvs = page.take_kvs();
+        let last = kvs.last().map(KeyValue::create_revision);
+        if let Some(kv) = kvs.into_iter().find(|kv| line.contains(kv.key())) {
+            return Ok((Some(kv), revision));
+        }
+        match last {
+            Some(last) if more => {
+                min_create = last + 1;
+                at = Some(revision);
+            }
+            _ => return Ok((None, revision)),
+        }
+    }
+}
+
+/// What one read of a queue found.
+struct Scan {
+    /// Keys of the line created before ours, nearest first for
+    /// [`Ahead::Any`], oldest first for [`Ahead::FewerThan`]; at most as many
+    /// as asked for.
+    ahead: Vec<KeyValue>,
+    /// Our own key, if it exists.
+    mine: Option<KeyValue>,
+    /// The revision everything was read at.
+    revision: i64,
+}
+
+/// Reads, at one revision, up to `want` keys of `line` created before `rev`
+/// (newest first when `nearest`, else oldest first) and our own `key`.
+async fn scan_ahead(
+    client: &Client,
+    line: &Line,
+    key: &str,
+    rev: i64,
+    nearest: bool,
+    want: usize,
+) -> Result<Scan> {
+    let what = format!("reading the keys ahead of {key}");
+    let order = if nearest {
+        SortOrder::Descend
+    } else {
+        SortOrder::Ascend
+    };
+    let (mut min_create, mut max_create) = (0, rev - 1);
+    let first = Txn::new().and_then([
+        TxnOp::get(
+            line.prefix(),
+            Some(page_opts(order, min_create, max_create, None).with_keys_only()),
+        ),
+        TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
+    ]);
+    let resp = bounded(&what, client.kv_client().txn(first)).await?;
+    let revision = header_revision(&resp, &what)?;
+    let mine = txn_get(&resp, 1, &what)?.take_kvs().into_iter().next();
+    let mut page = txn_get(&resp, 0, &what)?;
+    let mut ahead = Vec::new();
+    loop {
+        let more = page.more();
+        let kvs = page.take_kvs();
+        let Some(last) = kvs.last().map(KeyValue::create_revision) else {
+            break;
+        };
+        ahead.extend(kvs.into_iter().filter(|kv| line.contains(kv.key())));
+        if ahead.len() >= want || !more {
+            break;
+        }
+        if nearest {
+            max_create = last - 1;
+        } else {
+            min_create = last + 1;
+        }
+        let opts = page_opts(order, min_create, max_create, Some(revision)).with_keys_only();
+        page = bounded(&what, client.kv_client().get(line.prefix(), Some(opts))).await?;
+    }
+    ahead.truncate(want);
+    Ok(Scan {
+        ahead,
+        mine,
+        revision,
+    })
+}
+
+/// A key just created for one acquisition, deleted again (in the
+/// background) unless [`Created::keep`] hands it to a holder.
+pub(crate) struct Created {
+    /// Create revision of the key (the fencing token once acquired).
+    pub rev: i64,
+    /// Whether the create txn already saw that nothing of the line is ahead.
+    pub free: bool,
+    cleanup: CleanupOnDrop,
+}
+
+impl Created {
+    /// The key now belongs to a holder: do not delete it.
+    pub(crate) fn keep(self) {
+        self.cleanup.defuse();
+    }
+
+    /// Deletes the key now (in the background if etcd does not answer).
+    pub(crate) async fn discard(self) {
+        self.cleanup.cleanup().await;
+    }
+}
+
+/// Creates `key` with `value` under the session lease and reads, in the
+/// same txn, the oldest keys of `blockers`. Ordering by create revision is
+/// what makes the queue FIFO.
+///
+/// The txn runs on a task of its own: when this future is dropped, or
+/// `deadline` passes, while the txn is in flight, the task deletes the key
+/// once etcd has applied the txn, so a cancelled acquisition leaves nothing
+/// behind.
+pub(crate) async fn create_key(
+    session: &Session,
+    key: &str,
+    value: &[u8],
+    blockers: &Line,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+) -> Result<Created> {
+    let (tx, rx) = oneshot::channel();
+    let task = (
+        session.clone(),
+        key.to_string(),
+        value.to_vec(),
+        blockers.clone(),
+    );
+    tokio::spawn(async move {
+        let (session, key, value, blockers) = task;
+        // A `Created` that nobody receives is dropped, which deletes the key.
+        let _ = tx.send(create_txn(&session, &key, &value, &blockers).await);
+    });
+    let created = async {
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Unexpected(format!(
+                "creating {key}: the create task ended without an answer"
+            )))
+        })
+    };
+    match deadline {
+        None => created.await,
+        Some((at, waited)) => tokio::time::timeout_at(at, created)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    waited,
+                    what: format!("creating {key}"),
+                })
+            }),
+    }
+}
+
+async fn create_txn(
+    session: &Session,
+    key: &str,
+    value: &[u8],
+    blockers: &Line,
+) -> Result<Created> {
+    let what = format!("creating {key}");
+    let put = PutOptions::new().with_lease(session.lease_id());
+    let oldest = page_opts(SortOrder::Ascend, 0, 0, None).with_keys_only();
+    let txn = Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(key, value, Some(put)),
+            TxnOp::get(blockers.prefix(), Some(oldest)),
+        ]);
+    let resp = session
+        .client()
+        .kv_client()
+        .txn(txn)
+        .await
+        .map_err(ctx(what.clone()))?;
+    if !resp.succeeded() {
+        // Keys are never reused, so this is someone else's doing.
+        return Err(Error::Unexpected(format!(
+            "{what}: the key already exists; another process writes keys of this session's lease {:x}",
+            session.lease_id()
+        )));
+    }
+    let rev = header_revision(&resp, &what)?;
+    let mut cleanup = CleanupOnDrop::new(session, key);
+    cleanup.set_rev(rev);
+    let page = txn_get(&resp, 1, &what)?;
+    // The page is oldest first: the first key of the line decides; with
+    // none in the page, only a complete page proves the line empty.
+    let free = match page.kvs().iter().find(|kv| blockers.contains(kv.key())) {
+        Some(kv) => kv.create_revision() >= rev,
+        None => !page.more(),
+    };
+    Ok(Created { rev, free, cleanup })
 }
 
 /// Waits in line like [`wait_predecessor`], giving up with [`Error::Timeout`]
-/// at `deadline`. On any failure our key is deleted *before* returning, so
-/// an immediate retry by the same session cannot race a background delete.
+/// at `deadline`. On any failure our key is deleted before returning.
 pub(crate) async fn wait_in_line(
     session: &Session,
     ahead: Ahead<'_>,
     key: &str,
-    rev: i64,
-    cleanup: CleanupOnDrop,
+    created: Created,
     deadline: Option<(tokio::time::Instant, Duration)>,
-) -> Result<()> {
+) -> Result<i64> {
+    let rev = created.rev;
     let wait = wait_predecessor(session, ahead, key, rev);
     let result = match deadline {
         None => wait.await,
@@ -77,99 +394,13 @@ pub(crate) async fn wait_in_line(
     };
     match result {
         Ok(()) => {
-            cleanup.defuse();
-            Ok(())
+            created.keep();
+            Ok(rev)
         }
         Err(e) => {
-            cleanup.cleanup().await;
+            created.discard().await;
             Err(e)
         }
-    }
-}
-
-/// Result of [`create_own_key`].
-pub(crate) struct Created {
-    /// Create revision of our key (the fencing token once acquired).
-    pub rev: i64,
-    /// The oldest key under the `first_of` prefix at that revision.
-    pub first: Option<KeyValue>,
-    /// Our key's current value when it already existed.
-    pub existing_value: Option<Vec<u8>>,
-}
-
-/// One txn: create `key` under the session lease unless it exists, and read
-/// the oldest key under `first_of`. Ordering by create revision is what makes
-/// the queue FIFO.
-pub(crate) async fn create_own_key(
-    session: &Session,
-    key: &str,
-    value: &[u8],
-    first_of: &str,
-) -> Result<Created> {
-    let what = format!("creating {key}");
-    let put = PutOptions::new().with_lease(session.lease_id());
-    let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(key, value, Some(put)),
-            TxnOp::get(first_of, Some(first_by_create())),
-        ])
-        .or_else([
-            TxnOp::get(key, None),
-            TxnOp::get(first_of, Some(first_by_create())),
-        ]);
-    let resp = session
-        .client()
-        .kv_client()
-        .txn(txn)
-        .await
-        .map_err(ctx(what.clone()))?;
-    let header_rev = header_revision(&resp, &what)?;
-    let first = txn_kvs(&resp, 1, &what)?.into_iter().next();
-    if resp.succeeded() {
-        return Ok(Created {
-            rev: header_rev,
-            first,
-            existing_value: None,
-        });
-    }
-    let mine = txn_kvs(&resp, 0, &what)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Unexpected(format!("{what}: key vanished inside a txn")))?;
-    if mine.lease() != session.lease_id() {
-        return Err(Error::Unexpected(format!(
-            "{what}: the key exists under lease {:x}, not this session's {:x}",
-            mine.lease(),
-            session.lease_id()
-        )));
-    }
-    Ok(Created {
-        rev: mine.create_revision(),
-        first,
-        existing_value: Some(mine.value().to_vec()),
-    })
-}
-
-/// [`create_own_key`] that gives up with [`Error::Timeout`] at `deadline`.
-pub(crate) async fn create_own_key_until(
-    session: &Session,
-    key: &str,
-    value: &[u8],
-    first_of: &str,
-    deadline: Option<(tokio::time::Instant, Duration)>,
-) -> Result<Created> {
-    let create = create_own_key(session, key, value, first_of);
-    match deadline {
-        None => create.await,
-        Some((at, waited)) => tokio::time::timeout_at(at, create)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Timeout {
-                    waited,
-                    what: format!("creating {key}"),
-                })
-            }),
     }
 }
 
@@ -267,27 +498,29 @@ impl HeldKey {
 impl Drop for HeldKey {
     fn drop(&mut self) {
         if !self.released {
-            CleanupOnDrop::new(self.session.client(), &self.key).set_rev(self.rev);
+            release_in_background(&self.session, std::mem::take(&mut self.key), self.rev);
         }
     }
 }
 
 /// What [`wait_predecessor`] must find before its key is first in line.
 pub(crate) enum Ahead<'a> {
-    /// Any key under this prefix created before ours (mutex, writer).
-    Any(&'a str),
-    /// Fewer than `n` keys under this prefix created before ours (semaphore).
-    FewerThan(&'a str, i64),
+    /// No key of this line created before ours (mutex, reader, writer).
+    Any(&'a Line),
+    /// Fewer than `n` keys of this line created before ours (semaphore).
+    FewerThan(&'a Line, i64),
 }
 
 /// Waits until our key (`key`, created at `rev`) is first in line.
 ///
-/// Each round reads, in one txn at revision R, the keys ahead of ours and our
-/// own key; if some key is ahead it watches, from R + 1, the DELETE of the
+/// Each round reads, at one revision R, the keys ahead of ours and our own
+/// key; if some key is ahead it watches, from R + 1, the DELETE of the
 /// nearest one (the immediate predecessor, so one release wakes one waiter)
-/// and of our own key. Watching from R + 1 rather than R matters: etcd 3.4
-/// serves a watch on an already-committed revision from a ~100 ms catch-up
-/// loop. Returns early with an error when our key vanishes or the session is lost.
+/// and of our own key, and re-reads after at most [`RECHECK`] even without
+/// an event, since a watch on a frozen or partitioned member stays quiet.
+/// Watching from R + 1 rather than R matters: etcd 3.4 serves a watch on an
+/// already-committed revision from a ~100 ms catch-up loop. Returns early
+/// with an error when our key vanishes or the session is lost.
 pub(crate) async fn wait_predecessor(
     session: &Session,
     ahead: Ahead<'_>,
@@ -295,63 +528,37 @@ pub(crate) async fn wait_predecessor(
     rev: i64,
 ) -> Result<()> {
     let client = session.client();
-    let what = format!("waiting for the keys ahead of {key}");
     loop {
         if session.lost_reason().is_some() {
             return Err(session.expired_error());
         }
-        let (range, opts) = match ahead {
-            Ahead::Any(p) => (
-                p,
-                GetOptions::new()
-                    .with_prefix()
-                    .with_max_create_revision(rev - 1)
-                    .with_sort(SortTarget::Create, SortOrder::Descend)
-                    .with_limit(1)
-                    .with_keys_only(),
-            ),
-            Ahead::FewerThan(p, n) => (
-                p,
-                GetOptions::new()
-                    .with_prefix()
-                    .with_max_create_revision(rev - 1)
-                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_limit(n)
-                    .with_keys_only(),
-            ),
+        let (line, nearest, want) = match ahead {
+            Ahead::Any(line) => (line, true, 1),
+            Ahead::FewerThan(line, n) => (line, false, n as usize),
         };
-        let txn = Txn::new().and_then([
-            TxnOp::get(range, Some(opts)),
-            TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
-        ]);
-        let resp = match client.kv_client().txn(txn).await {
-            Ok(r) => r,
-            Err(e) => {
-                let err = Error::etcd(what.clone(), e);
-                if !err.is_transient() {
-                    return Err(err);
-                }
-                pause_unless_lost(session).await?;
+        let scan = match scan_ahead(client, line, key, rev, nearest, want).await {
+            Ok(s) => s,
+            Err(err) if err.is_transient() => {
+                pause_unless_lost(session, RETRY).await?;
                 continue;
             }
+            Err(err) => return Err(err),
         };
-        let header_rev = header_revision(&resp, &what)?;
-        let ahead_kvs = txn_kvs(&resp, 0, &what)?;
-        check_own_key(session, key, rev, txn_kvs(&resp, 1, &what)?.first()).await?;
+        check_own_key(session, key, rev, scan.mine.as_ref()).await?;
         let (watch_key, prefix_watch) = match ahead {
-            Ahead::Any(_) => match ahead_kvs.first() {
+            Ahead::Any(_) => match scan.ahead.first() {
                 None => return Ok(()),
                 Some(kv) => (kv.key().to_vec(), false),
             },
-            Ahead::FewerThan(p, n) => {
-                if (ahead_kvs.len() as i64) < n {
+            Ahead::FewerThan(line, n) => {
+                if (scan.ahead.len() as i64) < n {
                     return Ok(());
                 }
                 // Any delete of an earlier key may admit us: watch the prefix.
-                (p.as_bytes().to_vec(), true)
+                (line.prefix().as_bytes().to_vec(), true)
             }
         };
-        wait_delete(session, &watch_key, prefix_watch, key, header_rev + 1).await?;
+        wait_delete(session, &watch_key, prefix_watch, key, scan.revision + 1).await?;
     }
 }
 
@@ -378,16 +585,16 @@ async fn check_own_key(
     }
 }
 
-async fn pause_unless_lost(session: &Session) -> Result<()> {
+async fn pause_unless_lost(session: &Session, pause: Duration) -> Result<()> {
     tokio::select! {
         _ = session.lost() => Err(session.expired_error()),
-        _ = sleep(RETRY) => Ok(()),
+        _ = sleep(pause) => Ok(()),
     }
 }
 
 /// Waits, from `start_rev`, for a DELETE of `target` (or of any key under it
-/// when `prefix`) or of our own key. Returns `Ok` on either (the caller
-/// re-reads), and also after a watch error (after a pause).
+/// when `prefix`) or of our own key, at most [`RECHECK`]. Returns `Ok` in
+/// every case but a lost session: the caller re-reads.
 async fn wait_delete(
     session: &Session,
     target: &[u8],
@@ -395,55 +602,60 @@ async fn wait_delete(
     own: &str,
     start_rev: i64,
 ) -> Result<()> {
-    let opts = WatchOptions::new()
-        .with_start_revision(start_rev)
-        .with_filters([WatchFilterType::NoPut]);
-    let target_opts = if prefix {
-        opts.clone().with_prefix()
-    } else {
-        opts.clone()
-    };
-    let mut stream = match session
-        .client()
-        .watch_client()
-        .watch(target.to_vec(), Some(target_opts))
-        .await
-    {
-        Ok(s) => s,
-        Err(_) => return pause_unless_lost(session).await,
-    };
-    if stream.watch(own, Some(opts)).await.is_err() {
-        return pause_unless_lost(session).await;
-    }
-    loop {
-        let msg = tokio::select! {
-            _ = session.lost() => return Err(session.expired_error()),
-            m = stream.message() => m,
+    let watch = async {
+        let opts = WatchOptions::new()
+            .with_start_revision(start_rev)
+            .with_filters([WatchFilterType::NoPut]);
+        let target_opts = if prefix {
+            opts.clone().with_prefix()
+        } else {
+            opts.clone()
         };
-        match msg {
-            Ok(Some(resp)) => {
-                if resp.canceled() {
-                    return Ok(());
-                }
-                if resp
-                    .events()
-                    .iter()
-                    .any(|e| e.event_type() == EventType::Delete)
-                {
-                    return Ok(());
-                }
-            }
-            Ok(None) | Err(_) => return pause_unless_lost(session).await,
+        let Ok(mut stream) = session
+            .client()
+            .watch_client()
+            .watch(target.to_vec(), Some(target_opts))
+            .await
+        else {
+            return sleep(RETRY).await;
+        };
+        if stream.watch(own, Some(opts)).await.is_err() {
+            return sleep(RETRY).await;
         }
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.canceled()
+                        || resp
+                            .events()
+                            .iter()
+                            .any(|e| e.event_type() == EventType::Delete)
+                    {
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => return sleep(RETRY).await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = session.lost() => Err(session.expired_error()),
+        _ = watch => Ok(()),
+        _ = sleep(RECHECK) => Ok(()),
     }
 }
 
 /// Resolves when `key` no longer exists with create revision `rev`, or the
 /// session is lost. Used by `lost()` of locks and elections.
+///
+/// The key is watched and, since a watch on a frozen or partitioned member
+/// stays quiet, re-read (linearizably, so only a member with a quorum
+/// answers) every [`RECHECK_OWN`].
 pub(crate) async fn until_key_lost(session: &Session, key: &str, rev: i64) -> LostReason {
+    let what = format!("reading {key}");
     let watch_own = async {
         loop {
-            let resp = match session.client().kv_client().get(key, None).await {
+            let resp = match bounded(&what, session.client().kv_client().get(key, None)).await {
                 Ok(r) => r,
                 Err(_) => {
                     sleep(RETRY).await;
@@ -458,21 +670,27 @@ pub(crate) async fn until_key_lost(session: &Session, key: &str, rev: i64) -> Lo
             let opts = WatchOptions::new()
                 .with_start_revision(start)
                 .with_filters([WatchFilterType::NoPut]);
-            if let Ok(mut stream) = session.client().watch_client().watch(key, Some(opts)).await {
+            let deleted = async {
+                let Ok(mut stream) = session.client().watch_client().watch(key, Some(opts)).await
+                else {
+                    return sleep(RETRY).await;
+                };
                 while let Ok(Some(resp)) = stream.message().await {
-                    if resp
-                        .events()
-                        .iter()
-                        .any(|e| e.event_type() == EventType::Delete)
+                    if resp.canceled()
+                        || resp
+                            .events()
+                            .iter()
+                            .any(|e| e.event_type() == EventType::Delete)
                     {
                         return;
                     }
-                    if resp.canceled() {
-                        break;
-                    }
                 }
+                sleep(RETRY).await;
+            };
+            tokio::select! {
+                _ = deleted => {}
+                _ = sleep(RECHECK_OWN) => {}
             }
-            sleep(RETRY).await;
         }
     };
     tokio::select! {
@@ -491,29 +709,64 @@ pub(crate) async fn until_key_lost(session: &Session, key: &str, rev: i64) -> Lo
 
 /// Whether the server says the session's lease no longer exists.
 async fn lease_gone(session: &Session) -> bool {
-    match session
-        .client()
-        .lease_client()
-        .time_to_live(session.lease_id(), None)
-        .await
+    let what = "reading the session's lease";
+    match bounded(
+        what,
+        session
+            .client()
+            .lease_client()
+            .time_to_live(session.lease_id(), None),
+    )
+    .await
     {
         Ok(resp) => resp.ttl() <= 0,
         Err(_) => false,
     }
 }
 
+/// Deletes `key` (if still created at `rev`) on a task of its own, retrying
+/// while etcd is unreachable, until it is done or the session is lost (the
+/// lease then takes the key with it).
+pub(crate) fn release_in_background(session: &Session, key: String, rev: i64) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return; // no runtime: the key goes away with the lease
+    };
+    let session = session.clone();
+    rt.spawn(async move {
+        let mut pause = RETRY;
+        loop {
+            match delete_if_owner(session.client(), &key, rev).await {
+                Ok(_) => return,
+                Err(e) if e.is_transient() && session.lost_reason().is_none() => {
+                    tracing::debug!(%key, error = %e, "background release failed; retrying");
+                }
+                Err(e) => {
+                    if session.lost_reason().is_none() {
+                        tracing::warn!(%key, error = %e, "background release failed");
+                    }
+                    return;
+                }
+            }
+            if pause_unless_lost(&session, pause).await.is_err() {
+                return;
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    });
+}
+
 /// Deletes our key unless defused: makes a dropped `lock()`/`campaign()`
 /// future leave no key behind.
 pub(crate) struct CleanupOnDrop {
-    client: Client,
+    session: Session,
     key: String,
     rev: Option<i64>,
 }
 
 impl CleanupOnDrop {
-    pub(crate) fn new(client: &Client, key: &str) -> Self {
+    pub(crate) fn new(session: &Session, key: &str) -> Self {
         CleanupOnDrop {
-            client: client.clone(),
+            session: session.clone(),
             key: key.to_string(),
             rev: None,
         }
@@ -527,22 +780,23 @@ impl CleanupOnDrop {
         self.rev = None;
     }
 
-    /// Deletes now (awaiting it) and defuses.
+    /// Deletes now (awaiting it; in the background if that fails) and defuses.
     pub(crate) async fn cleanup(mut self) {
         if let Some(rev) = self.rev.take() {
-            let _ = delete_if_owner(&self.client, &self.key, rev).await;
+            if delete_if_owner(self.session.client(), &self.key, rev)
+                .await
+                .is_err()
+            {
+                release_in_background(&self.session, std::mem::take(&mut self.key), rev);
+            }
         }
     }
 }
 
 impl Drop for CleanupOnDrop {
     fn drop(&mut self) {
-        if let (Some(rev), Ok(rt)) = (self.rev.take(), tokio::runtime::Handle::try_current()) {
-            let client = self.client.clone();
-            let key = std::mem::take(&mut self.key);
-            rt.spawn(async move {
-                let _ = delete_if_owner(&client, &key, rev).await;
-            });
+        if let Some(rev) = self.rev.take() {
+            release_in_background(&self.session, std::mem::take(&mut self.key), rev);
         }
     }
 }

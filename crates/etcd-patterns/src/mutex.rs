@@ -6,30 +6,38 @@
 //! Contenders queue by that key's create revision: the lock belongs to the
 //! oldest key, and each waiter watches only its immediate predecessor.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use etcd_client::{Compare, PutOptions, TxnOp, TxnResponse};
-use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::keys::{self, Ahead, CleanupOnDrop};
+use crate::keys::{self, Ahead, Line};
 use crate::session::{LostReason, Session};
+
+/// One acquisition: our key and its create revision (the fencing token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hold {
+    pub key: String,
+    pub rev: i64,
+}
 
 struct Inner {
     session: Session,
     prefix: String,
-    key: String,
-    /// Create revision of our key while held, 0 otherwise.
-    held: AtomicI64,
-    /// An unlock spawned by a dropped guard; the next `lock` waits for it.
-    pending_unlock: std::sync::Mutex<Option<JoinHandle<()>>>,
+    line: Line,
+    /// The hold of the last successful `lock` that is not released yet.
+    held: StdMutex<Option<Hold>>,
 }
 
-/// A distributed mutex: at most one session at a time is its *owner*
-/// according to etcd. Cheap to clone; clones share the same key, so one
-/// `Mutex` (and its clones) is one contender: create one per session.
+/// A distributed mutex: at most one holder at a time is its *owner*
+/// according to etcd. Cheap to clone; clones share the current hold (what
+/// [`Mutex::unlock`] and [`Mutex::fencing_token`] refer to).
+///
+/// Every `lock` creates a key of its own (`prefix<lease-hex>-<n>`), so two
+/// tasks locking through one session (with one `Mutex` or several) queue
+/// behind each other like any two contenders, and a guard dropped just before
+/// the next `lock` can never release the new hold.
 ///
 /// A lease-based lock is **not** mutual exclusion on its own: a holder that
 /// pauses longer than its TTL keeps running while someone else holds the
@@ -58,7 +66,7 @@ pub struct Mutex {
 impl std::fmt::Debug for Mutex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mutex")
-            .field("key", &self.inner.key)
+            .field("prefix", &self.inner.prefix)
             .field("held", &self.fencing_token())
             .finish()
     }
@@ -68,21 +76,36 @@ impl Mutex {
     /// A mutex under `prefix` (a trailing `/` is added if missing) for this session.
     pub fn new(session: Session, prefix: impl Into<String>) -> Mutex {
         let prefix = keys::normalize_prefix(prefix);
-        let key = keys::lease_key(&prefix, session.lease_id());
         Mutex {
             inner: Arc::new(Inner {
                 session,
+                line: Line::direct(&prefix),
                 prefix,
-                key,
-                held: AtomicI64::new(0),
-                pending_unlock: std::sync::Mutex::new(None),
+                held: StdMutex::new(None),
             }),
         }
     }
 
-    /// The key this contender creates: `prefix<lease-hex>`.
-    pub fn key(&self) -> &str {
-        &self.inner.key
+    /// The key of the current hold (`prefix<lease-hex>-<n>`), if held.
+    pub fn key(&self) -> Option<String> {
+        self.hold().map(|h| h.key)
+    }
+
+    pub(crate) fn hold(&self) -> Option<Hold> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Clears the current hold if it is `rev` (any hold for `None`) and returns it.
+    pub(crate) fn take_hold(&self, rev: Option<i64>) -> Option<Hold> {
+        let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
+        match (&*held, rev) {
+            (Some(h), Some(r)) if h.rev != r => None,
+            _ => held.take(),
+        }
     }
 
     /// The lock prefix (with trailing `/`).
@@ -122,123 +145,102 @@ impl Mutex {
         only_if_free: bool,
         deadline: Option<(tokio::time::Instant, Duration)>,
     ) -> Result<MutexGuard> {
-        let rev = self.acquire_key(b"", only_if_free, deadline).await?;
+        let hold = self.acquire_key(b"", only_if_free, deadline).await?;
         Ok(MutexGuard {
             mutex: self.clone(),
-            rev,
+            hold,
             released: false,
         })
     }
 
     /// The queue protocol shared with [`crate::Election`]: one txn creates
-    /// our key with `value` (or finds it, and then re-publishes `value`) and
-    /// reads the oldest key; unless ours is the oldest, wait for the
-    /// immediate predecessor's DELETE. Returns our create revision and marks
-    /// it held.
+    /// a new key with `value` and reads the oldest keys; unless ours is the
+    /// oldest, wait for the immediate predecessor's DELETE. Returns the hold
+    /// and makes it the current one.
     pub(crate) async fn acquire_key(
         &self,
         value: &[u8],
         only_if_free: bool,
         deadline: Option<(tokio::time::Instant, Duration)>,
-    ) -> Result<i64> {
-        let pending = self
-            .inner
-            .pending_unlock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(handle) = pending {
-            let _ = handle.await;
-        }
+    ) -> Result<Hold> {
         let session = &self.inner.session;
         if session.lost_reason().is_some() {
             return Err(session.expired_error());
         }
-        let key = &self.inner.key;
-        let mut cleanup = CleanupOnDrop::new(session.client(), key);
-        let created =
-            keys::create_own_key_until(session, key, value, &self.inner.prefix, deadline).await?;
-        cleanup.set_rev(created.rev);
-        if created
-            .existing_value
-            .as_ref()
-            .is_some_and(|v| v.as_slice() != value)
-        {
-            self.put_value(created.rev, value.to_vec()).await?;
-        }
-        let first = created.first.as_ref().map(|kv| kv.create_revision());
-        if first == Some(created.rev) {
-            cleanup.defuse();
+        let key = keys::holder_key(&self.inner.prefix, session);
+        let line = &self.inner.line;
+        let created = keys::create_key(session, &key, value, line, deadline).await?;
+        let rev = if created.free {
+            let rev = created.rev;
+            created.keep();
+            rev
         } else if only_if_free {
-            cleanup.cleanup().await;
+            created.discard().await;
             return Err(Error::Locked {
                 key: self.inner.prefix.clone(),
             });
         } else {
-            let ahead = Ahead::Any(&self.inner.prefix);
-            keys::wait_in_line(session, ahead, key, created.rev, cleanup, deadline).await?;
-        }
-        self.set_held(Some(created.rev));
-        Ok(created.rev)
+            keys::wait_in_line(session, Ahead::Any(line), &key, created, deadline).await?
+        };
+        let hold = Hold { key, rev };
+        *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(hold.clone());
+        Ok(hold)
     }
 
-    /// Records (or clears) the create revision we hold.
-    pub(crate) fn set_held(&self, rev: Option<i64>) {
-        self.inner.held.store(rev.unwrap_or(0), Ordering::SeqCst);
+    /// Makes `hold` the current one (after a restart, see [`crate::Election::resume`]).
+    pub(crate) fn set_hold(&self, hold: Option<Hold>) {
+        *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = hold;
     }
 
-    /// Replaces our key's value while it is still the one created at `rev`.
-    pub(crate) async fn put_value(&self, rev: i64, value: Vec<u8>) -> Result<()> {
-        let key = self.inner.key.as_str();
+    /// Replaces the value of `hold`'s key while it is still ours.
+    pub(crate) async fn put_value(&self, hold: &Hold, value: Vec<u8>) -> Result<()> {
         let put = PutOptions::new().with_lease(self.inner.session.lease_id());
         let client = self.inner.session.client();
-        keys::guarded_txn(client, key, rev, vec![TxnOp::put(key, value, Some(put))]).await?;
+        let op = TxnOp::put(hold.key.as_str(), value, Some(put));
+        keys::guarded_txn(client, &hold.key, hold.rev, vec![op]).await?;
         Ok(())
     }
 
     /// Releases the lock. Fails with [`Error::NotOwner`] if this mutex does
     /// not hold it (never locked, already unlocked, or the key was lost).
     pub async fn unlock(&self) -> Result<()> {
-        match self.inner.held.swap(0, Ordering::SeqCst) {
-            0 => Err(self.not_owner()),
-            rev => keys::release(self.inner.session.client(), &self.inner.key, rev).await,
+        match self.take_hold(None) {
+            None => Err(self.not_owner()),
+            Some(h) => keys::release(self.inner.session.client(), &h.key, h.rev).await,
         }
     }
 
     fn not_owner(&self) -> Error {
         Error::NotOwner {
-            key: self.inner.key.clone(),
+            key: self.inner.prefix.clone(),
         }
     }
 
     /// The fencing token (our key's create revision) while held.
     pub fn fencing_token(&self) -> Option<i64> {
-        match self.inner.held.load(Ordering::SeqCst) {
-            0 => None,
-            rev => Some(rev),
-        }
+        self.hold().map(|h| h.rev)
     }
 
     /// A compare that holds only while this mutex owns the lock; add it to
     /// your own txn. Fails with [`Error::NotOwner`] when not held.
     pub fn is_owner(&self) -> Result<Compare> {
-        self.fencing_token()
-            .map(|rev| keys::owner_compare(&self.inner.key, rev))
+        self.hold()
+            .map(|h| keys::owner_compare(&h.key, h.rev))
             .ok_or_else(|| self.not_owner())
     }
 
     /// Runs `ops` in one txn only if we still own the lock; otherwise
     /// nothing is applied and [`Error::NotOwner`] is returned.
     pub async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
-        let rev = self.fencing_token().ok_or_else(|| self.not_owner())?;
-        keys::guarded_txn(self.inner.session.client(), &self.inner.key, rev, ops).await
+        let h = self.hold().ok_or_else(|| self.not_owner())?;
+        keys::guarded_txn(self.inner.session.client(), &h.key, h.rev, ops).await
     }
 
     /// Resolves when the lock can no longer be trusted: the session is lost
     /// or our key was deleted. Resolves at once if the lock is not held.
     pub async fn lost(&self) -> LostReason {
-        match self.fencing_token() {
-            Some(rev) => keys::until_key_lost(&self.inner.session, &self.inner.key, rev).await,
+        match self.hold() {
+            Some(h) => keys::until_key_lost(&self.inner.session, &h.key, h.rev).await,
             None => self
                 .inner
                 .session
@@ -253,7 +255,7 @@ impl Mutex {
 #[derive(Debug)]
 pub struct MutexGuard {
     mutex: Mutex,
-    rev: i64,
+    hold: Hold,
     released: bool,
 }
 
@@ -262,22 +264,28 @@ impl MutexGuard {
     /// one holder to the next; hand it to any resource you write so it can
     /// reject a stale holder.
     pub fn fencing_token(&self) -> i64 {
-        self.rev
+        self.hold.rev
+    }
+
+    /// The key this hold created (`prefix<lease-hex>-<n>`).
+    pub fn key(&self) -> &str {
+        &self.hold.key
     }
 
     /// A compare that holds only while we own the lock (see [`Mutex::is_owner`]).
     pub fn is_owner(&self) -> Compare {
-        keys::owner_compare(&self.mutex.inner.key, self.rev)
+        keys::owner_compare(&self.hold.key, self.hold.rev)
     }
 
     /// Runs `ops` only if we still own the lock (see [`Mutex::guarded_txn`]).
     pub async fn guarded_txn(&self, ops: Vec<TxnOp>) -> Result<TxnResponse> {
-        self.mutex.guarded_txn(ops).await
+        let client = self.mutex.inner.session.client();
+        keys::guarded_txn(client, &self.hold.key, self.hold.rev, ops).await
     }
 
     /// Resolves when the lock is lost (see [`Mutex::lost`]).
     pub async fn lost(&self) -> LostReason {
-        keys::until_key_lost(&self.mutex.inner.session, &self.mutex.inner.key, self.rev).await
+        keys::until_key_lost(&self.mutex.inner.session, &self.hold.key, self.hold.rev).await
     }
 
     /// The mutex this guard holds.
@@ -285,10 +293,12 @@ impl MutexGuard {
         &self.mutex
     }
 
-    /// Releases the lock.
+    /// Releases the lock; [`Error::NotOwner`] if it was lost meanwhile.
     pub async fn unlock(mut self) -> Result<()> {
         self.released = true;
-        self.mutex.unlock().await
+        self.mutex.take_hold(Some(self.hold.rev));
+        let client = self.mutex.inner.session.client();
+        keys::release(client, &self.hold.key, self.hold.rev).await
     }
 }
 
@@ -297,20 +307,10 @@ impl Drop for MutexGuard {
         if self.released {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return; // no runtime: the key goes away with the lease
-        };
-        let mutex = self.mutex.clone();
-        let handle = rt.spawn(async move {
-            if let Err(e) = mutex.unlock().await {
-                tracing::warn!(key = %mutex.inner.key, error = %e, "background unlock failed");
-            }
-        });
-        *self
-            .mutex
-            .inner
-            .pending_unlock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        // Only this hold's own key is deleted (compared on its create
+        // revision), never the key of a later `lock`.
+        self.mutex.take_hold(Some(self.hold.rev));
+        let key = std::mem::take(&mut self.hold.key);
+        keys::release_in_background(&self.mutex.inner.session, key, self.hold.rev);
     }
 }

@@ -1,6 +1,7 @@
 //! A fair distributed read-write lock.
 //!
-//! Readers create `prefix/read/<lease-hex>`, writers `prefix/write/<lease-hex>`.
+//! Readers create `prefix/read/<lease-hex>-<n>`, writers
+//! `prefix/write/<lease-hex>-<n>` (a new key for every acquisition).
 //! A reader waits only for the nearest *writer* created before it; a writer
 //! waits for the nearest key of *any* kind created before it. Because the
 //! queue is ordered by create revision, readers arriving after a waiting
@@ -11,10 +12,11 @@ use std::time::Duration;
 use etcd_client::{Compare, TxnOp, TxnResponse};
 
 use crate::error::Result;
-use crate::keys::{self, Ahead, CleanupOnDrop, HeldKey};
+use crate::keys::{self, Ahead, HeldKey, Line};
 use crate::session::{LostReason, Session};
 
-/// A distributed read-write lock for one session (one holder per session).
+/// A distributed read-write lock. Every acquisition is a holder of its own,
+/// so tasks sharing a session queue like any other contenders.
 ///
 /// ```no_run
 /// # async fn demo(session: etcd_patterns::Session) -> Result<(), etcd_patterns::Error> {
@@ -77,35 +79,22 @@ impl RwLock {
         mode: RwMode,
         deadline: Option<(tokio::time::Instant, Duration)>,
     ) -> Result<RwLockGuard> {
-        let writers = format!("{}write/", self.prefix);
-        let (own_prefix, blockers) = match mode {
-            RwMode::Read => (format!("{}read/", self.prefix), writers.as_str()),
-            RwMode::Write => (writers.clone(), self.prefix.as_str()),
+        let (own_dir, blockers) = match mode {
+            RwMode::Read => ("read/", Line::under(&self.prefix, &["write/"])),
+            RwMode::Write => ("write/", Line::under(&self.prefix, &["read/", "write/"])),
         };
-        let key = keys::lease_key(&own_prefix, self.session.lease_id());
-        let mut cleanup = CleanupOnDrop::new(self.session.client(), &key);
-        let created =
-            keys::create_own_key_until(&self.session, &key, b"", blockers, deadline).await?;
-        cleanup.set_rev(created.rev);
-        let free = match created.first.as_ref().map(|kv| kv.create_revision()) {
-            None => true,
-            Some(first) => first >= created.rev,
-        };
-        if free {
-            cleanup.defuse();
+        let key = keys::holder_key(&format!("{}{own_dir}", self.prefix), &self.session);
+        let created = keys::create_key(&self.session, &key, b"", &blockers, deadline).await?;
+        let rev = if created.free {
+            let rev = created.rev;
+            created.keep();
+            rev
         } else {
-            keys::wait_in_line(
-                &self.session,
-                Ahead::Any(blockers),
-                &key,
-                created.rev,
-                cleanup,
-                deadline,
-            )
-            .await?;
-        }
+            let ahead = Ahead::Any(&blockers);
+            keys::wait_in_line(&self.session, ahead, &key, created, deadline).await?
+        };
         Ok(RwLockGuard {
-            held: HeldKey::new(&self.session, key, created.rev),
+            held: HeldKey::new(&self.session, key, rev),
             mode,
         })
     }
@@ -127,6 +116,11 @@ impl RwLockGuard {
     /// Create revision of our key; for writers a fencing token.
     pub fn fencing_token(&self) -> i64 {
         self.held.rev
+    }
+
+    /// The key this hold created.
+    pub fn key(&self) -> &str {
+        &self.held.key
     }
 
     /// A compare that holds only while we hold the lock.

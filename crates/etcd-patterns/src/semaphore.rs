@@ -10,10 +10,12 @@ use std::time::Duration;
 use etcd_client::Compare;
 
 use crate::error::Result;
-use crate::keys::{self, Ahead, CleanupOnDrop, HeldKey};
+use crate::keys::{self, Ahead, HeldKey, Line};
 use crate::session::{LostReason, Session};
 
-/// A distributed counting semaphore for one session (one permit per session).
+/// A distributed counting semaphore. Every acquisition holds a key of its
+/// own, so permits taken by several tasks on one session are counted apart
+/// and at most `permits` holders are admitted.
 ///
 /// All contenders must agree on `permits`.
 ///
@@ -57,15 +59,13 @@ impl Semaphore {
         &self,
         deadline: Option<(tokio::time::Instant, Duration)>,
     ) -> Result<Permit> {
-        let key = keys::lease_key(&self.prefix, self.session.lease_id());
-        let mut cleanup = CleanupOnDrop::new(self.session.client(), &key);
-        let created =
-            keys::create_own_key_until(&self.session, &key, b"", &self.prefix, deadline).await?;
-        cleanup.set_rev(created.rev);
-        let ahead = Ahead::FewerThan(&self.prefix, self.permits);
-        keys::wait_in_line(&self.session, ahead, &key, created.rev, cleanup, deadline).await?;
+        let key = keys::holder_key(&self.prefix, &self.session);
+        let line = Line::direct(&self.prefix);
+        let created = keys::create_key(&self.session, &key, b"", &line, deadline).await?;
+        let ahead = Ahead::FewerThan(&line, self.permits);
+        let rev = keys::wait_in_line(&self.session, ahead, &key, created, deadline).await?;
         Ok(Permit {
-            held: HeldKey::new(&self.session, key, created.rev),
+            held: HeldKey::new(&self.session, key, rev),
         })
     }
 }
@@ -80,6 +80,24 @@ impl Permit {
     /// A compare that holds only while we hold the permit.
     pub fn is_owner(&self) -> Compare {
         self.held.is_owner()
+    }
+
+    /// The key this permit created.
+    pub fn key(&self) -> &str {
+        &self.held.key
+    }
+
+    /// Create revision of the permit's key.
+    pub fn fencing_token(&self) -> i64 {
+        self.held.rev
+    }
+
+    /// Runs `ops` only while the permit is held; [`Error::NotOwner`](crate::Error::NotOwner) otherwise.
+    pub async fn guarded_txn(
+        &self,
+        ops: Vec<etcd_client::TxnOp>,
+    ) -> Result<etcd_client::TxnResponse> {
+        self.held.guarded_txn(ops).await
     }
 
     /// Resolves when the permit is lost (session lost or key deleted).

@@ -10,6 +10,7 @@
 //! anybody else can take over the lease's keys.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
@@ -88,6 +89,8 @@ impl SessionOptions {
 struct Inner {
     client: Client,
     lease_id: i64,
+    /// Numbers the keys recipes create for each acquisition.
+    holders: AtomicU64,
     ttl: Duration,
     state: Arc<watch::Sender<Option<LostReason>>>,
     orphan: CancellationToken,
@@ -136,17 +139,27 @@ impl Session {
 
     /// Grants (or resumes, see [`SessionOptions::with_lease`]) a lease and
     /// starts keeping it alive.
+    ///
+    /// Fails with [`Error::InvalidArgument`] when the keep-alive interval is
+    /// not shorter than the TTL (the lease would expire between renewals).
     pub async fn with_options(client: Client, opts: SessionOptions) -> Result<Session> {
+        let check_interval = |ttl: Duration| match opts.keep_alive_interval {
+            Some(i) if i >= ttl => Err(Error::InvalidArgument(format!(
+                "keep-alive interval {i:?} must be shorter than the session TTL {ttl:?}"
+            ))),
+            _ => Ok(()),
+        };
+        check_interval(opts.ttl.max(Duration::from_secs(1)))?;
         let mut leases = client.lease_client();
         let started = Instant::now();
-        let (lease_id, ttl_secs) = match opts.lease_id {
+        let (lease_id, ttl_secs, remaining_secs) = match opts.lease_id {
             None => {
                 let secs = opts.ttl.as_secs_f64().ceil().max(1.0) as i64;
                 let resp = leases
                     .grant(secs, None)
                     .await
                     .map_err(ctx(format!("granting a {secs} s lease")))?;
-                (resp.id(), resp.ttl())
+                (resp.id(), resp.ttl(), resp.ttl())
             }
             Some(id) => {
                 let resp = leases
@@ -159,10 +172,13 @@ impl Session {
                         reason: LostReason::Expired,
                     });
                 }
-                (id, resp.granted_ttl().max(1))
+                // The deadline counts from what is left, not from the
+                // granted TTL: the server expires the lease on its own clock.
+                (id, resp.granted_ttl().max(1), resp.ttl())
             }
         };
         let ttl = Duration::from_secs(ttl_secs as u64);
+        check_interval(ttl)?;
         let interval = opts
             .keep_alive_interval
             .unwrap_or(ttl / 3)
@@ -175,17 +191,18 @@ impl Session {
             client: client.clone(),
             lease_id,
             interval,
-            margin: (ttl / 10).min(Duration::from_millis(500)),
+            margin: loss_margin(ttl),
             state: state.clone(),
             orphan: orphan.clone(),
             shutdown: shutdown.clone(),
-            deadline: started + ttl,
+            deadline: started + Duration::from_secs(remaining_secs.max(0) as u64),
         };
         tokio::spawn(keeper.run());
         Ok(Session {
             inner: Arc::new(Inner {
                 client,
                 lease_id,
+                holders: AtomicU64::new(0),
                 ttl,
                 state,
                 orphan,
@@ -203,6 +220,20 @@ impl Session {
     /// The lease id.
     pub fn lease_id(&self) -> i64 {
         self.inner.lease_id
+    }
+
+    /// A number not handed out before by this session: recipes name the key
+    /// of each acquisition with it, so no key is ever reused.
+    pub(crate) fn next_holder_id(&self) -> u64 {
+        self.inner.holders.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How long before the lease's earliest server-side expiry the session
+    /// reports itself lost: TTL/10, at most 500 ms. Whoever acts on
+    /// [`Session::lost`] must stop within this margin to be sure nobody else
+    /// has taken over yet.
+    pub fn loss_margin(&self) -> Duration {
+        loss_margin(self.inner.ttl)
     }
 
     /// The TTL the server granted.
@@ -273,6 +304,10 @@ impl Session {
     }
 }
 
+fn loss_margin(ttl: Duration) -> Duration {
+    (ttl / 10).min(Duration::from_millis(500))
+}
+
 fn mark_lost(state: &watch::Sender<Option<LostReason>>, lease: i64, reason: LostReason) {
     let first = state.send_if_modified(|s| {
         if s.is_none() {
@@ -333,12 +368,22 @@ impl KeepAlive {
     async fn run(mut self) {
         let mut retry = Duration::from_millis(50);
         loop {
-            let opened = match self
-                .race(self.client.lease_client().keep_alive(self.lease_id))
-                .await
-            {
-                Wake::Ready(r) => r,
-                other => return self.finish(other).await,
+            // Opening waits for the first answer: bounded like every answer,
+            // so a stream that lands on a frozen member is given up and
+            // reopened (the client may then route it to another member).
+            let mut leases = self.client.lease_client();
+            let open =
+                tokio::time::timeout(self.answer_timeout(), leases.keep_alive(self.lease_id));
+            let opened = match self.race(open).await {
+                Wake::Ready(Ok(r)) => r,
+                Wake::Ready(Err(_)) => {
+                    tracing::debug!(
+                        lease = format_args!("{:x}", self.lease_id),
+                        "keep-alive stream did not open in time; retrying"
+                    );
+                    Err(etcd_client::Error::LeaseKeepAliveError("no answer".into()))
+                }
+                other => return self.finish(other.map_unit()).await,
             };
             match opened {
                 Ok((keeper, stream)) => {
@@ -352,6 +397,14 @@ impl KeepAlive {
                         lease = format_args!("{:x}", self.lease_id),
                         "keep-alive stream broke; reopening"
                     );
+                }
+                // etcd-client reports TTL 0 on opening as "lease not found":
+                // the lease was revoked or expired while the stream was
+                // down. That is final; retrying would only report it later
+                // and as the wrong reason.
+                Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
+                    self.lose(LostReason::Expired);
+                    return;
                 }
                 Err(e) => {
                     tracing::debug!(lease = format_args!("{:x}", self.lease_id), error = %e, "keep-alive stream failed; retrying");

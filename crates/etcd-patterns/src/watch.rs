@@ -12,9 +12,15 @@
 //! - when that revision was compacted it **re-lists** with a get, emits the
 //!   difference with the keys it knew (puts *and* deletions), then
 //!   [`WatchEvent::Resynced`] and resumes from the get's revision + 1;
-//! - when no event arrives for `stall_timeout` it asks the server for a
-//!   progress notification, and reconnects elsewhere if that goes unanswered
-//!   for another `stall_timeout` (a frozen member);
+//! - when no event arrives for `stall_timeout` it reads the cluster's
+//!   revision linearizably (through another client of its list when it has
+//!   several) and asks the watching member for a progress notification; it
+//!   reconnects elsewhere if that goes unanswered for another
+//!   `stall_timeout` (a frozen member) or reports a revision older than the
+//!   cluster's (a member cut off from its peers answers progress requests
+//!   from its own stale state);
+//! - periodic progress notifications advance the resume point, so a quiet
+//!   watch resumes from a recent revision (and is not compacted away);
 //! - [`ResilientWatch::connect`] builds its clients with *require leader*, so
 //!   a member that lost the raft leader cancels the stream instead of
 //!   silently serving nothing.
@@ -219,7 +225,7 @@ impl ResilientWatch {
         key: impl Into<String>,
         opts: WatchOptions,
     ) -> Result<ResilientWatch> {
-        let clients = endpoint_clients(endpoints, options).await?;
+        let clients = require_leader_clients(endpoints, options).await?;
         Self::with_clients(clients, key, opts).await
     }
 
@@ -295,8 +301,11 @@ impl futures_util::Stream for ResilientWatch {
     }
 }
 
-/// One client per endpoint with *require leader* set.
-pub(crate) async fn endpoint_clients<E: AsRef<str>>(
+/// One client per endpoint with *require leader* set: a member that has
+/// lost its raft leader cancels the watches made through its client instead
+/// of serving nothing. For [`ResilientWatch::with_clients`] and the caches'
+/// `start_with_watch_clients`.
+pub async fn require_leader_clients<E: AsRef<str>>(
     endpoints: &[E],
     options: Option<ConnectOptions>,
 ) -> Result<Vec<Client>> {
@@ -470,12 +479,34 @@ impl WatchTask {
         }
     }
 
+    /// The cluster's current revision, read linearizably (so only a member
+    /// with a quorum answers) through the client after the one watching, or
+    /// `None` if no answer came within `stall_timeout`.
+    async fn cluster_revision(&self) -> Option<i64> {
+        let client = &self.clients[(self.current + 1) % self.clients.len()];
+        let mut opts = GetOptions::new().with_count_only();
+        if self.opts.prefix {
+            opts = opts.with_prefix();
+        }
+        match timeout(
+            self.opts.stall_timeout,
+            client.kv_client().get(self.key.as_str(), Some(opts)),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => resp.header().map(|h| h.revision()),
+            _ => None,
+        }
+    }
+
     async fn stream_once(&mut self) -> Ended {
         let client = self.client();
         let Some(mut stream) = self.open(&client).await else {
             return Ended::Broken;
         };
         let mut probing = false;
+        // The cluster's revision read before the pending progress request.
+        let mut cluster_rev = None;
         loop {
             let next = tokio::select! {
                 m = timeout(self.opts.stall_timeout, stream.message()) => m,
@@ -488,8 +519,11 @@ impl WatchTask {
                 Ok(m) => m,
                 Err(_) if !probing => {
                     // Quiet: ask for a progress notification. A healthy
-                    // member answers at once; a frozen one does not.
+                    // member answers at once with a revision at least the
+                    // cluster's; a frozen one does not answer, a partitioned
+                    // one answers with its own stale revision.
                     probing = true;
+                    cluster_rev = self.cluster_revision().await;
                     if stream.request_progress().await.is_err() {
                         return Ended::Broken;
                     }
@@ -512,6 +546,25 @@ impl WatchTask {
                 }
                 tracing::debug!(key = %self.key, reason = resp.cancel_reason(), "watch cancelled; reconnecting");
                 return Ended::Broken;
+            }
+            let progress = resp.events().is_empty()
+                && !resp.created()
+                && resp.compact_revision() == 0
+                && resp.header().is_some();
+            if progress {
+                let at = resp.header().map(|h| h.revision()).unwrap_or(0);
+                if let Some(cluster) = cluster_rev.take().filter(|c| at < *c) {
+                    tracing::debug!(key = %self.key, member = at, cluster, "watching member is behind the cluster; reconnecting");
+                    return Ended::Broken;
+                }
+                // A periodic notification (it carries our watch id; one we
+                // requested carries -1 and, on etcd before 3.4.24/3.5.8, may
+                // come before this watcher has caught up) promises every
+                // event up to `at`: resume after it.
+                if resp.watch_id() >= 0 && at >= self.next_revision {
+                    self.next_revision = at + 1;
+                }
+                continue;
             }
             if resp.created() && self.next_revision == 0 {
                 // "From now on": pin the position so a reconnect resumes here.

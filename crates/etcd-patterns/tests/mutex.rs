@@ -396,13 +396,25 @@ async fn a_waiter_stops_at_once_when_its_key_or_session_goes() {
     let _held = holder.lock().await.unwrap();
 
     // Someone deletes the waiter's queue key.
-    let waiter = Mutex::new(session(&client, 10).await, lock);
-    let key = waiter.key().to_string();
+    let waiter_session = session(&client, 10).await;
+    let lease = waiter_session.lease_id();
+    let waiter = Mutex::new(waiter_session, lock);
     let waiting = tokio::spawn(async move { waiter.lock().await });
     eventually(Duration::from_secs(2), "waiter queued", || async {
         count(&client, lock).await == 2
     })
     .await;
+    let listed = client
+        .kv_client()
+        .get(lock, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let key = listed
+        .kvs()
+        .iter()
+        .find(|kv| kv.lease() == lease)
+        .map(|kv| kv.key().to_vec())
+        .expect("the waiter's key");
     let deleted = Instant::now();
     client.kv_client().delete(key, None).await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(1), waiting)
