@@ -20,7 +20,7 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
 };
 use tokio::sync::oneshot;
-use tokio::time::{sleep, timeout};
+use tokio::time::sleep;
 
 use crate::error::{Error, Result, ctx};
 use crate::session::{LostReason, Session};
@@ -28,9 +28,12 @@ use crate::session::{LostReason, Session};
 /// Pause after a failed watch or read before trying again.
 const RETRY: Duration = Duration::from_millis(100);
 
-/// How long one read may take before it is retried (on another member,
-/// when the client has several): a frozen member never answers.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one read may take before it is retried: a frozen member never
+/// answers.
+const READ_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How long a read waits before the same read is also sent elsewhere.
+const HEDGE: Duration = Duration::from_millis(150);
 
 /// How often a waiter re-reads its place in line even without a watch
 /// event: a watch served by a frozen or partitioned member stays quiet, so
@@ -127,15 +130,43 @@ pub(crate) fn header_revision(resp: &TxnResponse, what: &str) -> Result<i64> {
         .ok_or_else(|| Error::Unexpected(format!("{what}: txn response without header")))
 }
 
-/// Runs one etcd call with [`READ_TIMEOUT`]; a timeout is reported as a
-/// transient error so that the caller retries (possibly on another member).
-pub(crate) async fn bounded<T>(
-    what: &str,
-    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-) -> Result<T> {
-    match timeout(READ_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(|e| Error::etcd(what.to_string(), e)),
-        Err(_) => Err(Error::etcd(what.to_string(), timed_out(READ_TIMEOUT))),
+/// Runs one read, hedged: every [`HEDGE`] without an answer the same read
+/// is sent again, and the first answer wins. The client spreads requests
+/// over its endpoints at random, so a member that is frozen (and never
+/// answers) costs a hedge or two, not a timeout. Without any answer within
+/// [`READ_TIMEOUT`] it is a transient error: the caller retries.
+pub(crate) async fn bounded<T, F, Fut>(what: &str, read: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    use futures_util::StreamExt;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let give_up = tokio::time::Instant::now() + READ_TIMEOUT;
+    let mut next_hedge = tokio::time::Instant::now() + HEDGE;
+    let mut last_error = None;
+    pending.push(read());
+    loop {
+        tokio::select! {
+            Some(answer) = pending.next() => match answer {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let err = Error::etcd(what.to_string(), e);
+                    if !err.is_transient() {
+                        return Err(err);
+                    }
+                    last_error = Some(err);
+                }
+            },
+            _ = tokio::time::sleep_until(next_hedge), if next_hedge < give_up => {
+                pending.push(read());
+                next_hedge += HEDGE;
+            }
+            _ = tokio::time::sleep_until(give_up) => {
+                return Err(last_error
+                    .unwrap_or_else(|| Error::etcd(what.to_string(), timed_out(READ_TIMEOUT))));
+            }
+        }
     }
 }
 
@@ -231,7 +262,11 @@ async fn scan_ahead(
         ),
         TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
     ]);
-    let resp = bounded(&what, client.kv_client().txn(first)).await?;
+    let resp = bounded(&what, || {
+        let (mut kv, txn) = (client.kv_client(), first.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await?;
     let revision = header_revision(&resp, &what)?;
     let mine = txn_get(&resp, 1, &what)?.take_kvs().into_iter().next();
     let mut page = txn_get(&resp, 0, &what)?;
@@ -252,7 +287,11 @@ async fn scan_ahead(
             min_create = last + 1;
         }
         let opts = page_opts(order, min_create, max_create, Some(revision)).with_keys_only();
-        page = bounded(&what, client.kv_client().get(line.prefix(), Some(opts))).await?;
+        page = bounded(&what, || {
+            let (mut kv, opts) = (client.kv_client(), opts.clone());
+            async move { kv.get(line.prefix(), Some(opts)).await }
+        })
+        .await?;
     }
     ahead.truncate(want);
     Ok(Scan {
@@ -655,7 +694,11 @@ pub(crate) async fn until_key_lost(session: &Session, key: &str, rev: i64) -> Lo
     let what = format!("reading {key}");
     let watch_own = async {
         loop {
-            let resp = match bounded(&what, session.client().kv_client().get(key, None)).await {
+            let read = || {
+                let mut kv = session.client().kv_client();
+                async move { kv.get(key, None).await }
+            };
+            let resp = match bounded(&what, read).await {
                 Ok(r) => r,
                 Err(_) => {
                     sleep(RETRY).await;
@@ -709,16 +752,11 @@ pub(crate) async fn until_key_lost(session: &Session, key: &str, rev: i64) -> Lo
 
 /// Whether the server says the session's lease no longer exists.
 async fn lease_gone(session: &Session) -> bool {
-    let what = "reading the session's lease";
-    match bounded(
-        what,
-        session
-            .client()
-            .lease_client()
-            .time_to_live(session.lease_id(), None),
-    )
-    .await
-    {
+    let read = || {
+        let mut leases = session.client().lease_client();
+        async move { leases.time_to_live(session.lease_id(), None).await }
+    };
+    match bounded("reading the session's lease", read).await {
         Ok(resp) => resp.ttl() <= 0,
         Err(_) => false,
     }

@@ -223,3 +223,43 @@ async fn a_frozen_member_is_noticed_and_the_watch_resumes_elsewhere() {
     let extra = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
     assert!(extra.is_err(), "unexpected extra event {extra:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_progress_moves_the_resume_point_past_a_compaction() {
+    let cluster = EtcdCluster::start(
+        ClusterOptions::new(1).extra_args(["--experimental-watch-progress-notify-interval=200ms"]),
+    )
+    .await
+    .unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut kv = client.kv_client();
+    kv.put("quiet/a", "1", None).await.unwrap();
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_stall_timeout(Duration::from_secs(30));
+    let mut watch = ResilientWatch::start(client.clone(), "quiet/", opts)
+        .await
+        .unwrap();
+    // Writes elsewhere move the revision while the watched prefix stays quiet.
+    let mut last = 0;
+    for i in 0..20 {
+        last = kv
+            .put(format!("noise/{i}"), "x", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // a few progress notifications
+    client.kv_client().compact(last, None).await.unwrap();
+    watch.reconnect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kv.put("quiet/b", "2", None).await.unwrap();
+    match next_event(&mut watch).await {
+        WatchEvent::Put { key, .. } if key == "quiet/b" => {}
+        other => panic!(
+            "the watch resumed from before the compaction and re-listed instead of resuming after the last progress notification: {other:?}"
+        ),
+    }
+}
