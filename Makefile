@@ -5,7 +5,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # etcd for the test kit, protoc for etcd-client, promtool (prometheus) to check /metrics,
 # chromium + node for the dashboard's browser test, the PostgreSQL server for the store's
-# PostgreSQL test (the test starts its own server on a loopback port).
+# PostgreSQL test (the test starts its own server on a loopback port), iptables for
+# the partition tests (a member cut off from its peers on loopback).
 
 .PHONY: all deps build test lint fmt bench demo clean
 
@@ -22,6 +23,7 @@ deps:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod partition;
 mod ports;
 mod process;
 mod tls;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 
+pub use partition::Partition;
 pub use tls::TlsFiles;
 
 /// What can go wrong while running a test cluster.
@@ -84,6 +86,9 @@ pub enum Error {
     /// An etcd call failed.
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    /// A network partition could not be made or healed.
+    #[error("network partition: {0}")]
+    Partition(String),
 }
 
 /// How to start a test cluster.
@@ -100,6 +105,7 @@ pub struct ClusterOptions {
     ready_timeout: Duration,
     etcd_bin: Option<PathBuf>,
     name_prefix: String,
+    isolatable: Option<usize>,
 }
 
 impl ClusterOptions {
@@ -117,6 +123,7 @@ impl ClusterOptions {
             ready_timeout: Duration::from_secs(30),
             etcd_bin: None,
             name_prefix: "m".into(),
+            isolatable: None,
         }
     }
 
@@ -124,6 +131,17 @@ impl ClusterOptions {
     /// (data directories and logs keep the short names).
     pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.name_prefix = prefix.into();
+        self
+    }
+
+    /// Run member `i` under the uid and gid of `nobody` so that
+    /// [`EtcdCluster::partition`] can cut it off from its peers: iptables
+    /// matches the owner of outgoing packets, and this member is the only
+    /// process of that owner. Its data directory is owned by `nobody`; the
+    /// test process must run as root. Not with [`Self::tls`] (the key files
+    /// are readable by root only).
+    pub fn isolatable(mut self, i: usize) -> Self {
+        self.isolatable = Some(i);
         self
     }
 
@@ -324,6 +342,9 @@ impl EtcdCluster {
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| Error::Io("creating a temporary directory".into(), e))?;
+        if let Some(i) = opts.isolatable {
+            partition::prepare_cluster_dir(dir.path(), i, opts.members, opts.tls)?;
+        }
         let tls = if opts.tls {
             Some(TlsFiles::generate(dir.path())?)
         } else {
@@ -451,6 +472,9 @@ impl EtcdCluster {
             .try_clone()
             .map_err(|e| Error::Io(format!("opening {}", m.info.log_file.display()), e))?;
         let mut cmd = Command::new(&self.etcd_bin);
+        if self.opts.isolatable == Some(m.info.index) {
+            partition::run_as_nobody(&mut cmd, &m.info.data_dir)?;
+        }
         cmd.args(&m.args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -542,6 +566,26 @@ impl EtcdCluster {
     /// A client talking to member `i` only.
     pub async fn member_client(&self, i: usize) -> Result<Client, Error> {
         Ok(Client::connect([self.endpoint(i)?], Some(self.connect_options()?)).await?)
+    }
+
+    /// Cuts member `i` off from its peers (both directions) while clients
+    /// can still reach it, until the returned guard is dropped or healed.
+    /// The member must have been started [`ClusterOptions::isolatable`].
+    /// Needs root and iptables; only loopback traffic is touched.
+    pub fn partition(&self, i: usize) -> Result<Partition, Error> {
+        if self.opts.isolatable != Some(i) {
+            return Err(Error::Partition(format!(
+                "member {i} was not started with ClusterOptions::isolatable({i})"
+            )));
+        }
+        let members = self.members();
+        let own = port_of(&members[i].peer_url).to_string();
+        let others: Vec<String> = members
+            .iter()
+            .filter(|m| m.index != i)
+            .map(|m| port_of(&m.peer_url).to_string())
+            .collect();
+        Partition::cut(own, &others)
     }
 
     /// Kills member `i` with SIGKILL and reaps it. Its data stays for [`Self::restart`].
