@@ -457,13 +457,21 @@ pub(crate) async fn delete_if_owner(client: &Client, key: &str, rev: i64) -> Res
 }
 
 /// Deletes our key if it is still ours; [`Error::NotOwner`] if it was not.
-pub(crate) async fn release(client: &Client, key: &str, rev: i64) -> Result<()> {
-    if delete_if_owner(client, key, rev).await? {
-        Ok(())
-    } else {
-        Err(Error::NotOwner {
+/// When etcd cannot be reached the error is returned *and* the delete goes
+/// on in the background (until it lands or the session ends): a failed
+/// unlock must not leave a key that blocks the queue for the session's life.
+pub(crate) async fn release(session: &Session, key: &str, rev: i64) -> Result<()> {
+    match delete_if_owner(session.client(), key, rev).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::NotOwner {
             key: key.to_string(),
-        })
+        }),
+        Err(e) => {
+            if e.is_transient() {
+                release_in_background(session, key.to_string(), rev);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -530,7 +538,7 @@ impl HeldKey {
 
     pub(crate) async fn release(mut self) -> Result<()> {
         self.released = true;
-        release(self.session.client(), &self.key, self.rev).await
+        release(&self.session, &self.key, self.rev).await
     }
 }
 

@@ -203,10 +203,13 @@ impl Mutex {
 
     /// Releases the lock. Fails with [`Error::NotOwner`] if this mutex does
     /// not hold it (never locked, already unlocked, or the key was lost).
+    /// When etcd cannot be reached it fails with [`Error::Unavailable`] and
+    /// keeps deleting the key in the background until that lands or the
+    /// session ends, so the lock is released either way.
     pub async fn unlock(&self) -> Result<()> {
         match self.take_hold(None) {
             None => Err(self.not_owner()),
-            Some(h) => keys::release(self.inner.session.client(), &h.key, h.rev).await,
+            Some(h) => keys::release(&self.inner.session, &h.key, h.rev).await,
         }
     }
 
@@ -293,12 +296,12 @@ impl MutexGuard {
         &self.mutex
     }
 
-    /// Releases the lock; [`Error::NotOwner`] if it was lost meanwhile.
+    /// Releases the lock; [`Error::NotOwner`] if it was lost meanwhile (see
+    /// [`Mutex::unlock`] for an unreachable etcd).
     pub async fn unlock(mut self) -> Result<()> {
         self.released = true;
         self.mutex.take_hold(Some(self.hold.rev));
-        let client = self.mutex.inner.session.client();
-        keys::release(client, &self.hold.key, self.hold.rev).await
+        keys::release(&self.mutex.inner.session, &self.hold.key, self.hold.rev).await
     }
 }
 

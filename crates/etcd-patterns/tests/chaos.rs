@@ -384,7 +384,11 @@ async fn recipes_keep_their_guarantees_under_kills_freezes_partitions_and_compac
         .map(|_| tokio::spawn(semaphore_worker(run.clone(), inside.clone(), peak.clone())))
         .collect();
 
+    // Printed with the failure: who stood first in the lock's line, and
+    // whether its lease was still alive.
+    let snapshots = tokio::spawn(lock_line_snapshots(run.clone()));
     let fault_log = faults.await.unwrap();
+    let _ = snapshots.await;
     eprintln!("faults: {fault_log:?}");
     let attempts: usize = futures_join(lockers).await.into_iter().sum();
     let orphan_checks = pauser.await.unwrap();
@@ -523,6 +527,47 @@ async fn recipes_keep_their_guarantees_under_kills_freezes_partitions_and_compac
 
     let violations = run.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "violations: {violations:#?}");
+}
+
+/// Every 5 s, the first keys in the lock's line with their leases' TTL.
+async fn lock_line_snapshots(run: Arc<Run>) {
+    let client = run.client().await;
+    let opts = GetOptions::new()
+        .with_prefix()
+        .with_sort(
+            etcd_client::SortTarget::Create,
+            etcd_client::SortOrder::Ascend,
+        )
+        .with_keys_only()
+        .with_limit(4);
+    while run.live() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let Ok(resp) = client
+            .kv_client()
+            .get("chaos/lock/", Some(opts.clone()))
+            .await
+        else {
+            continue;
+        };
+        let mut line = format!(
+            "lock line at {}:",
+            resp.header().map_or(0, |h| h.revision())
+        );
+        for kv in resp.kvs() {
+            let ttl = client
+                .lease_client()
+                .time_to_live(kv.lease(), None)
+                .await
+                .map(|t| t.ttl())
+                .ok();
+            line.push_str(&format!(
+                " {}@{} ttl {ttl:?};",
+                String::from_utf8_lossy(kv.key()),
+                kv.create_revision()
+            ));
+        }
+        eprintln!("{line}");
+    }
 }
 
 async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

@@ -206,3 +206,50 @@ async fn a_campaign_that_keeps_failing_backs_off() {
         "failed campaigns must back off: {grants} grants in 3 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlock_that_times_out_still_releases_the_lock_once_etcd_answers() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let leader = cluster.leader_index().await.unwrap().unwrap();
+    let f = followers(leader)[0];
+    // TTL 30 s: the holder's session outlives the freeze, so only the
+    // unlock can free the lock.
+    let holder = Session::new(client_of(&cluster, &[f]).await, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let guard = Mutex::new(holder.clone(), "unlock-retry/lock")
+        .lock()
+        .await
+        .unwrap();
+    cluster.pause(f).unwrap();
+    let result = guard.unlock().await;
+    assert!(
+        matches!(result, Err(ref e) if e.is_transient()),
+        "an unlock through a frozen member fails as unavailable: {result:?}"
+    );
+    cluster.resume(f).unwrap();
+    let resumed = Instant::now();
+    let other = Mutex::new(
+        Session::new(
+            client_of(&cluster, &[leader]).await,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap(),
+        "unlock-retry/lock",
+    );
+    let g = other
+        .lock_timeout(Duration::from_secs(5))
+        .await
+        .expect("the failed unlock is retried in the background");
+    eprintln!(
+        "lock free {:?} after the member came back",
+        resumed.elapsed()
+    );
+    assert_eq!(
+        holder.lost_reason(),
+        None,
+        "the holder's session is still alive"
+    );
+    g.unlock().await.unwrap();
+}
