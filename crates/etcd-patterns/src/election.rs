@@ -1,7 +1,7 @@
 //! Leader election on plain KV transactions and watches (never the server's
 //! Campaign RPC).
 //!
-//! A candidate owns `prefix<lease-hex>` (value = its proposal); the leader is
+//! A candidate owns `prefix<lease-hex>-<n>` (value = its proposal); the leader is
 //! the oldest key by create revision. Campaigning is a mutex-style wait for
 //! the immediate predecessor's DELETE; `proclaim` and `resign` are txns
 //! guarded by our key's create revision, which also serves as the fencing
