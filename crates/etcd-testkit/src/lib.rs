@@ -86,7 +86,8 @@ pub enum Error {
     /// An etcd call failed.
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
-    /// A network partition could not be made or healed.
+    /// A network partition could not be made or healed, or
+    /// [`ClusterOptions::isolatable`] cannot work.
     #[error("network partition: {0}")]
     Partition(String),
 }
@@ -106,6 +107,7 @@ pub struct ClusterOptions {
     etcd_bin: Option<PathBuf>,
     name_prefix: String,
     isolatable: Option<usize>,
+    iptables_bin: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -124,6 +126,7 @@ impl ClusterOptions {
             etcd_bin: None,
             name_prefix: "m".into(),
             isolatable: None,
+            iptables_bin: None,
         }
     }
 
@@ -134,14 +137,34 @@ impl ClusterOptions {
         self
     }
 
-    /// Run member `i` under the uid and gid of `nobody` so that
-    /// [`EtcdCluster::partition`] can cut it off from its peers: iptables
-    /// matches the owner of outgoing packets, and this member is the only
-    /// process of that owner. Its data directory is owned by `nobody`; the
-    /// test process must run as root. Not with [`Self::tls`] (the key files
-    /// are readable by root only).
+    /// Run member `i` (0-based) as `nobody`/`nogroup`, without supplementary
+    /// groups, so that [`EtcdCluster::partition`] can cut it off from its
+    /// peers.
+    ///
+    /// Why: all members share `127.0.0.1`, so addresses cannot tell their
+    /// packets apart; iptables can, by the uid that owns a packet. With this
+    /// member the only one that is not root, dropping root's packets to its
+    /// peer port and nobody's packets to the other peer ports cuts both
+    /// directions, while the test's client connections (root, to client
+    /// ports) still flow.
+    ///
+    /// The member's data directory and log file are owned by `nobody` (the
+    /// cluster directory becomes traversable, `0711`; the other members'
+    /// data stays `0700`). Kill, pause, resume, stop and restart work as for
+    /// any member; the directory is removed with the cluster as usual.
+    ///
+    /// Starting fails if the test process is not root, if `i` names no
+    /// member, or with [`Self::tls`] (the key files are readable by root
+    /// only).
     pub fn isolatable(mut self, i: usize) -> Self {
         self.isolatable = Some(i);
+        self
+    }
+
+    /// Use this iptables binary for [`EtcdCluster::partition`] (for example
+    /// `iptables-legacy`) instead of `iptables` on `PATH`.
+    pub fn iptables_bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.iptables_bin = Some(path.into());
         self
     }
 
@@ -473,7 +496,7 @@ impl EtcdCluster {
             .map_err(|e| Error::Io(format!("opening {}", m.info.log_file.display()), e))?;
         let mut cmd = Command::new(&self.etcd_bin);
         if self.opts.isolatable == Some(m.info.index) {
-            partition::run_as_nobody(&mut cmd, &m.info.data_dir)?;
+            partition::run_as_nobody(&mut cmd, &m.info.data_dir, &m.info.log_file)?;
         }
         cmd.args(&m.args)
             .stdin(Stdio::null())
@@ -568,24 +591,54 @@ impl EtcdCluster {
         Ok(Client::connect([self.endpoint(i)?], Some(self.connect_options()?)).await?)
     }
 
-    /// Cuts member `i` off from its peers (both directions) while clients
-    /// can still reach it, until the returned guard is dropped or healed.
-    /// The member must have been started [`ClusterOptions::isolatable`].
-    /// Needs root and iptables; only loopback traffic is touched.
+    /// Cuts member `i` off from its peers, in both directions, until the
+    /// returned guard is dropped or [`Partition::heal`]ed.
+    ///
+    /// Inserts iptables rules on loopback (`OUTPUT -o lo`): root's packets
+    /// to member `i`'s peer port are dropped, and so are nobody's packets to
+    /// every other member's peer port. Client traffic still flows: the
+    /// member keeps answering clients (Status, serializable reads) from its
+    /// stale state, while requests that need the leader (writes,
+    /// linearizable reads) fail or time out there. Within a few election
+    /// timeouts (1.3 to 3 s with the default 1 s) the member loses its
+    /// leader: on etcd 3.4 its
+    /// Status then reports leader 0 and the error `etcdserver: no leader`,
+    /// while its `raft_term` stays at the term of the last applied entry,
+    /// although the member campaigns at ever higher terms (see its log).
+    /// A watch through it stays open and answers progress requests with its
+    /// stale revision. A [`Self::restart`] of the member waits for a leader,
+    /// so it times out while the partition lasts.
+    ///
+    /// Errors: [`Error::NoSuchMember`]; [`Error::Partition`] if member `i`
+    /// was not started with [`ClusterOptions::isolatable`]`(i)`, or naming
+    /// the iptables command line and its stderr if iptables is missing or
+    /// fails (no rule stays behind then). Needs root.
     pub fn partition(&self, i: usize) -> Result<Partition, Error> {
+        let members = self.members();
+        if i >= members.len() {
+            return Err(Error::NoSuchMember(i, members.len()));
+        }
         if self.opts.isolatable != Some(i) {
+            let hint = match self.opts.isolatable {
+                Some(j) => format!(" (only member {j} is)"),
+                None => String::new(),
+            };
             return Err(Error::Partition(format!(
-                "member {i} was not started with ClusterOptions::isolatable({i})"
+                "member {i} was not started with ClusterOptions::isolatable({i}){hint}"
             )));
         }
-        let members = self.members();
-        let own = port_of(&members[i].peer_url).to_string();
-        let others: Vec<String> = members
+        let own = port_of(&members[i].peer_url);
+        let others: Vec<&str> = members
             .iter()
             .filter(|m| m.index != i)
-            .map(|m| port_of(&m.peer_url).to_string())
+            .map(|m| port_of(&m.peer_url))
             .collect();
-        Partition::cut(own, &others)
+        let iptables = self
+            .opts
+            .iptables_bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("iptables"));
+        Partition::cut(&iptables, own, &others)
     }
 
     /// Kills member `i` with SIGKILL and reaps it. Its data stays for [`Self::restart`].
