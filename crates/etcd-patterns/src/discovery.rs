@@ -538,18 +538,23 @@ impl HealthTask {
         loop {
             tick.tick().await;
             let instances = self.discovery.instances(&self.service);
+            // The versions being probed: only these may be deregistered.
+            let probed: Vec<Option<i64>> = instances
+                .iter()
+                .map(|i| self.discovery.revision_of(&i.service, &i.id))
+                .collect();
             let probes = instances.iter().map(|i| probe(&self.check, &i.address));
             let results = futures_util::future::join_all(probes).await;
             self.counts
                 .retain(|id, _| instances.iter().any(|i| &i.id == id));
-            for (i, ok) in instances.iter().zip(results) {
+            for ((i, ok), seen) in instances.iter().zip(results).zip(probed) {
                 let c = self.counts.entry(i.id.clone()).or_default();
                 *c = if ok { (0, c.1 + 1) } else { (c.0 + 1, 0) };
                 if i.healthy && c.0 >= self.check.unhealthy_after {
                     tracing::info!(service = %i.service, id = %i.id, address = %i.address, "instance unhealthy");
                     self.discovery.set_healthy(&i.service, &i.id, false);
                     if self.check.deregister {
-                        self.deregister(i).await;
+                        self.deregister(i, seen).await;
                     }
                 } else if !i.healthy && c.1 >= self.check.healthy_after {
                     tracing::info!(service = %i.service, id = %i.id, "instance healthy again");
@@ -564,9 +569,9 @@ impl HealthTask {
     /// Deletes the key of the instance that failed its probes, unless it
     /// changed since (re-registered by a restarted process, updated): that
     /// version has not been probed yet.
-    async fn deregister(&self, i: &Instance) {
+    async fn deregister(&self, i: &Instance, seen: Option<i64>) {
         let key = instance_key(&self.discovery.namespace, i);
-        let Some(seen) = self.discovery.revision_of(&i.service, &i.id) else {
+        let Some(seen) = seen else {
             return;
         };
         let txn = Txn::new()

@@ -47,7 +47,8 @@ impl Leader {
     }
 }
 
-/// One candidate in an election (one per session; clones share state).
+/// One candidate in an election (clones share its state; every campaign
+/// creates a key of its own).
 ///
 /// Campaigning is the [`Mutex`] queue with the proposal as the key's value.
 ///
@@ -120,8 +121,14 @@ impl Election {
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<i64> {
         let value = value.into();
         if let Some(hold) = self.leading() {
-            self.queue.put_value(&hold, value).await?;
-            return Ok(hold.rev);
+            match self.queue.put_value(&hold, value.clone()).await {
+                Ok(()) => return Ok(hold.rev),
+                // The term ended before the monitor noticed: campaign anew.
+                Err(Error::NotOwner { .. }) => {
+                    self.queue.take_hold(Some(hold.rev));
+                }
+                Err(e) => return Err(e),
+            }
         }
         let hold = self.queue.acquire_key(&value, false, None).await?;
         self.watch_term(&hold);
@@ -333,7 +340,11 @@ async fn follow(client: Client, prefix: String, listed_at: i64, tx: watch::Sende
                 while changes.try_next().is_some() {}
                 // The change must not be lost: retry the read until it answers.
                 loop {
-                    match current_leader(&client, &prefix).await {
+                    let read = tokio::time::timeout(RECHECK, current_leader(&client, &prefix));
+                    match read
+                        .await
+                        .unwrap_or_else(|_| Err(Error::Unexpected("no answer".into())))
+                    {
                         Ok(l) => {
                             publish(l);
                             break;
@@ -351,9 +362,9 @@ async fn follow(client: Client, prefix: String, listed_at: i64, tx: watch::Sende
             // Quiet: a linearizable read catches a change a stalled watch
             // missed; when it fails (no quorum through this client), move
             // the watch to another member.
-            Err(_) => match current_leader(&client, &prefix).await {
-                Ok(l) => publish(l),
-                Err(_) => changes.reconnect(),
+            Err(_) => match tokio::time::timeout(RECHECK, current_leader(&client, &prefix)).await {
+                Ok(Ok(l)) => publish(l),
+                _ => changes.reconnect(),
             },
         }
     }

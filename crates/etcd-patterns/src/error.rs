@@ -18,6 +18,7 @@ use std::time::Duration;
 /// # }
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The operation did not finish in time; any key it created was removed.
     #[error("timed out after {waited:?} waiting for {what}")]

@@ -254,17 +254,30 @@ impl Flags {
                 .get(key.as_str(), None)
                 .await
                 .map_err(ctx(format!("reading flag {name}")))?;
+            // Only `enabled` changes: fields this version does not know
+            // (a flag written by a newer one) are kept as they are.
             let (mut flag, seen) = match resp.kvs().first() {
                 Some(kv) => (
-                    serde_json::from_slice::<Flag>(kv.value()).map_err(|e| Error::Codec {
-                        key: key.clone(),
-                        reason: e.to_string(),
+                    serde_json::from_slice::<serde_json::Value>(kv.value()).map_err(|e| {
+                        Error::Codec {
+                            key: key.clone(),
+                            reason: e.to_string(),
+                        }
                     })?,
                     kv.mod_revision(),
                 ),
-                None => (Flag::boolean(false), 0),
+                None => (
+                    serde_json::to_value(Flag::boolean(false)).unwrap_or_default(),
+                    0,
+                ),
             };
-            flag.enabled = false;
+            let Some(fields) = flag.as_object_mut() else {
+                return Err(Error::Codec {
+                    key,
+                    reason: "a flag must be a JSON object".into(),
+                });
+            };
+            fields.insert("enabled".into(), serde_json::Value::Bool(false));
             let json = serde_json::to_vec(&flag).map_err(|e| Error::Codec {
                 key: key.clone(),
                 reason: e.to_string(),
@@ -282,6 +295,8 @@ impl Flags {
             if resp.succeeded() {
                 return keys::header_revision(&resp, &what);
             }
+            // Someone wrote the flag in between: re-read after a short pause.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Err(Error::TooManyConflicts { attempts: ATTEMPTS })
     }

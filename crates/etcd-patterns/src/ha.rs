@@ -7,9 +7,11 @@
 //! it learns leadership is lost: the session's keep-alive could not renew
 //! before the lease deadline (reported a margin *before* the server may
 //! expire the lease), the lease was revoked, or its election key was
-//! deleted. Another node can only win after the lease is gone on the
-//! server, so the old primary has been told to stop before a new one is
-//! elected.
+//! deleted. After a missed renewal, another node can only win after the
+//! lease is gone on the server, so the old primary has been told to stop
+//! before a new one is elected. (When someone deletes the election key, the
+//! next candidate wins at once: the old primary learns it within about a
+//! second and must rely on fencing meanwhile.)
 //!
 //! **At most one primary**, and its limits: the session reports the loss a
 //! margin (TTL/10, at most 500 ms, [`Session::loss_margin`]) before the
@@ -212,6 +214,14 @@ impl Drop for Callback {
     }
 }
 
+/// Why a term ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TermEnd {
+    Lost,
+    Shutdown,
+    Returned,
+}
+
 /// Exponential pause between failed rounds, 100 ms doubling to 5 s, with
 /// ±50 % jitter.
 struct Backoff {
@@ -329,12 +339,12 @@ impl HaCoordinator {
             standby.stop(grace, margin).await;
             let term = match won {
                 None => {
-                    let _ = session.close().await;
+                    let _ = tokio::time::timeout(self.opts.ttl, session.close()).await;
                     break Ok(());
                 }
                 Some(Err(e)) => {
                     tracing::warn!(prefix = %self.opts.prefix, error = %e, "campaign failed; starting a new round after a pause");
-                    let _ = session.close().await;
+                    let _ = tokio::time::timeout(self.opts.ttl, session.close()).await;
                     // A campaign that fails at once (no permission on the
                     // prefix, a full database) must not grant a lease per
                     // round trip: back off, with jitter so nodes spread out.
@@ -357,16 +367,19 @@ impl HaCoordinator {
                 cancel: cancel.clone(),
                 election: election.clone(),
             };
+            let started = tokio::time::Instant::now();
             let mut active = Callback::spawn(cancel, primary(ctx));
-            let shutting_down = tokio::select! {
+            let ended = tokio::select! {
                 reason = election.lost() => {
                     tracing::warn!(prefix = %self.opts.prefix, term, %reason, "leadership lost; cancelling primary");
-                    false
+                    TermEnd::Lost
                 }
-                _ = shutdown.cancelled() => true,
-                _ = &mut active.handle => false, // primary returned: hand over
+                _ = shutdown.cancelled() => TermEnd::Shutdown,
+                _ = &mut active.handle => TermEnd::Returned, // hand over
             };
-            if !active.stop(grace, margin).await {
+            // Only after a loss can a successor be elected while the callback
+            // still runs; on shutdown or return the lease is still ours.
+            if !active.stop(grace, margin).await && ended == TermEnd::Lost {
                 self.overruns.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     prefix = %self.opts.prefix, term, ?margin,
@@ -374,10 +387,20 @@ impl HaCoordinator {
                 );
             }
             self.role.send_replace(Role::Secondary);
-            let _ = election.resign().await;
-            let _ = session.close().await;
-            if shutting_down {
-                break Ok(());
+            // Bounded: a frozen member must not keep `run` from returning;
+            // the lease then expires on its own.
+            let _ = tokio::time::timeout(self.opts.ttl, election.resign()).await;
+            let _ = tokio::time::timeout(self.opts.ttl, session.close()).await;
+            match ended {
+                TermEnd::Shutdown => break Ok(()),
+                // A primary that returns at once must not turn the loop into
+                // grant, campaign, revoke as fast as etcd answers.
+                TermEnd::Returned if started.elapsed() < Duration::from_secs(1) => {
+                    if !backoff.pause(&shutdown).await {
+                        break Ok(());
+                    }
+                }
+                _ => {}
             }
         };
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;

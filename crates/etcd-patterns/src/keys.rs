@@ -43,6 +43,15 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// How often [`until_key_lost`] re-reads the key behind its watch.
 const RECHECK_OWN: Duration = Duration::from_secs(2);
 
+/// How long the create txn of an acquisition may take.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one background delete may take, and how long a background
+/// release keeps trying in all (the key then goes with the lease once the
+/// session is dropped).
+const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
+const RELEASE_FOR: Duration = Duration::from_secs(60);
+
 /// Keys read per page while scanning a queue.
 const PAGE: i64 = 16;
 
@@ -209,7 +218,9 @@ pub(crate) async fn first_in_line(client: &Client, line: &Line) -> Result<(Optio
             .get(line.prefix(), Some(opts))
             .await
             .map_err(ctx(what.clone()))?;
-        let revision = page.header().map(|h| h.revision()).unwrap_or(0);
+        // Later pages are read at the first page's revision; their headers
+        // report the current revision, not that one.
+        let revision = at.unwrap_or_else(|| page.header().map_or(0, |h| h.revision()));
         let more = page.more();
         let kvs = page.take_kvs();
         let last = kvs.last().map(KeyValue::create_revision);
@@ -224,6 +235,17 @@ pub(crate) async fn first_in_line(client: &Client, line: &Line) -> Result<(Optio
             _ => return Ok((None, revision)),
         }
     }
+}
+
+/// Whether no key of `line` was created before ours (`key` at `rev`).
+pub(crate) async fn nothing_ahead(
+    session: &Session,
+    line: &Line,
+    key: &str,
+    rev: i64,
+) -> Result<bool> {
+    let scan = scan_ahead(session.client(), line, key, rev, true, 1).await?;
+    Ok(scan.ahead.is_empty())
 }
 
 /// What one read of a queue found.
@@ -306,8 +328,10 @@ async fn scan_ahead(
 pub(crate) struct Created {
     /// Create revision of the key (the fencing token once acquired).
     pub rev: i64,
-    /// Whether the create txn already saw that nothing of the line is ahead.
-    pub free: bool,
+    /// Whether the create txn saw that nothing of the line is ahead
+    /// (`Some(true)`) or that something is (`Some(false)`); `None` when its
+    /// page held only keys of nested prefixes: read the line to know.
+    pub free: Option<bool>,
     cleanup: CleanupOnDrop,
 }
 
@@ -376,6 +400,9 @@ async fn create_txn(
     value: &[u8],
     blockers: &Line,
 ) -> Result<Created> {
+    if session.resumed() {
+        drop_keys_of_earlier_process(session, blockers).await?;
+    }
     let what = format!("creating {key}");
     let put = PutOptions::new().with_lease(session.lease_id());
     let oldest = page_opts(SortOrder::Ascend, 0, 0, None).with_keys_only();
@@ -385,12 +412,20 @@ async fn create_txn(
             TxnOp::put(key, value, Some(put)),
             TxnOp::get(blockers.prefix(), Some(oldest)),
         ]);
-    let resp = session
-        .client()
-        .kv_client()
-        .txn(txn)
-        .await
-        .map_err(ctx(what.clone()))?;
+    let sent = tokio::time::timeout(CREATE_TIMEOUT, session.client().kv_client().txn(txn)).await;
+    let resp = match sent {
+        Ok(Ok(resp)) => resp,
+        failed => {
+            // Whether etcd applied the txn is unknown: the key may exist,
+            // now or once the proposal commits. Its name is ours alone, so
+            // delete it by name for a while.
+            chase_unknown_create(session, key);
+            return Err(match failed {
+                Ok(Err(e)) => Error::etcd(what, e),
+                _ => Error::etcd(what, timed_out(CREATE_TIMEOUT)),
+            });
+        }
+    };
     if !resp.succeeded() {
         // Keys are never reused, so this is someone else's doing.
         return Err(Error::Unexpected(format!(
@@ -405,10 +440,70 @@ async fn create_txn(
     // The page is oldest first: the first key of the line decides; with
     // none in the page, only a complete page proves the line empty.
     let free = match page.kvs().iter().find(|kv| blockers.contains(kv.key())) {
-        Some(kv) => kv.create_revision() >= rev,
-        None => !page.more(),
+        Some(kv) => Some(kv.create_revision() >= rev),
+        None if !page.more() => Some(true),
+        None => None,
     };
     Ok(Created { rev, free, cleanup })
+}
+
+/// Deletes `key` (if it carries our lease) a few times over ~10 s: a create
+/// txn whose outcome is unknown may still commit after the first delete.
+fn chase_unknown_create(session: &Session, key: &str) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (session, key) = (session.clone(), key.to_string());
+    rt.spawn(async move {
+        let mut pause = Duration::from_millis(200);
+        for _ in 0..6 {
+            if session.lost_reason().is_some() {
+                return;
+            }
+            let txn = Txn::new()
+                .when([Compare::lease(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    session.lease_id(),
+                )])
+                .and_then([TxnOp::delete(key.as_str(), None)]);
+            let _ =
+                tokio::time::timeout(DELETE_TIMEOUT, session.client().kv_client().txn(txn)).await;
+            sleep(pause).await;
+            pause *= 2;
+        }
+    });
+}
+
+/// A resumed lease may still carry keys of the process that held it before
+/// (a lock it held, a place in a queue): that process is gone, so its keys
+/// in `line` are deleted rather than left to block us behind ourselves.
+async fn drop_keys_of_earlier_process(session: &Session, line: &Line) -> Result<()> {
+    let what = format!(
+        "reading keys of lease {:x} under {}",
+        session.lease_id(),
+        line.prefix()
+    );
+    let opts = GetOptions::new().with_prefix().with_keys_only();
+    let read = || {
+        let (mut kv, opts) = (session.client().kv_client(), opts.clone());
+        async move { kv.get(line.prefix(), Some(opts)).await }
+    };
+    let resp = bounded(&what, read).await?;
+    for kv in resp.kvs() {
+        if kv.lease() != session.lease_id() || !line.contains(kv.key()) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(kv.key());
+        let ours = name
+            .rsplit_once('-')
+            .and_then(|(_, id)| u64::from_str_radix(id, 16).ok())
+            .is_some_and(|id| session.made_holder_id(id));
+        if !ours {
+            delete_if_owner(session.client(), &name, kv.create_revision()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits in line like [`wait_predecessor`], giving up with [`Error::Timeout`]
@@ -460,16 +555,28 @@ pub(crate) async fn delete_if_owner(client: &Client, key: &str, rev: i64) -> Res
 /// When etcd cannot be reached the error is returned *and* the delete goes
 /// on in the background (until it lands or the session ends): a failed
 /// unlock must not leave a key that blocks the queue for the session's life.
+///
+/// Cancellation-safe: if this future is dropped before etcd answered, the
+/// delete is finished in the background.
 pub(crate) async fn release(session: &Session, key: &str, rev: i64) -> Result<()> {
-    match delete_if_owner(session.client(), key, rev).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Error::NotOwner {
-            key: key.to_string(),
-        }),
+    let mut pending = CleanupOnDrop::new(session, key);
+    pending.set_rev(rev);
+    let answer = delete_if_owner(session.client(), key, rev).await;
+    match answer {
+        Ok(true) => {
+            pending.defuse();
+            Ok(())
+        }
+        Ok(false) => {
+            pending.defuse();
+            Err(Error::NotOwner {
+                key: key.to_string(),
+            })
+        }
+        // Dropping `pending` goes on deleting in the background.
+        Err(e) if e.is_transient() => Err(e),
         Err(e) => {
-            if e.is_transient() {
-                release_in_background(session, key.to_string(), rev);
-            }
+            pending.defuse();
             Err(e)
         }
     }
@@ -672,11 +779,15 @@ async fn wait_delete(
         loop {
             match stream.message().await {
                 Ok(Some(resp)) => {
-                    if resp.canceled()
-                        || resp
-                            .events()
-                            .iter()
-                            .any(|e| e.event_type() == EventType::Delete)
+                    if resp.canceled() {
+                        // No leader behind a require-leader client, or the
+                        // revision compacted: re-read after a pause.
+                        return sleep(RETRY).await;
+                    }
+                    if resp
+                        .events()
+                        .iter()
+                        .any(|e| e.event_type() == EventType::Delete)
                     {
                         return;
                     }
@@ -727,11 +838,13 @@ pub(crate) async fn until_key_lost(session: &Session, key: &str, rev: i64) -> Lo
                     return sleep(RETRY).await;
                 };
                 while let Ok(Some(resp)) = stream.message().await {
-                    if resp.canceled()
-                        || resp
-                            .events()
-                            .iter()
-                            .any(|e| e.event_type() == EventType::Delete)
+                    if resp.canceled() {
+                        break;
+                    }
+                    if resp
+                        .events()
+                        .iter()
+                        .any(|e| e.event_type() == EventType::Delete)
                     {
                         return;
                     }
@@ -765,7 +878,9 @@ async fn lease_gone(session: &Session) -> bool {
         async move { leases.time_to_live(session.lease_id(), None).await }
     };
     match bounded("reading the session's lease", read).await {
-        Ok(resp) => resp.ttl() <= 0,
+        // -1: not found (revoked, or expired and revoked); a live lease
+        // with under a second left reports 0.
+        Ok(resp) => resp.ttl() < 0,
         Err(_) => false,
     }
 }
@@ -780,8 +895,15 @@ pub(crate) fn release_in_background(session: &Session, key: String, rev: i64) {
     let session = session.clone();
     rt.spawn(async move {
         let mut pause = RETRY;
+        let give_up = tokio::time::Instant::now() + RELEASE_FOR;
         loop {
-            match delete_if_owner(session.client(), &key, rev).await {
+            let attempt = tokio::time::timeout(
+                DELETE_TIMEOUT,
+                delete_if_owner(session.client(), &key, rev),
+            )
+            .await
+            .unwrap_or_else(|_| Err(Error::etcd(format!("deleting {key}"), timed_out(DELETE_TIMEOUT))));
+            match attempt {
                 Ok(_) => return,
                 Err(e) if e.is_transient() && session.lost_reason().is_none() => {
                     tracing::debug!(%key, error = %e, "background release failed; retrying");
@@ -792,6 +914,10 @@ pub(crate) fn release_in_background(session: &Session, key: String, rev: i64) {
                     }
                     return;
                 }
+            }
+            if tokio::time::Instant::now() >= give_up {
+                tracing::warn!(%key, "background release gave up; the key goes with the session's lease");
+                return;
             }
             if pause_unless_lost(&session, pause).await.is_err() {
                 return;
@@ -826,16 +952,20 @@ impl CleanupOnDrop {
         self.rev = None;
     }
 
-    /// Deletes now (awaiting it; in the background if that fails) and defuses.
+    /// Deletes now, waiting at most [`DELETE_TIMEOUT`]; if that fails, times
+    /// out or this future is dropped, the delete goes on in the background.
     pub(crate) async fn cleanup(mut self) {
-        if let Some(rev) = self.rev.take() {
-            if delete_if_owner(self.session.client(), &self.key, rev)
-                .await
-                .is_err()
-            {
-                release_in_background(&self.session, std::mem::take(&mut self.key), rev);
+        if let Some(rev) = self.rev {
+            let done = tokio::time::timeout(
+                DELETE_TIMEOUT,
+                delete_if_owner(self.session.client(), &self.key, rev),
+            )
+            .await;
+            if matches!(done, Ok(Ok(_))) {
+                self.rev = None;
             }
         }
+        // Still armed: `Drop` releases in the background.
     }
 }
 

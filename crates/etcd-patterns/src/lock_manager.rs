@@ -32,7 +32,8 @@ pub struct LockStats {
 
 struct Entry {
     mutex: Mutex,
-    /// Serializes local callers: one session has one queue key per lock.
+    /// Serializes local callers, so that this process has at most one key
+    /// in etcd's queue per lock.
     local: Arc<tokio::sync::Mutex<()>>,
     stats: LockStats,
 }

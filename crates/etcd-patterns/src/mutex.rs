@@ -2,9 +2,10 @@
 //! `concurrency.Mutex`, built from plain KV transactions and watches (never
 //! the server's Lock RPC).
 //!
-//! Each contender owns the key `prefix<lease-hex>` under its session lease.
-//! Contenders queue by that key's create revision: the lock belongs to the
-//! oldest key, and each waiter watches only its immediate predecessor.
+//! Each acquisition owns a key of its own, `prefix<lease-hex>-<n>`, under
+//! its session's lease. Contenders queue by that key's create revision: the
+//! lock belongs to the oldest key, and each waiter watches only its
+//! immediate predecessor.
 
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -170,7 +171,21 @@ impl Mutex {
         let key = keys::holder_key(&self.inner.prefix, session);
         let line = &self.inner.line;
         let created = keys::create_key(session, &key, value, line, deadline).await?;
-        let rev = if created.free {
+        let free = match created.free {
+            Some(free) => free,
+            // The create txn's page held only nested keys: read the line.
+            None if only_if_free => {
+                match keys::nothing_ahead(session, line, &key, created.rev).await {
+                    Ok(free) => free,
+                    Err(e) => {
+                        created.discard().await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => false, // the wait reads the line
+        };
+        let rev = if free {
             let rev = created.rev;
             created.keep();
             rev

@@ -85,7 +85,7 @@ impl RwLock {
         };
         let key = keys::holder_key(&format!("{}{own_dir}", self.prefix), &self.session);
         let created = keys::create_key(&self.session, &key, b"", &blockers, deadline).await?;
-        let rev = if created.free {
+        let rev = if created.free == Some(true) {
             let rev = created.rev;
             created.keep();
             rev

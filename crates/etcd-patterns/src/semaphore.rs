@@ -1,6 +1,6 @@
-//! A counting semaphore: at most `permits` sessions hold it at once.
+//! A counting semaphore: at most `permits` holders at once.
 //!
-//! Each contender creates `prefix<lease-hex>`; the holders are the `permits`
+//! Each acquisition creates `prefix<lease-hex>-<n>`; the holders are the `permits`
 //! oldest keys by create revision (FIFO). A waiter re-checks on every DELETE
 //! under the prefix, so a release wakes all waiters (fine for the small
 //! queues semaphores usually have).
@@ -23,7 +23,7 @@ use crate::session::{LostReason, Session};
 /// # async fn demo(session: etcd_patterns::Session) -> Result<(), etcd_patterns::Error> {
 /// use etcd_patterns::Semaphore;
 /// let sem = Semaphore::new(session, "sem/downloads", 3);
-/// let permit = sem.acquire().await?; // at most 3 sessions get here at once
+/// let permit = sem.acquire().await?; // at most 3 holders get here at once
 /// permit.release().await?;
 /// # Ok(()) }
 /// ```

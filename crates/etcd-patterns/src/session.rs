@@ -79,7 +79,9 @@ impl SessionOptions {
     }
 
     /// Renew this often instead of every TTL/3. Shorter intervals detect a
-    /// revoked lease sooner at the price of more keep-alive traffic.
+    /// revoked lease sooner at the price of more keep-alive traffic. At most
+    /// half of (TTL - [`Session::loss_margin`]); a longer interval is refused
+    /// when the session is created.
     pub fn with_keep_alive_interval(mut self, interval: Duration) -> Self {
         self.keep_alive_interval = Some(interval);
         self
@@ -89,8 +91,12 @@ impl SessionOptions {
 struct Inner {
     client: Client,
     lease_id: i64,
-    /// Numbers the keys recipes create for each acquisition.
+    /// Numbers the keys recipes create for each acquisition; the high 32
+    /// bits are random per `Session` value, so a process that resumes the
+    /// lease never reuses a name of the one before it.
     holders: AtomicU64,
+    /// Whether the lease was resumed rather than granted.
+    resumed: bool,
     ttl: Duration,
     state: Arc<watch::Sender<Option<LostReason>>>,
     orphan: CancellationToken,
@@ -140,12 +146,15 @@ impl Session {
     /// Grants (or resumes, see [`SessionOptions::with_lease`]) a lease and
     /// starts keeping it alive.
     ///
-    /// Fails with [`Error::InvalidArgument`] when the keep-alive interval is
-    /// not shorter than the TTL (the lease would expire between renewals).
+    /// Fails with [`Error::InvalidArgument`] when the keep-alive interval
+    /// leaves no room for a second renewal before the session would report
+    /// itself lost: it must be at most half of (TTL - loss margin).
     pub async fn with_options(client: Client, opts: SessionOptions) -> Result<Session> {
         let check_interval = |ttl: Duration| match opts.keep_alive_interval {
-            Some(i) if i >= ttl => Err(Error::InvalidArgument(format!(
-                "keep-alive interval {i:?} must be shorter than the session TTL {ttl:?}"
+            Some(i) if i > (ttl - loss_margin(ttl)) / 2 => Err(Error::InvalidArgument(format!(
+                "keep-alive interval {i:?} is too long for the session TTL {ttl:?}: at most {:?} (half of the TTL minus the {:?} loss margin), so that a failed renewal can be retried before the session reports itself lost",
+                (ttl - loss_margin(ttl)) / 2,
+                loss_margin(ttl)
             ))),
             _ => Ok(()),
         };
@@ -202,7 +211,8 @@ impl Session {
             inner: Arc::new(Inner {
                 client,
                 lease_id,
-                holders: AtomicU64::new(0),
+                holders: AtomicU64::new(u64::from(session_nonce()) << 32),
+                resumed: opts.lease_id.is_some(),
                 ttl,
                 state,
                 orphan,
@@ -226,6 +236,18 @@ impl Session {
     /// of each acquisition with it, so no key is ever reused.
     pub(crate) fn next_holder_id(&self) -> u64 {
         self.inner.holders.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether a key name from [`Session::next_holder_id`] was made by this
+    /// `Session` value (and its clones), not by an earlier process that held
+    /// the same lease.
+    pub(crate) fn made_holder_id(&self, id: u64) -> bool {
+        id >> 32 == self.inner.holders.load(Ordering::Relaxed) >> 32
+    }
+
+    /// Whether this session resumed an existing lease.
+    pub(crate) fn resumed(&self) -> bool {
+        self.inner.resumed
     }
 
     /// How long before the lease's earliest server-side expiry the session
@@ -302,6 +324,21 @@ impl Session {
             .map_err(ctx(format!("revoking lease {:x}", self.inner.lease_id)))?;
         Ok(())
     }
+}
+
+/// 32 bits that differ between `Session` values, also across processes.
+fn session_nonce() -> u32 {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let parts = [
+        now.as_nanos().to_le_bytes().to_vec(),
+        std::process::id().to_le_bytes().to_vec(),
+        COUNT.fetch_add(1, Ordering::Relaxed).to_le_bytes().to_vec(),
+    ];
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    crate::hash::stable_hash(&refs) as u32
 }
 
 fn loss_margin(ttl: Duration) -> Duration {

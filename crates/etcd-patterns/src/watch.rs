@@ -17,8 +17,8 @@
 //!   several) and asks the watching member for a progress notification; it
 //!   reconnects elsewhere if that goes unanswered for another
 //!   `stall_timeout` (a frozen member) or reports a revision older than the
-//!   cluster's (a member cut off from its peers answers progress requests
-//!   from its own stale state);
+//!   cluster's at the probe before (a member cut off from its peers answers
+//!   progress requests from its own stale state);
 //! - periodic progress notifications advance the resume point, so a quiet
 //!   watch resumes from a recent revision (and is not compacted away);
 //! - [`ResilientWatch::connect`] builds its clients with *require leader*, so
@@ -155,8 +155,11 @@ impl WatchOptions {
         self
     }
 
-    /// After this long without any message, request a progress notification;
-    /// after twice this long, reconnect to another endpoint. Default 5 s.
+    /// After this long without any message, probe the member (a
+    /// linearizable read of the cluster's revision elsewhere, then a
+    /// progress request); reconnect to another endpoint when the progress
+    /// answer does not come within another `stall_timeout`, or reports a
+    /// revision older than the cluster's at the previous probe. Default 5 s.
     pub fn with_stall_timeout(mut self, stall_timeout: Duration) -> Self {
         self.stall_timeout = stall_timeout.max(Duration::from_millis(50));
         self
@@ -505,8 +508,11 @@ impl WatchTask {
             return Ended::Broken;
         };
         let mut probing = false;
-        // The cluster's revision read before the pending progress request.
-        let mut cluster_rev = None;
+        // The cluster's revision read at the latest probe, and the one read
+        // a probe earlier (at least `stall_timeout` ago): a healthy member
+        // has long applied the latter, while it may still be a few entries
+        // behind the former on a busy cluster.
+        let (mut latest_rev, mut settled_rev) = (None, None);
         loop {
             let next = tokio::select! {
                 m = timeout(self.opts.stall_timeout, stream.message()) => m,
@@ -523,7 +529,8 @@ impl WatchTask {
                     // cluster's; a frozen one does not answer, a partitioned
                     // one answers with its own stale revision.
                     probing = true;
-                    cluster_rev = self.cluster_revision().await;
+                    settled_rev = latest_rev.or(settled_rev);
+                    latest_rev = self.cluster_revision().await;
                     if stream.request_progress().await.is_err() {
                         return Ended::Broken;
                     }
@@ -553,7 +560,7 @@ impl WatchTask {
                 && resp.header().is_some();
             if progress {
                 let at = resp.header().map(|h| h.revision()).unwrap_or(0);
-                if let Some(cluster) = cluster_rev.take().filter(|c| at < *c) {
+                if let Some(cluster) = settled_rev.filter(|c| at < *c) {
                     tracing::debug!(key = %self.key, member = at, cluster, "watching member is behind the cluster; reconnecting");
                     return Ended::Broken;
                 }

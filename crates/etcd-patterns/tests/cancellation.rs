@@ -231,6 +231,19 @@ async fn nested_prefixes_do_not_block_each_other() {
     let outer = Mutex::new(session(&client, 10).await, "t-nest/a");
     let inner = Mutex::new(session(&client, 10).await, "t-nest/a/b");
     let g_inner = inner.try_lock().await.expect("inner lock");
+    // More nested waiters than one page of the create txn holds.
+    let mut nested = Vec::new();
+    for _ in 0..20 {
+        let m = Mutex::new(session(&client, 10).await, "t-nest/a/b");
+        let m2 = m.clone();
+        nested.push((m, tokio::spawn(async move { m2.lock().await })));
+    }
+    eventually(
+        Duration::from_secs(5),
+        "20 nested waiters queued",
+        || async { count(&client, "t-nest/a/b/").await == 21 },
+    )
+    .await;
     let g_outer = outer
         .try_lock()
         .await
@@ -238,6 +251,10 @@ async fn nested_prefixes_do_not_block_each_other() {
     g_outer.unlock().await.unwrap();
     let waiter = Mutex::new(session(&client, 10).await, "t-nest/a/b");
     assert!(matches!(waiter.try_lock().await, Err(Error::Locked { .. })));
+    for (m, waiting) in nested {
+        waiting.abort();
+        let _ = m.session().close().await;
+    }
     g_inner.unlock().await.unwrap();
 
     // The same for a read-write lock and an election under it.
@@ -290,16 +307,21 @@ async fn election_state_clears_after_the_term_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keep_alive_interval_not_below_the_ttl_is_refused() {
+async fn a_keep_alive_interval_without_room_for_a_retry_is_refused() {
     let client = shared_client().await;
-    let opts = SessionOptions::new(Duration::from_secs(5))
-        .with_keep_alive_interval(Duration::from_secs(5));
-    match Session::with_options(client.clone(), opts).await {
-        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("keep-alive interval"), "{msg}"),
-        other => panic!("expected InvalidArgument, got {other:?}"),
+    // TTL 5 s, loss margin 0.5 s: at most 2.25 s.
+    for interval in [5, 3] {
+        let opts = SessionOptions::new(Duration::from_secs(5))
+            .with_keep_alive_interval(Duration::from_secs(interval));
+        match Session::with_options(client.clone(), opts).await {
+            Err(Error::InvalidArgument(msg)) => {
+                assert!(msg.contains("keep-alive interval"), "{msg}")
+            }
+            other => panic!("{interval} s: expected InvalidArgument, got {other:?}"),
+        }
     }
     let opts = SessionOptions::new(Duration::from_secs(5))
-        .with_keep_alive_interval(Duration::from_secs(4));
+        .with_keep_alive_interval(Duration::from_secs(2));
     Session::with_options(client, opts)
         .await
         .unwrap()
@@ -360,6 +382,25 @@ async fn kill_never_overwrites_a_concurrent_change() {
             "round {round}: the concurrent rollout change was overwritten by kill"
         );
     }
+    // Fields this version does not know survive a kill.
+    client
+        .kv_client()
+        .put(
+            "t-kill-cas/newer",
+            r#"{"enabled":true,"rollout_percent":50.0,"owner":"team-x"}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    flags.kill("newer").await.unwrap();
+    let resp = client
+        .kv_client()
+        .get("t-kill-cas/newer", None)
+        .await
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(resp.kvs()[0].value()).unwrap();
+    assert_eq!(stored["enabled"], false);
+    assert_eq!(stored["owner"], "team-x", "{stored}");
     // An unreadable flag is reported, not replaced.
     client
         .kv_client()
@@ -520,4 +561,37 @@ async fn a_primary_that_blocks_past_the_margin_is_reported() {
     .await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), runner).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_does_not_wait_behind_its_previous_process() {
+    let client = shared_client().await;
+    let prefix = "t-resume-lock/";
+    let first = session(&client, 10).await;
+    let lease = first.lease_id();
+    let guard = Mutex::new(first.clone(), prefix).lock().await.unwrap();
+    let old_key = guard.key().to_string();
+    // The process "restarts": its keep-alive stops, the lease lives on
+    // (resumed below), and its guard never runs.
+    first.orphan();
+    std::mem::forget(guard);
+    drop(first);
+    let resumed = Session::resume(client.clone(), lease, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(2), Mutex::new(resumed, prefix).lock())
+        .await
+        .expect("the resumed session is not queued behind its own old key")
+        .unwrap();
+    assert_ne!(
+        g.key(),
+        old_key,
+        "a resumed session never reuses a key name"
+    );
+    assert_eq!(
+        create_rev(&client, &old_key).await,
+        0,
+        "the old hold is gone"
+    );
+    g.unlock().await.unwrap();
 }
