@@ -391,16 +391,14 @@ impl HaCoordinator {
             // the lease then expires on its own.
             let _ = tokio::time::timeout(self.opts.ttl, election.resign()).await;
             let _ = tokio::time::timeout(self.opts.ttl, session.close()).await;
-            match ended {
-                TermEnd::Shutdown => break Ok(()),
-                // A primary that returns at once must not turn the loop into
-                // grant, campaign, revoke as fast as etcd answers.
-                TermEnd::Returned if started.elapsed() < Duration::from_secs(1) => {
-                    if !backoff.pause(&shutdown).await {
-                        break Ok(());
-                    }
-                }
-                _ => {}
+            if ended == TermEnd::Shutdown {
+                break Ok(());
+            }
+            // A primary that returns at once must not turn the loop into
+            // grant, campaign, revoke as fast as etcd answers.
+            let quick = started.elapsed() < Duration::from_secs(1);
+            if ended == TermEnd::Returned && quick && !backoff.pause(&shutdown).await {
+                break Ok(());
             }
         };
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
