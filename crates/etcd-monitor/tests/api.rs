@@ -1096,7 +1096,22 @@ async fn benchmarks_stay_within_limits_are_cancelled_and_remove_only_their_keys(
     assert_eq!(started["started_by"], "token:op1");
     assert_eq!(started["spec"]["duration"], "1m", "{started}");
     let id = started["id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The foreign key goes in once the run writes: a run checks that its
+    // prefix is empty before it starts, and a loaded machine may start it late.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let count_opts = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_count_only();
+    while etcd
+        .get(prefix.as_str(), Some(count_opts.clone()))
+        .await
+        .unwrap()
+        .count()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the run never wrote a key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     etcd.put(format!("{prefix}foreign"), "keep me", None)
         .await
         .unwrap();
@@ -1113,7 +1128,10 @@ async fn benchmarks_stay_within_limits_are_cancelled_and_remove_only_their_keys(
         "{err}"
     );
     let (code, ok) = send(&addr, del.clone(), &path, op1, "").await;
-    assert_eq!(code, 200, "{ok}");
+    if code != 200 {
+        let (_, run) = send(&addr, reqwest::Method::GET, &path, op1, "").await;
+        panic!("cancelling answered {code}: {ok}; the run: {run}");
+    }
     assert_eq!(ok["state"], "cancelling");
     let deadline = Instant::now() + Duration::from_secs(15);
     let run = loop {

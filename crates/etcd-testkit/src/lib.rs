@@ -687,6 +687,16 @@ impl EtcdCluster {
             (state, Some(pid)) if state == from => {
                 process::signal(pid, sig)
                     .map_err(|e| Error::Io(format!("signalling {}", m.info.name), e))?;
+                // A signal is delivered asynchronously: wait until every
+                // thread has stopped (or run again), so that a request sent
+                // right after `pause` can never be answered.
+                let stopped = to == MemberState::Paused;
+                if !process::wait_stopped(pid, stopped, Duration::from_secs(2)) {
+                    return Err(Error::Io(
+                        format!("{} did not {action} within 2 s", m.info.name),
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    ));
+                }
                 m.info.state = to;
                 Ok(())
             }

@@ -70,3 +70,37 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Waits until every thread of `pid` is stopped (`stopped`) or none is,
+/// as `/proc/<pid>/task/*/stat` reports it; false after `limit`.
+pub(crate) fn wait_stopped(pid: u32, stopped: bool, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match all_threads_stopped(pid) {
+            Some(s) if s == stopped => return true,
+            None => return true, // the process is gone: nothing to wait for
+            Some(_) => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// `Some(true)` when every thread is in state `T`/`t`, `Some(false)` when
+/// one is not, `None` when the process cannot be read.
+fn all_threads_stopped(pid: u32) -> Option<bool> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // "pid (comm) S ...": the state follows the last ')'.
+        let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+        if !matches!(state, 'T' | 't') {
+            return Some(false);
+        }
+        any = true;
+    }
+    Some(any)
+}
