@@ -69,6 +69,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.node_id.is_some() {
+        // Node mode stops cleanly on Ctrl-C; elsewhere Ctrl-C just ends it.
+        examples::listen_for_ctrl_c();
+    }
     let names: Vec<&str> = match args.example.as_str() {
         "all" => examples::ALL.to_vec(),
         name if examples::ALL.contains(&name) => vec![name],

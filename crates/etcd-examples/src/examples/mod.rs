@@ -154,9 +154,43 @@ pub async fn wait_until(
     .await
 }
 
-/// Resolves on Ctrl-C (node mode). If the handler cannot be installed, never.
+/// Set once SIGINT arrived; see [`listen_for_ctrl_c`].
+static INTERRUPTED: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+    std::sync::OnceLock::new();
+
+/// Installs the SIGINT handler now, so that a Ctrl-C is never lost: one
+/// that arrives while no [`ctrl_c`] future is waiting (between two loop
+/// rounds) is still seen by the next one. Called at start-up.
+pub fn listen_for_ctrl_c() {
+    INTERRUPTED.get_or_init(|| {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        // Registered here, synchronously, not at a task's first poll.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(mut sigint) => {
+                tokio::spawn(async move {
+                    if sigint.recv().await.is_some() {
+                        let _ = tx.send(true);
+                    }
+                    // Keep the sender: receivers then wait forever, never
+                    // mistaking a dropped sender for a Ctrl-C.
+                    std::future::pending::<()>().await;
+                });
+            }
+            Err(e) => eprintln!("etcd-examples: cannot install the Ctrl-C handler: {e}"),
+        }
+        rx
+    });
+}
+
+/// Resolves once Ctrl-C was pressed (node mode), also if that happened
+/// before this call. Never, if the handler could not be installed.
 pub async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
+    listen_for_ctrl_c();
+    let Some(rx) = INTERRUPTED.get() else {
+        return std::future::pending().await;
+    };
+    let mut rx = rx.clone();
+    if rx.wait_for(|pressed| *pressed).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
