@@ -10,7 +10,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -177,6 +177,35 @@ fn apply<S: CacheState>(shared: &Shared<S>, prefix: &str, ev: &WatchEvent) {
     for c in changes {
         let _ = shared.changes.send(c);
     }
+}
+
+/// Writes `json` at `key` only if the key's mod revision is still `expected`
+/// (0 = it must not exist): `Ok(revision of the write)`, or `Err(actual mod
+/// revision)` when someone wrote it in between. The compare-and-swap shared
+/// by config and flags.
+pub(crate) async fn swap(
+    client: &Client,
+    key: &str,
+    json: Vec<u8>,
+    expected: i64,
+    what: &str,
+) -> Result<std::result::Result<i64, i64>> {
+    let txn = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+        .and_then([TxnOp::put(key, json, None)])
+        .or_else([TxnOp::get(key, None)]);
+    let resp = client
+        .kv_client()
+        .txn(txn)
+        .await
+        .map_err(ctx(what.to_string()))?;
+    if resp.succeeded() {
+        return Ok(Ok(crate::keys::header_revision(&resp, what)?));
+    }
+    let actual = crate::keys::txn_kvs(&resp, 0, what)?
+        .first()
+        .map_or(0, |kv| kv.mod_revision());
+    Ok(Err(actual))
 }
 
 /// Writes `value` as JSON at `key` (under `lease` if given); returns the

@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, GetOptions, Txn, TxnOp, TxnOpResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::cache::{CacheState, WatchCache, put_json};
+use crate::cache::{CacheState, WatchCache, put_json, swap};
 use crate::error::{Error, Result, ctx};
 use crate::keys;
 use crate::watch::WatchEvent;
@@ -217,34 +217,15 @@ impl Config {
         expected: i64,
     ) -> Result<i64> {
         let json = encode(key, value)?;
-        let full = self.full_key(key);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                full.as_str(),
-                CompareOp::Equal,
-                expected,
-            )])
-            .and_then([TxnOp::put(full.as_str(), json, None)])
-            .or_else([TxnOp::get(full.as_str(), None)]);
         let what = format!("compare-and-set of config {key}");
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(ctx(what.clone()))?;
-        if resp.succeeded() {
-            return keys::header_revision(&resp, &what);
+        match swap(&self.client, &self.full_key(key), json, expected, &what).await? {
+            Ok(revision) => Ok(revision),
+            Err(actual) => Err(Error::Conflict {
+                key: key.to_string(),
+                expected,
+                actual,
+            }),
         }
-        let actual = keys::txn_kvs(&resp, 0, &what)?
-            .first()
-            .map(|kv| kv.mod_revision())
-            .unwrap_or(0);
-        Err(Error::Conflict {
-            key: key.to_string(),
-            expected,
-            actual,
-        })
     }
 
     /// Deletes `key`; returns the revision of the deletion.

@@ -11,10 +11,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{CacheState, WatchCache, put_json};
+use crate::cache::{CacheState, WatchCache, put_json, swap};
 use crate::error::{Error, Result, ctx};
 use crate::hash::stable_hash;
 use crate::keys;
@@ -282,18 +282,9 @@ impl Flags {
                 key: key.clone(),
                 reason: e.to_string(),
             })?;
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, seen)])
-                .and_then([TxnOp::put(key.as_str(), json, None)]);
             let what = format!("killing flag {name}");
-            let resp = self
-                .client
-                .kv_client()
-                .txn(txn)
-                .await
-                .map_err(ctx(what.clone()))?;
-            if resp.succeeded() {
-                return keys::header_revision(&resp, &what);
+            if let Ok(revision) = swap(&self.client, &key, json, seen, &what).await? {
+                return Ok(revision);
             }
             // Someone wrote the flag in between: re-read after a short pause.
             tokio::time::sleep(Duration::from_millis(10)).await;

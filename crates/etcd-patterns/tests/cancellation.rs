@@ -152,12 +152,29 @@ async fn a_timeout_during_the_create_txn_leaves_no_key_behind() {
     g.unlock().await.unwrap();
 }
 
+/// A hold of any of the recipes, released the same way.
+enum Held {
+    Permit(etcd_patterns::Permit),
+    RwLock(etcd_patterns::RwLockGuard),
+    Mutex(etcd_patterns::MutexGuard),
+}
+
+impl Held {
+    async fn release(self) -> Result<(), Error> {
+        match self {
+            Held::Permit(p) => p.release().await,
+            Held::RwLock(g) => g.unlock().await,
+            Held::Mutex(g) => g.unlock().await,
+        }
+    }
+}
+
 /// Runs `tasks` holders through `acquire` at once and returns the most that
 /// held at the same time.
 async fn max_concurrent<F, Fut>(tasks: usize, acquire: F) -> usize
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>> + Send + 'static,
+    Fut: Future<Output = Held> + Send + 'static,
 {
     let inside = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
@@ -166,12 +183,12 @@ where
         let (inside, peak) = (inside.clone(), peak.clone());
         let acquired = acquire();
         handles.push(tokio::spawn(async move {
-            let release = acquired.await;
+            let held = acquired.await;
             let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(100)).await;
             inside.fetch_sub(1, Ordering::SeqCst);
-            release().await.unwrap();
+            held.release().await.unwrap();
         }));
     }
     for h in handles {
@@ -191,11 +208,7 @@ async fn holders_sharing_one_session_never_share_a_hold() {
     let sem = Semaphore::new(s.clone(), "t-shared/sem", 2);
     let peak = max_concurrent(5, || {
         let sem = sem.clone();
-        async move {
-            let p = sem.acquire().await.unwrap();
-            Box::new(move || tokio::spawn(async move { p.release().await.unwrap() }))
-                as Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>
-        }
+        async move { Held::Permit(sem.acquire().await.unwrap()) }
     })
     .await;
     assert_eq!(peak, 2, "Semaphore(2) on one session admitted {peak}");
@@ -203,11 +216,7 @@ async fn holders_sharing_one_session_never_share_a_hold() {
     let rw = RwLock::new(s.clone(), "t-shared/rw");
     let peak = max_concurrent(3, || {
         let rw = rw.clone();
-        async move {
-            let g = rw.write().await.unwrap();
-            Box::new(move || tokio::spawn(async move { g.unlock().await.unwrap() }))
-                as Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>
-        }
+        async move { Held::RwLock(rw.write().await.unwrap()) }
     })
     .await;
     assert_eq!(peak, 1, "writers on one session overlapped");
@@ -215,11 +224,7 @@ async fn holders_sharing_one_session_never_share_a_hold() {
     let m = Mutex::new(s.clone(), "t-shared/mutex");
     let peak = max_concurrent(3, || {
         let m = m.clone();
-        async move {
-            let g = m.lock().await.unwrap();
-            Box::new(move || tokio::spawn(async move { g.unlock().await.unwrap() }))
-                as Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>
-        }
+        async move { Held::Mutex(m.lock().await.unwrap()) }
     })
     .await;
     assert_eq!(peak, 1, "clones of one mutex held at once");
