@@ -400,7 +400,7 @@ async fn create_txn(
     value: &[u8],
     blockers: &Line,
 ) -> Result<Created> {
-    if session.resumed() {
+    if session.first_use_after_resume(&format!("{}{:?}", blockers.prefix, blockers.subdirs)) {
         drop_keys_of_earlier_process(session, blockers).await?;
     }
     let what = format!("creating {key}");

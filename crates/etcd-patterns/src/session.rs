@@ -95,8 +95,9 @@ struct Inner {
     /// bits are random per `Session` value, so a process that resumes the
     /// lease never reuses a name of the one before it.
     holders: AtomicU64,
-    /// Whether the lease was resumed rather than granted.
-    resumed: bool,
+    /// For a resumed lease, the prefixes not yet swept of the keys of the
+    /// process that held the lease before (`None`: granted, nothing to sweep).
+    swept: Option<std::sync::Mutex<std::collections::HashSet<String>>>,
     ttl: Duration,
     state: Arc<watch::Sender<Option<LostReason>>>,
     orphan: CancellationToken,
@@ -212,7 +213,7 @@ impl Session {
                 client,
                 lease_id,
                 holders: AtomicU64::new(u64::from(session_nonce()) << 32),
-                resumed: opts.lease_id.is_some(),
+                swept: opts.lease_id.map(|_| std::sync::Mutex::default()),
                 ttl,
                 state,
                 orphan,
@@ -245,9 +246,16 @@ impl Session {
         id >> 32 == self.inner.holders.load(Ordering::Relaxed) >> 32
     }
 
-    /// Whether this session resumed an existing lease.
-    pub(crate) fn resumed(&self) -> bool {
-        self.inner.resumed
+    /// True once per queue (`line`: a prefix and its sub-directories) for a
+    /// session that resumed an existing lease: the first acquisition there
+    /// sweeps the keys of the earlier process.
+    pub(crate) fn first_use_after_resume(&self, line: &str) -> bool {
+        self.inner.swept.as_ref().is_some_and(|swept| {
+            swept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(line.to_string())
+        })
     }
 
     /// How long before the lease's earliest server-side expiry the session
