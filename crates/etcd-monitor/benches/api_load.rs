@@ -113,8 +113,9 @@ fn main() {
         }];
         config.api.auth.anonymous_role = Some(etcd_monitor::config::AnonymousRole::Admin);
         let lifecycle = Lifecycle::new();
-        let monitor = etcd_monitor::run::start(&config, &lifecycle).await.expect("monitor");
-        let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle).await.expect("api");
+        let daemon = etcd_monitor::run::start(&config, &lifecycle).await.expect("monitor");
+        let monitor = daemon.monitor.clone();
+        let addr = etcd_monitor::run::serve_api(&config, &daemon, &lifecycle).await.expect("api");
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
         // Wait for data behind the endpoints.
         let deadline = Instant::now() + Duration::from_secs(30);

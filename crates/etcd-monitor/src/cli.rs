@@ -68,6 +68,77 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The alert rules as configured (`--config`) or by default.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// `rules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Print the rule table: name, condition in words, threshold, for,
+    /// window, severity, runbook anchor (built-in rules, then custom ones).
+    #[command(
+        after_help = "Example:\n  etcd-monitor rules list\n  etcd-monitor --config config.yaml rules list -w json"
+    )]
+    List {
+        /// Output: table, or json (an array of rules).
+        #[arg(short = 'w', long = "write-out", default_value = "table", value_parser = ["table", "json"])]
+        write_out: String,
+    },
+}
+
+/// `rules list`: the configured rule table. The error is ready to print.
+pub fn rules_list(global: &GlobalArgs, write_out: &str) -> Result<String, String> {
+    let alerts = match &global.config {
+        Some(_) => {
+            load_config(global, None)
+                .map_err(|errors| errors.to_string())?
+                .alerts
+        }
+        None => crate::alert::AlertsConfig::default(),
+    };
+    let rows = crate::alert::rules::RuleSet::from_config(&alerts).rows();
+    if write_out == "json" {
+        return serde_json::to_string_pretty(&rows)
+            .map(|s| s + "\n")
+            .map_err(|e| format!("error: {e}\n"));
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let unit = r
+                .unit
+                .and_then(|u| serde_json::to_value(u).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .filter(|u| u != "none")
+                .map(|u| format!(" {u}"))
+                .unwrap_or_default();
+            vec![
+                r.name.clone(),
+                r.severity.to_string(),
+                format!("{}{unit}", r.threshold),
+                r.for_.clone(),
+                r.window.clone().unwrap_or_else(|| "-".into()),
+                if r.enabled { "yes" } else { "no" }.into(),
+                r.expression.clone(),
+                r.runbook.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    Ok(crate::ctl::output::table(
+        &[
+            "NAME",
+            "SEVERITY",
+            "THRESHOLD",
+            "FOR",
+            "WINDOW",
+            "ENABLED",
+            "CONDITION",
+            "RUNBOOK",
+        ],
+        &table,
+    ))
 }
 
 /// `token` subcommands.

@@ -67,14 +67,14 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
             config.api.listen = addr.to_string();
         }
     }
-    let monitor = crate::run::start(&config, &lifecycle).await?;
-    let addr = match crate::run::serve_api(&config, &monitor, &lifecycle).await {
+    let daemon = crate::run::start(&config, &lifecycle).await?;
+    let addr = match crate::run::serve_api(&config, &daemon, &lifecycle).await {
         Ok(addr) => addr,
         // The default port is taken (another demo?): any free port will do.
         Err(e) if args.api_port.is_none() => {
             say(format_args!("note:      {e:#}; using a free port instead"));
             config.api.listen = "127.0.0.1:0".into();
-            crate::run::serve_api(&config, &monitor, &lifecycle).await?
+            crate::run::serve_api(&config, &daemon, &lifecycle).await?
         }
         Err(e) => return Err(e),
     };
@@ -88,7 +88,7 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
     ));
     say(format_args!("Ctrl-C stops the monitor and the cluster."));
     lifecycle.wait_for_signal().await;
-    crate::run::shutdown(&monitor, &lifecycle).await;
+    crate::run::shutdown(&daemon.monitor, &lifecycle).await;
     drop(cluster);
     say(format_args!("demo cluster stopped"));
     Ok(())

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use etcd_monitor::cli::{Cli, Command, ConfigCommand, GlobalArgs, RunArgs, TokenCommand};
+use etcd_monitor::cli::{
+    Cli, Command, ConfigCommand, GlobalArgs, RulesCommand, RunArgs, TokenCommand,
+};
 use etcd_monitor::{config, lifecycle::Lifecycle, logging};
 
 fn main() -> ExitCode {
@@ -18,6 +20,18 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Rules(RulesCommand::List { write_out })) => {
+            match etcd_monitor::cli::rules_list(&cli.global, &write_out) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprint!("{e}");
                     ExitCode::from(1)
                 }
             }

@@ -13,8 +13,24 @@ use crate::store::{Store, redact_url};
 /// How long shutdown waits for tasks to finish.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// Opens the store and starts monitoring every configured cluster.
-pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Monitor> {
+/// The running daemon: the monitor and its alert engine.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Collectors and their snapshots, and the history store.
+    pub monitor: Monitor,
+    /// The alert engine's handle.
+    pub alerting: crate::alert::Alerting,
+}
+
+/// The health checks' thresholds under `config`: `monitoring.thresholds`,
+/// and the alert rules' for the conditions both judge.
+pub fn health_thresholds(config: &Config) -> crate::health::Thresholds {
+    crate::alert::rules::RuleSet::from_config(&config.alerts)
+        .health_thresholds(&config.monitoring.thresholds)
+}
+
+/// Opens the store and starts monitoring and alerting on every configured cluster.
+pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Daemon> {
     let url = config.storage.connect_url().map_err(anyhow::Error::msg)?;
     let store = Store::open(&url).await.with_context(|| {
         format!(
@@ -23,8 +39,9 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Mon
         )
     })?;
     warn_plain_passwords(config);
-    let monitor = Monitor::start(config, store, lifecycle);
-    monitor.set_alerting(crate::alert::start(&config.alerts, &monitor, lifecycle));
+    let thresholds = health_thresholds(config);
+    let monitor = Monitor::start(config, &thresholds, store, lifecycle);
+    let alerting = crate::alert::start(&config.alerts, &thresholds, &monitor, lifecycle);
     for c in &config.clusters {
         tracing::info!(
             cluster = %c.name,
@@ -34,18 +51,16 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Mon
             "monitoring cluster"
         );
     }
-    Ok(monitor)
+    Ok(Daemon { monitor, alerting })
 }
 
 /// What the API's handlers share, for `monitor` under `config`
 /// (benchmark schedules start here).
-pub fn app_state(
-    config: &Config,
-    monitor: &Monitor,
-    lifecycle: &Lifecycle,
-) -> crate::api::AppState {
+pub fn app_state(config: &Config, daemon: &Daemon, lifecycle: &Lifecycle) -> crate::api::AppState {
+    let monitor = &daemon.monitor;
     crate::api::AppState {
         monitor: monitor.clone(),
+        alerting: daemon.alerting.clone(),
         config: std::sync::Arc::new(config.clone()),
         started: std::time::Instant::now(),
         started_at: std::time::SystemTime::now(),
@@ -71,7 +86,7 @@ pub fn app_state(
 /// shutdown; returns the bound address.
 pub async fn serve_api(
     config: &Config,
-    monitor: &Monitor,
+    daemon: &Daemon,
     lifecycle: &Lifecycle,
 ) -> anyhow::Result<std::net::SocketAddr> {
     match crate::api::auth::startup_check(&config.api) {
@@ -79,7 +94,7 @@ pub async fn serve_api(
         Ok(Some(warning)) => tracing::warn!("{warning}"),
         Err(e) => anyhow::bail!(e),
     }
-    let state = app_state(config, monitor, lifecycle);
+    let state = app_state(config, daemon, lifecycle);
     let (addr, task) = crate::api::serve(state, lifecycle.token())
         .await
         .map_err(anyhow::Error::msg)?;
@@ -143,10 +158,10 @@ pub fn plain_password_endpoints(config: &Config) -> Vec<(String, String)> {
 
 /// Runs the monitor and its API until a signal, then shuts down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
-    let monitor = start(&config, &lifecycle).await?;
-    serve_api(&config, &monitor, &lifecycle).await?;
+    let daemon = start(&config, &lifecycle).await?;
+    serve_api(&config, &daemon, &lifecycle).await?;
     lifecycle.wait_for_signal().await;
-    shutdown(&monitor, &lifecycle).await;
+    shutdown(&daemon.monitor, &lifecycle).await;
     Ok(())
 }
 

@@ -57,7 +57,9 @@ pub fn main(global: &GlobalArgs, args: StatusArgs) -> ExitCode {
         scrape_metrics: !args.no_metrics,
         hashkv: !args.no_hashkv,
     };
-    let thresholds = config.map(|c| c.monitoring.thresholds).unwrap_or_default();
+    let thresholds = config
+        .map(|c| crate::run::health_thresholds(&c))
+        .unwrap_or_default();
     let snapshot = runtime.block_on(async move {
         let mut collector = Collector::new(cluster, options);
         health::evaluate(collector.collect().await, &thresholds)

@@ -31,8 +31,8 @@ fn rule_overrides_apply_and_unknown_names_are_errors() {
     let c =
         load("alerts:\n  rules:\n    etcdMembersDown:\n      for: 0s\n      severity: critical\n")
             .unwrap();
-    let rules = etcd_monitor::alert::rules::configured(&c.alerts);
-    let r = rules.iter().find(|r| r.id == "etcdMembersDown").unwrap();
+    let rules = etcd_monitor::alert::rules::RuleSet::from_config(&c.alerts);
+    let r = rules.get(etcd_monitor::alert::rules::Rule::MembersDown);
     assert_eq!(r.for_, std::time::Duration::ZERO);
     assert_eq!(r.severity.as_str(), "critical");
     assert_error(

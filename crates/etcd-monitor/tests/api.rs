@@ -42,8 +42,9 @@ async fn start(cluster: &EtcdCluster, name: &str) -> Running {
     config.api.cors_origins = vec!["http://dashboard.test".into()];
     config.alerts = serde_yaml_ng::from_str("rules:\n  etcdMembersDown:\n    for: 0s\n").unwrap();
     let lifecycle = Lifecycle::new();
-    let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
-    let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle)
+    let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let monitor = daemon.monitor.clone();
+    let addr = etcd_monitor::run::serve_api(&config, &daemon, &lifecycle)
         .await
         .unwrap();
     let running = Running {
@@ -689,8 +690,9 @@ async fn scheduled_benchmarks_run_and_are_stored() {
     let config =
         etcd_monitor::config::load(Some(&file), &etcd_monitor::config::Overrides::new()).unwrap();
     let lifecycle = Lifecycle::new();
-    let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
-    let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle)
+    let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let monitor = daemon.monitor.clone();
+    let addr = etcd_monitor::run::serve_api(&config, &daemon, &lifecycle)
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1228,8 +1230,9 @@ async fn probes_keep_their_schedule_during_a_saturating_benchmark() {
     config.storage.url = format!("sqlite://{}", dir.path().join("h.db").display());
     config.api.listen = "127.0.0.1:0".into();
     let lifecycle = Lifecycle::new();
-    let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
-    let addr = etcd_monitor::run::serve_api(&config, &monitor, &lifecycle)
+    let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let monitor = daemon.monitor.clone();
+    let addr = etcd_monitor::run::serve_api(&config, &daemon, &lifecycle)
         .await
         .unwrap();
     let mut events = monitor.subscribe();

@@ -38,7 +38,8 @@ fn cluster_config(name: &str, cluster: &EtcdCluster) -> ClusterConfig {
 
 async fn start(config: &Config) -> (Monitor, Lifecycle) {
     let lifecycle = Lifecycle::new();
-    let monitor = etcd_monitor::run::start(config, &lifecycle).await.unwrap();
+    let daemon = etcd_monitor::run::start(config, &lifecycle).await.unwrap();
+    let monitor = daemon.monitor.clone();
     (monitor, lifecycle)
 }
 

@@ -101,8 +101,8 @@ fn api() -> &'static (tokio::runtime::Runtime, axum::Router) {
             config.storage.url = format!("sqlite://{}", dir.path().join("h.db").display());
             config.api.snapshot_dir = dir.path().join("snap");
             let lifecycle = etcd_monitor::lifecycle::Lifecycle::new();
-            let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
-            let state = etcd_monitor::run::app_state(&config, &monitor, &lifecycle);
+            let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+            let state = etcd_monitor::run::app_state(&config, &daemon, &lifecycle);
             etcd_monitor::api::app(state).await.unwrap().0
         });
         (rt, router)

@@ -62,10 +62,11 @@ async fn start(api_yaml: &str) -> Result<Running, String> {
     let config = etcd_monitor::config::load(Some(&file), &etcd_monitor::config::Overrides::new())
         .map_err(|e| e.to_string())?;
     let lifecycle = Lifecycle::new();
-    let monitor = etcd_monitor::run::start(&config, &lifecycle)
+    let daemon = etcd_monitor::run::start(&config, &lifecycle)
         .await
         .map_err(|e| format!("{e:#}"))?;
-    match etcd_monitor::run::serve_api(&config, &monitor, &lifecycle).await {
+    let monitor = daemon.monitor.clone();
+    match etcd_monitor::run::serve_api(&config, &daemon, &lifecycle).await {
         Ok(addr) => Ok(Running {
             addr,
             monitor,

@@ -226,7 +226,8 @@ async fn history_lives_in_postgresql() {
     config.monitoring.metrics_interval = Duration::from_millis(300);
     config.storage.url = pg.url.clone();
     let lifecycle = Lifecycle::new();
-    let monitor = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let monitor = daemon.monitor.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let rows = monitor

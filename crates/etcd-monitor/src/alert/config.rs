@@ -39,6 +39,47 @@ pub struct AlertsConfig {
     /// A link put into notifications (`generatorURL`), e.g. the dashboard.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_url: Option<String>,
+    /// Inhibition, with Alertmanager's semantics; absent: the two default
+    /// rules ([`InhibitRuleConfig::defaults`]); `[]`: none.
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
+}
+
+/// `alerts.inhibit_rules[]`: a firing alert matching `source_matchers`
+/// suppresses the alerts matching `target_matchers` whose `equal` labels
+/// have the same values (a label missing on both is equal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRuleConfig {
+    /// Matchers (`name=value`, `name!=value`, `name=~regex`, `name!~regex`) the source alert satisfies.
+    pub source_matchers: Vec<String>,
+    /// Matchers the suppressed alert satisfies.
+    pub target_matchers: Vec<String>,
+    /// Labels whose values must be equal on both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub equal: Vec<String>,
+}
+
+impl InhibitRuleConfig {
+    /// The defaults: quorum loss suppresses the alerts that only restate
+    /// it, and a critical alert suppresses the warning one of the same
+    /// `alertname`, cluster and member.
+    pub fn defaults() -> Vec<InhibitRuleConfig> {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        vec![
+            InhibitRuleConfig {
+                source_matchers: list(&["alertname=etcdInsufficientMembers"]),
+                target_matchers: list(&[
+                    "alertname=~etcdMembersDown|etcdAvailableMembersLow|etcdNoLeader",
+                ]),
+                equal: list(&["cluster"]),
+            },
+            InhibitRuleConfig {
+                source_matchers: list(&["severity=critical"]),
+                target_matchers: list(&["severity=warning"]),
+                equal: list(&["alertname", "cluster", "member"]),
+            },
+        ]
+    }
 }
 
 impl Default for AlertsConfig {
@@ -52,6 +93,7 @@ impl Default for AlertsConfig {
             routes: Vec::new(),
             silences: Vec::new(),
             external_url: None,
+            inhibit_rules: InhibitRuleConfig::defaults(),
         }
     }
 }
@@ -534,12 +576,12 @@ impl AlertsConfig {
     /// channels that do not exist, silences that do not parse.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let known = super::rules::BUILTIN_NAMES;
+        let known = || super::rules::Rule::keys().collect::<Vec<_>>().join(", ");
         for (name, o) in &self.rules {
-            if !known.contains(&name.as_str()) {
+            if super::rules::Rule::from_key(name).is_none() {
                 out.push((
                     format!("alerts.rules.{name}"),
-                    format!("unknown rule; built-in rules are {}", known.join(", ")),
+                    format!("unknown rule; built-in rules are {}", known()),
                 ));
             }
             if o.threshold.is_some_and(|t| !t.is_finite()) {
@@ -556,7 +598,7 @@ impl AlertsConfig {
                     "must not be empty".into(),
                 ));
             }
-            if known.contains(&r.name.as_str()) {
+            if super::rules::Rule::from_key(&r.name).is_some() {
                 out.push((
                     format!("alerts.custom_rules[{i}].name"),
                     format!(
@@ -598,6 +640,32 @@ impl AlertsConfig {
                     out.push((
                         format!("alerts.routes[{i}].channels[{j}]"),
                         format!("no channel named {name:?} in alerts.channels"),
+                    ));
+                }
+            }
+        }
+        for (i, r) in self.inhibit_rules.iter().enumerate() {
+            for (key, list) in [
+                ("source_matchers", &r.source_matchers),
+                ("target_matchers", &r.target_matchers),
+            ] {
+                if list.is_empty() {
+                    out.push((
+                        format!("alerts.inhibit_rules[{i}].{key}"),
+                        "name at least one matcher".into(),
+                    ));
+                }
+                for (j, m) in list.iter().enumerate() {
+                    if let Err(e) = crate::model::Matcher::parse(m) {
+                        out.push((format!("alerts.inhibit_rules[{i}].{key}[{j}]"), e));
+                    }
+                }
+            }
+            for (j, l) in r.equal.iter().enumerate() {
+                if l.trim().is_empty() {
+                    out.push((
+                        format!("alerts.inhibit_rules[{i}].equal[{j}]"),
+                        "a label name must not be empty".into(),
                     ));
                 }
             }

@@ -1,18 +1,21 @@
 //! Alerting, in Alertmanager's stages with plain data between them:
 //!
-//! - [`rules`]: health snapshots and metrics -> [`Sample`]s (conditions holding now);
-//! - [`engine`]: the lifecycle pending -> firing -> resolved, grouping per
-//!   cluster and rule, inhibition and [`silence`]s, acknowledgement,
-//!   `repeat_interval`; decisions become [`Notification`]s in the outbox;
+//! - [`rules`]: the rule table; health snapshots and metrics -> [`Sample`]s
+//!   (conditions holding now);
+//! - [`book`]: the pure engine: the lifecycle pending -> firing -> resolved,
+//!   grouping per cluster and rule, [`inhibit_rules`](config::InhibitRuleConfig)
+//!   and [`silence`]s, acknowledgement, `repeat_interval`, with the time
+//!   injected; each step yields [`Effect`]s;
+//! - [`engine`]: the async shell that gathers inputs and records each
+//!   step's effects in one store transaction (notifications in the outbox);
 //! - [`route`]: which channels get a notification;
 //! - [`deliver`] and [`channels`]: the durable outbox drained per channel
 //!   with timeouts, retries, exponential backoff and jitter.
 //!
-//! Everything the REST API needs is reachable from the history store:
-//! [`Store::active_alerts`](crate::store::Store::active_alerts),
-//! [`Store::alert_history`](crate::store::Store::alert_history),
-//! [`Store::ack_group`](crate::store::Store::ack_group), and [`Silences`].
+//! The data (alerts, groups, notifications, silences) lives in
+//! [`crate::model`], shared with the store and the API.
 
+pub mod book;
 pub mod channels;
 pub mod config;
 pub mod deliver;
@@ -21,20 +24,23 @@ pub mod route;
 pub mod rules;
 pub mod silence;
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::Thresholds;
 use crate::lifecycle::Lifecycle;
 use crate::monitor::Monitor;
+use crate::store::{Store, StoreError};
 
+pub use crate::model::{
+    Alert, AlertState, Effect, GroupState, Labels, Notification, NotificationStatus, fingerprint,
+};
 pub use config::AlertsConfig;
 pub use silence::{Silence, Silences};
-
-/// Alert labels: `alertname`, `severity`, `cluster`, `member` (when one
-/// member is concerned), and rule-specific ones (`alarm`).
-pub type Labels = BTreeMap<String, String>;
 
 /// A condition a rule found holding now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,100 +55,72 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Where an alert is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    /// The condition holds, for less than the rule's `for`.
-    Pending,
-    /// The condition has held for `for`.
-    Firing,
-    /// It stopped holding after firing.
-    Resolved,
+/// How often the engines re-read silences and acknowledgements even
+/// without a change made through this process (another process sharing the
+/// store may have made one).
+const INPUTS_REFRESH: Duration = Duration::from_secs(15);
+
+/// Silences and acknowledged groups, cached for every cluster's engine and
+/// re-read when this process changes them, and every [`INPUTS_REFRESH`].
+#[derive(Debug, Clone)]
+pub(crate) struct AlertInputs {
+    silences: Silences,
+    store: Store,
+    changed: Arc<AtomicU64>,
+    cache: Arc<tokio::sync::Mutex<InputsCache>>,
 }
 
-/// One alert: a rule's condition for one label set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    /// The labels joined: `alertname=..,cluster=..,...`; stable across restarts.
-    pub fingerprint: String,
-    /// `cluster/rule`: the notification group.
-    pub group_key: String,
-    /// Rule configuration key.
-    pub rule: String,
-    /// Labels.
-    pub labels: Labels,
-    /// One sentence for people.
-    pub summary: String,
-    /// The latest figure.
-    pub value: f64,
-    /// Pending, firing, resolved.
-    pub state: AlertState,
-    /// When the condition was first seen (ms since epoch).
-    pub active_since_ms: i64,
-    /// When it started firing.
-    pub starts_at_ms: Option<i64>,
-    /// When it resolved.
-    pub ends_at_ms: Option<i64>,
-    /// `silenced by <id>` or `inhibited by <alertname>`, when suppressed.
-    pub suppressed: Option<String>,
+#[derive(Debug, Default)]
+struct InputsCache {
+    silences: Arc<Vec<Silence>>,
+    acked: Arc<BTreeSet<String>>,
+    /// When read, and the change counter then.
+    loaded: Option<(tokio::time::Instant, u64)>,
 }
 
-/// The fingerprint of a label set.
-pub fn fingerprint(labels: &Labels) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
+impl AlertInputs {
+    fn new(silences: Silences, store: Store, changed: Arc<AtomicU64>) -> AlertInputs {
+        AlertInputs {
+            silences,
+            store,
+            changed,
+            cache: Default::default(),
+        }
+    }
 
-/// Whether a notification reports trouble or its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotificationStatus {
-    /// At least one alert of the group fires.
-    Firing,
-    /// Every alert of the group resolved.
-    Resolved,
-}
+    /// The silences (expired ones included: the book judges expiry) and the
+    /// acknowledged groups; re-read when stale, the previous ones kept when
+    /// the store fails.
+    pub(crate) async fn current(&self) -> (Arc<Vec<Silence>>, Arc<BTreeSet<String>>) {
+        let mut c = self.cache.lock().await;
+        // Read before loading: a change during the load makes the next call load again.
+        let version = self.changed.load(Ordering::Acquire);
+        let fresh = c
+            .loaded
+            .is_some_and(|(at, v)| v == version && at.elapsed() < INPUTS_REFRESH);
+        if !fresh {
+            match self.load().await {
+                Ok((silences, acked)) => {
+                    c.silences = Arc::new(silences);
+                    c.acked = Arc::new(acked);
+                    c.loaded = Some((tokio::time::Instant::now(), version));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read silences and acknowledgements; using the last ones read")
+                }
+            }
+        }
+        (c.silences.clone(), c.acked.clone())
+    }
 
-/// One message about one alert group, as queued in the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
-    /// Unique per dispatch; receivers can de-duplicate on it.
-    pub id: String,
-    /// `cluster/rule`: stable for the group (PagerDuty's `dedup_key`).
-    pub group_key: String,
-    /// Firing or resolved.
-    pub status: NotificationStatus,
-    /// `firing`, `update`, `repeat` or `resolved`.
-    pub reason: String,
-    /// Cluster name.
-    pub cluster: String,
-    /// `alertname` of the group.
-    pub alertname: String,
-    /// `severity` of the group.
-    pub severity: String,
-    /// The group's alerts (firing ones, or the resolved ones).
-    pub alerts: Vec<Alert>,
-    /// When decided (ms since epoch).
-    pub at_ms: i64,
-    /// `alerts.external_url`.
-    pub external_url: Option<String>,
-}
-
-impl Notification {
-    /// A one-line title: `[FIRING] etcdMembersDown on main (warning)`.
-    pub fn title(&self) -> String {
-        let status = match self.status {
-            NotificationStatus::Firing => "FIRING",
-            NotificationStatus::Resolved => "RESOLVED",
-        };
-        format!(
-            "[{status}] {} on {} ({})",
-            self.alertname, self.cluster, self.severity
-        )
+    async fn load(&self) -> Result<(Vec<Silence>, BTreeSet<String>), StoreError> {
+        let silences = self.silences.list().await.map_err(|e| match e {
+            silence::SilenceError::Store(e) => e,
+            // `list` fails only in the store.
+            other => StoreError::Unavailable(other.to_string()),
+        })?;
+        let acked = self.store.acked_groups().await?;
+        Ok((silences, acked))
     }
 }
 
@@ -151,18 +129,45 @@ impl Notification {
 pub struct Alerting {
     /// Silences (configuration and API).
     pub silences: Silences,
+    store: Store,
+    changed: Arc<AtomicU64>,
+}
+
+impl Alerting {
+    /// Acknowledges a firing group (`cluster/rule`): no more repeats until
+    /// it resolves. Returns false when no such group is firing.
+    pub async fn ack(
+        &self,
+        group_key: &str,
+        by: &str,
+        comment: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let acked = self.store.ack_group(group_key, by, comment, at_ms).await?;
+        self.changed.fetch_add(1, Ordering::AcqRel);
+        Ok(acked)
+    }
 }
 
 /// Starts the alert engine for `monitor` under `lifecycle`: one evaluation
-/// task per cluster and one delivery worker per channel.
-pub fn start(config: &AlertsConfig, monitor: &Monitor, lifecycle: &Lifecycle) -> Alerting {
-    let silences = Silences::new(monitor.store().clone(), &config.silences);
+/// task per cluster and one delivery worker per channel. `thresholds` are
+/// the health checks' (built from the same rule table).
+pub fn start(
+    config: &AlertsConfig,
+    thresholds: &Thresholds,
+    monitor: &Monitor,
+    lifecycle: &Lifecycle,
+) -> Alerting {
+    let store = monitor.store().clone();
+    let silences = Silences::new(store.clone(), &config.silences);
+    let changed = silences.on_change();
+    let inputs = AlertInputs::new(silences.clone(), store.clone(), changed.clone());
     let wake = Arc::new(tokio::sync::Notify::new());
     let direct = Arc::new(deliver::DirectDelivery::new(&config.channels));
     for channel in &config.channels {
         lifecycle.spawn(deliver::run(deliver::Worker {
             channel: channel.clone(),
-            store: monitor.store().clone(),
+            store: store.clone(),
             wake: wake.clone(),
             token: lifecycle.token(),
         }));
@@ -170,15 +175,22 @@ pub fn start(config: &AlertsConfig, monitor: &Monitor, lifecycle: &Lifecycle) ->
     for name in monitor.cluster_names() {
         if let Some(handle) = monitor.cluster(name) {
             lifecycle.spawn(engine::run(engine::ClusterEngine::new(
-                config,
-                handle.clone(),
-                monitor.store().clone(),
-                silences.clone(),
-                wake.clone(),
-                lifecycle.token(),
-                direct.clone(),
+                engine::EngineParts {
+                    config: config.clone(),
+                    thresholds: thresholds.clone(),
+                    handle: handle.clone(),
+                    store: store.clone(),
+                    inputs: inputs.clone(),
+                    wake: wake.clone(),
+                    token: lifecycle.token(),
+                    direct: direct.clone(),
+                },
             )));
         }
     }
-    Alerting { silences }
+    Alerting {
+        silences,
+        store,
+        changed,
+    }
 }

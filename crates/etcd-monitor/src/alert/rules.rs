@@ -1,55 +1,36 @@
-//! Rule evaluation: pure functions from one cluster's latest health
-//! snapshot, metrics rounds and leader changes to the conditions that hold
-//! now ([`Sample`]s). No state, no timing: `for`, grouping and delivery live
-//! in the engine.
+//! The rule table: every built-in rule is a [`Rule`] with one [`RuleDef`]
+//! (its configuration key, `alertname`, defaults, the inputs it reads, the
+//! condition in words, its runbook anchor and its evaluation). Nothing
+//! compares rule names as strings: a renamed or removed rule is a compile
+//! error, not a rule that silently never fires.
+//!
+//! Evaluation is pure: one cluster's latest health snapshot (which carries
+//! the recent leader changes), metrics rounds and database size history in,
+//! the conditions that hold now ([`Sample`]s) out. `for`, grouping and
+//! delivery live in the [`book`](super::book).
+//!
+//! The conditions a health finding also judges (quota, fragmentation, leader
+//! changes, members down, no leader) read the same figures through the same
+//! functions of [`crate::health::Thresholds`], whose thresholds
+//! [`RuleSet::health_thresholds`] takes from this table: the verdict and the
+//! pager cannot disagree.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{AlertSeverity, AlertsConfig, Comparison};
-use super::{Labels, Sample};
-use crate::health::HealthSnapshot;
-use crate::monitor::MetricsRound;
-use crate::store::{LeaderChange, MetricPoint};
+use serde::Serialize;
 
-/// Built-in rule names: the etcd mixin's, then the monitor's own.
-pub const BUILTIN_NAMES: &[&str] = &[
-    "etcdMembersDown",
-    "etcdInsufficientMembers",
-    "etcdNoLeader",
-    "etcdHighNumberOfLeaderChanges",
-    "etcdHighNumberOfFailedGRPCRequests",
-    "etcdHighNumberOfFailedGRPCRequests_critical",
-    "etcdGRPCRequestsSlow",
-    "etcdMemberCommunicationSlow",
-    "etcdHighNumberOfFailedProposals",
-    "etcdHighFsyncDurations",
-    "etcdHighFsyncDurations_critical",
-    "etcdHighCommitDurations",
-    "etcdDatabaseQuotaLowSpace",
-    "etcdExcessiveDatabaseGrowth",
-    "etcdDatabaseHighFragmentationRatio",
-    "etcdHighProbeLatency",
-    "etcdDatabaseSizeLarge",
-    "etcdAvailableMembersLow",
-    "etcdLeaderChangesPerHour",
-    "etcdHighProbeErrorRate",
-    "etcdProposalQueueLong",
-    "etcdAlarmActive",
-];
+use super::Sample;
+use super::config::{AlertSeverity, AlertsConfig, Comparison};
+use crate::config::HealthThresholds;
+use crate::health::{HealthSnapshot, LeaderChangeLimit, Thresholds};
+use crate::model::Labels;
+use crate::monitor::MetricsRound;
+use crate::store::MetricPoint;
 
 /// Metric names a custom rule may use: those the metrics task stores.
 pub use crate::monitor::STORED_METRICS;
-
-/// Rules that compute rates or increases over recent metrics rounds (the
-/// engine keeps the rounds of the longest `window` among them).
-pub const RATE_RULES: &[&str] = &[
-    "etcdMembersDown",
-    "etcdHighNumberOfFailedGRPCRequests",
-    "etcdHighNumberOfFailedGRPCRequests_critical",
-    "etcdHighNumberOfFailedProposals",
-];
 
 /// gRPC codes the mixin counts as failures (not `Canceled`: canceled
 /// watches are normal and were the mixin users' top noise complaint).
@@ -65,32 +46,525 @@ pub const FAILED_GRPC_CODES: &[&str] = &[
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// One rule, defaults and overrides applied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    /// Configuration key (`etcdHighFsyncDurations_critical`).
-    pub id: String,
-    /// The `alertname` label (`etcdHighFsyncDurations`).
-    pub alertname: String,
-    /// The `severity` label.
-    pub severity: AlertSeverity,
-    /// The threshold, in the rule's unit.
-    pub threshold: f64,
-    /// How long the condition must hold.
-    pub for_: Duration,
-    /// Window of rate and growth rules.
-    pub window: Duration,
-    /// Whether evaluated.
-    pub enabled: bool,
-    /// What is evaluated.
-    pub kind: RuleKind,
+/// The built-in rules: the etcd mixin's, then the monitor's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// `etcdMembersDown`.
+    MembersDown,
+    /// `etcdInsufficientMembers`.
+    InsufficientMembers,
+    /// `etcdNoLeader`.
+    NoLeader,
+    /// `etcdHighNumberOfLeaderChanges`.
+    HighNumberOfLeaderChanges,
+    /// `etcdHighNumberOfFailedGRPCRequests` (warning).
+    FailedGrpcRequests,
+    /// `etcdHighNumberOfFailedGRPCRequests_critical`.
+    FailedGrpcRequestsCritical,
+    /// `etcdGRPCRequestsSlow`.
+    GrpcRequestsSlow,
+    /// `etcdMemberCommunicationSlow`.
+    MemberCommunicationSlow,
+    /// `etcdHighNumberOfFailedProposals`.
+    FailedProposals,
+    /// `etcdHighFsyncDurations` (warning).
+    HighFsyncDurations,
+    /// `etcdHighFsyncDurations_critical`.
+    HighFsyncDurationsCritical,
+    /// `etcdHighCommitDurations`.
+    HighCommitDurations,
+    /// `etcdDatabaseQuotaLowSpace`.
+    DatabaseQuotaLowSpace,
+    /// `etcdExcessiveDatabaseGrowth`.
+    ExcessiveDatabaseGrowth,
+    /// `etcdDatabaseHighFragmentationRatio`.
+    DatabaseHighFragmentationRatio,
+    /// `etcdHighProbeLatency`.
+    HighProbeLatency,
+    /// `etcdDatabaseSizeLarge`.
+    DatabaseSizeLarge,
+    /// `etcdAvailableMembersLow`.
+    AvailableMembersLow,
+    /// `etcdLeaderChangesPerHour`.
+    LeaderChangesPerHour,
+    /// `etcdHighProbeErrorRate`.
+    HighProbeErrorRate,
+    /// `etcdProposalQueueLong`.
+    ProposalQueueLong,
+    /// `etcdAlarmActive`.
+    AlarmActive,
 }
 
-/// What a rule evaluates.
+/// What a rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Need {
+    /// The latest health snapshot.
+    Health,
+    /// The leader changes of its window (kept in the health snapshot).
+    LeaderChanges,
+    /// The latest metrics round.
+    LatestRound,
+    /// The metrics rounds of its window (rates and increases).
+    RoundsOverWindow,
+    /// The stored `db_total_size_bytes` samples of its window.
+    DbSizeHistory,
+}
+
+/// The unit of a rule's threshold and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// Seconds (shown in ms).
+    Seconds,
+    /// Milliseconds.
+    Milliseconds,
+    /// Bytes (shown in MiB).
+    Bytes,
+    /// A percentage.
+    Percent,
+    /// A ratio between 0 and 1.
+    Ratio,
+    /// A count of members.
+    Members,
+    /// A count (changes, proposals).
+    Count,
+    /// Events per second.
+    PerSecond,
+    /// No threshold: the condition is a state.
+    None,
+}
+
+impl Unit {
+    /// `v` in this unit, for people.
+    pub fn show(self, v: f64) -> String {
+        match self {
+            Unit::Seconds => format!("{:.0} ms", v * 1e3),
+            Unit::Milliseconds => format!("{v:.0} ms"),
+            Unit::Bytes => format!("{:.1} MiB", v / MIB),
+            Unit::Percent => format!("{v:.1}%"),
+            Unit::Ratio => format!("{v:.2}"),
+            Unit::PerSecond => format!("{v:.2}/s"),
+            Unit::Members | Unit::Count | Unit::None => format!("{v}"),
+        }
+    }
+}
+
+/// One built-in rule's definition.
+pub struct RuleDef {
+    /// The rule.
+    pub rule: Rule,
+    /// Configuration key (`etcdHighFsyncDurations_critical`); also the group's rule.
+    pub key: &'static str,
+    /// The `alertname` label (`etcdHighFsyncDurations`).
+    pub alertname: &'static str,
+    /// Default `severity` label.
+    pub severity: AlertSeverity,
+    /// Default threshold, in `unit`.
+    pub threshold: f64,
+    /// The threshold's unit.
+    pub unit: Unit,
+    /// Default `for`.
+    pub for_: Duration,
+    /// Default window of rate, increase, count and growth rules (zero: none).
+    pub window: Duration,
+    /// What it reads.
+    pub needs: &'static [Need],
+    /// The condition, in words.
+    pub expr: &'static str,
+    /// The anchor of its runbook in docs/alerting.md.
+    pub runbook: &'static str,
+    eval: fn(&Ctx) -> Outcome,
+}
+
+impl std::fmt::Debug for RuleDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleDef").field("key", &self.key).finish()
+    }
+}
+
+const fn m(n: u64) -> Duration {
+    Duration::from_secs(60 * n)
+}
+
+use AlertSeverity::{Critical, Warning};
+use Need::*;
+
+const DEFS: [RuleDef; 22] = [
+    RuleDef {
+        rule: Rule::MembersDown,
+        key: "etcdMembersDown",
+        alertname: "etcdMembersDown",
+        severity: Warning,
+        threshold: 0.01,
+        unit: Unit::PerSecond,
+        for_: m(20),
+        window: m(2),
+        needs: &[Health, RoundsOverWindow],
+        expr: "a member does not answer Status, or its peer send failures grow faster than the threshold over the window",
+        runbook: "etcdmembersdown",
+        eval: members_down,
+    },
+    RuleDef {
+        rule: Rule::InsufficientMembers,
+        key: "etcdInsufficientMembers",
+        alertname: "etcdInsufficientMembers",
+        severity: Critical,
+        threshold: 0.0,
+        unit: Unit::None,
+        for_: m(3),
+        window: m(0),
+        needs: &[Health],
+        expr: "fewer voting members answer than quorum (n/2+1) needs",
+        runbook: "etcdinsufficientmembers",
+        eval: insufficient_members,
+    },
+    RuleDef {
+        rule: Rule::NoLeader,
+        key: "etcdNoLeader",
+        alertname: "etcdNoLeader",
+        severity: Critical,
+        threshold: 0.0,
+        unit: Unit::None,
+        for_: m(1),
+        window: m(0),
+        needs: &[Health],
+        expr: "a member's Status says it has no leader",
+        runbook: "etcdnoleader",
+        eval: no_leader,
+    },
+    RuleDef {
+        rule: Rule::HighNumberOfLeaderChanges,
+        key: "etcdHighNumberOfLeaderChanges",
+        alertname: "etcdHighNumberOfLeaderChanges",
+        severity: Warning,
+        threshold: 4.0,
+        unit: Unit::Count,
+        for_: m(5),
+        window: m(15),
+        needs: &[Health, LeaderChanges],
+        expr: "at least threshold leader changes within the window",
+        runbook: "etcdhighnumberofleaderchanges",
+        eval: leader_changes,
+    },
+    RuleDef {
+        rule: Rule::FailedGrpcRequests,
+        key: "etcdHighNumberOfFailedGRPCRequests",
+        alertname: "etcdHighNumberOfFailedGRPCRequests",
+        severity: Warning,
+        threshold: 1.0,
+        unit: Unit::Percent,
+        for_: m(10),
+        window: m(5),
+        needs: &[RoundsOverWindow],
+        expr: "per member, failed gRPC requests (not Canceled) over the window exceed threshold % of all",
+        runbook: "etcdhighnumberoffailedgrpcrequests",
+        eval: failed_grpc,
+    },
+    RuleDef {
+        rule: Rule::FailedGrpcRequestsCritical,
+        key: "etcdHighNumberOfFailedGRPCRequests_critical",
+        alertname: "etcdHighNumberOfFailedGRPCRequests",
+        severity: Critical,
+        threshold: 5.0,
+        unit: Unit::Percent,
+        for_: m(5),
+        window: m(5),
+        needs: &[RoundsOverWindow],
+        expr: "per member, failed gRPC requests (not Canceled) over the window exceed threshold % of all",
+        runbook: "etcdhighnumberoffailedgrpcrequests",
+        eval: failed_grpc,
+    },
+    RuleDef {
+        rule: Rule::GrpcRequestsSlow,
+        key: "etcdGRPCRequestsSlow",
+        alertname: "etcdGRPCRequestsSlow",
+        severity: Critical,
+        threshold: 0.15,
+        unit: Unit::Seconds,
+        for_: m(10),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "a member's unary gRPC handling p99 (Defragment excluded) exceeds threshold seconds",
+        runbook: "etcdgrpcrequestsslow",
+        eval: grpc_slow,
+    },
+    RuleDef {
+        rule: Rule::MemberCommunicationSlow,
+        key: "etcdMemberCommunicationSlow",
+        alertname: "etcdMemberCommunicationSlow",
+        severity: Warning,
+        threshold: 0.15,
+        unit: Unit::Seconds,
+        for_: m(10),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "a member's peer round-trip p99 exceeds threshold seconds",
+        runbook: "etcdmembercommunicationslow",
+        eval: peer_slow,
+    },
+    RuleDef {
+        rule: Rule::FailedProposals,
+        key: "etcdHighNumberOfFailedProposals",
+        alertname: "etcdHighNumberOfFailedProposals",
+        severity: Warning,
+        threshold: 5.0,
+        unit: Unit::Count,
+        for_: m(15),
+        window: m(15),
+        needs: &[RoundsOverWindow],
+        expr: "a member's failed proposals grew by more than threshold within the window",
+        runbook: "etcdhighnumberoffailedproposals",
+        eval: failed_proposals,
+    },
+    RuleDef {
+        rule: Rule::HighFsyncDurations,
+        key: "etcdHighFsyncDurations",
+        alertname: "etcdHighFsyncDurations",
+        severity: Warning,
+        threshold: 0.5,
+        unit: Unit::Seconds,
+        for_: m(10),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "a member's WAL fsync p99 exceeds threshold seconds",
+        runbook: "etcdhighfsyncdurations",
+        eval: fsync_slow,
+    },
+    RuleDef {
+        rule: Rule::HighFsyncDurationsCritical,
+        key: "etcdHighFsyncDurations_critical",
+        alertname: "etcdHighFsyncDurations",
+        severity: Critical,
+        threshold: 1.0,
+        unit: Unit::Seconds,
+        for_: m(10),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "a member's WAL fsync p99 exceeds threshold seconds",
+        runbook: "etcdhighfsyncdurations",
+        eval: fsync_slow,
+    },
+    RuleDef {
+        rule: Rule::HighCommitDurations,
+        key: "etcdHighCommitDurations",
+        alertname: "etcdHighCommitDurations",
+        severity: Warning,
+        threshold: 0.25,
+        unit: Unit::Seconds,
+        for_: m(10),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "a member's backend commit p99 exceeds threshold seconds",
+        runbook: "etcdhighcommitdurations",
+        eval: commit_slow,
+    },
+    RuleDef {
+        rule: Rule::DatabaseQuotaLowSpace,
+        key: "etcdDatabaseQuotaLowSpace",
+        alertname: "etcdDatabaseQuotaLowSpace",
+        severity: Critical,
+        threshold: 95.0,
+        unit: Unit::Percent,
+        for_: m(10),
+        window: m(0),
+        needs: &[Health],
+        expr: "a member's database size exceeds threshold % of its quota",
+        runbook: "etcddatabasequotalowspace",
+        eval: quota_low,
+    },
+    RuleDef {
+        rule: Rule::ExcessiveDatabaseGrowth,
+        key: "etcdExcessiveDatabaseGrowth",
+        alertname: "etcdExcessiveDatabaseGrowth",
+        severity: Warning,
+        threshold: 100.0,
+        unit: Unit::Percent,
+        for_: m(10),
+        window: m(240),
+        needs: &[LatestRound, DbSizeHistory],
+        expr: "the database size's trend over the window, extended one window ahead, exceeds threshold % of the quota",
+        runbook: "etcdexcessivedatabasegrowth",
+        eval: growth,
+    },
+    RuleDef {
+        rule: Rule::DatabaseHighFragmentationRatio,
+        key: "etcdDatabaseHighFragmentationRatio",
+        alertname: "etcdDatabaseHighFragmentationRatio",
+        severity: Warning,
+        threshold: 0.5,
+        unit: Unit::Ratio,
+        for_: m(10),
+        window: m(0),
+        needs: &[Health],
+        expr: "in use / allocated below threshold while allocated is at least monitoring.thresholds.fragmentation_min_db_size",
+        runbook: "etcddatabasehighfragmentationratio",
+        eval: fragmentation,
+    },
+    RuleDef {
+        rule: Rule::HighProbeLatency,
+        key: "etcdHighProbeLatency",
+        alertname: "etcdHighProbeLatency",
+        severity: Warning,
+        threshold: 500.0,
+        unit: Unit::Milliseconds,
+        for_: m(5),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "the worst p99 of the monitor's probes exceeds threshold ms",
+        runbook: "etcdhighprobelatency",
+        eval: probe_latency,
+    },
+    RuleDef {
+        rule: Rule::DatabaseSizeLarge,
+        key: "etcdDatabaseSizeLarge",
+        alertname: "etcdDatabaseSizeLarge",
+        severity: Warning,
+        threshold: 8.0 * 1024.0 * MIB,
+        unit: Unit::Bytes,
+        for_: m(10),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "a member's database exceeds threshold bytes",
+        runbook: "etcddatabasesizelarge",
+        eval: db_large,
+    },
+    RuleDef {
+        rule: Rule::AvailableMembersLow,
+        key: "etcdAvailableMembersLow",
+        alertname: "etcdAvailableMembersLow",
+        severity: Warning,
+        threshold: 0.0,
+        unit: Unit::Members,
+        for_: m(1),
+        window: m(0),
+        needs: &[Health],
+        expr: "fewer voting members answer than threshold (0: quorum + 1, one failure from losing quorum)",
+        runbook: "etcdavailablememberslow",
+        eval: available_low,
+    },
+    RuleDef {
+        rule: Rule::LeaderChangesPerHour,
+        key: "etcdLeaderChangesPerHour",
+        alertname: "etcdLeaderChangesPerHour",
+        severity: Warning,
+        threshold: 3.0,
+        unit: Unit::Count,
+        for_: m(0),
+        window: m(60),
+        needs: &[Health, LeaderChanges],
+        expr: "more than threshold leader changes within the window",
+        runbook: "etcdleaderchangesperhour",
+        eval: leader_changes,
+    },
+    RuleDef {
+        rule: Rule::HighProbeErrorRate,
+        key: "etcdHighProbeErrorRate",
+        alertname: "etcdHighProbeErrorRate",
+        severity: Warning,
+        threshold: 5.0,
+        unit: Unit::Percent,
+        for_: m(5),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "more than threshold % of the probe requests in the rolling window failed",
+        runbook: "etcdhighprobeerrorrate",
+        eval: probe_errors,
+    },
+    RuleDef {
+        rule: Rule::ProposalQueueLong,
+        key: "etcdProposalQueueLong",
+        alertname: "etcdProposalQueueLong",
+        severity: Warning,
+        threshold: 10.0,
+        unit: Unit::Count,
+        for_: m(5),
+        window: m(0),
+        needs: &[LatestRound],
+        expr: "a member has more than threshold pending proposals",
+        runbook: "etcdproposalqueuelong",
+        eval: proposals_pending,
+    },
+    RuleDef {
+        rule: Rule::AlarmActive,
+        key: "etcdAlarmActive",
+        alertname: "etcdAlarmActive",
+        severity: Critical,
+        threshold: 0.0,
+        unit: Unit::None,
+        for_: m(0),
+        window: m(0),
+        needs: &[Health],
+        expr: "an alarm (NOSPACE, CORRUPT) is active",
+        runbook: "etcdalarmactive",
+        eval: alarm_active,
+    },
+];
+
+// The table is indexed by the enum: checked when the crate compiles.
+const _: () = {
+    let mut i = 0;
+    while i < DEFS.len() {
+        assert!(DEFS[i].rule as usize == i, "DEFS is not in Rule order");
+        i += 1;
+    }
+};
+
+static TABLE: [RuleDef; 22] = DEFS;
+
+impl Rule {
+    /// Every built-in rule, in table order.
+    pub const ALL: [Rule; 22] = [
+        Rule::MembersDown,
+        Rule::InsufficientMembers,
+        Rule::NoLeader,
+        Rule::HighNumberOfLeaderChanges,
+        Rule::FailedGrpcRequests,
+        Rule::FailedGrpcRequestsCritical,
+        Rule::GrpcRequestsSlow,
+        Rule::MemberCommunicationSlow,
+        Rule::FailedProposals,
+        Rule::HighFsyncDurations,
+        Rule::HighFsyncDurationsCritical,
+        Rule::HighCommitDurations,
+        Rule::DatabaseQuotaLowSpace,
+        Rule::ExcessiveDatabaseGrowth,
+        Rule::DatabaseHighFragmentationRatio,
+        Rule::HighProbeLatency,
+        Rule::DatabaseSizeLarge,
+        Rule::AvailableMembersLow,
+        Rule::LeaderChangesPerHour,
+        Rule::HighProbeErrorRate,
+        Rule::ProposalQueueLong,
+        Rule::AlarmActive,
+    ];
+
+    /// The rule's definition.
+    pub fn def(self) -> &'static RuleDef {
+        &TABLE[self as usize]
+    }
+
+    /// The configuration key.
+    pub fn key(self) -> &'static str {
+        self.def().key
+    }
+
+    /// The rule whose configuration key is `key`.
+    pub fn from_key(key: &str) -> Option<Rule> {
+        TABLE.iter().find(|d| d.key == key).map(|d| d.rule)
+    }
+
+    /// Every configuration key, in table order.
+    pub fn keys() -> impl Iterator<Item = &'static str> {
+        TABLE.iter().map(|d| d.key)
+    }
+}
+
+/// What a configured rule evaluates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RuleKind {
-    /// A built-in rule, by its index in [`BUILTIN_NAMES`].
-    Builtin(usize),
+    /// A built-in rule.
+    Builtin(Rule),
     /// A custom threshold over a stored metric.
     Custom {
         /// Index into [`STORED_METRICS`].
@@ -100,78 +574,166 @@ pub enum RuleKind {
     },
 }
 
-fn m(n: u64) -> Duration {
-    Duration::from_secs(60 * n)
+/// One rule, defaults and overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveRule {
+    /// Configuration key (`etcdHighFsyncDurations_critical`).
+    pub key: String,
+    /// The `alertname` label (`etcdHighFsyncDurations`).
+    pub alertname: String,
+    /// The `severity` label.
+    pub severity: AlertSeverity,
+    /// The threshold, in the rule's unit.
+    pub threshold: f64,
+    /// How long the condition must hold.
+    pub for_: Duration,
+    /// Window of rate, count and growth rules.
+    pub window: Duration,
+    /// Whether evaluated.
+    pub enabled: bool,
+    /// What is evaluated.
+    pub kind: RuleKind,
 }
 
-/// The defaults of built-in rule `name`: (severity, threshold, for, window).
-fn defaults(name: &str) -> (AlertSeverity, f64, Duration, Duration) {
-    use AlertSeverity::*;
-    match name {
-        "etcdMembersDown" => (Warning, 0.01, m(20), m(2)),
-        "etcdInsufficientMembers" => (Critical, 0.0, m(3), m(0)),
-        "etcdNoLeader" => (Critical, 0.0, m(1), m(0)),
-        "etcdHighNumberOfLeaderChanges" => (Warning, 4.0, m(5), m(15)),
-        "etcdHighNumberOfFailedGRPCRequests" => (Warning, 1.0, m(10), m(5)),
-        "etcdHighNumberOfFailedGRPCRequests_critical" => (Critical, 5.0, m(5), m(5)),
-        "etcdGRPCRequestsSlow" => (Critical, 0.15, m(10), m(0)),
-        "etcdMemberCommunicationSlow" => (Warning, 0.15, m(10), m(0)),
-        "etcdHighNumberOfFailedProposals" => (Warning, 5.0, m(15), m(15)),
-        "etcdHighFsyncDurations" => (Warning, 0.5, m(10), m(0)),
-        "etcdHighFsyncDurations_critical" => (Critical, 1.0, m(10), m(0)),
-        "etcdHighCommitDurations" => (Warning, 0.25, m(10), m(0)),
-        "etcdDatabaseQuotaLowSpace" => (Critical, 95.0, m(10), m(0)),
-        "etcdExcessiveDatabaseGrowth" => (Warning, 100.0, m(10), m(240)),
-        "etcdDatabaseHighFragmentationRatio" => (Warning, 0.5, m(10), m(0)),
-        "etcdHighProbeLatency" => (Warning, 500.0, m(5), m(0)),
-        "etcdDatabaseSizeLarge" => (Warning, 8.0 * 1024.0 * MIB, m(10), m(0)),
-        "etcdAvailableMembersLow" => (Warning, 0.0, m(1), m(0)),
-        "etcdLeaderChangesPerHour" => (Warning, 3.0, m(0), m(60)),
-        "etcdHighProbeErrorRate" => (Warning, 5.0, m(5), m(0)),
-        "etcdProposalQueueLong" => (Warning, 10.0, m(5), m(0)),
-        "etcdAlarmActive" => (Critical, 0.0, m(0), m(0)),
-        _ => (Warning, 0.0, m(0), m(0)),
-    }
-}
-
-/// Every rule of `config`: the built-in ones with their overrides, then the custom ones.
-pub fn configured(config: &AlertsConfig) -> Vec<Rule> {
-    let mut out: Vec<Rule> = BUILTIN_NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let (severity, threshold, for_, window) = defaults(name);
-            let o = config.rules.get(*name).cloned().unwrap_or_default();
-            Rule {
-                id: name.to_string(),
-                alertname: name.split('_').next().unwrap_or(name).to_string(),
-                severity: o.severity.unwrap_or(severity),
-                threshold: o.threshold.unwrap_or(threshold),
-                for_: o.for_.unwrap_or(for_),
-                window: o.window.unwrap_or(window),
-                enabled: o.enabled.unwrap_or(true),
-                kind: RuleKind::Builtin(i),
-            }
-        })
-        .collect();
-    for c in &config.custom_rules {
-        if let Some(metric) = STORED_METRICS.iter().position(|x| *x == c.metric) {
-            out.push(Rule {
-                id: c.name.clone(),
-                alertname: c.name.clone(),
-                severity: c.severity,
-                threshold: c.threshold,
-                for_: c.for_,
-                window: Duration::ZERO,
-                enabled: c.enabled,
-                kind: RuleKind::Custom {
-                    metric,
-                    comparison: c.comparison,
-                },
-            });
+impl ActiveRule {
+    /// The built-in rule, unless custom.
+    pub fn builtin(&self) -> Option<Rule> {
+        match self.kind {
+            RuleKind::Builtin(r) => Some(r),
+            RuleKind::Custom { .. } => None,
         }
     }
-    out
+
+    fn needs(&self, need: Need) -> bool {
+        self.enabled
+            && self
+                .builtin()
+                .is_some_and(|r| r.def().needs.contains(&need))
+    }
+
+    /// The limit a leader-change rule states (the mixin's counts `>=`).
+    fn leader_limit(&self, rule: Rule) -> LeaderChangeLimit {
+        LeaderChangeLimit {
+            rule: rule.def().alertname,
+            max: self.threshold,
+            inclusive: rule == Rule::HighNumberOfLeaderChanges,
+            window: self.window,
+        }
+    }
+}
+
+/// The configured rules: every built-in one (at its table index), then the custom ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSet {
+    rules: Vec<ActiveRule>,
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        RuleSet::from_config(&AlertsConfig::default())
+    }
+}
+
+impl RuleSet {
+    /// The rules of `config`: defaults, overrides, custom rules.
+    pub fn from_config(config: &AlertsConfig) -> RuleSet {
+        let mut rules: Vec<ActiveRule> = TABLE
+            .iter()
+            .map(|d| {
+                let o = config.rules.get(d.key).cloned().unwrap_or_default();
+                ActiveRule {
+                    key: d.key.to_string(),
+                    alertname: d.alertname.to_string(),
+                    severity: o.severity.unwrap_or(d.severity),
+                    threshold: o.threshold.unwrap_or(d.threshold),
+                    for_: o.for_.unwrap_or(d.for_),
+                    window: o.window.unwrap_or(d.window),
+                    enabled: o.enabled.unwrap_or(true),
+                    kind: RuleKind::Builtin(d.rule),
+                }
+            })
+            .collect();
+        for c in &config.custom_rules {
+            if let Some(metric) = STORED_METRICS.iter().position(|x| *x == c.metric) {
+                rules.push(ActiveRule {
+                    key: c.name.clone(),
+                    alertname: c.name.clone(),
+                    severity: c.severity,
+                    threshold: c.threshold,
+                    for_: c.for_,
+                    window: Duration::ZERO,
+                    enabled: c.enabled,
+                    kind: RuleKind::Custom {
+                        metric,
+                        comparison: c.comparison,
+                    },
+                });
+            }
+        }
+        RuleSet { rules }
+    }
+
+    /// Every rule, built-in first.
+    pub fn all(&self) -> &[ActiveRule] {
+        &self.rules
+    }
+
+    /// A built-in rule as configured.
+    pub fn get(&self, rule: Rule) -> &ActiveRule {
+        &self.rules[rule as usize]
+    }
+
+    /// Whether an enabled rule reads `need`.
+    pub fn needs(&self, need: Need) -> bool {
+        self.rules.iter().any(|r| r.needs(need))
+    }
+
+    /// The longest window among the enabled rules that read `need`.
+    pub fn window_of(&self, need: Need) -> Duration {
+        self.rules
+            .iter()
+            .filter(|r| r.needs(need))
+            .map(|r| r.window)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The health evaluation's thresholds: `own` (`monitoring.thresholds`)
+    /// for what only the health check judges, this table's for what a rule
+    /// also judges (enabled or not: disabling an alert keeps the finding).
+    pub fn health_thresholds(&self, own: &HealthThresholds) -> Thresholds {
+        Thresholds::new(
+            own,
+            self.get(Rule::DatabaseQuotaLowSpace).threshold,
+            self.get(Rule::DatabaseHighFragmentationRatio).threshold,
+            [Rule::LeaderChangesPerHour, Rule::HighNumberOfLeaderChanges]
+                .into_iter()
+                .map(|r| self.get(r).leader_limit(r))
+                .collect(),
+        )
+    }
+
+    /// Evaluates every rule (disabled ones hold nothing, so their alerts resolve).
+    pub fn evaluate(&self, input: &Input) -> Vec<(&ActiveRule, Outcome)> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let outcome = if r.enabled {
+                    evaluate(r, input)
+                } else {
+                    Outcome::Holds(Vec::new())
+                };
+                (r, outcome)
+            })
+            .collect()
+    }
+}
+
+/// The defaults: `monitoring.thresholds` and the rule table at their defaults.
+impl Default for Thresholds {
+    fn default() -> Self {
+        RuleSet::default().health_thresholds(&HealthThresholds::default())
+    }
 }
 
 /// What the rules read about one cluster.
@@ -181,12 +743,12 @@ pub struct Input<'a> {
     pub cluster: &'a str,
     /// Now, ms since the epoch.
     pub now_ms: i64,
-    /// The latest health snapshot.
+    /// The latest health snapshot (with the recent leader changes).
     pub health: Option<&'a HealthSnapshot>,
+    /// The thresholds the health snapshot was judged with.
+    pub thresholds: &'a Thresholds,
     /// Recent metrics rounds, oldest first (the latest last).
     pub rounds: &'a VecDeque<Arc<MetricsRound>>,
-    /// Leader changes of the last hour, oldest first.
-    pub leader_changes: &'a [LeaderChange],
     /// Stored `db_total_size_bytes` samples of the growth window, oldest first.
     pub db_size_history: Option<&'a [MetricPoint]>,
 }
@@ -201,20 +763,25 @@ pub enum Outcome {
 }
 
 /// Evaluates one rule.
-pub fn evaluate(rule: &Rule, input: &Input) -> Outcome {
+pub fn evaluate(rule: &ActiveRule, input: &Input) -> Outcome {
     let ctx = Ctx { rule, input };
     match rule.kind {
-        RuleKind::Builtin(i) => ctx.builtin(BUILTIN_NAMES[i]),
+        RuleKind::Builtin(r) => (r.def().eval)(&ctx),
         RuleKind::Custom { metric, comparison } => ctx.custom(STORED_METRICS[metric], comparison),
     }
 }
 
-struct Ctx<'a> {
-    rule: &'a Rule,
+/// One rule's view of the input.
+pub struct Ctx<'a> {
+    rule: &'a ActiveRule,
     input: &'a Input<'a>,
 }
 
 type Getter = fn(&crate::cluster::MemberMetrics) -> Option<f64>;
+
+fn window_text(w: &Duration) -> String {
+    crate::config::duration::format(w)
+}
 
 impl Ctx<'_> {
     fn sample(&self, member: Option<&str>, value: f64, summary: String) -> Sample {
@@ -226,11 +793,26 @@ impl Ctx<'_> {
             labels.insert("member".into(), member.into());
         }
         Sample {
-            rule: self.rule.id.clone(),
+            rule: self.rule.key.clone(),
             labels,
             summary,
             value,
         }
+    }
+
+    /// One sample, or none: a cluster-wide condition.
+    fn one(&self, holds: bool, value: f64, summary: impl FnOnce() -> String) -> Outcome {
+        Outcome::Holds(if holds {
+            vec![self.sample(None, value, summary())]
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn health(&self) -> Result<&HealthSnapshot, Outcome> {
+        self.input
+            .health
+            .ok_or(Outcome::NotEvaluable("no health snapshot yet"))
     }
 
     fn latest(&self) -> Option<&MetricsRound> {
@@ -267,6 +849,17 @@ impl Ctx<'_> {
             return Outcome::NotEvaluable("no member exposes the metric");
         }
         Outcome::Holds(out)
+    }
+
+    /// The round that starts the rule's window (the oldest within it, before the latest).
+    fn window_start(&self) -> Option<&MetricsRound> {
+        let latest = self.latest()?;
+        let from_ms = latest.at_ms - self.rule.window.as_millis() as i64;
+        self.input
+            .rounds
+            .iter()
+            .find(|r| r.at_ms >= from_ms && r.at_ms < latest.at_ms)
+            .map(|r| r.as_ref())
     }
 
     /// Per member, the increase of counter `get` over the rule's window, and the time it spans.
@@ -306,395 +899,6 @@ impl Ctx<'_> {
         out
     }
 
-    fn builtin(&self, name: &str) -> Outcome {
-        let t = self.rule.threshold;
-        let health = self.input.health;
-        match name {
-            "etcdMembersDown" => {
-                let Some(h) = health else {
-                    return Outcome::NotEvaluable("no health snapshot yet");
-                };
-                let mut down: Vec<String> = h
-                    .observation
-                    .members
-                    .iter()
-                    .filter(|m| !m.reachable())
-                    .map(|m| m.label())
-                    .collect();
-                // The mixin also counts peers a member fails to send to.
-                for (who, inc, secs) in self.increases(|m| m.peer_sent_failures) {
-                    if secs > 0.0 && inc / secs > t {
-                        down.push(format!("{who} (peer send failures {:.2}/s)", inc / secs));
-                    }
-                }
-                if down.is_empty() {
-                    return Outcome::Holds(Vec::new());
-                }
-                Outcome::Holds(vec![self.sample(
-                    None,
-                    down.len() as f64,
-                    format!("members down or unreachable: {}", down.join(", ")),
-                )])
-            }
-            "etcdInsufficientMembers" => {
-                let Some(h) = health else {
-                    return Outcome::NotEvaluable("no health snapshot yet");
-                };
-                let holds = h.reachable_voting_members < h.quorum;
-                Outcome::Holds(
-                    holds
-                        .then(|| {
-                            self.sample(
-                                None,
-                                h.reachable_voting_members as f64,
-                                format!(
-                                    "only {} of {} voting members answer; quorum needs {}",
-                                    h.reachable_voting_members, h.voting_members, h.quorum
-                                ),
-                            )
-                        })
-                        .into_iter()
-                        .collect(),
-                )
-            }
-            "etcdNoLeader" => {
-                let Some(h) = health else {
-                    return Outcome::NotEvaluable("no health snapshot yet");
-                };
-                let out = h
-                    .observation
-                    .members
-                    .iter()
-                    .filter(|m| m.status.as_ref().is_some_and(|s| s.leader == 0))
-                    .map(|m| {
-                        let who = m.label();
-                        self.sample(Some(&who), 0.0, format!("member {who} has no leader"))
-                    })
-                    .collect();
-                Outcome::Holds(out)
-            }
-            "etcdHighNumberOfLeaderChanges" | "etcdLeaderChangesPerHour" => {
-                if health.is_none() {
-                    return Outcome::NotEvaluable("no health snapshot yet");
-                }
-                let since = self.input.now_ms - self.rule.window.as_millis() as i64;
-                let n = self
-                    .input
-                    .leader_changes
-                    .iter()
-                    .filter(|c| c.at_ms >= since && c.old_leader.is_some())
-                    .count() as f64;
-                // The mixin fires at >= 4 in 15m; the per-hour rule at more than its threshold.
-                let holds = if name == "etcdHighNumberOfLeaderChanges" {
-                    n >= t
-                } else {
-                    n > t
-                };
-                Outcome::Holds(
-                    holds
-                        .then(|| {
-                            self.sample(
-                                None,
-                                n,
-                                format!(
-                                    "{n} leader changes in the last {} (threshold {t})",
-                                    crate::config::duration::format(&self.rule.window)
-                                ),
-                            )
-                        })
-                        .into_iter()
-                        .collect(),
-                )
-            }
-            "etcdHighNumberOfFailedGRPCRequests"
-            | "etcdHighNumberOfFailedGRPCRequests_critical" => {
-                let Some(latest) = self.latest() else {
-                    return Outcome::NotEvaluable("no metrics round yet");
-                };
-                let from_ms = latest.at_ms - self.rule.window.as_millis() as i64;
-                let Some(first) = self
-                    .input
-                    .rounds
-                    .iter()
-                    .find(|r| r.at_ms >= from_ms && r.at_ms < latest.at_ms)
-                else {
-                    return Outcome::NotEvaluable("one metrics round only");
-                };
-                let mut out = Vec::new();
-                for e in &latest.members {
-                    let (Some(now), Some(then)) = (
-                        e.metrics.as_ref(),
-                        first
-                            .members
-                            .iter()
-                            .find(|x| x.endpoint == e.endpoint)
-                            .and_then(|x| x.metrics.as_ref()),
-                    ) else {
-                        continue;
-                    };
-                    let inc = |code: &str| {
-                        let a = now.grpc_handled_by_code.get(code).copied().unwrap_or(0.0);
-                        let b = then.grpc_handled_by_code.get(code).copied().unwrap_or(0.0);
-                        (a - b).max(0.0)
-                    };
-                    let total: f64 = now.grpc_handled_by_code.keys().map(|c| inc(c)).sum();
-                    let failed: f64 = FAILED_GRPC_CODES.iter().map(|c| inc(c)).sum();
-                    if total > 0.0 && 100.0 * failed / total > t {
-                        let who = member_name(&e.member, &e.endpoint);
-                        out.push(self.sample(
-                            Some(who),
-                            100.0 * failed / total,
-                            format!(
-                                "member {who}: {:.1}% of gRPC requests failed (threshold {t}%)",
-                                100.0 * failed / total
-                            ),
-                        ));
-                    }
-                }
-                Outcome::Holds(out)
-            }
-            // Members expose gRPC handling-time histograms only with
-            // `--metrics extensive`; without them the rule is not evaluable.
-            "etcdGRPCRequestsSlow" => self.per_member_above(
-                |m| m.grpc_unary_p99,
-                "gRPC unary request p99 (without Defragment)",
-                Unit::Seconds,
-            ),
-            "etcdMemberCommunicationSlow" => self.per_member_above(
-                |m| m.peer_round_trip_p99,
-                "peer round-trip p99",
-                Unit::Seconds,
-            ),
-            "etcdHighNumberOfFailedProposals" => {
-                if self.latest().is_none() {
-                    return Outcome::NotEvaluable("no metrics round yet");
-                }
-                let out = self
-                    .increases(|m| m.proposals_failed)
-                    .into_iter()
-                    .filter(|(_, inc, _)| *inc > t)
-                    .map(|(who, inc, _)| {
-                        self.sample(Some(&who), inc, format!(
-                            "member {who}: {inc} proposals failed in the last {} (threshold {t})",
-                            crate::config::duration::format(&self.rule.window)
-                        ))
-                    })
-                    .collect();
-                Outcome::Holds(out)
-            }
-            "etcdHighFsyncDurations" | "etcdHighFsyncDurations_critical" => {
-                self.per_member_above(|m| m.wal_fsync_p99, "WAL fsync p99", Unit::Seconds)
-            }
-            "etcdHighCommitDurations" => self.per_member_above(
-                |m| m.backend_commit_p99,
-                "backend commit p99",
-                Unit::Seconds,
-            ),
-            "etcdDatabaseQuotaLowSpace" => self.per_member_above(
-                |m| {
-                    let q = m.quota_backend_bytes.filter(|q| *q > 0.0)?;
-                    Some(100.0 * m.db_total_size_bytes? / q)
-                },
-                "database size against its quota",
-                Unit::Percent,
-            ),
-            "etcdDatabaseSizeLarge" => {
-                self.per_member_above(|m| m.db_total_size_bytes, "database size", Unit::Bytes)
-            }
-            "etcdProposalQueueLong" => {
-                self.per_member_above(|m| m.proposals_pending, "pending proposals", Unit::Plain)
-            }
-            "etcdDatabaseHighFragmentationRatio" => {
-                let Some(round) = self.latest() else {
-                    return Outcome::NotEvaluable("no metrics round yet");
-                };
-                let mut out = Vec::new();
-                for e in &round.members {
-                    let Some(x) = &e.metrics else { continue };
-                    let (Some(used), Some(total)) = (x.db_in_use_bytes, x.db_total_size_bytes)
-                    else {
-                        continue;
-                    };
-                    if total > 0.0 && used / total < t && used > 100.0 * MIB {
-                        let who = member_name(&e.member, &e.endpoint);
-                        out.push(self.sample(
-                            Some(who),
-                            used / total,
-                            format!(
-                                "member {who} uses {} of {} allocated ({:.0}%): defragment it",
-                                Unit::Bytes.show(used),
-                                Unit::Bytes.show(total),
-                                100.0 * used / total
-                            ),
-                        ));
-                    }
-                }
-                Outcome::Holds(out)
-            }
-            "etcdExcessiveDatabaseGrowth" => self.growth(),
-            "etcdHighProbeLatency" => {
-                let Some(round) = self.latest() else {
-                    return Outcome::NotEvaluable("no metrics round yet");
-                };
-                let p = &round.probes;
-                let worst = [
-                    p.put.p99_ms,
-                    p.linearizable_get.p99_ms,
-                    p.serializable_get.p99_ms,
-                ]
-                .into_iter()
-                .flatten()
-                .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
-                let Some(worst) = worst else {
-                    return Outcome::NotEvaluable("no successful probe yet");
-                };
-                Outcome::Holds(
-                    (worst > t)
-                        .then(|| {
-                            self.sample(
-                                None,
-                                worst,
-                                format!("probe p99 latency is {worst:.0} ms (threshold {t} ms)"),
-                            )
-                        })
-                        .into_iter()
-                        .collect(),
-                )
-            }
-            "etcdHighProbeErrorRate" => {
-                let Some(round) = self.latest() else {
-                    return Outcome::NotEvaluable("no metrics round yet");
-                };
-                let p = &round.probes;
-                let (ok, err) = [&p.put, &p.linearizable_get, &p.serializable_get]
-                    .iter()
-                    .fold((0, 0), |(o, e), s| (o + s.count, e + s.errors));
-                if ok + err == 0 {
-                    return Outcome::NotEvaluable("no probe yet");
-                }
-                let pct = 100.0 * err as f64 / (ok + err) as f64;
-                Outcome::Holds(
-                    (pct > t)
-                        .then(|| {
-                            self.sample(
-                                None,
-                                pct,
-                                format!("{pct:.1}% of probe requests failed (threshold {t}%)"),
-                            )
-                        })
-                        .into_iter()
-                        .collect(),
-                )
-            }
-            "etcdAvailableMembersLow" => {
-                let Some(h) = health else {
-                    return Outcome::NotEvaluable("no health snapshot yet");
-                };
-                // 0 means: one failure away from losing quorum.
-                let need = if t > 0.0 {
-                    t
-                } else {
-                    (h.quorum + 1).min(h.voting_members) as f64
-                };
-                let have = h.reachable_voting_members as f64;
-                Outcome::Holds(
-                    (have < need)
-                        .then(|| {
-                            self.sample(
-                                None,
-                                have,
-                                format!(
-                                    "{have} of {} voting members answer (minimum {need})",
-                                    h.voting_members
-                                ),
-                            )
-                        })
-                        .into_iter()
-                        .collect(),
-                )
-            }
-            "etcdAlarmActive" => {
-                let Some(h) = health else {
-                    return Outcome::NotEvaluable("no health snapshot yet");
-                };
-                let out = h
-                    .observation
-                    .alarms
-                    .iter()
-                    .map(|a| {
-                        let who = h
-                            .observation
-                            .members
-                            .iter()
-                            .find(|m| m.id == a.member_id)
-                            .map(|m| m.label())
-                            .unwrap_or_else(|| format!("{:x}", a.member_id));
-                        let mut s = self.sample(
-                            Some(&who),
-                            1.0,
-                            format!("alarm {} raised by member {who}", a.kind),
-                        );
-                        s.labels.insert("alarm".into(), a.kind.clone());
-                        s
-                    })
-                    .collect();
-                Outcome::Holds(out)
-            }
-            _ => Outcome::NotEvaluable("unknown rule"),
-        }
-    }
-
-    /// The mixin's `predict_linear(db size [4h], 4h) > quota`: a least-squares
-    /// line through the stored samples of the window, extended one window ahead.
-    fn growth(&self) -> Outcome {
-        let (Some(points), Some(round)) = (self.input.db_size_history, self.latest()) else {
-            return Outcome::NotEvaluable("no database size history yet");
-        };
-        let mut by_member: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
-        for p in points {
-            by_member
-                .entry(p.member.as_str())
-                .or_default()
-                .push((p.at_ms as f64 / 1e3, p.value));
-        }
-        let horizon = self.rule.window.as_secs_f64();
-        let mut out = Vec::new();
-        for e in &round.members {
-            let who = member_name(&e.member, &e.endpoint);
-            let Some(quota) = e
-                .metrics
-                .as_ref()
-                .and_then(|x| x.quota_backend_bytes)
-                .filter(|q| *q > 0.0)
-            else {
-                continue;
-            };
-            let Some(series) = by_member.get(who).filter(|s| s.len() >= 3) else {
-                continue;
-            };
-            let n = series.len() as f64;
-            let (mx, my) = series
-                .iter()
-                .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
-            let (sxy, sxx) = series.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
-                (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
-            });
-            if sxx <= 0.0 {
-                continue;
-            }
-            let (last_x, _) = series[series.len() - 1];
-            let predicted = my + sxy / sxx * (last_x + horizon - mx);
-            let pct = 100.0 * predicted / quota;
-            if pct > self.rule.threshold {
-                out.push(self.sample(Some(who), predicted, format!(
-                    "member {who}: at the current growth its database reaches {} ({pct:.0}% of its quota) within {}",
-                    Unit::Bytes.show(predicted), crate::config::duration::format(&self.rule.window)
-                )));
-            }
-        }
-        Outcome::Holds(out)
-    }
-
     fn custom(&self, metric: &str, cmp: Comparison) -> Outcome {
         let Some(round) = self.latest() else {
             return Outcome::NotEvaluable("no metrics round yet");
@@ -710,10 +914,12 @@ impl Ctx<'_> {
                     member,
                     p.value,
                     format!(
-                    "{metric}{} is {} ({} {})",
-                    member.map(|m| format!(" of member {m}")).unwrap_or_default(),
-                    p.value, cmp.symbol(), self.rule.threshold
-                ),
+                        "{metric}{} is {} ({} {})",
+                        member.map(|m| format!(" of member {m}")).unwrap_or_default(),
+                        p.value,
+                        cmp.symbol(),
+                        self.rule.threshold
+                    ),
                 ));
             }
         }
@@ -724,295 +930,465 @@ impl Ctx<'_> {
     }
 }
 
+fn members_down(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    // The same predicate as the `member_unreachable` finding.
+    let mut down: Vec<String> = h
+        .observation
+        .members
+        .iter()
+        .filter(|m| !m.reachable())
+        .map(|m| m.label())
+        .collect();
+    // The mixin also counts peers a member fails to send to.
+    for (who, inc, secs) in c.increases(|m| m.peer_sent_failures) {
+        if secs > 0.0 && inc / secs > c.rule.threshold {
+            down.push(format!("{who} (peer send failures {:.2}/s)", inc / secs));
+        }
+    }
+    c.one(!down.is_empty(), down.len() as f64, || {
+        format!("members down or unreachable: {}", down.join(", "))
+    })
+}
+
+fn insufficient_members(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    c.one(
+        h.reachable_voting_members < h.quorum,
+        h.reachable_voting_members as f64,
+        || {
+            format!(
+                "only {} of {} voting members answer; quorum needs {}",
+                h.reachable_voting_members, h.voting_members, h.quorum
+            )
+        },
+    )
+}
+
+fn no_leader(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    // The same predicate as the `no_leader` finding.
+    Outcome::Holds(
+        h.observation
+            .members
+            .iter()
+            .filter(|m| m.status.as_ref().is_some_and(|s| s.leader == 0))
+            .map(|m| {
+                let who = m.label();
+                c.sample(Some(&who), 0.0, format!("member {who} has no leader"))
+            })
+            .collect(),
+    )
+}
+
+fn leader_changes(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    let Some(rule) = c.rule.builtin() else {
+        return Outcome::NotEvaluable("not a built-in rule");
+    };
+    // The limit the `frequent_leader_changes` finding judges too.
+    let limit = c.rule.leader_limit(rule);
+    let (n, over) = limit.judge(&h.leader_changes_ms, c.input.now_ms);
+    c.one(over, n as f64, || {
+        format!(
+            "{n} leader changes in the last {} (threshold {})",
+            window_text(&c.rule.window),
+            c.rule.threshold
+        )
+    })
+}
+
+fn failed_grpc(c: &Ctx) -> Outcome {
+    let Some(latest) = c.latest() else {
+        return Outcome::NotEvaluable("no metrics round yet");
+    };
+    let Some(first) = c.window_start() else {
+        return Outcome::NotEvaluable("one metrics round only");
+    };
+    let t = c.rule.threshold;
+    let mut out = Vec::new();
+    for e in &latest.members {
+        let (Some(now), Some(then)) = (
+            e.metrics.as_ref(),
+            first
+                .members
+                .iter()
+                .find(|x| x.endpoint == e.endpoint)
+                .and_then(|x| x.metrics.as_ref()),
+        ) else {
+            continue;
+        };
+        let inc = |code: &str| {
+            let a = now.grpc_handled_by_code.get(code).copied().unwrap_or(0.0);
+            let b = then.grpc_handled_by_code.get(code).copied().unwrap_or(0.0);
+            (a - b).max(0.0)
+        };
+        let total: f64 = now.grpc_handled_by_code.keys().map(|c| inc(c)).sum();
+        let failed: f64 = FAILED_GRPC_CODES.iter().map(|c| inc(c)).sum();
+        if total > 0.0 && 100.0 * failed / total > t {
+            let who = member_name(&e.member, &e.endpoint);
+            out.push(c.sample(
+                Some(who),
+                100.0 * failed / total,
+                format!(
+                    "member {who}: {:.1}% of gRPC requests failed (threshold {t}%)",
+                    100.0 * failed / total
+                ),
+            ));
+        }
+    }
+    Outcome::Holds(out)
+}
+
+// Members expose gRPC handling-time histograms only with `--metrics
+// extensive`; without them the rule is not evaluable.
+fn grpc_slow(c: &Ctx) -> Outcome {
+    c.per_member_above(
+        |m| m.grpc_unary_p99,
+        "gRPC unary request p99 (without Defragment)",
+        Unit::Seconds,
+    )
+}
+
+fn peer_slow(c: &Ctx) -> Outcome {
+    c.per_member_above(
+        |m| m.peer_round_trip_p99,
+        "peer round-trip p99",
+        Unit::Seconds,
+    )
+}
+
+fn failed_proposals(c: &Ctx) -> Outcome {
+    if c.latest().is_none() {
+        return Outcome::NotEvaluable("no metrics round yet");
+    }
+    let t = c.rule.threshold;
+    Outcome::Holds(
+        c.increases(|m| m.proposals_failed)
+            .into_iter()
+            .filter(|(_, inc, _)| *inc > t)
+            .map(|(who, inc, _)| {
+                c.sample(
+                    Some(&who),
+                    inc,
+                    format!(
+                        "member {who}: {inc} proposals failed in the last {} (threshold {t})",
+                        window_text(&c.rule.window)
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn fsync_slow(c: &Ctx) -> Outcome {
+    c.per_member_above(|m| m.wal_fsync_p99, "WAL fsync p99", Unit::Seconds)
+}
+
+fn commit_slow(c: &Ctx) -> Outcome {
+    c.per_member_above(
+        |m| m.backend_commit_p99,
+        "backend commit p99",
+        Unit::Seconds,
+    )
+}
+
+fn db_large(c: &Ctx) -> Outcome {
+    c.per_member_above(|m| m.db_total_size_bytes, "database size", Unit::Bytes)
+}
+
+fn proposals_pending(c: &Ctx) -> Outcome {
+    c.per_member_above(|m| m.proposals_pending, "pending proposals", Unit::Count)
+}
+
+fn quota_low(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    let t = c.input.thresholds;
+    let mut any = false;
+    let mut out = Vec::new();
+    // The same figures and threshold as the critical `db_quota` finding.
+    for m in &h.observation.members {
+        let Some((percent, size, quota)) = Thresholds::quota_use(m) else {
+            continue;
+        };
+        any = true;
+        if t.quota_critical(percent) {
+            let who = m.label();
+            out.push(c.sample(
+                Some(&who),
+                percent,
+                format!(
+                    "member {who}: database is {} of its quota ({} of {}; threshold {})",
+                    Unit::Percent.show(percent),
+                    Unit::Bytes.show(size),
+                    Unit::Bytes.show(quota),
+                    Unit::Percent.show(t.db_quota_critical_percent)
+                ),
+            ));
+        }
+    }
+    if !any {
+        return Outcome::NotEvaluable("no member's quota is known yet");
+    }
+    Outcome::Holds(out)
+}
+
+fn fragmentation(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    // The same figures and thresholds as the `fragmentation` finding.
+    Outcome::Holds(
+        h.observation
+            .members
+            .iter()
+            .filter_map(|m| {
+                let (ratio, used, total) = c.input.thresholds.fragmentation(m)?;
+                let who = m.label();
+                Some(c.sample(
+                    Some(&who),
+                    ratio,
+                    format!(
+                        "member {who} uses {} of {} allocated ({:.0}%): defragment it",
+                        Unit::Bytes.show(used),
+                        Unit::Bytes.show(total),
+                        100.0 * ratio
+                    ),
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// The mixin's `predict_linear(db size [4h], 4h) > quota`: a least-squares
+/// line through the stored samples of the window, extended one window ahead.
+fn growth(c: &Ctx) -> Outcome {
+    let (Some(points), Some(round)) = (c.input.db_size_history, c.latest()) else {
+        return Outcome::NotEvaluable("no database size history yet");
+    };
+    let mut by_member: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for p in points {
+        by_member
+            .entry(p.member.as_str())
+            .or_default()
+            .push((p.at_ms as f64 / 1e3, p.value));
+    }
+    let horizon = c.rule.window.as_secs_f64();
+    let mut out = Vec::new();
+    for e in &round.members {
+        let who = member_name(&e.member, &e.endpoint);
+        let Some(quota) = e
+            .metrics
+            .as_ref()
+            .and_then(|x| x.quota_backend_bytes)
+            .filter(|q| *q > 0.0)
+        else {
+            continue;
+        };
+        let Some(series) = by_member.get(who).filter(|s| s.len() >= 3) else {
+            continue;
+        };
+        let n = series.len() as f64;
+        let (mx, my) = series
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+        let (sxy, sxx) = series.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+            (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+        });
+        if sxx <= 0.0 {
+            continue;
+        }
+        let (last_x, _) = series[series.len() - 1];
+        let predicted = my + sxy / sxx * (last_x + horizon - mx);
+        let pct = 100.0 * predicted / quota;
+        if pct > c.rule.threshold {
+            out.push(c.sample(
+                Some(who),
+                predicted,
+                format!(
+                    "member {who}: at the current growth its database reaches {} ({pct:.0}% of its quota) within {}",
+                    Unit::Bytes.show(predicted),
+                    window_text(&c.rule.window)
+                ),
+            ));
+        }
+    }
+    Outcome::Holds(out)
+}
+
+fn probe_latency(c: &Ctx) -> Outcome {
+    let Some(round) = c.latest() else {
+        return Outcome::NotEvaluable("no metrics round yet");
+    };
+    let p = &round.probes;
+    let worst = [
+        p.put.p99_ms,
+        p.linearizable_get.p99_ms,
+        p.serializable_get.p99_ms,
+    ]
+    .into_iter()
+    .flatten()
+    .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    let Some(worst) = worst else {
+        return Outcome::NotEvaluable("no successful probe yet");
+    };
+    let t = c.rule.threshold;
+    c.one(worst > t, worst, || {
+        format!("probe p99 latency is {worst:.0} ms (threshold {t} ms)")
+    })
+}
+
+fn probe_errors(c: &Ctx) -> Outcome {
+    let Some(round) = c.latest() else {
+        return Outcome::NotEvaluable("no metrics round yet");
+    };
+    let p = &round.probes;
+    let (ok, err) = [&p.put, &p.linearizable_get, &p.serializable_get]
+        .iter()
+        .fold((0, 0), |(o, e), s| (o + s.count, e + s.errors));
+    if ok + err == 0 {
+        return Outcome::NotEvaluable("no probe yet");
+    }
+    let pct = 100.0 * err as f64 / (ok + err) as f64;
+    let t = c.rule.threshold;
+    c.one(pct > t, pct, || {
+        format!("{pct:.1}% of probe requests failed (threshold {t}%)")
+    })
+}
+
+fn available_low(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    // 0 means: one failure away from losing quorum.
+    let t = c.rule.threshold;
+    let need = if t > 0.0 {
+        t
+    } else {
+        (h.quorum + 1).min(h.voting_members) as f64
+    };
+    let have = h.reachable_voting_members as f64;
+    c.one(have < need, have, || {
+        format!(
+            "{have} of {} voting members answer (minimum {need})",
+            h.voting_members
+        )
+    })
+}
+
+fn alarm_active(c: &Ctx) -> Outcome {
+    let h = match c.health() {
+        Ok(h) => h,
+        Err(o) => return o,
+    };
+    Outcome::Holds(
+        h.observation
+            .alarms
+            .iter()
+            .map(|a| {
+                let who = h
+                    .observation
+                    .members
+                    .iter()
+                    .find(|m| m.id == a.member_id)
+                    .map(|m| m.label())
+                    .unwrap_or_else(|| format!("{:x}", a.member_id));
+                let mut s = c.sample(
+                    Some(&who),
+                    1.0,
+                    format!("alarm {} raised by member {who}", a.kind),
+                );
+                s.labels.insert("alarm".into(), a.kind.clone());
+                s
+            })
+            .collect(),
+    )
+}
+
 fn member_name<'a>(member: &'a str, endpoint: &'a str) -> &'a str {
     if member.is_empty() { endpoint } else { member }
 }
 
-#[derive(Clone, Copy)]
-enum Unit {
-    Seconds,
-    Bytes,
-    Percent,
-    Plain,
+/// One row of `etcd-monitor rules list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRow {
+    /// Configuration key.
+    pub name: String,
+    /// `alertname` label.
+    pub alertname: String,
+    /// `builtin` or `custom`.
+    pub source: &'static str,
+    /// Whether evaluated.
+    pub enabled: bool,
+    /// The condition in words.
+    pub expression: String,
+    /// The threshold in its unit.
+    pub threshold: f64,
+    /// The threshold's unit.
+    pub unit: Option<Unit>,
+    /// `for`, as written in the configuration.
+    #[serde(rename = "for")]
+    pub for_: String,
+    /// Window, when the rule has one.
+    pub window: Option<String>,
+    /// Severity.
+    pub severity: &'static str,
+    /// What it reads.
+    pub needs: Vec<Need>,
+    /// Runbook: docs/alerting.md#anchor.
+    pub runbook: Option<String>,
 }
 
-impl Unit {
-    fn show(self, v: f64) -> String {
-        match self {
-            Unit::Seconds => format!("{:.0} ms", v * 1e3),
-            Unit::Bytes => format!("{:.1} MiB", v / MIB),
-            Unit::Percent => format!("{v:.1}%"),
-            Unit::Plain => format!("{v}"),
-        }
+impl RuleSet {
+    /// The table as configured, for people and tools.
+    pub fn rows(&self) -> Vec<RuleRow> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let def = r.builtin().map(Rule::def);
+                let expression = match r.kind {
+                    RuleKind::Builtin(b) => b.def().expr.to_string(),
+                    RuleKind::Custom { metric, comparison } => format!(
+                        "{} {} threshold",
+                        STORED_METRICS[metric],
+                        comparison.symbol()
+                    ),
+                };
+                RuleRow {
+                    name: r.key.clone(),
+                    alertname: r.alertname.clone(),
+                    source: if def.is_some() { "builtin" } else { "custom" },
+                    enabled: r.enabled,
+                    expression,
+                    threshold: r.threshold,
+                    unit: def.map(|d| d.unit),
+                    for_: window_text(&r.for_),
+                    window: (!r.window.is_zero()).then(|| window_text(&r.window)),
+                    severity: r.severity.as_str(),
+                    needs: def.map(|d| d.needs.to_vec()).unwrap_or_default(),
+                    runbook: def.map(|d| format!("docs/alerting.md#{}", d.runbook)),
+                }
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_follow_the_mixin_and_overrides_apply() {
-        let mut cfg = AlertsConfig::default();
-        cfg.rules.insert(
-            "etcdMembersDown".into(),
-            super::super::config::RuleOverride {
-                for_: Some(Duration::ZERO),
-                ..Default::default()
-            },
-        );
-        let rules = configured(&cfg);
-        let get = |id: &str| rules.iter().find(|r| r.id == id).unwrap().clone();
-        assert_eq!(get("etcdMembersDown").for_, Duration::ZERO);
-        assert_eq!(get("etcdInsufficientMembers").for_, m(3));
-        let crit = get("etcdHighFsyncDurations_critical");
-        assert_eq!(crit.alertname, "etcdHighFsyncDurations");
-        assert_eq!(crit.severity, AlertSeverity::Critical);
-        assert_eq!(crit.threshold, 1.0);
-        assert_eq!(rules.len(), BUILTIN_NAMES.len());
-    }
-
-    use crate::cluster::MemberMetrics;
-    use crate::monitor::{MemberMetricsEntry, ProbeReport};
-
-    /// A metrics round at `at_ms` with one member `m1` whose figures `f` sets.
-    fn round(at_ms: i64, f: impl FnOnce(&mut MemberMetrics)) -> Arc<MetricsRound> {
-        let mut metrics = MemberMetrics::default();
-        f(&mut metrics);
-        Arc::new(MetricsRound {
-            cluster: "main".into(),
-            at_ms,
-            members: vec![MemberMetricsEntry {
-                member: "m1".into(),
-                endpoint: "http://127.0.0.1:2379".into(),
-                metrics_url: String::new(),
-                metrics: Some(metrics),
-                error: None,
-            }],
-            probes: ProbeReport::default(),
-            revision: None,
-            revision_rate: None,
-            proposals_committed_rate: None,
-            duration_ms: 0.0,
-        })
-    }
-
-    fn run(id: &str, rounds: &[Arc<MetricsRound>], history: Option<&[MetricPoint]>) -> Outcome {
-        let rules = configured(&AlertsConfig::default());
-        let rule = rules.iter().find(|r| r.id == id).unwrap();
-        let rounds: VecDeque<_> = rounds.iter().cloned().collect();
-        let input = Input {
-            cluster: "main",
-            now_ms: rounds.back().map(|r| r.at_ms).unwrap_or(0),
-            health: None,
-            rounds: &rounds,
-            leader_changes: &[],
-            db_size_history: history,
-        };
-        evaluate(rule, &input)
-    }
-
-    fn fired(o: &Outcome) -> Vec<String> {
-        match o {
-            Outcome::Holds(s) => s
-                .iter()
-                .map(|s| s.labels["alertname"].clone() + "/" + &s.labels["severity"])
-                .collect(),
-            Outcome::NotEvaluable(why) => vec![format!("not evaluable: {why}")],
-        }
-    }
-
-    #[test]
-    fn fsync_warning_and_critical_thresholds() {
-        let slow = [round(0, |m| m.wal_fsync_p99 = Some(0.7))];
-        assert_eq!(
-            fired(&run("etcdHighFsyncDurations", &slow, None)),
-            ["etcdHighFsyncDurations/warning"]
-        );
-        assert!(fired(&run("etcdHighFsyncDurations_critical", &slow, None)).is_empty());
-        let slower = [round(0, |m| m.wal_fsync_p99 = Some(1.5))];
-        assert_eq!(
-            fired(&run("etcdHighFsyncDurations_critical", &slower, None)),
-            ["etcdHighFsyncDurations/critical"]
-        );
-        assert!(matches!(
-            run("etcdHighFsyncDurations", &[], None),
-            Outcome::NotEvaluable(_)
-        ));
-    }
-
-    #[test]
-    fn failed_grpc_ratio_ignores_canceled() {
-        let codes = |ok: f64, canceled: f64, unavailable: f64| {
-            move |m: &mut MemberMetrics| {
-                m.grpc_handled_by_code.insert("OK".into(), ok);
-                m.grpc_handled_by_code.insert("Canceled".into(), canceled);
-                m.grpc_handled_by_code
-                    .insert("Unavailable".into(), unavailable);
-            }
-        };
-        // 1000 new requests, 500 canceled watches, 3 Unavailable: 0.3 %, quiet.
-        let quiet = [
-            round(0, codes(0.0, 0.0, 0.0)),
-            round(60_000, codes(497.0, 500.0, 3.0)),
-        ];
-        assert!(fired(&run("etcdHighNumberOfFailedGRPCRequests", &quiet, None)).is_empty());
-        // 30 Unavailable of 1000: 3 %, warning only.
-        let bad = [
-            round(0, codes(0.0, 0.0, 0.0)),
-            round(60_000, codes(470.0, 500.0, 30.0)),
-        ];
-        assert_eq!(
-            fired(&run("etcdHighNumberOfFailedGRPCRequests", &bad, None)),
-            ["etcdHighNumberOfFailedGRPCRequests/warning"]
-        );
-        assert!(
-            fired(&run(
-                "etcdHighNumberOfFailedGRPCRequests_critical",
-                &bad,
-                None
-            ))
-            .is_empty()
-        );
-    }
-
-    #[test]
-    fn failed_proposals_count_increases_across_a_counter_reset() {
-        let r = |at, v| round(at, move |m| m.proposals_failed = Some(v));
-        assert!(
-            fired(&run(
-                "etcdHighNumberOfFailedProposals",
-                &[r(0, 10.0), r(60_000, 14.0)],
-                None
-            ))
-            .is_empty()
-        );
-        assert_eq!(
-            fired(&run(
-                "etcdHighNumberOfFailedProposals",
-                &[r(0, 10.0), r(60_000, 20.0)],
-                None
-            ))
-            .len(),
-            1
-        );
-        // The member restarted: the counter went down; its new value is the increase.
-        assert_eq!(
-            fired(&run(
-                "etcdHighNumberOfFailedProposals",
-                &[r(0, 10.0), r(60_000, 6.0)],
-                None
-            ))
-            .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn database_growth_is_predicted_one_window_ahead() {
-        let quota = 2.0 * 1024.0 * MIB;
-        let latest = [round(3 * 3_600_000, |m| {
-            m.quota_backend_bytes = Some(quota)
-        })];
-        let series = |per_hour: f64| -> Vec<MetricPoint> {
-            (0..4)
-                .map(|h| MetricPoint {
-                    member: "m1".into(),
-                    name: "db_total_size_bytes".into(),
-                    at_ms: h * 3_600_000,
-                    value: 1024.0 * MIB + per_hour * h as f64,
-                })
-                .collect()
-        };
-        // +50 MiB/h: 1.15 GiB now, 1.35 GiB in 4h: quiet.
-        assert!(
-            fired(&run(
-                "etcdExcessiveDatabaseGrowth",
-                &latest,
-                Some(&series(50.0 * MIB))
-            ))
-            .is_empty()
-        );
-        // +200 MiB/h: 1.6 GiB now, 2.4 GiB in 4h > 2 GiB quota.
-        assert_eq!(
-            fired(&run(
-                "etcdExcessiveDatabaseGrowth",
-                &latest,
-                Some(&series(200.0 * MIB))
-            ))
-            .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn quota_and_fragmentation() {
-        let r = round(0, |m| {
-            m.quota_backend_bytes = Some(1000.0 * MIB);
-            m.db_total_size_bytes = Some(960.0 * MIB);
-            m.db_in_use_bytes = Some(300.0 * MIB);
-        });
-        assert_eq!(
-            fired(&run(
-                "etcdDatabaseQuotaLowSpace",
-                std::slice::from_ref(&r),
-                None
-            ))
-            .len(),
-            1
-        );
-        assert_eq!(
-            fired(&run(
-                "etcdDatabaseHighFragmentationRatio",
-                std::slice::from_ref(&r),
-                None
-            ))
-            .len(),
-            1
-        );
-        let small = round(0, |m| {
-            m.db_total_size_bytes = Some(90.0 * MIB);
-            m.db_in_use_bytes = Some(20.0 * MIB);
-        });
-        // Under 100 MiB in use: not worth a defragmentation.
-        assert!(fired(&run("etcdDatabaseHighFragmentationRatio", &[small], None)).is_empty());
-    }
-
-    #[test]
-    fn members_down_counts_peer_send_failures_over_the_window() {
-        let obs = crate::cluster::ClusterObservation {
-            cluster: "main".into(),
-            taken_at: std::time::SystemTime::now(),
-            members: Vec::new(),
-            member_list_error: None,
-            alarms: Vec::new(),
-            hashkv: None,
-            duration_ms: 0.0,
-        };
-        let health = crate::health::evaluate(obs, &crate::health::Thresholds::default());
-        let rules = configured(&AlertsConfig::default());
-        let rule = rules.iter().find(|r| r.id == "etcdMembersDown").unwrap();
-        let r = |at, v| round(at, move |m| m.peer_sent_failures = Some(v));
-        let eval = |rounds: &[Arc<MetricsRound>]| {
-            let rounds: VecDeque<_> = rounds.iter().cloned().collect();
-            let input = Input {
-                cluster: "main",
-                now_ms: 60_000,
-                health: Some(&health),
-                rounds: &rounds,
-                leader_changes: &[],
-                db_size_history: None,
-            };
-            fired(&evaluate(rule, &input))
-        };
-        // 10 failures in 60 s: 0.17/s > 0.01/s.
-        assert_eq!(
-            eval(&[r(0, 0.0), r(60_000, 10.0)]),
-            ["etcdMembersDown/warning"]
-        );
-        // 0.5 in 60 s: under the mixin's 0.01/s.
-        assert!(eval(&[r(0, 0.0), r(60_000, 0.5)]).is_empty());
-        // Failures older than the window (2m) no longer count.
-        assert!(eval(&[r(0, 0.0), r(200_000, 10.0), r(330_000, 10.0)]).is_empty());
-    }
-}
+mod tests;

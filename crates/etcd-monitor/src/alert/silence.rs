@@ -6,86 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Labels;
 use super::config::SilenceConfig;
+pub use crate::model::{Matcher, Silence};
 use crate::store::{Store, StoreError, unix_ms};
 
-/// One label matcher: `name=value` or `name!=value`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Matcher {
-    /// Label name.
-    pub name: String,
-    /// Label value.
-    pub value: String,
-    /// `true` for `=`, `false` for `!=`.
-    pub equal: bool,
-}
-
-impl Matcher {
-    /// Parses `name=value` or `name!=value`.
-    pub fn parse(text: &str) -> Result<Matcher, String> {
-        let (name, value, equal) = match text.split_once("!=") {
-            Some((n, v)) => (n, v, false),
-            None => match text.split_once('=') {
-                Some((n, v)) => (n, v, true),
-                None => return Err(format!("matcher {text:?}: write name=value or name!=value")),
-            },
-        };
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(format!("matcher {text:?}: the label name is empty"));
-        }
-        Ok(Matcher {
-            name: name.into(),
-            value: value.trim().trim_matches('"').into(),
-            equal,
-        })
-    }
-
-    /// Whether `labels` satisfy the matcher (a missing label is the empty value).
-    pub fn matches(&self, labels: &Labels) -> bool {
-        let v = labels.get(&self.name).map(String::as_str).unwrap_or("");
-        (v == self.value) == self.equal
-    }
-}
-
-impl std::fmt::Display for Matcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let op = if self.equal { "=" } else { "!=" };
-        write!(f, "{}{op}{}", self.name, self.value)
-    }
-}
-
-/// A silence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Silence {
-    /// `cfg-<n>` for configured silences, a random id for the others.
-    pub id: String,
-    /// All must match.
-    pub matchers: Vec<Matcher>,
-    /// Start (ms since epoch).
-    pub starts_at_ms: i64,
-    /// End (ms since epoch); expired afterwards.
-    pub ends_at_ms: i64,
-    /// Why.
-    pub comment: String,
-    /// Who.
-    pub created_by: String,
-    /// `config` or `api`.
-    pub source: String,
-}
-
 impl Silence {
-    /// Whether the silence is in force at `now_ms`.
-    pub fn active_at(&self, now_ms: i64) -> bool {
-        self.starts_at_ms <= now_ms && now_ms < self.ends_at_ms
-    }
-
-    /// Whether it silences an alert with `labels` (at any time).
-    pub fn matches(&self, labels: &Labels) -> bool {
-        self.matchers.iter().all(|m| m.matches(labels))
-    }
-
     /// A silence from `alerts.silences[]`.
     pub fn from_config(c: &SilenceConfig) -> Result<Silence, String> {
         let matchers = c
@@ -160,6 +85,7 @@ pub enum SilenceError {
 pub struct Silences {
     store: Store,
     configured: std::sync::Arc<Vec<Silence>>,
+    changed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Silences {
@@ -179,7 +105,14 @@ impl Silences {
         Silences {
             store,
             configured: std::sync::Arc::new(configured),
+            changed: Default::default(),
         }
+    }
+
+    /// A counter bumped on each change made through this handle, so
+    /// whoever caches silences (the alert engines) knows to read them again.
+    pub(crate) fn on_change(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.changed.clone()
     }
 
     /// Adds a silence; returns it with its id.
@@ -213,6 +146,8 @@ impl Silences {
             source: "api".into(),
         };
         self.store.insert_silence(&s).await?;
+        self.changed
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(s)
     }
 
@@ -236,6 +171,8 @@ impl Silences {
             return Err(SilenceError::FromConfig(id.into()));
         }
         if self.store.delete_silence(id).await? {
+            self.changed
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             Ok(())
         } else {
             Err(SilenceError::NotFound(id.into()))
@@ -246,21 +183,12 @@ impl Silences {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Labels;
 
     #[test]
-    fn matchers_parse_and_match() {
+    fn a_configured_silence_parses_and_holds() {
         let mut labels = Labels::new();
-        labels.insert("alertname".into(), "etcdMembersDown".into());
         labels.insert("cluster".into(), "main".into());
-        assert!(
-            Matcher::parse("alertname=etcdMembersDown")
-                .unwrap()
-                .matches(&labels)
-        );
-        assert!(Matcher::parse("cluster!=dev").unwrap().matches(&labels));
-        assert!(!Matcher::parse("member=m1").unwrap().matches(&labels));
-        assert!(Matcher::parse("member=").unwrap().matches(&labels));
-        assert!(Matcher::parse("nonsense").is_err());
         let c = SilenceConfig {
             matchers: vec!["cluster=main".into()],
             starts_at: None,
@@ -270,5 +198,10 @@ mod tests {
         };
         let s = Silence::from_config(&c).unwrap();
         assert!(s.matches(&labels) && s.active_at(unix_ms(std::time::SystemTime::now())));
+        let bad = SilenceConfig {
+            matchers: vec!["cluster=~(".into()],
+            ..c
+        };
+        assert!(Silence::from_config(&bad).is_err());
     }
 }

@@ -19,10 +19,7 @@ use crate::store::unix_ms;
 type ApiResult = Result<Json<Value>, ApiError>;
 
 fn alerting(state: &AppState) -> Result<&Alerting, ApiError> {
-    state
-        .monitor
-        .alerting()
-        .ok_or_else(|| ApiError::unavailable("the alert engine is not running"))
+    Ok(&state.alerting)
 }
 
 fn view(a: &Alert) -> Value {
@@ -170,9 +167,8 @@ pub async fn ack(
         b.by.as_str()
     };
     if state
-        .monitor
-        .store()
-        .ack_group(&b.group_key, by, &b.comment, now)
+        .alerting
+        .ack(&b.group_key, by, &b.comment, now)
         .await?
     {
         Ok(Json(
@@ -228,7 +224,7 @@ pub async fn add_silence(
             .matchers
             .iter()
             .filter_map(|m| crate::alert::silence::Matcher::parse(m).ok())
-            .filter(|m| m.equal && m.name == "cluster")
+            .filter(|m| m.is_literal_equal() && m.name == "cluster")
             .map(|m| m.value)
             .collect();
         if clusters.is_empty() || clusters.iter().any(|c| !caller.scope.allows(c)) {
@@ -308,7 +304,7 @@ fn silence_in_scope(scope: &Scope, s: &Silence) -> bool {
     let mut named = s
         .matchers
         .iter()
-        .filter(|m| m.equal && m.name == "cluster")
+        .filter(|m| m.is_literal_equal() && m.name == "cluster")
         .peekable();
     named.peek().is_some() && named.all(|m| scope.allows(&m.value))
 }

@@ -39,6 +39,8 @@ use crate::monitor::{ClusterHandle, Monitor};
 pub struct AppState {
     /// The running monitor.
     pub monitor: Monitor,
+    /// The alert engine's handle (silences, acknowledgements).
+    pub alerting: crate::alert::Alerting,
     /// The configuration (secrets never serialized from here).
     pub config: Arc<Config>,
     /// When the server started.

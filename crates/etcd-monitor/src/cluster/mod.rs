@@ -209,7 +209,7 @@ pub struct ClusterObservation {
     /// Cluster name from the configuration.
     pub cluster: String,
     /// When the round started.
-    #[serde(serialize_with = "unix_ms")]
+    #[serde(serialize_with = "crate::time::serialize_unix_ms")]
     pub taken_at: SystemTime,
     /// Members, in member-list order (or, when the member list could not be
     /// read, one entry per configured endpoint).
@@ -235,12 +235,4 @@ pub struct HashKvCheck {
 
 pub(crate) fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{id:x}"))
-}
-
-pub(crate) fn unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    s.serialize_u64(ms)
 }

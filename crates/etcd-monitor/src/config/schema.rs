@@ -148,7 +148,10 @@ impl Default for MonitoringConfig {
     }
 }
 
-/// Thresholds of the health findings.
+/// Thresholds of the health findings that no alert rule shares. A
+/// condition judged by both a finding and an alert rule (quota,
+/// fragmentation, leader changes) has one threshold, the rule's, set under
+/// `alerts.rules.<name>.threshold`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthThresholds {
@@ -156,18 +159,22 @@ pub struct HealthThresholds {
     pub max_raft_index_lag: u64,
     /// Committed entries a member may have not yet applied.
     pub max_apply_lag: u64,
-    /// DB size as a percentage of the quota that is reported (critical at 95).
+    /// DB size as a percentage of the quota reported as a warning finding,
+    /// ahead of the `etcdDatabaseQuotaLowSpace` rule's critical threshold.
     pub db_quota_warning_percent: f64,
-    /// In-use / allocated below this ratio is fragmentation...
-    pub fragmentation_ratio: f64,
-    /// ...once the allocated size is at least this (bytes, or `100MiB`).
+    /// Fragmentation is reported (finding and alert) once the allocated
+    /// database is at least this big (bytes, or `100MiB`).
     #[serde(with = "super::size")]
     pub fragmentation_min_db_size: u64,
     /// A member slower than this to answer Status or a read is reported.
     #[serde(with = "duration")]
     pub slow_member: Duration,
-    /// More leader changes than this within an hour are reported.
-    pub max_leader_changes_per_hour: u32,
+    /// Moved to `alerts.rules.etcdDatabaseHighFragmentationRatio.threshold`.
+    #[serde(default, skip_serializing)]
+    pub fragmentation_ratio: Option<serde_yaml_ng::Value>,
+    /// Moved to `alerts.rules.etcdLeaderChangesPerHour.threshold`.
+    #[serde(default, skip_serializing)]
+    pub max_leader_changes_per_hour: Option<serde_yaml_ng::Value>,
 }
 
 impl Default for HealthThresholds {
@@ -176,10 +183,10 @@ impl Default for HealthThresholds {
             max_raft_index_lag: 1000,
             max_apply_lag: 5000,
             db_quota_warning_percent: 80.0,
-            fragmentation_ratio: 0.5,
             fragmentation_min_db_size: 100 * 1024 * 1024,
             slow_member: Duration::from_millis(500),
-            max_leader_changes_per_hour: 3,
+            fragmentation_ratio: None,
+            max_leader_changes_per_hour: None,
         }
     }
 }
@@ -377,11 +384,24 @@ impl Config {
                 "must be between 0 and 100".into(),
             ));
         }
-        if !(0.0..=1.0).contains(&t.fragmentation_ratio) {
-            out.push((
-                "monitoring.thresholds.fragmentation_ratio".into(),
-                "must be between 0 and 1".into(),
-            ));
+        for (key, set, rule) in [
+            (
+                "fragmentation_ratio",
+                t.fragmentation_ratio.is_some(),
+                "etcdDatabaseHighFragmentationRatio",
+            ),
+            (
+                "max_leader_changes_per_hour",
+                t.max_leader_changes_per_hour.is_some(),
+                "etcdLeaderChangesPerHour",
+            ),
+        ] {
+            if set {
+                out.push((
+                    format!("monitoring.thresholds.{key}"),
+                    format!("moved: set alerts.rules.{rule}.threshold (one threshold serves the health finding and the alert)"),
+                ));
+            }
         }
         self.api.problems(&mut out);
         if self.storage.retention < Duration::from_secs(60) {

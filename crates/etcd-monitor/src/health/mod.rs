@@ -53,8 +53,123 @@ pub struct Finding {
     pub evidence: Value,
 }
 
-/// Thresholds of the evaluation (`monitoring.thresholds` in the configuration).
-pub use crate::config::HealthThresholds as Thresholds;
+/// Thresholds of the evaluation. Those of conditions an alert rule also
+/// judges are the rule's (`alert::rules::RuleSet::health_thresholds`
+/// builds them from the configuration), so the verdict and the pager agree;
+/// the rest are `monitoring.thresholds`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// Raft entries a member may lag behind the most advanced member.
+    pub max_raft_index_lag: u64,
+    /// Committed entries a member may have not yet applied.
+    pub max_apply_lag: u64,
+    /// A member slower than this to answer Status or a read is reported.
+    pub slow_member: std::time::Duration,
+    /// DB size as a percentage of the quota reported as a warning.
+    pub db_quota_warning_percent: f64,
+    /// Above this percentage the quota finding is critical
+    /// (`etcdDatabaseQuotaLowSpace`'s threshold).
+    pub db_quota_critical_percent: f64,
+    /// In-use / allocated below this is fragmentation
+    /// (`etcdDatabaseHighFragmentationRatio`'s threshold)...
+    pub fragmentation_ratio: f64,
+    /// ...once the allocated size is at least this.
+    pub fragmentation_min_db_size: u64,
+    /// Leader-change limits, one per enabled rule that counts them.
+    pub leader_changes: Vec<LeaderChangeLimit>,
+}
+
+/// "More than `max` (or at least `max`, when `inclusive`) leader changes
+/// within `window`", as one alert rule states it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderChangeLimit {
+    /// The rule's `alertname`.
+    pub rule: &'static str,
+    /// The count compared.
+    pub max: f64,
+    /// `>=` (the mixin's) rather than `>`.
+    pub inclusive: bool,
+    /// How far back changes count.
+    pub window: std::time::Duration,
+}
+
+impl LeaderChangeLimit {
+    /// Changes within the window ending at `now_ms`, and whether they break the limit.
+    pub fn judge(&self, changes_ms: &[i64], now_ms: i64) -> (usize, bool) {
+        let since = now_ms - self.window.as_millis() as i64;
+        let n = changes_ms.iter().filter(|at| **at >= since).count();
+        let over = if self.inclusive {
+            n as f64 >= self.max
+        } else {
+            n as f64 > self.max
+        };
+        (n, over)
+    }
+}
+
+impl Thresholds {
+    /// `monitoring.thresholds` with the shared conditions at `shared`'s values.
+    pub fn new(
+        own: &crate::config::HealthThresholds,
+        db_quota_critical_percent: f64,
+        fragmentation_ratio: f64,
+        leader_changes: Vec<LeaderChangeLimit>,
+    ) -> Thresholds {
+        Thresholds {
+            max_raft_index_lag: own.max_raft_index_lag,
+            max_apply_lag: own.max_apply_lag,
+            slow_member: own.slow_member,
+            db_quota_warning_percent: own.db_quota_warning_percent,
+            db_quota_critical_percent,
+            fragmentation_ratio,
+            fragmentation_min_db_size: own.fragmentation_min_db_size,
+            leader_changes,
+        }
+    }
+
+    /// How far back leader changes must be kept to judge every limit.
+    pub fn leader_change_horizon(&self) -> std::time::Duration {
+        self.leader_changes
+            .iter()
+            .map(|l| l.window)
+            .max()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_secs(3600))
+    }
+
+    /// A member's database against its quota: (percent used, size, quota),
+    /// when the quota is known (from the member's metrics).
+    pub fn quota_use(m: &MemberObservation) -> Option<(f64, f64, f64)> {
+        let s = m.status.as_ref()?;
+        let quota = m
+            .metrics
+            .as_ref()
+            .and_then(|x| x.quota_backend_bytes)
+            .filter(|q| *q > 0.0)?;
+        let size = s.db_size as f64;
+        Some((100.0 * size / quota, size, quota))
+    }
+
+    /// Whether the quota use is past the critical threshold (the alert's condition).
+    pub fn quota_critical(&self, percent: f64) -> bool {
+        percent > self.db_quota_critical_percent
+    }
+
+    /// A member's in-use / allocated ratio, when it is fragmentation worth
+    /// a defragmentation: (ratio, in use, allocated).
+    pub fn fragmentation(&self, m: &MemberObservation) -> Option<(f64, f64, f64)> {
+        let s = m.status.as_ref()?;
+        if s.db_size <= 0 || (s.db_size as u64) < self.fragmentation_min_db_size {
+            return None;
+        }
+        let ratio = s.db_size_in_use as f64 / s.db_size as f64;
+        (ratio < self.fragmentation_ratio).then_some((
+            ratio,
+            s.db_size_in_use as f64,
+            s.db_size as f64,
+        ))
+    }
+}
 
 /// The verdict on one cluster at one moment.
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +190,10 @@ pub struct HealthSnapshot {
     pub findings: Vec<Finding>,
     /// The observation the verdict rests on.
     pub observation: ClusterObservation,
+    /// When the recent leader changes were seen (ms since epoch, oldest
+    /// first); empty without history (the `status` command).
+    #[serde(skip)]
+    pub leader_changes_ms: Vec<i64>,
 }
 
 /// The leader every answering member follows, if they agree on exactly one.
@@ -98,12 +217,13 @@ pub fn evaluate(obs: ClusterObservation, t: &Thresholds) -> HealthSnapshot {
     evaluate_with_history(obs, t, None)
 }
 
-/// Evaluates one observation; `leader_changes_last_hour`, when the caller
-/// keeps history, adds the leader stability finding.
+/// Evaluates one observation; `leader_changes_ms` (when each recent leader
+/// change was seen), when the caller keeps history, adds the leader
+/// stability finding and is kept in the snapshot for the alert rules.
 pub fn evaluate_with_history(
     obs: ClusterObservation,
     t: &Thresholds,
-    leader_changes_last_hour: Option<u32>,
+    leader_changes_ms: Option<Vec<i64>>,
 ) -> HealthSnapshot {
     let mut f: Vec<Finding> = Vec::new();
     let voting: Vec<&MemberObservation> = obs.members.iter().filter(|m| !m.is_learner).collect();
@@ -339,52 +459,43 @@ pub fn evaluate_with_history(
 
     // Database size against quota, and fragmentation.
     for m in &obs.members {
-        let Some(s) = &m.status else { continue };
-        if let Some(quota) = m
-            .metrics
-            .as_ref()
-            .and_then(|x| x.quota_backend_bytes)
-            .filter(|q| *q > 0.0)
-        {
-            let used = s.db_size as f64 / quota;
-            if used * 100.0 >= t.db_quota_warning_percent {
+        if let Some((percent, size, quota)) = Thresholds::quota_use(m) {
+            if percent >= t.db_quota_warning_percent || t.quota_critical(percent) {
                 f.push(finding(
                     "db_quota",
-                    if used >= 0.95 {
+                    if t.quota_critical(percent) {
                         Severity::Critical
                     } else {
                         Severity::Warning
                     },
                     Some(m.label()),
                     format!(
-                        "member {} database is {:.0}% of its quota ({} of {})",
+                        "member {} database is {percent:.0}% of its quota ({} of {})",
                         m.label(),
-                        used * 100.0,
-                        bytes(s.db_size as f64),
+                        bytes(size),
                         bytes(quota)
                     ),
-                    json!({ "db_size": s.db_size, "quota": quota, "ratio": used }),
+                    json!({ "db_size": size, "quota": quota, "ratio": percent / 100.0,
+                            "critical_percent": t.db_quota_critical_percent }),
                 ));
             }
         }
-        if s.db_size as u64 >= t.fragmentation_min_db_size && s.db_size > 0 {
-            let ratio = s.db_size_in_use as f64 / s.db_size as f64;
-            if ratio < t.fragmentation_ratio {
-                f.push(finding(
-                    "fragmentation",
-                    Severity::Warning,
-                    Some(m.label()),
-                    format!(
-                        "member {} uses {} of {} allocated ({:.0}%): defragment to reclaim {}",
-                        m.label(),
-                        bytes(s.db_size_in_use as f64),
-                        bytes(s.db_size as f64),
-                        ratio * 100.0,
-                        bytes((s.db_size - s.db_size_in_use) as f64)
-                    ),
-                    json!({ "db_size": s.db_size, "db_size_in_use": s.db_size_in_use, "ratio": ratio }),
-                ));
-            }
+        if let Some((ratio, in_use, size)) = t.fragmentation(m) {
+            f.push(finding(
+                "fragmentation",
+                Severity::Warning,
+                Some(m.label()),
+                format!(
+                    "member {} uses {} of {} allocated ({:.0}%): defragment to reclaim {}",
+                    m.label(),
+                    bytes(in_use),
+                    bytes(size),
+                    ratio * 100.0,
+                    bytes(size - in_use)
+                ),
+                json!({ "db_size": size, "db_size_in_use": in_use, "ratio": ratio,
+                        "threshold": t.fragmentation_ratio }),
+            ));
         }
         for (what, ms) in [
             ("Status", m.status_latency_ms),
@@ -485,17 +596,42 @@ pub fn evaluate_with_history(
         }
     }
 
-    if let Some(n) = leader_changes_last_hour.filter(|n| *n > t.max_leader_changes_per_hour) {
-        f.push(finding(
-            "frequent_leader_changes",
-            Severity::Warning,
-            None,
-            format!(
-                "{n} leader changes in the last hour (threshold {}): look for slow disks, overloaded members or network trouble",
-                t.max_leader_changes_per_hour
-            ),
-            json!({ "leader_changes_last_hour": n, "threshold": t.max_leader_changes_per_hour }),
-        ));
+    if let Some(changes) = &leader_changes_ms {
+        let now_ms = crate::time::unix_ms(obs.taken_at);
+        let broken: Vec<(usize, &LeaderChangeLimit)> = t
+            .leader_changes
+            .iter()
+            .filter_map(|l| match l.judge(changes, now_ms) {
+                (n, true) => Some((n, l)),
+                _ => None,
+            })
+            .collect();
+        if let Some((n, worst)) = broken.first() {
+            f.push(finding(
+                "frequent_leader_changes",
+                Severity::Warning,
+                None,
+                format!(
+                    "{n} leader changes in the last {} (threshold: {}): look for slow disks, overloaded members or network trouble",
+                    crate::config::duration::format(&worst.window),
+                    if worst.inclusive {
+                        format!("{} or more", worst.max)
+                    } else {
+                        format!("more than {}", worst.max)
+                    }
+                ),
+                broken
+                    .iter()
+                    .map(|(n, l)| {
+                        (
+                            l.rule.to_string(),
+                            json!({ "changes": n, "window": crate::config::duration::format(&l.window), "threshold": l.max }),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            ));
+        }
     }
 
     f.sort_by_key(|x| std::cmp::Reverse(x.severity));
@@ -520,6 +656,7 @@ pub fn evaluate_with_history(
         leader,
         findings: f,
         observation: obs,
+        leader_changes_ms: leader_changes_ms.unwrap_or_default(),
     }
 }
 

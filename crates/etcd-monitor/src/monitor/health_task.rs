@@ -17,11 +17,11 @@ use crate::store::{LeaderChange, Store, unix_ms};
 /// Full snapshots (members, findings with evidence) are stored when the
 /// verdict or the findings change, and at least this often.
 const BODY_EVERY: Duration = Duration::from_secs(300);
-const HOUR_MS: i64 = 3_600_000;
 
 pub(super) struct HealthTask {
     pub cluster: ClusterConfig,
     pub monitoring: MonitoringConfig,
+    pub thresholds: health::Thresholds,
     pub store: Store,
     pub events: broadcast::Sender<MonitorEvent>,
     pub publish: watch::Sender<Option<Arc<HealthSnapshot>>>,
@@ -43,9 +43,15 @@ pub(super) async fn run(t: HealthTask) {
     let mut interval = tokio::time::interval(t.monitoring.health_check_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let since = unix_ms(SystemTime::now()) - HOUR_MS;
+    // Leader changes are kept as long as the longest leader-change rule looks back.
+    let horizon_ms = t.thresholds.leader_change_horizon().as_millis() as i64;
+    let since = unix_ms(SystemTime::now()) - horizon_ms;
     let mut recent_changes: VecDeque<i64> = match t.store.leader_changes(&name, since).await {
-        Ok(changes) => changes.iter().map(|c| c.at_ms).collect(),
+        Ok(changes) => changes
+            .iter()
+            .filter(|c| c.old_leader.is_some())
+            .map(|c| c.at_ms)
+            .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read leader history");
             VecDeque::new()
@@ -105,15 +111,15 @@ pub(super) async fn run(t: HealthTask) {
         }
         while recent_changes
             .front()
-            .is_some_and(|at| *at < now_ms - HOUR_MS)
+            .is_some_and(|at| *at < now_ms - horizon_ms)
         {
             recent_changes.pop_front();
         }
 
         let snapshot = Arc::new(health::evaluate_with_history(
             obs,
-            &t.monitoring.thresholds,
-            Some(recent_changes.len() as u32),
+            &t.thresholds,
+            Some(recent_changes.iter().copied().collect()),
         ));
         if let Some(c) = change {
             tracing::warn!(

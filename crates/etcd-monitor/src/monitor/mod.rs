@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
-use crate::health::HealthSnapshot;
+use crate::health::{HealthSnapshot, Thresholds};
 use crate::lifecycle::Lifecycle;
 use crate::store::{LeaderChange, Store, unix_ms};
 
@@ -96,12 +96,17 @@ pub struct Monitor {
     order: Vec<String>,
     events: broadcast::Sender<MonitorEvent>,
     store: Store,
-    alerting: Arc<std::sync::OnceLock<crate::alert::Alerting>>,
 }
 
 impl Monitor {
-    /// Starts the tasks of every configured cluster under `lifecycle`.
-    pub fn start(config: &Config, store: Store, lifecycle: &Lifecycle) -> Monitor {
+    /// Starts the tasks of every configured cluster under `lifecycle`;
+    /// health checks judge with `thresholds`.
+    pub fn start(
+        config: &Config,
+        thresholds: &Thresholds,
+        store: Store,
+        lifecycle: &Lifecycle,
+    ) -> Monitor {
         let (events, _) = broadcast::channel(1024);
         let mut clusters = BTreeMap::new();
         let mut order = Vec::new();
@@ -112,6 +117,7 @@ impl Monitor {
             lifecycle.spawn(health_task::run(health_task::HealthTask {
                 cluster: cluster.clone(),
                 monitoring: config.monitoring.clone(),
+                thresholds: thresholds.clone(),
                 store: store.clone(),
                 events: events.clone(),
                 publish: health_tx,
@@ -170,7 +176,6 @@ impl Monitor {
             order,
             events,
             store,
-            alerting: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -197,15 +202,5 @@ impl Monitor {
     /// The history store.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    /// Attaches the alert engine's handle (once; later calls are ignored).
-    pub fn set_alerting(&self, alerting: crate::alert::Alerting) {
-        let _ = self.alerting.set(alerting);
-    }
-
-    /// The alert engine's handle, once it runs.
-    pub fn alerting(&self) -> Option<&crate::alert::Alerting> {
-        self.alerting.get()
     }
 }

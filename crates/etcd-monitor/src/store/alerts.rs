@@ -7,9 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, db};
-use crate::alert::engine::GroupState;
-use crate::alert::silence::{Matcher, Silence};
-use crate::alert::{Alert, AlertState, Notification};
+use crate::model::{Alert, AlertState, Effect, GroupState, Matcher, Notification, Silence};
 
 /// One outbox row: a notification for one channel and its delivery status.
 #[derive(Debug, Clone, Serialize)]
@@ -122,13 +120,86 @@ fn silence_row(r: &AnyRow) -> Result<Silence, sqlx::Error> {
     let matchers: String = r.try_get("matchers")?;
     Ok(Silence {
         id: r.try_get("id")?,
-        matchers: serde_json::from_str::<Vec<Matcher>>(&matchers).unwrap_or_default(),
+        matchers: Matcher::restored(
+            serde_json::from_str::<Vec<Matcher>>(&matchers).unwrap_or_default(),
+        ),
         starts_at_ms: r.try_get("starts_at_ms")?,
         ends_at_ms: r.try_get("ends_at_ms")?,
         comment: r.try_get("comment")?,
         created_by: r.try_get("created_by")?,
         source: "api".into(),
     })
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+async fn insert_alert(tx: &mut Tx, a: &Alert) -> Result<(), StoreError> {
+    let (cluster, _) = a.group_key.rsplit_once('/').unwrap_or((&a.group_key, ""));
+    sqlx::query(
+        "INSERT INTO alerts (fingerprint, group_key, cluster, rule, alertname, severity, member, labels, summary,
+            value, state, active_since_ms, starts_at_ms, ends_at_ms, suppressed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&a.fingerprint)
+    .bind(&a.group_key)
+    .bind(cluster)
+    .bind(&a.rule)
+    .bind(a.labels.get("alertname").cloned().unwrap_or_default())
+    .bind(a.labels.get("severity").cloned().unwrap_or_default())
+    .bind(a.labels.get("member").cloned())
+    .bind(serde_json::to_string(&a.labels).unwrap_or_default())
+    .bind(&a.summary)
+    .bind(a.value)
+    .bind(state_str(a.state))
+    .bind(a.active_since_ms)
+    .bind(a.starts_at_ms)
+    .bind(a.ends_at_ms)
+    .bind(a.suppressed.clone())
+    .execute(&mut **tx)
+    .await
+    .map_err(db("insert alert"))?;
+    Ok(())
+}
+
+async fn insert_dispatch(
+    tx: &mut Tx,
+    g: &GroupState,
+    n: &Notification,
+    channels: &[String],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO alert_groups (group_key, cluster, rule, notified_firing, last_notified_ms, notified)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (group_key) DO UPDATE SET notified_firing = $4, last_notified_ms = $5, notified = $6,
+           acked_at_ms = CASE WHEN $4 = 0 THEN NULL ELSE alert_groups.acked_at_ms END,
+           acked_by = CASE WHEN $4 = 0 THEN NULL ELSE alert_groups.acked_by END,
+           ack_comment = CASE WHEN $4 = 0 THEN NULL ELSE alert_groups.ack_comment END",
+    )
+    .bind(&g.group_key)
+    .bind(&g.cluster)
+    .bind(&g.rule)
+    .bind(g.notified_firing as i64)
+    .bind(g.last_notified_ms)
+    .bind(serde_json::to_string(&g.notified).unwrap_or_default())
+    .execute(&mut **tx)
+    .await
+    .map_err(db("save alert group"))?;
+    let payload = serde_json::to_string(n).unwrap_or_default();
+    for c in channels {
+        sqlx::query(
+            "INSERT INTO alert_outbox (notification_id, group_key, channel, status, attempts, next_attempt_ms, created_ms, payload)
+             VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5)",
+        )
+        .bind(&n.id)
+        .bind(&n.group_key)
+        .bind(c)
+        .bind(n.at_ms)
+        .bind(&payload)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("queue notification"))?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -160,140 +231,61 @@ impl Store {
         Ok((alerts, groups))
     }
 
-    /// Records an alert that started firing.
-    pub async fn alert_fired(&self, a: &Alert) -> Result<(), StoreError> {
+    /// Records one step of an alert engine in one transaction: alerts that
+    /// fired, resolved or changed suppression, and each notification with
+    /// its group's new state and one outbox row per channel (a resolved
+    /// group loses its acknowledgement). All or nothing.
+    pub async fn record_alert_effects(&self, effects: &[Effect]) -> Result<(), StoreError> {
         self.guarded(async move {
-        let (cluster, _) = a.group_key.rsplit_once('/').unwrap_or((&a.group_key, ""));
-        sqlx::query(
-            "INSERT INTO alerts (fingerprint, group_key, cluster, rule, alertname, severity, member, labels, summary,
-                value, state, active_since_ms, starts_at_ms, ends_at_ms, suppressed)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(&a.fingerprint)
-        .bind(&a.group_key)
-        .bind(cluster)
-        .bind(&a.rule)
-        .bind(a.labels.get("alertname").cloned().unwrap_or_default())
-        .bind(a.labels.get("severity").cloned().unwrap_or_default())
-        .bind(a.labels.get("member").cloned())
-        .bind(serde_json::to_string(&a.labels).unwrap_or_default())
-        .bind(&a.summary)
-        .bind(a.value)
-        .bind(state_str(a.state))
-        .bind(a.active_since_ms)
-        .bind(a.starts_at_ms)
-        .bind(a.ends_at_ms)
-        .bind(a.suppressed.clone())
-        .execute(&self.writer())
-        .await
-        .map_err(db("insert alert"))?;
-        Ok(())
-    })
-        .await
-    }
-
-    /// Records that a firing alert resolved.
-    pub async fn alert_resolved(&self, a: &Alert) -> Result<(), StoreError> {
-        self.guarded(async move {
-            sqlx::query(
-                "UPDATE alerts SET state = 'resolved', ends_at_ms = $1, summary = $2, value = $3
-             WHERE fingerprint = $4 AND state = 'firing'",
-            )
-            .bind(a.ends_at_ms)
-            .bind(&a.summary)
-            .bind(a.value)
-            .bind(&a.fingerprint)
-            .execute(&self.writer())
-            .await
-            .map_err(db("resolve alert"))?;
-            Ok(())
+            let mut tx = self.writer().begin().await.map_err(db("begin alert step"))?;
+            for e in effects {
+                match e {
+                    Effect::Fired(a) => insert_alert(&mut tx, a).await?,
+                    Effect::Resolved(a) => {
+                        sqlx::query(
+                            "UPDATE alerts SET state = 'resolved', ends_at_ms = $1, summary = $2, value = $3
+                             WHERE fingerprint = $4 AND state = 'firing'",
+                        )
+                        .bind(a.ends_at_ms)
+                        .bind(&a.summary)
+                        .bind(a.value)
+                        .bind(&a.fingerprint)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("resolve alert"))?;
+                    }
+                    Effect::Suppressed(a) => {
+                        sqlx::query(
+                            "UPDATE alerts SET suppressed = $1 WHERE fingerprint = $2 AND state = 'firing'",
+                        )
+                        .bind(a.suppressed.clone())
+                        .bind(&a.fingerprint)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("update alert suppression"))?;
+                    }
+                    Effect::Notify {
+                        group,
+                        notification,
+                        channels,
+                    } => insert_dispatch(&mut tx, group, notification, channels).await?,
+                }
+            }
+            tx.commit().await.map_err(db("commit alert step"))
         })
         .await
     }
 
-    /// Records a firing alert's suppression (silence, inhibition) or its end.
-    pub async fn alert_suppressed(&self, a: &Alert) -> Result<(), StoreError> {
-        self.guarded(async move {
-            sqlx::query(
-                "UPDATE alerts SET suppressed = $1 WHERE fingerprint = $2 AND state = 'firing'",
-            )
-            .bind(a.suppressed.clone())
-            .bind(&a.fingerprint)
-            .execute(&self.writer())
+    /// The groups acknowledged now (repeats stop until they resolve).
+    pub async fn acked_groups(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        sqlx::query("SELECT group_key FROM alert_groups WHERE acked_at_ms IS NOT NULL")
+            .fetch_all(&self.read)
             .await
-            .map_err(db("update alert suppression"))?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// In one transaction: the group's new state and one outbox row per channel.
-    /// A resolved group loses its acknowledgement.
-    pub async fn dispatch(
-        &self,
-        g: &GroupState,
-        n: &Notification,
-        channels: &[String],
-    ) -> Result<(), StoreError> {
-        self.guarded(self.insert_dispatch(g, n, channels)).await
-    }
-
-    async fn insert_dispatch(
-        &self,
-        g: &GroupState,
-        n: &Notification,
-        channels: &[String],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.writer().begin().await.map_err(db("begin dispatch"))?;
-        sqlx::query(
-            "INSERT INTO alert_groups (group_key, cluster, rule, notified_firing, last_notified_ms, notified)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (group_key) DO UPDATE SET notified_firing = $4, last_notified_ms = $5, notified = $6,
-               acked_at_ms = CASE WHEN $4 = 0 THEN NULL ELSE alert_groups.acked_at_ms END,
-               acked_by = CASE WHEN $4 = 0 THEN NULL ELSE alert_groups.acked_by END,
-               ack_comment = CASE WHEN $4 = 0 THEN NULL ELSE alert_groups.ack_comment END",
-        )
-        .bind(&g.group_key)
-        .bind(&g.cluster)
-        .bind(&g.rule)
-        .bind(g.notified_firing as i64)
-        .bind(g.last_notified_ms)
-        .bind(serde_json::to_string(&g.notified).unwrap_or_default())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("save alert group"))?;
-        let payload = serde_json::to_string(n).unwrap_or_default();
-        for c in channels {
-            sqlx::query(
-                "INSERT INTO alert_outbox (notification_id, group_key, channel, status, attempts, next_attempt_ms, created_ms, payload)
-                 VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5)",
-            )
-            .bind(&n.id)
-            .bind(&n.group_key)
-            .bind(c)
-            .bind(n.at_ms)
-            .bind(&payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("queue notification"))?;
-        }
-        tx.commit().await.map_err(db("commit dispatch"))
-    }
-
-    /// Whether the group is acknowledged (repeats stop until it resolves).
-    pub async fn group_acked(&self, group_key: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT acked_at_ms FROM alert_groups WHERE group_key = $1")
-            .bind(group_key)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db("read acknowledgement"))?;
-        Ok(match row {
-            Some(r) => r
-                .try_get::<Option<i64>, _>("acked_at_ms")
-                .map_err(db("read acknowledgement"))?
-                .is_some(),
-            None => false,
-        })
+            .map_err(db("read acknowledgements"))?
+            .iter()
+            .map(|r| r.try_get::<String, _>("group_key"))
+            .collect::<Result<_, _>>()
+            .map_err(db("read acknowledgements"))
     }
 
     /// Acknowledges a firing group (`cluster/rule`): no more repeats until

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -37,6 +37,9 @@ pub enum StoreError {
     /// A write did not finish in time.
     #[error("history store: a write did not finish within {0:?}")]
     Timeout(Duration),
+    /// The store cannot serve the request.
+    #[error("history store: {0}")]
+    Unavailable(String),
     /// A database operation failed.
     #[error("history store ({what}): {source}")]
     Db {
@@ -54,12 +57,7 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::time::unix_ms;
 
 /// A recorded leader change.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -1,0 +1,461 @@
+//! The rule table's evaluations on synthetic inputs, and the agreement of
+//! the health verdict's findings with the alerts for the conditions both judge.
+
+use super::*;
+use crate::alert::config::RuleOverride;
+use crate::cluster::{Alarm, ClusterObservation, MemberMetrics, MemberObservation, MemberStatus};
+use crate::health::Severity;
+use crate::monitor::{MemberMetricsEntry, ProbeReport};
+use std::collections::BTreeSet;
+
+#[test]
+fn defaults_follow_the_mixin_and_overrides_apply() {
+    let mut cfg = AlertsConfig::default();
+    cfg.rules.insert(
+        "etcdMembersDown".into(),
+        RuleOverride {
+            for_: Some(Duration::ZERO),
+            ..Default::default()
+        },
+    );
+    let rules = RuleSet::from_config(&cfg);
+    assert_eq!(rules.get(Rule::MembersDown).for_, Duration::ZERO);
+    assert_eq!(rules.get(Rule::InsufficientMembers).for_, m(3));
+    let crit = rules.get(Rule::HighFsyncDurationsCritical);
+    assert_eq!(crit.key, "etcdHighFsyncDurations_critical");
+    assert_eq!(crit.alertname, "etcdHighFsyncDurations");
+    assert_eq!(crit.severity, AlertSeverity::Critical);
+    assert_eq!(crit.threshold, 1.0);
+    assert_eq!(rules.all().len(), Rule::ALL.len());
+}
+
+#[test]
+fn keys_name_their_rule_and_runbooks_exist() {
+    let docs = include_str!("../../../../../docs/alerting.md");
+    for r in Rule::ALL {
+        assert_eq!(Rule::from_key(r.key()), Some(r));
+        let d = r.def();
+        assert!(d.key.starts_with(d.alertname), "{}", d.key);
+        assert!(
+            docs.contains(&format!("<a id=\"{}\"></a>", d.runbook)),
+            "docs/alerting.md has no anchor {} for {}",
+            d.runbook,
+            d.key
+        );
+    }
+    assert_eq!(Rule::from_key("etcdMembresDown"), None);
+    let keys: BTreeSet<&str> = Rule::keys().collect();
+    assert_eq!(keys.len(), Rule::ALL.len(), "duplicate keys");
+}
+
+/// A metrics round at `at_ms` with one member `m1` whose figures `f` sets.
+fn round(at_ms: i64, f: impl FnOnce(&mut MemberMetrics)) -> Arc<MetricsRound> {
+    let mut metrics = MemberMetrics::default();
+    f(&mut metrics);
+    Arc::new(MetricsRound {
+        cluster: "main".into(),
+        at_ms,
+        members: vec![MemberMetricsEntry {
+            member: "m1".into(),
+            endpoint: "http://127.0.0.1:2379".into(),
+            metrics_url: String::new(),
+            metrics: Some(metrics),
+            error: None,
+        }],
+        probes: ProbeReport::default(),
+        revision: None,
+        revision_rate: None,
+        proposals_committed_rate: None,
+        duration_ms: 0.0,
+    })
+}
+
+fn run(id: &str, rounds: &[Arc<MetricsRound>], history: Option<&[MetricPoint]>) -> Outcome {
+    let rules = RuleSet::default();
+    let rule = rules.get(Rule::from_key(id).unwrap());
+    let rounds: VecDeque<_> = rounds.iter().cloned().collect();
+    let thresholds = Thresholds::default();
+    let input = Input {
+        cluster: "main",
+        now_ms: rounds.back().map(|r| r.at_ms).unwrap_or(0),
+        health: None,
+        thresholds: &thresholds,
+        rounds: &rounds,
+        db_size_history: history,
+    };
+    evaluate(rule, &input)
+}
+
+fn fired(o: &Outcome) -> Vec<String> {
+    match o {
+        Outcome::Holds(s) => s
+            .iter()
+            .map(|s| s.labels["alertname"].clone() + "/" + &s.labels["severity"])
+            .collect(),
+        Outcome::NotEvaluable(why) => vec![format!("not evaluable: {why}")],
+    }
+}
+
+#[test]
+fn fsync_warning_and_critical_thresholds() {
+    let slow = [round(0, |m| m.wal_fsync_p99 = Some(0.7))];
+    assert_eq!(
+        fired(&run("etcdHighFsyncDurations", &slow, None)),
+        ["etcdHighFsyncDurations/warning"]
+    );
+    assert!(fired(&run("etcdHighFsyncDurations_critical", &slow, None)).is_empty());
+    let slower = [round(0, |m| m.wal_fsync_p99 = Some(1.5))];
+    assert_eq!(
+        fired(&run("etcdHighFsyncDurations_critical", &slower, None)),
+        ["etcdHighFsyncDurations/critical"]
+    );
+    assert!(matches!(
+        run("etcdHighFsyncDurations", &[], None),
+        Outcome::NotEvaluable(_)
+    ));
+}
+
+#[test]
+fn failed_grpc_ratio_ignores_canceled() {
+    let codes = |ok: f64, canceled: f64, unavailable: f64| {
+        move |m: &mut MemberMetrics| {
+            m.grpc_handled_by_code.insert("OK".into(), ok);
+            m.grpc_handled_by_code.insert("Canceled".into(), canceled);
+            m.grpc_handled_by_code
+                .insert("Unavailable".into(), unavailable);
+        }
+    };
+    // 1000 new requests, 500 canceled watches, 3 Unavailable: 0.3 %, quiet.
+    let quiet = [
+        round(0, codes(0.0, 0.0, 0.0)),
+        round(60_000, codes(497.0, 500.0, 3.0)),
+    ];
+    assert!(fired(&run("etcdHighNumberOfFailedGRPCRequests", &quiet, None)).is_empty());
+    // 30 Unavailable of 1000: 3 %, warning only.
+    let bad = [
+        round(0, codes(0.0, 0.0, 0.0)),
+        round(60_000, codes(470.0, 500.0, 30.0)),
+    ];
+    assert_eq!(
+        fired(&run("etcdHighNumberOfFailedGRPCRequests", &bad, None)),
+        ["etcdHighNumberOfFailedGRPCRequests/warning"]
+    );
+    assert!(
+        fired(&run(
+            "etcdHighNumberOfFailedGRPCRequests_critical",
+            &bad,
+            None
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn failed_proposals_count_increases_across_a_counter_reset() {
+    let r = |at, v| round(at, move |m| m.proposals_failed = Some(v));
+    assert!(
+        fired(&run(
+            "etcdHighNumberOfFailedProposals",
+            &[r(0, 10.0), r(60_000, 14.0)],
+            None
+        ))
+        .is_empty()
+    );
+    assert_eq!(
+        fired(&run(
+            "etcdHighNumberOfFailedProposals",
+            &[r(0, 10.0), r(60_000, 20.0)],
+            None
+        ))
+        .len(),
+        1
+    );
+    // The member restarted: the counter went down; its new value is the increase.
+    assert_eq!(
+        fired(&run(
+            "etcdHighNumberOfFailedProposals",
+            &[r(0, 10.0), r(60_000, 6.0)],
+            None
+        ))
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn database_growth_is_predicted_one_window_ahead() {
+    let quota = 2.0 * 1024.0 * MIB;
+    let latest = [round(3 * 3_600_000, |m| {
+        m.quota_backend_bytes = Some(quota)
+    })];
+    let series = |per_hour: f64| -> Vec<MetricPoint> {
+        (0..4)
+            .map(|h| MetricPoint {
+                member: "m1".into(),
+                name: "db_total_size_bytes".into(),
+                at_ms: h * 3_600_000,
+                value: 1024.0 * MIB + per_hour * h as f64,
+            })
+            .collect()
+    };
+    // +50 MiB/h: 1.15 GiB now, 1.35 GiB in 4h: quiet.
+    assert!(
+        fired(&run(
+            "etcdExcessiveDatabaseGrowth",
+            &latest,
+            Some(&series(50.0 * MIB))
+        ))
+        .is_empty()
+    );
+    // +200 MiB/h: 1.6 GiB now, 2.4 GiB in 4h > 2 GiB quota.
+    assert_eq!(
+        fired(&run(
+            "etcdExcessiveDatabaseGrowth",
+            &latest,
+            Some(&series(200.0 * MIB))
+        ))
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn members_down_counts_peer_send_failures_over_the_window() {
+    let obs = crate::cluster::ClusterObservation {
+        cluster: "main".into(),
+        taken_at: std::time::SystemTime::now(),
+        members: Vec::new(),
+        member_list_error: None,
+        alarms: Vec::new(),
+        hashkv: None,
+        duration_ms: 0.0,
+    };
+    let thresholds = Thresholds::default();
+    let health = crate::health::evaluate(obs, &thresholds);
+    let rules = RuleSet::default();
+    let rule = rules.get(Rule::MembersDown);
+    let r = |at, v| round(at, move |m| m.peer_sent_failures = Some(v));
+    let eval = |rounds: &[Arc<MetricsRound>]| {
+        let rounds: VecDeque<_> = rounds.iter().cloned().collect();
+        let input = Input {
+            cluster: "main",
+            now_ms: 60_000,
+            health: Some(&health),
+            thresholds: &thresholds,
+            rounds: &rounds,
+            db_size_history: None,
+        };
+        fired(&evaluate(rule, &input))
+    };
+    // 10 failures in 60 s: 0.17/s > 0.01/s.
+    assert_eq!(
+        eval(&[r(0, 0.0), r(60_000, 10.0)]),
+        ["etcdMembersDown/warning"]
+    );
+    // 0.5 in 60 s: under the mixin's 0.01/s.
+    assert!(eval(&[r(0, 0.0), r(60_000, 0.5)]).is_empty());
+    // Failures older than the window (2m) no longer count.
+    assert!(eval(&[r(0, 0.0), r(200_000, 10.0), r(330_000, 10.0)]).is_empty());
+}
+
+const MEMBERS: [&str; 3] = ["m1", "m2", "m3"];
+
+/// A member of a 3-member cluster led by m1, with a 1000 MiB quota.
+fn member(i: usize) -> MemberObservation {
+    let id = i as u64 + 1;
+    MemberObservation {
+        id,
+        name: MEMBERS[i].into(),
+        peer_urls: vec![],
+        client_urls: vec![],
+        is_learner: false,
+        endpoint: format!("http://127.0.0.1:{}", 2379 + i),
+        status: Some(MemberStatus {
+            member_id: id,
+            version: "3.5.17".into(),
+            db_size: (200.0 * MIB) as i64,
+            db_size_in_use: (180.0 * MIB) as i64,
+            leader: 1,
+            raft_term: 2,
+            raft_index: 100,
+            raft_applied_index: 100,
+            errors: vec![],
+            is_learner: false,
+            revision: 10,
+        }),
+        error: None,
+        status_latency_ms: Some(1.0),
+        linearizable_read_ms: Some(1.0),
+        linearizable_read_error: None,
+        metrics: Some(MemberMetrics {
+            quota_backend_bytes: Some(1000.0 * MIB),
+            ..MemberMetrics::default()
+        }),
+    }
+}
+
+/// Finding kind or rule key, and member (empty: cluster-wide).
+type Seen = BTreeSet<(&'static str, String)>;
+
+/// What the verdict and the rules say about `members` (with `changes`
+/// leader changes in the last minutes), judged with `rules`' thresholds.
+fn both(rules: &RuleSet, members: Vec<MemberObservation>, changes: usize) -> (Seen, Seen) {
+    let thresholds = rules.health_thresholds(&HealthThresholds::default());
+    let now = std::time::SystemTime::now();
+    let now_ms = crate::time::unix_ms(now);
+    let obs = ClusterObservation {
+        cluster: "main".into(),
+        taken_at: now,
+        members,
+        member_list_error: None,
+        alarms: Vec::<Alarm>::new(),
+        hashkv: None,
+        duration_ms: 1.0,
+    };
+    let changes_ms: Vec<i64> = (0..changes as i64)
+        .map(|i| now_ms - 60_000 * (i + 1))
+        .collect();
+    let health = crate::health::evaluate_with_history(obs, &thresholds, Some(changes_ms));
+    // (finding kind, the rules judging the same condition)
+    let pairs: [(&str, &[Rule]); 5] = [
+        ("db_quota", &[Rule::DatabaseQuotaLowSpace]),
+        ("fragmentation", &[Rule::DatabaseHighFragmentationRatio]),
+        (
+            "frequent_leader_changes",
+            &[Rule::LeaderChangesPerHour, Rule::HighNumberOfLeaderChanges],
+        ),
+        ("member_unreachable", &[Rule::MembersDown]),
+        ("no_leader", &[Rule::NoLeader]),
+    ];
+    let mut findings = Seen::new();
+    for f in &health.findings {
+        // The quota finding's warning level has no alert: only critical pages.
+        if f.kind == "db_quota" && f.severity < Severity::Critical {
+            continue;
+        }
+        if let Some((kind, _)) = pairs.iter().find(|(k, _)| *k == f.kind) {
+            // etcdMembersDown is one alert naming every member down.
+            let member = if *kind == "member_unreachable" {
+                String::new()
+            } else {
+                f.member.clone().unwrap_or_default()
+            };
+            findings.insert((kind, member));
+        }
+    }
+    let rounds = VecDeque::new();
+    let input = Input {
+        cluster: "main",
+        now_ms,
+        health: Some(&health),
+        thresholds: &thresholds,
+        rounds: &rounds,
+        db_size_history: None,
+    };
+    let mut alerts = Seen::new();
+    for (kind, judged_by) in pairs {
+        for r in judged_by {
+            if let Outcome::Holds(samples) = evaluate(rules.get(*r), &input) {
+                for s in samples {
+                    alerts.insert((kind, s.labels.get("member").cloned().unwrap_or_default()));
+                }
+            }
+        }
+    }
+    (findings, alerts)
+}
+
+#[test]
+fn the_verdict_and_the_alerts_agree() {
+    let defaults = RuleSet::default();
+    let mut lowered = AlertsConfig::default();
+    for (key, threshold) in [
+        ("etcdDatabaseQuotaLowSpace", 85.0),
+        ("etcdDatabaseHighFragmentationRatio", 0.95),
+        ("etcdLeaderChangesPerHour", 1.0),
+    ] {
+        lowered.rules.insert(
+            key.into(),
+            RuleOverride {
+                threshold: Some(threshold),
+                ..Default::default()
+            },
+        );
+    }
+    let lowered = RuleSet::from_config(&lowered);
+    let sized = |i: usize, size: f64, in_use: f64| {
+        let mut m = member(i);
+        let s = m.status.as_mut().unwrap();
+        s.db_size = (size * MIB) as i64;
+        s.db_size_in_use = (in_use * MIB) as i64;
+        m
+    };
+    let cases: Vec<(&str, Vec<MemberObservation>, usize)> = vec![
+        ("healthy", (0..3).map(member).collect(), 0),
+        (
+            "quota 90%",
+            vec![sized(0, 900.0, 880.0), member(1), member(2)],
+            0,
+        ),
+        (
+            "quota 96%",
+            vec![sized(0, 960.0, 950.0), member(1), member(2)],
+            0,
+        ),
+        (
+            "fragmented 30%",
+            vec![member(0), sized(1, 400.0, 120.0), member(2)],
+            0,
+        ),
+        (
+            "fragmented 90%",
+            vec![member(0), sized(1, 400.0, 360.0), member(2)],
+            0,
+        ),
+        (
+            "small and fragmented",
+            vec![member(0), sized(1, 50.0, 5.0), member(2)],
+            0,
+        ),
+        ("2 leader changes", (0..3).map(member).collect(), 2),
+        ("5 leader changes", (0..3).map(member).collect(), 5),
+        (
+            "member down",
+            {
+                let mut m = (0..3).map(member).collect::<Vec<_>>();
+                m[2].status = None;
+                m[2].error = Some("connection refused".into());
+                m
+            },
+            0,
+        ),
+        (
+            "no leader",
+            {
+                let mut m = (0..3).map(member).collect::<Vec<_>>();
+                for x in &mut m {
+                    x.status.as_mut().unwrap().leader = 0;
+                }
+                m
+            },
+            0,
+        ),
+    ];
+    let mut fired = 0;
+    for (rules, name) in [(&defaults, "defaults"), (&lowered, "lowered thresholds")] {
+        for (case, members, changes) in &cases {
+            let (findings, alerts) = both(rules, members.clone(), *changes);
+            assert_eq!(findings, alerts, "{case} with {name}: findings vs alerts");
+            fired += alerts.len();
+        }
+    }
+    // The cases do exercise every condition, under both threshold sets.
+    assert!(fired >= 12, "only {fired} conditions held");
+    let (f, _) = both(&defaults, cases[1].1.clone(), 0);
+    assert!(f.is_empty(), "90% is under the default 95%");
+    let (f, _) = both(&lowered, cases[1].1.clone(), 0);
+    assert!(
+        f.contains(&("db_quota", "m1".into())),
+        "90% is over a lowered 85%"
+    );
+}
