@@ -79,7 +79,7 @@ pub enum RulesCommand {
     /// Print the rule table: name, condition in words, threshold, for,
     /// window, severity, runbook anchor (built-in rules, then custom ones).
     #[command(
-        after_help = "Example:\n  etcd-monitor rules list\n  etcd-monitor --config config.yaml rules list -w json"
+        after_help = "Example:\n  etcd-monitor rules list\n  etcd-monitor rules list --config config.yaml -w json"
     )]
     List {
         /// Output: table, or json (an array of rules).
@@ -107,17 +107,15 @@ pub fn rules_list(global: &GlobalArgs, write_out: &str) -> Result<String, String
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let unit = r
-                .unit
-                .and_then(|u| serde_json::to_value(u).ok())
-                .and_then(|v| v.as_str().map(str::to_string))
-                .filter(|u| u != "none")
-                .map(|u| format!(" {u}"))
-                .unwrap_or_default();
+            let threshold = match r.unit {
+                Some(crate::alert::rules::Unit::None) => "-".to_string(),
+                Some(unit) => unit.show(r.threshold),
+                None => r.threshold.to_string(),
+            };
             vec![
                 r.name.clone(),
                 r.severity.to_string(),
-                format!("{}{unit}", r.threshold),
+                threshold,
                 r.for_.clone(),
                 r.window.clone().unwrap_or_else(|| "-".into()),
                 if r.enabled { "yes" } else { "no" }.into(),

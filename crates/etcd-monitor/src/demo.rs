@@ -7,9 +7,15 @@ use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 
-/// The demo needs the test kit, which starts members as Unix processes.
-#[cfg(not(unix))]
+/// The demo needs the test kit, which starts members as Unix processes; the
+/// release binary leaves it out unless built with the `demo` feature.
+#[cfg(not(all(unix, feature = "demo")))]
 pub async fn run(_config: Config, _args: DemoArgs, _lifecycle: Lifecycle) -> anyhow::Result<()> {
+    if cfg!(unix) {
+        anyhow::bail!(
+            "this etcd-monitor was built without the demo (it links the test kit): run `make demo`, or `cargo run -p etcd-monitor --features demo -- demo`"
+        )
+    }
     anyhow::bail!(
         "etcd-monitor demo starts etcd members as Unix processes; run it on Linux or macOS, or point `run` at an existing cluster"
     )
@@ -17,7 +23,7 @@ pub async fn run(_config: Config, _args: DemoArgs, _lifecycle: Lifecycle) -> any
 
 /// Starts the cluster and the monitor, prints how to reach them and waits
 /// for Ctrl-C or SIGTERM.
-#[cfg(unix)]
+#[cfg(all(unix, feature = "demo"))]
 pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> anyhow::Result<()> {
     use std::time::{Duration, Instant};
 

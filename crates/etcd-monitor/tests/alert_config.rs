@@ -120,3 +120,59 @@ fn channel_secrets_are_redacted_and_the_example_loads() {
     let c = config::load(Some(&example), &Overrides::new()).unwrap();
     assert_eq!(c.alerts.channels.len(), 1);
 }
+
+#[test]
+fn inhibit_rules_default_replace_and_are_checked() {
+    let defaults = load("alerts: {}\n").unwrap();
+    assert_eq!(defaults.alerts.inhibit_rules.len(), 2);
+    let none = load("alerts:\n  inhibit_rules: []\n").unwrap();
+    assert!(none.alerts.inhibit_rules.is_empty());
+    let one = load(
+        "alerts:\n  inhibit_rules:\n    - source_matchers: [alertname=etcdNoLeader]\n      target_matchers: ['alertname=~etcdMembers.*']\n      equal: [cluster]\n",
+    )
+    .unwrap();
+    assert_eq!(one.alerts.inhibit_rules.len(), 1);
+    assert_error(
+        "alerts:\n  inhibit_rules:\n    - source_matchers: [alertname=etcdNoLeader]\n      target_matchers: ['alertname=~(']\n",
+        "alerts.inhibit_rules[0].target_matchers[0]",
+        "regular expression",
+    );
+    assert_error(
+        "alerts:\n  inhibit_rules:\n    - source_matchers: []\n      target_matchers: [severity=warning]\n",
+        "alerts.inhibit_rules[0].source_matchers",
+        "at least one matcher",
+    );
+    assert_error(
+        "alerts:\n  inhibit_rules:\n    - source_matchers: [nonsense]\n      target_matchers: [severity=warning]\n",
+        "alerts.inhibit_rules[0].source_matchers[0]",
+        "name=value",
+    );
+}
+
+#[test]
+fn a_shared_threshold_is_set_in_one_place() {
+    // The finding and the alert move together with the rule's threshold.
+    let c = load(
+        "alerts:\n  rules:\n    etcdDatabaseQuotaLowSpace:\n      threshold: 90\n    etcdLeaderChangesPerHour:\n      threshold: 5\n",
+    )
+    .unwrap();
+    let t = etcd_monitor::run::health_thresholds(&c);
+    assert_eq!(t.db_quota_critical_percent, 90.0);
+    assert!(
+        t.leader_changes
+            .iter()
+            .any(|l| l.max == 5.0 && !l.inclusive)
+    );
+    assert_eq!(t.fragmentation_ratio, 0.5);
+    // The old second place is an error naming the one to use.
+    assert_error(
+        "monitoring:\n  thresholds:\n    fragmentation_ratio: 0.4\n",
+        "monitoring.thresholds.fragmentation_ratio",
+        "alerts.rules.etcdDatabaseHighFragmentationRatio.threshold",
+    );
+    assert_error(
+        "monitoring:\n  thresholds:\n    max_leader_changes_per_hour: 5\n",
+        "monitoring.thresholds.max_leader_changes_per_hour",
+        "alerts.rules.etcdLeaderChangesPerHour.threshold",
+    );
+}

@@ -415,3 +415,42 @@ fn cli_lists_the_subcommands_and_keeps_the_seed_spellings() {
         "{stderr}"
     );
 }
+
+#[test]
+fn rules_list_prints_the_table_as_configured() {
+    let out = etcd_monitor().args(["rules", "list"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        " NAME ",
+        "| etcdHighFsyncDurations_critical ",
+        "| 1000 ms ",
+        "docs/alerting.md#etcdhighfsyncdurations",
+        "| 95.0% ",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in {text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        "alerts:\n  rules:\n    etcdNoLeader:\n      enabled: false\n      for: 30s\n  custom_rules:\n    - name: WatchersHigh\n      metric: watchers\n      comparison: '>'\n      threshold: 10000\n",
+    )
+    .unwrap();
+    let out = etcd_monitor()
+        .args(["rules", "list", "-w", "json", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 23, "22 built-in rules and the custom one");
+    let no_leader = rows.iter().find(|r| r["name"] == "etcdNoLeader").unwrap();
+    assert_eq!(no_leader["enabled"], false);
+    assert_eq!(no_leader["for"], "30s");
+    assert_eq!(no_leader["needs"], serde_json::json!(["health"]));
+    let custom = rows.last().unwrap();
+    assert_eq!(custom["source"], "custom");
+    assert_eq!(custom["expression"], "watchers > threshold");
+}

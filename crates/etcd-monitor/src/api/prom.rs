@@ -480,27 +480,15 @@ fn process_metrics(p: &mut Page, state: &AppState) {
             vm * 1024.0,
         );
     }
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Linux reports CPU time in clock ticks, 100 per second on every common configuration.
-    p.sample(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-        &[],
-        (ticks(11) + ticks(12)) / 100.0,
-    );
+    if let Some(cpu) = crate::metrics::process_cpu_seconds() {
+        p.sample(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            &[],
+            cpu,
+        );
+    }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         p.sample(
             "process_open_fds",

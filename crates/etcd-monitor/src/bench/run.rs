@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, CompactionOptions, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
@@ -294,14 +294,14 @@ async fn measure(
     if spec.workload.needs_populated_keys() {
         populate(spec, conns).await?;
     }
-    let cpu_before = process_cpu_seconds();
+    let cpu_before = crate::metrics::process_cpu_seconds();
     let mut report = if spec.workload == Workload::WatchLatency {
         watch_latency(spec, conns, control).await?
     } else {
         load(spec, conns, control).await?
     };
     report.client_cpu_seconds = cpu_before
-        .zip(process_cpu_seconds())
+        .zip(crate::metrics::process_cpu_seconds())
         .map(|(before, after)| after - before);
     Ok(report)
 }
@@ -312,7 +312,7 @@ async fn load(
     conns: &Connections,
     control: &Control,
 ) -> Result<BenchReport, BenchError> {
-    let started_unix_ms = unix_ms();
+    let started_unix_ms = crate::time::now_ms().max(0) as u64;
     let mut states = Vec::with_capacity(spec.clients);
     for i in 0..spec.clients {
         let client = conns.clients[i % conns.clients.len()].clone();
@@ -452,7 +452,10 @@ async fn populate(spec: &Arc<BenchSpec>, conns: &Connections) -> Result<(), Benc
         let mut client = conns.clients[i % conns.clients.len()].clone();
         let (spec, next) = (spec.clone(), next.clone());
         set.spawn(async move {
-            let value = random_bytes(spec.val_size, &mut Rng::new(seed(i)));
+            let value = random_bytes(
+                spec.val_size,
+                &mut <Rng as rand::SeedableRng>::seed_from_u64(seed(i)),
+            );
             loop {
                 let idx = next.fetch_add(1, Ordering::Relaxed);
                 if idx >= spec.key_space_size {
@@ -592,7 +595,7 @@ impl Worker {
         seed: u64,
     ) -> Recorder {
         let mut rec = Recorder::new(start);
-        let mut rng = Rng::new(seed);
+        let mut rng = <Rng as rand::SeedableRng>::seed_from_u64(seed);
         let value = random_bytes(spec.val_size, &mut rng);
         while let Some(seq) = pacer.next(&control.cancel).await {
             let t0 = Instant::now();
@@ -637,7 +640,7 @@ impl Worker {
                 }
                 Workload::Mixed => {
                     let reads = spec.rw_ratio / (spec.rw_ratio + 1.0);
-                    if rng.unit() < reads {
+                    if rand::RngExt::random::<f64>(rng) < reads {
                         client
                             .get(key(spec, idx), Some(range_options(spec)))
                             .await
@@ -745,7 +748,7 @@ async fn watch_latency(
     conns: &Connections,
     control: &Control,
 ) -> Result<BenchReport, BenchError> {
-    let started_unix_ms = unix_ms();
+    let started_unix_ms = crate::time::now_ms().max(0) as u64;
     let mut admin = conns.clients[0].clone();
     let revision = admin
         .get(
@@ -859,7 +862,7 @@ fn key_index(spec: &BenchSpec, seq: u64, rng: &mut Rng) -> u64 {
     if spec.sequential_keys {
         seq % spec.key_space_size
     } else {
-        rng.next_u64() % spec.key_space_size
+        rand::Rng::next_u64(rng) % spec.key_space_size
     }
 }
 
@@ -889,61 +892,18 @@ fn lock_error_kind(e: &etcd_patterns::Error) -> String {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// A seed for one client's key choice (distinct per client).
+fn seed(_client: usize) -> u64 {
+    rand::random()
 }
 
-/// User + system CPU time of this process so far, from `/proc/self/stat`
-/// (Linux; `None` elsewhere). The kernel reports it in USER_HZ, which is
-/// 100 on every mainstream Linux architecture.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command name (which may hold spaces and parentheses):
-    // utime and stime are fields 14 and 15 of proc(5).
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
-fn seed(i: usize) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    now ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// splitmix64: fast, good enough for key choice, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// Key choice and payloads: fast, not cryptographic.
+type Rng = rand::rngs::SmallRng;
 
 fn random_bytes(n: usize, rng: &mut Rng) -> Vec<u8> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     (0..n)
-        .map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize])
+        .map(|_| ALPHABET[(rand::Rng::next_u64(rng) % ALPHABET.len() as u64) as usize])
         .collect()
 }
 
@@ -963,13 +923,13 @@ mod tests {
 
     #[test]
     fn reads_process_cpu() {
-        let before = process_cpu_seconds().expect("Linux /proc");
+        let before = crate::metrics::process_cpu_seconds().expect("Linux /proc");
         let mut x = 0u64;
         for i in 0..50_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         std::hint::black_box(x);
-        assert!(process_cpu_seconds().unwrap() >= before);
+        assert!(crate::metrics::process_cpu_seconds().unwrap() >= before);
     }
 
     #[tokio::test]

@@ -15,3 +15,48 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
     }
     parts.join(": ")
 }
+
+/// User + system CPU time of this process so far, from `/proc/self/stat`
+/// (Linux; `None` elsewhere), in clock ticks converted with the kernel's
+/// `sysconf(_SC_CLK_TCK)`.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (which may hold spaces and parentheses):
+    // utime and stime are fields 14 and 15 of proc(5).
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the running system; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| (utime + stime) / hz as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_time_follows_the_clock() {
+        // Busy until 0.2 s of CPU time shows (a wrong tick rate would make it
+        // show 10x too slowly or too fast), then compare with the wall clock:
+        // the process (all test threads) cannot use more than every core.
+        let before = super::process_cpu_seconds().unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        let used = loop {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            let used = super::process_cpu_seconds().unwrap() - before;
+            if used >= 0.2 || start.elapsed() > std::time::Duration::from_secs(10) {
+                break used;
+            }
+        };
+        let wall = start.elapsed().as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        assert!(used >= 0.2, "{used} s of CPU in {wall} s");
+        assert!(
+            used <= wall * cores + 0.05,
+            "{used} s of CPU in {wall} s on {cores} cores"
+        );
+    }
+}
