@@ -100,6 +100,7 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
     Ok(())
 }
 
+#[cfg(all(unix, feature = "demo"))]
 /// Prints a line, ignoring a closed stdout (the demo's output may be piped
 /// into a program that has gone away; that must not stop the shutdown).
 fn say(args: std::fmt::Arguments<'_>) {
