@@ -4,13 +4,13 @@
 use std::time::SystemTime;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, Scope};
+use super::extract::{Body, Params};
 use super::{ApiError, AppState};
 use crate::alert::silence::{NewSilence, Silence, SilenceError};
 use crate::alert::{Alert, Alerting};
@@ -54,9 +54,8 @@ pub struct AlertsQuery {
 pub async fn active(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    q: Result<Query<AlertsQuery>, QueryRejection>,
+    Params(q): Params<AlertsQuery>,
 ) -> ApiResult {
-    let q = super::handlers::query(q)?;
     if let Some(c) = &q.cluster {
         in_scope(&caller, c)?;
         state.cluster(c)?;
@@ -102,9 +101,8 @@ pub struct HistoryQuery {
 pub async fn history(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    q: Result<Query<HistoryQuery>, QueryRejection>,
+    Params(q): Params<HistoryQuery>,
 ) -> ApiResult {
-    let q = super::handlers::query(q)?;
     if let Some(c) = &q.cluster {
         in_scope(&caller, c)?;
         state.cluster(c)?;
@@ -153,9 +151,8 @@ pub struct AckBody {
 pub async fn ack(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    b: Result<Json<AckBody>, JsonRejection>,
+    Body(b): Body<AckBody>,
 ) -> ApiResult {
-    let b = super::maintenance::body(b)?;
     if !group_in_scope(&caller.scope, &b.group_key) {
         return Err(caller.out_of_scope(&format!("alert group {:?}", b.group_key)));
     }
@@ -216,9 +213,8 @@ pub async fn silences(
 pub async fn add_silence(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    b: Result<Json<NewSilence>, JsonRejection>,
+    Body(mut b): Body<NewSilence>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let mut b = super::maintenance::body(b)?;
     if !caller.scope.is_all() {
         let clusters: Vec<String> = b
             .matchers

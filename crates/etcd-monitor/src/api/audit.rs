@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Principal;
+use super::extract::Params;
 use super::{ApiError, AppState};
 pub use crate::store::AuditRecord;
 use crate::store::Store;
@@ -245,9 +245,8 @@ pub struct AuditQuery {
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    Params(q): Params<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = super::handlers::query(q)?;
     let now = crate::store::unix_ms(std::time::SystemTime::now());
     let from = super::handlers::parse_time(q.from.as_deref(), now - 24 * 3_600_000, now, "from")?;
     let to = super::handlers::parse_time(q.to.as_deref(), now, now, "to")?;

@@ -2,13 +2,13 @@
 //! once), `GET /api/v1/benchmarks`, `GET /api/v1/benchmarks/{id}`.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Principal;
+use super::extract::{Body, Params};
 use super::{ApiError, AppState};
 use crate::bench::BenchSpec;
 use crate::benchmarks::StartError;
@@ -17,10 +17,8 @@ use crate::benchmarks::StartError;
 pub async fn start(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    b: Result<Json<Value>, JsonRejection>,
+    Body(mut body): Body<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(mut body) =
-        b.map_err(|e| ApiError::bad_request(format!("bad request body: {}", e.body_text())))?;
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::unprocessable(
             "the body must be a JSON object such as {\"workload\": \"put\", \"total\": 1000}",
@@ -94,9 +92,8 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = super::handlers::query(q)?;
     let limit = super::handlers::limit(q.limit, 50, 500)?;
     let mut runs = state.bench_runs.list(limit).await?;
     runs.retain(|r| caller.scope.allows(&r.cluster));

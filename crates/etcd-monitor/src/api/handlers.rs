@@ -4,14 +4,14 @@
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::Principal;
+use super::extract::{Cluster, Params};
 use super::{ApiError, AppState};
 use crate::monitor::ClusterHandle;
 use crate::store::unix_ms;
@@ -22,12 +22,6 @@ fn to_json<T: Serialize>(v: &T) -> ApiResult {
     serde_json::to_value(v)
         .map(Json)
         .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
-}
-
-/// The query, or a 400 naming what is wrong with it.
-pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
 }
 
 /// A `limit` parameter: `default` when absent, a 400 outside `1..=max`.
@@ -398,31 +392,49 @@ pub fn parse_time(v: Option<&str>, default: i64, now: i64, name: &str) -> Result
         })
 }
 
-macro_rules! cluster_routes {
-    ($($named:ident, $default:ident => |$state:ident, $c:ident $(, $q:ident : $qt:ty)?| $body:expr;)*) => {
-        $(
-            /// Per-cluster route.
-            pub async fn $named(State($state): State<AppState>, Path(name): Path<String> $(, $q: Result<Query<$qt>, QueryRejection>)?) -> ApiResult {
-                $(let $q = query($q)?;)?
-                let $c = $state.cluster(&name)?.clone();
-                $body
-            }
-            /// Default-cluster route.
-            pub async fn $default(State($state): State<AppState> $(, $q: Result<Query<$qt>, QueryRejection>)?) -> ApiResult {
-                $(let $q = query($q)?;)?
-                let $c = $state.default_cluster()?.clone();
-                $body
-            }
-        )*
-    };
+/// `GET .../status`.
+pub async fn status(Cluster(c): Cluster) -> ApiResult {
+    status_of(&c)
 }
 
-cluster_routes! {
-    status, default_status => |state, c| status_of(&c);
-    members, default_members => |state, c| members_of(&c);
-    leader, default_leader => |state, c, q: LeaderQuery| leader_of(&state, &c, q).await;
-    metrics_current, default_metrics_current => |state, c| metrics_current_of(&c);
-    metrics_latency, default_metrics_latency => |state, c| latency_of(&c);
-    metrics_history, default_metrics_history => |state, c, q: HistoryQuery| metrics_history_of(&state, &c, q).await;
-    history, default_history => |state, c, q: ChecksQuery| history_of(&state, &c, q).await;
+/// `GET .../members`.
+pub async fn members(Cluster(c): Cluster) -> ApiResult {
+    members_of(&c)
+}
+
+/// `GET .../leader`.
+pub async fn leader(
+    State(state): State<AppState>,
+    Cluster(c): Cluster,
+    Params(q): Params<LeaderQuery>,
+) -> ApiResult {
+    leader_of(&state, &c, q).await
+}
+
+/// `GET .../metrics/current`.
+pub async fn metrics_current(Cluster(c): Cluster) -> ApiResult {
+    metrics_current_of(&c)
+}
+
+/// `GET .../metrics/latency`.
+pub async fn metrics_latency(Cluster(c): Cluster) -> ApiResult {
+    latency_of(&c)
+}
+
+/// `GET .../metrics/history`.
+pub async fn metrics_history(
+    State(state): State<AppState>,
+    Cluster(c): Cluster,
+    Params(q): Params<HistoryQuery>,
+) -> ApiResult {
+    metrics_history_of(&state, &c, q).await
+}
+
+/// `GET .../history`.
+pub async fn history(
+    State(state): State<AppState>,
+    Cluster(c): Cluster,
+    Params(q): Params<ChecksQuery>,
+) -> ApiResult {
+    history_of(&state, &c, q).await
 }

@@ -19,13 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Principal;
+use super::extract::{Body, Cluster};
 use super::{ApiError, AppState};
 use crate::config::{ClusterConfig, SnapshotRetention};
 use crate::ctl::endpoint::{self, Dialer};
@@ -33,15 +33,6 @@ use crate::ctl::error::CtlError;
 use crate::ctl::maintenance::{self, DefragOptions};
 
 type ApiResult = Result<Json<Value>, ApiError>;
-
-pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v).map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => {
-            ApiError::unprocessable(format!("bad request body: {}", e.body_text()))
-        }
-        other => ApiError::bad_request(format!("bad request body: {}", other.body_text())),
-    })
-}
 
 impl From<CtlError> for ApiError {
     fn from(e: CtlError) -> Self {
@@ -205,10 +196,10 @@ pub struct DefragBody {
 pub async fn defrag(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    Path(name): Path<String>,
-    b: Result<Json<DefragBody>, JsonRejection>,
+    Cluster(c): Cluster,
+    Body(b): Body<DefragBody>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let name = c.name;
     let cluster = cluster_config(&state, &name)?;
     let mut opts = DefragOptions {
         move_leader: b.move_leader,
@@ -261,10 +252,10 @@ pub struct CompactBody {
 pub async fn compact(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    Path(name): Path<String>,
-    b: Result<Json<CompactBody>, JsonRejection>,
+    Cluster(c): Cluster,
+    Body(b): Body<CompactBody>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let name = c.name;
     if b.revision.is_some_and(|r| r <= 0) {
         return Err(ApiError::unprocessable(format!(
             "revision {}: compaction needs a revision > 0",
@@ -334,10 +325,10 @@ pub struct SnapshotBody {
 pub async fn snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    Path(name): Path<String>,
-    b: Result<Json<SnapshotBody>, JsonRejection>,
+    Cluster(c): Cluster,
+    Body(b): Body<SnapshotBody>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let name = c.name;
     let cluster = cluster_config(&state, &name)?;
     let file = b.name.unwrap_or_else(|| {
         format!(
@@ -493,10 +484,10 @@ pub struct AlarmDisarmBody {
 pub async fn alarm_disarm(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    Path(name): Path<String>,
-    b: Result<Json<AlarmDisarmBody>, JsonRejection>,
+    Cluster(c): Cluster,
+    Body(b): Body<AlarmDisarmBody>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let name = c.name;
     let cluster = cluster_config(&state, &name)?;
     let view = |alarms: &[maintenance::Alarm]| -> Vec<Value> {
         alarms
@@ -554,10 +545,10 @@ pub struct MoveLeaderBody {
 pub async fn move_leader(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    Path(name): Path<String>,
-    b: Result<Json<MoveLeaderBody>, JsonRejection>,
+    Cluster(c): Cluster,
+    Body(b): Body<MoveLeaderBody>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let name = c.name;
     let target = u64::from_str_radix(b.target.trim_start_matches("0x"), 16).map_err(|_| {
         ApiError::unprocessable(format!("target {:?} is not a hex member id", b.target))
     })?;
@@ -591,60 +582,6 @@ pub async fn move_leader(
         })))
     })
     .await
-}
-
-fn default_name(state: &AppState) -> Result<Path<String>, ApiError> {
-    Ok(Path(state.default_cluster()?.name.clone()))
-}
-
-/// Default-cluster `maintenance/defrag`.
-pub async fn default_defrag(
-    State(state): State<AppState>,
-    caller: Extension<Principal>,
-    b: Result<Json<DefragBody>, JsonRejection>,
-) -> ApiResult {
-    let name = default_name(&state)?;
-    defrag(State(state), caller, name, b).await
-}
-
-/// Default-cluster `maintenance/compact`.
-pub async fn default_compact(
-    State(state): State<AppState>,
-    caller: Extension<Principal>,
-    b: Result<Json<CompactBody>, JsonRejection>,
-) -> ApiResult {
-    let name = default_name(&state)?;
-    compact(State(state), caller, name, b).await
-}
-
-/// Default-cluster `maintenance/snapshot`.
-pub async fn default_snapshot(
-    State(state): State<AppState>,
-    caller: Extension<Principal>,
-    b: Result<Json<SnapshotBody>, JsonRejection>,
-) -> ApiResult {
-    let name = default_name(&state)?;
-    snapshot(State(state), caller, name, b).await
-}
-
-/// Default-cluster `maintenance/alarm-disarm`.
-pub async fn default_alarm_disarm(
-    State(state): State<AppState>,
-    caller: Extension<Principal>,
-    b: Result<Json<AlarmDisarmBody>, JsonRejection>,
-) -> ApiResult {
-    let name = default_name(&state)?;
-    alarm_disarm(State(state), caller, name, b).await
-}
-
-/// Default-cluster `maintenance/move-leader`.
-pub async fn default_move_leader(
-    State(state): State<AppState>,
-    caller: Extension<Principal>,
-    b: Result<Json<MoveLeaderBody>, JsonRejection>,
-) -> ApiResult {
-    let name = default_name(&state)?;
-    move_leader(State(state), caller, name, b).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod auth;
 mod benchmarks;
 mod error;
 mod events;
+pub mod extract;
 mod handlers;
 mod maintenance;
 pub mod openapi;
@@ -224,29 +225,11 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
         .route("/maintenance/snapshot", post(maintenance::snapshot))
         .route("/maintenance/alarm-disarm", post(maintenance::alarm_disarm))
         .route("/maintenance/move-leader", post(maintenance::move_leader));
-    let default_cluster = Router::new()
-        .route("/status", get(handlers::default_status))
-        .route("/members", get(handlers::default_members))
-        .route("/leader", get(handlers::default_leader))
-        .route("/metrics/current", get(handlers::default_metrics_current))
-        .route("/metrics/latency", get(handlers::default_metrics_latency))
-        .route("/metrics/history", get(handlers::default_metrics_history))
-        .route("/history", get(handlers::default_history))
-        .route("/maintenance/defrag", post(maintenance::default_defrag))
-        .route("/maintenance/compact", post(maintenance::default_compact))
-        .route("/maintenance/snapshot", post(maintenance::default_snapshot))
-        .route(
-            "/maintenance/alarm-disarm",
-            post(maintenance::default_alarm_disarm),
-        )
-        .route(
-            "/maintenance/move-leader",
-            post(maintenance::default_move_leader),
-        );
     let api = Router::new()
         .route("/clusters", get(handlers::clusters))
-        .nest("/clusters/{name}", per_cluster)
-        .nest("/cluster", default_cluster)
+        // One set of handlers: the `Cluster` extractor picks the named or the default cluster.
+        .nest("/clusters/{name}", per_cluster.clone())
+        .nest("/cluster", per_cluster)
         .route("/whoami", get(handlers::whoami))
         .route("/events", get(events::sse))
         .route("/alerts", get(alerts::active))
