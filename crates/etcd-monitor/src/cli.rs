@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, ClusterConfig, Config, LogFormat, Overrides, Source, TlsConfig};
 
-const EXAMPLES: &str = "\
+const EXAMPLES: &str = concat!(
+    "\
 Examples:
   etcd-monitor demo                                   local 3-member cluster to try things on
   etcd-monitor run --config monitor.yaml              the daemon: collectors, alerts, API, dashboard
@@ -18,7 +19,11 @@ Examples:
   etcd-monitor token new --name ci --role operator    a random API token and its config line
 
 Configuration: YAML file (--config or ETCD_MONITOR_CONFIG), then ETCD_MONITOR_* variables
-(ETCD_MONITOR_MONITORING__HEALTH_CHECK_INTERVAL=5s), then flags. See config.example.yaml.";
+(ETCD_MONITOR_MONITORING__HEALTH_CHECK_INTERVAL=5s), then flags. See config.example.yaml.
+
+",
+    crate::exit_status_help!()
+);
 
 /// Monitor, alert on, benchmark and operate etcd clusters.
 #[derive(Debug, Parser)]
@@ -57,10 +62,13 @@ pub enum Command {
     /// Start a local 3-member etcd cluster and run the monitor against it.
     Demo(DemoArgs),
     /// One-shot health verdict; exit 0 healthy, 1 degraded, 2 unavailable.
+    #[command(after_help = crate::exit::HELP)]
     Status(crate::status::StatusArgs),
     /// Benchmark a cluster.
+    #[command(after_help = crate::exit::HELP)]
     Bench(crate::bench::BenchArgs),
     /// etcdctl-style operations with safety checks.
+    #[command(after_help = crate::exit::HELP)]
     Ctl(crate::ctl::CtlArgs),
     /// Work with configuration files.
     #[command(subcommand)]
@@ -426,6 +434,65 @@ pub fn one_shot_cluster(
         .cluster_config(config.as_ref())
         .map_err(|e| format!("error: {e}\n"))?;
     Ok((config, cluster))
+}
+
+/// The one start-up path of the one-shot commands (`status`, `bench`,
+/// `ctl`): logging when `--log-level` asks for it (quiet by default, like
+/// etcdctl), the cluster from `--config` and the connection flags, a
+/// runtime, then `body`; an error is printed as `error: ...` and exits with
+/// its [`Exit`](crate::exit::Exit) (setup problems: 3).
+pub fn one_shot<F, Fut, E>(global: &GlobalArgs, conn: &ConnArgs, body: F) -> std::process::ExitCode
+where
+    F: FnOnce(Option<Config>, ClusterConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::exit::Exit, E>>,
+    E: crate::exit::ExitStatus,
+{
+    use crate::exit::Exit;
+    exit_quietly_on_broken_pipe();
+    if let Some(level) = &global.log_level {
+        let format = global.log_format.unwrap_or(LogFormat::Text);
+        if let Err(e) = crate::logging::init(level, format) {
+            eprintln!("error: {e}");
+            return Exit::Usage.into();
+        }
+    }
+    let (config, cluster) = match one_shot_cluster(global, conn) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return Exit::Usage.into();
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("{e}");
+            return Exit::Usage.into();
+        }
+    };
+    let result = runtime.block_on(body(config, cluster));
+    // Do not wait for lingering connection tasks.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit().into()
+        }
+    }
+}
+
+/// `ctl get ... | head` closes stdout early; `println!` then panics. Exit
+/// the way etcdctl does on SIGPIPE (status 141), without a panic message.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info.to_string();
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(crate::exit::BROKEN_PIPE.into());
+        }
+        default(info);
+    }));
 }
 
 /// The async runtime of a command: two worker threads are plenty for a

@@ -21,6 +21,7 @@ pub mod config;
 pub mod connection;
 pub mod ctl;
 pub mod demo;
+pub mod exit;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;

@@ -6,10 +6,22 @@ use clap::Parser;
 use etcd_monitor::cli::{
     Cli, Command, ConfigCommand, GlobalArgs, RulesCommand, RunArgs, TokenCommand,
 };
+use etcd_monitor::exit::Exit;
 use etcd_monitor::{config, lifecycle::Lifecycle, logging};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Flag errors exit 3 (usage), help and version 0: see `--help`.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Ok.into()
+            };
+        }
+    };
     match cli.command {
         Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
         Some(Command::Token(TokenCommand::New(args))) => {
@@ -20,7 +32,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    ExitCode::from(1)
+                    Exit::Failed.into()
                 }
             }
         }
@@ -32,7 +44,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprint!("{e}");
-                    ExitCode::from(1)
+                    Exit::Usage.into()
                 }
             }
         }
@@ -47,6 +59,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// `config check`: the effective configuration (exit 0), or its errors (exit 1:
+/// the check ran and the answer is no).
 fn config_check(global: &GlobalArgs, file: std::path::PathBuf) -> ExitCode {
     let global = GlobalArgs {
         config: Some(file),
@@ -57,25 +71,26 @@ fn config_check(global: &GlobalArgs, file: std::path::PathBuf) -> ExitCode {
         Ok(config) => {
             print!("{}", config::to_redacted_yaml(&config));
             match etcd_monitor::api::auth::startup_check(&config.api) {
-                Ok(None) => ExitCode::SUCCESS,
+                Ok(None) => Exit::Ok.into(),
                 Ok(Some(warning)) => {
                     eprintln!("warning: {warning}");
-                    ExitCode::SUCCESS
+                    Exit::Ok.into()
                 }
                 Err(e) => {
                     eprintln!("error: `run` would refuse to start: {e}");
-                    ExitCode::from(1)
+                    Exit::No.into()
                 }
             }
         }
         Err(errors) => {
             eprint!("{errors}");
-            ExitCode::from(1)
+            Exit::No.into()
         }
     }
 }
 
-/// Loads the configuration, installs logging, and runs `body` on a runtime.
+/// Loads the configuration, installs logging, and runs `body` on a runtime;
+/// anything that stops the daemon from starting or running exits 3.
 fn with_runtime<F, Fut>(global: &GlobalArgs, run: Option<&RunArgs>, body: F) -> ExitCode
 where
     F: FnOnce(config::Config, Lifecycle) -> Fut,
@@ -85,18 +100,18 @@ where
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");
-            return ExitCode::from(1);
+            return Exit::Usage.into();
         }
     };
     if let Err(e) = logging::init(&config.logging.level, config.logging.format) {
         eprintln!("error: {e}");
-        return ExitCode::from(1);
+        return Exit::Usage.into();
     }
     let runtime = match etcd_monitor::cli::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprint!("{e}");
-            return ExitCode::from(1);
+            return Exit::Usage.into();
         }
     };
     let lifecycle = Lifecycle::new();
@@ -104,7 +119,7 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            Exit::Usage.into()
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `etcd-monitor status`: one round of collection and evaluation, printed.
-//! Exit code 0 healthy, 1 degraded, 2 unavailable (3 for usage errors).
+//! Exit status 0 healthy, 1 degraded, 2 unavailable (3 for usage errors).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::{ConnArgs, GlobalArgs};
 use crate::cluster::{Collector, CollectorOptions};
+use crate::exit::{Exit, Fail};
 use crate::health::{self, HealthSnapshot, bytes};
 
 /// Output format.
@@ -37,44 +38,30 @@ pub struct StatusArgs {
     pub no_metrics: bool,
 }
 
-/// Runs `status`.
+/// Runs `status`: the verdict is the exit status (0 healthy, 1 degraded,
+/// 2 unavailable; 3 usage, see [`crate::exit`]).
 pub fn main(global: &GlobalArgs, args: StatusArgs) -> ExitCode {
-    let (config, cluster) = match crate::cli::one_shot_cluster(global, &args.conn) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(3);
-        }
-    };
-    let runtime = match crate::cli::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(3);
-        }
-    };
     let options = CollectorOptions {
         scrape_metrics: !args.no_metrics,
         hashkv: !args.no_hashkv,
     };
-    let thresholds = config
-        .map(|c| crate::run::health_thresholds(&c))
-        .unwrap_or_default();
-    let snapshot = runtime.block_on(async move {
+    let write_out = args.write_out;
+    crate::cli::one_shot(global, &args.conn, |config, cluster| async move {
+        let thresholds = config
+            .map(|c| crate::run::health_thresholds(&c))
+            .unwrap_or_default();
         let mut collector = Collector::new(cluster, options);
-        health::evaluate(collector.collect().await, &thresholds)
-    });
-    match args.write_out {
-        Output::Json => match serde_json::to_string_pretty(&snapshot) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("error: cannot encode the snapshot: {e}");
-                return ExitCode::from(3);
+        let snapshot = health::evaluate(collector.collect().await, &thresholds);
+        match write_out {
+            Output::Json => {
+                let text = serde_json::to_string_pretty(&snapshot)
+                    .map_err(|e| Fail(Exit::Usage, format!("cannot encode the snapshot: {e}")))?;
+                println!("{text}");
             }
-        },
-        Output::Table => print!("{}", render_table(&snapshot)),
-    }
-    ExitCode::from(snapshot.verdict.exit_code())
+            Output::Table => print!("{}", render_table(&snapshot)),
+        }
+        Ok::<Exit, Fail>(snapshot.verdict.into())
+    })
 }
 
 /// The human form of a snapshot.

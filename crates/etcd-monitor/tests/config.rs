@@ -394,6 +394,14 @@ fn cli_lists_the_subcommands_and_keeps_the_seed_spellings() {
             "--help lacks {sub}: {text}"
         );
     }
+    // One exit-status convention, printed by --help (root and one-shot commands).
+    assert!(text.contains("Exit status (every command):"), "{text}");
+    for sub in ["status", "bench", "ctl"] {
+        let help = etcd_monitor().args([sub, "--help"]).output().unwrap();
+        assert!(help.status.success());
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(text.contains("3    usage"), "{sub} --help: {text}");
+    }
     let version = etcd_monitor().arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("etcd-monitor "));
     // The seed's quick start parses; a bad port is a clear flag error.
@@ -401,14 +409,15 @@ fn cli_lists_the_subcommands_and_keeps_the_seed_spellings() {
         .args(["--endpoints=localhost:2379", "--api-port=notaport"])
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
+    // Usage errors exit 3 (2 is an unavailable cluster for `status`).
+    assert_eq!(bad.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--api-port"));
     // Bad flag values go through the same checks as the file.
     let bad = etcd_monitor()
         .args(["run", "--endpoints=ftp://x:1"])
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
         stderr.contains("flag --endpoints: clusters[0].endpoints[0]"),

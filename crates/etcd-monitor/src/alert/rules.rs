@@ -174,7 +174,7 @@ pub struct RuleDef {
     pub expr: &'static str,
     /// The anchor of its runbook in docs/alerting.md.
     pub runbook: &'static str,
-    eval: fn(&Ctx) -> Outcome,
+    eval: fn(&Ctx) -> Evaluated,
 }
 
 impl std::fmt::Debug for RuleDef {
@@ -762,12 +762,20 @@ pub enum Outcome {
     NotEvaluable(&'static str),
 }
 
+/// What an evaluation found: the samples that hold, or why the rule could
+/// not be evaluated.
+type Evaluated = Result<Vec<Sample>, &'static str>;
+
 /// Evaluates one rule.
 pub fn evaluate(rule: &ActiveRule, input: &Input) -> Outcome {
     let ctx = Ctx { rule, input };
-    match rule.kind {
+    let evaluated = match rule.kind {
         RuleKind::Builtin(r) => (r.def().eval)(&ctx),
         RuleKind::Custom { metric, comparison } => ctx.custom(STORED_METRICS[metric], comparison),
+    };
+    match evaluated {
+        Ok(samples) => Outcome::Holds(samples),
+        Err(why) => Outcome::NotEvaluable(why),
     }
 }
 
@@ -801,18 +809,16 @@ impl Ctx<'_> {
     }
 
     /// One sample, or none: a cluster-wide condition.
-    fn one(&self, holds: bool, value: f64, summary: impl FnOnce() -> String) -> Outcome {
-        Outcome::Holds(if holds {
+    fn one(&self, holds: bool, value: f64, summary: impl FnOnce() -> String) -> Evaluated {
+        Ok(if holds {
             vec![self.sample(None, value, summary())]
         } else {
             Vec::new()
         })
     }
 
-    fn health(&self) -> Result<&HealthSnapshot, Outcome> {
-        self.input
-            .health
-            .ok_or(Outcome::NotEvaluable("no health snapshot yet"))
+    fn health(&self) -> Result<&HealthSnapshot, &'static str> {
+        self.input.health.ok_or("no health snapshot yet")
     }
 
     fn latest(&self) -> Option<&MetricsRound> {
@@ -820,9 +826,9 @@ impl Ctx<'_> {
     }
 
     /// Per member, the latest value of `get` compared with `>` threshold.
-    fn per_member_above(&self, get: Getter, what: &str, unit: Unit) -> Outcome {
+    fn per_member_above(&self, get: Getter, what: &str, unit: Unit) -> Evaluated {
         let Some(round) = self.latest() else {
-            return Outcome::NotEvaluable("no metrics round yet");
+            return Err("no metrics round yet");
         };
         let t = self.rule.threshold;
         let mut out = Vec::new();
@@ -846,9 +852,9 @@ impl Ctx<'_> {
             }
         }
         if !any {
-            return Outcome::NotEvaluable("no member exposes the metric");
+            return Err("no member exposes the metric");
         }
-        Outcome::Holds(out)
+        Ok(out)
     }
 
     /// The round that starts the rule's window (the oldest within it, before the latest).
@@ -899,9 +905,9 @@ impl Ctx<'_> {
         out
     }
 
-    fn custom(&self, metric: &str, cmp: Comparison) -> Outcome {
+    fn custom(&self, metric: &str, cmp: Comparison) -> Evaluated {
         let Some(round) = self.latest() else {
-            return Outcome::NotEvaluable("no metrics round yet");
+            return Err("no metrics round yet");
         };
         let points = crate::monitor::points_of(round);
         let mut any = false;
@@ -924,17 +930,14 @@ impl Ctx<'_> {
             }
         }
         if !any {
-            return Outcome::NotEvaluable("the metric is not in the latest round");
+            return Err("the metric is not in the latest round");
         }
-        Outcome::Holds(out)
+        Ok(out)
     }
 }
 
-fn members_down(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+fn members_down(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
     // The same predicate as the `member_unreachable` finding.
     let mut down: Vec<String> = h
         .observation
@@ -954,11 +957,8 @@ fn members_down(c: &Ctx) -> Outcome {
     })
 }
 
-fn insufficient_members(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+fn insufficient_members(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
     c.one(
         h.reachable_voting_members < h.quorum,
         h.reachable_voting_members as f64,
@@ -971,32 +971,24 @@ fn insufficient_members(c: &Ctx) -> Outcome {
     )
 }
 
-fn no_leader(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+fn no_leader(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
     // The same predicate as the `no_leader` finding.
-    Outcome::Holds(
-        h.observation
-            .members
-            .iter()
-            .filter(|m| m.status.as_ref().is_some_and(|s| s.leader == 0))
-            .map(|m| {
-                let who = m.label();
-                c.sample(Some(&who), 0.0, format!("member {who} has no leader"))
-            })
-            .collect(),
-    )
+    Ok(h.observation
+        .members
+        .iter()
+        .filter(|m| m.status.as_ref().is_some_and(|s| s.leader == 0))
+        .map(|m| {
+            let who = m.label();
+            c.sample(Some(&who), 0.0, format!("member {who} has no leader"))
+        })
+        .collect())
 }
 
-fn leader_changes(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+fn leader_changes(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
     let Some(rule) = c.rule.builtin() else {
-        return Outcome::NotEvaluable("not a built-in rule");
+        return Err("not a built-in rule");
     };
     // The limit the `frequent_leader_changes` finding judges too.
     let limit = c.rule.leader_limit(rule);
@@ -1010,12 +1002,12 @@ fn leader_changes(c: &Ctx) -> Outcome {
     })
 }
 
-fn failed_grpc(c: &Ctx) -> Outcome {
+fn failed_grpc(c: &Ctx) -> Evaluated {
     let Some(latest) = c.latest() else {
-        return Outcome::NotEvaluable("no metrics round yet");
+        return Err("no metrics round yet");
     };
     let Some(first) = c.window_start() else {
-        return Outcome::NotEvaluable("one metrics round only");
+        return Err("one metrics round only");
     };
     let t = c.rule.threshold;
     let mut out = Vec::new();
@@ -1049,12 +1041,12 @@ fn failed_grpc(c: &Ctx) -> Outcome {
             ));
         }
     }
-    Outcome::Holds(out)
+    Ok(out)
 }
 
 // Members expose gRPC handling-time histograms only with `--metrics
 // extensive`; without them the rule is not evaluable.
-fn grpc_slow(c: &Ctx) -> Outcome {
+fn grpc_slow(c: &Ctx) -> Evaluated {
     c.per_member_above(
         |m| m.grpc_unary_p99,
         "gRPC unary request p99 (without Defragment)",
@@ -1062,7 +1054,7 @@ fn grpc_slow(c: &Ctx) -> Outcome {
     )
 }
 
-fn peer_slow(c: &Ctx) -> Outcome {
+fn peer_slow(c: &Ctx) -> Evaluated {
     c.per_member_above(
         |m| m.peer_round_trip_p99,
         "peer round-trip p99",
@@ -1070,34 +1062,32 @@ fn peer_slow(c: &Ctx) -> Outcome {
     )
 }
 
-fn failed_proposals(c: &Ctx) -> Outcome {
+fn failed_proposals(c: &Ctx) -> Evaluated {
     if c.latest().is_none() {
-        return Outcome::NotEvaluable("no metrics round yet");
+        return Err("no metrics round yet");
     }
     let t = c.rule.threshold;
-    Outcome::Holds(
-        c.increases(|m| m.proposals_failed)
-            .into_iter()
-            .filter(|(_, inc, _)| *inc > t)
-            .map(|(who, inc, _)| {
-                c.sample(
-                    Some(&who),
-                    inc,
-                    format!(
-                        "member {who}: {inc} proposals failed in the last {} (threshold {t})",
-                        window_text(&c.rule.window)
-                    ),
-                )
-            })
-            .collect(),
-    )
+    Ok(c.increases(|m| m.proposals_failed)
+        .into_iter()
+        .filter(|(_, inc, _)| *inc > t)
+        .map(|(who, inc, _)| {
+            c.sample(
+                Some(&who),
+                inc,
+                format!(
+                    "member {who}: {inc} proposals failed in the last {} (threshold {t})",
+                    window_text(&c.rule.window)
+                ),
+            )
+        })
+        .collect())
 }
 
-fn fsync_slow(c: &Ctx) -> Outcome {
+fn fsync_slow(c: &Ctx) -> Evaluated {
     c.per_member_above(|m| m.wal_fsync_p99, "WAL fsync p99", Unit::Seconds)
 }
 
-fn commit_slow(c: &Ctx) -> Outcome {
+fn commit_slow(c: &Ctx) -> Evaluated {
     c.per_member_above(
         |m| m.backend_commit_p99,
         "backend commit p99",
@@ -1105,19 +1095,16 @@ fn commit_slow(c: &Ctx) -> Outcome {
     )
 }
 
-fn db_large(c: &Ctx) -> Outcome {
+fn db_large(c: &Ctx) -> Evaluated {
     c.per_member_above(|m| m.db_total_size_bytes, "database size", Unit::Bytes)
 }
 
-fn proposals_pending(c: &Ctx) -> Outcome {
+fn proposals_pending(c: &Ctx) -> Evaluated {
     c.per_member_above(|m| m.proposals_pending, "pending proposals", Unit::Count)
 }
 
-fn quota_low(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+fn quota_low(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
     let t = c.input.thresholds;
     let mut any = false;
     let mut out = Vec::new();
@@ -1143,44 +1130,39 @@ fn quota_low(c: &Ctx) -> Outcome {
         }
     }
     if !any {
-        return Outcome::NotEvaluable("no member's quota is known yet");
+        return Err("no member's quota is known yet");
     }
-    Outcome::Holds(out)
+    Ok(out)
 }
 
-fn fragmentation(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+fn fragmentation(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
     // The same figures and thresholds as the `fragmentation` finding.
-    Outcome::Holds(
-        h.observation
-            .members
-            .iter()
-            .filter_map(|m| {
-                let (ratio, used, total) = c.input.thresholds.fragmentation(m)?;
-                let who = m.label();
-                Some(c.sample(
-                    Some(&who),
-                    ratio,
-                    format!(
-                        "member {who} uses {} of {} allocated ({:.0}%): defragment it",
-                        Unit::Bytes.show(used),
-                        Unit::Bytes.show(total),
-                        100.0 * ratio
-                    ),
-                ))
-            })
-            .collect(),
-    )
+    Ok(h.observation
+        .members
+        .iter()
+        .filter_map(|m| {
+            let (ratio, used, total) = c.input.thresholds.fragmentation(m)?;
+            let who = m.label();
+            Some(c.sample(
+                Some(&who),
+                ratio,
+                format!(
+                    "member {who} uses {} of {} allocated ({:.0}%): defragment it",
+                    Unit::Bytes.show(used),
+                    Unit::Bytes.show(total),
+                    100.0 * ratio
+                ),
+            ))
+        })
+        .collect())
 }
 
 /// The mixin's `predict_linear(db size [4h], 4h) > quota`: a least-squares
 /// line through the stored samples of the window, extended one window ahead.
-fn growth(c: &Ctx) -> Outcome {
+fn growth(c: &Ctx) -> Evaluated {
     let (Some(points), Some(round)) = (c.input.db_size_history, c.latest()) else {
-        return Outcome::NotEvaluable("no database size history yet");
+        return Err("no database size history yet");
     };
     let mut by_member: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for p in points {
@@ -1229,12 +1211,12 @@ fn growth(c: &Ctx) -> Outcome {
             ));
         }
     }
-    Outcome::Holds(out)
+    Ok(out)
 }
 
-fn probe_latency(c: &Ctx) -> Outcome {
+fn probe_latency(c: &Ctx) -> Evaluated {
     let Some(round) = c.latest() else {
-        return Outcome::NotEvaluable("no metrics round yet");
+        return Err("no metrics round yet");
     };
     let p = &round.probes;
     let worst = [
@@ -1246,7 +1228,7 @@ fn probe_latency(c: &Ctx) -> Outcome {
     .flatten()
     .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
     let Some(worst) = worst else {
-        return Outcome::NotEvaluable("no successful probe yet");
+        return Err("no successful probe yet");
     };
     let t = c.rule.threshold;
     c.one(worst > t, worst, || {
@@ -1254,16 +1236,16 @@ fn probe_latency(c: &Ctx) -> Outcome {
     })
 }
 
-fn probe_errors(c: &Ctx) -> Outcome {
+fn probe_errors(c: &Ctx) -> Evaluated {
     let Some(round) = c.latest() else {
-        return Outcome::NotEvaluable("no metrics round yet");
+        return Err("no metrics round yet");
     };
     let p = &round.probes;
     let (ok, err) = [&p.put, &p.linearizable_get, &p.serializable_get]
         .iter()
         .fold((0, 0), |(o, e), s| (o + s.count, e + s.errors));
     if ok + err == 0 {
-        return Outcome::NotEvaluable("no probe yet");
+        return Err("no probe yet");
     }
     let pct = 100.0 * err as f64 / (ok + err) as f64;
     let t = c.rule.threshold;
@@ -1272,11 +1254,8 @@ fn probe_errors(c: &Ctx) -> Outcome {
     })
 }
 
-fn available_low(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
+fn available_low(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
     // 0 means: one failure away from losing quorum.
     let t = c.rule.threshold;
     let need = if t > 0.0 {
@@ -1293,33 +1272,28 @@ fn available_low(c: &Ctx) -> Outcome {
     })
 }
 
-fn alarm_active(c: &Ctx) -> Outcome {
-    let h = match c.health() {
-        Ok(h) => h,
-        Err(o) => return o,
-    };
-    Outcome::Holds(
-        h.observation
-            .alarms
-            .iter()
-            .map(|a| {
-                let who = h
-                    .observation
-                    .members
-                    .iter()
-                    .find(|m| m.id == a.member_id)
-                    .map(|m| m.label())
-                    .unwrap_or_else(|| format!("{:x}", a.member_id));
-                let mut s = c.sample(
-                    Some(&who),
-                    1.0,
-                    format!("alarm {} raised by member {who}", a.kind),
-                );
-                s.labels.insert("alarm".into(), a.kind.clone());
-                s
-            })
-            .collect(),
-    )
+fn alarm_active(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
+    Ok(h.observation
+        .alarms
+        .iter()
+        .map(|a| {
+            let who = h
+                .observation
+                .members
+                .iter()
+                .find(|m| m.id == a.member_id)
+                .map(|m| m.label())
+                .unwrap_or_else(|| format!("{:x}", a.member_id));
+            let mut s = c.sample(
+                Some(&who),
+                1.0,
+                format!("alarm {} raised by member {who}", a.kind),
+            );
+            s.labels.insert("alarm".into(), a.kind.clone());
+            s
+        })
+        .collect())
 }
 
 fn member_name<'a>(member: &'a str, endpoint: &'a str) -> &'a str {

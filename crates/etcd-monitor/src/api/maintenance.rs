@@ -145,19 +145,15 @@ fn cluster_config(state: &AppState, name: &str) -> Result<ClusterConfig, ApiErro
         .ok_or_else(|| ApiError::unknown_cluster(name, state.monitor.cluster_names()))
 }
 
+/// A dialer for `cluster` and a client of one voting member; when none
+/// answers, 503 naming each endpoint and its cause.
 async fn connect(cluster: &ClusterConfig) -> Result<(Dialer, etcd_client::Client), ApiError> {
-    let dialer = Dialer::new(cluster)?;
+    let dialer = Dialer::new(cluster).map_err(CtlError::from)?;
     let urls = crate::connection::endpoints(cluster)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let client = endpoint::first_voting_member(&dialer, &urls)
         .await
-        .ok_or_else(|| {
-            ApiError::unavailable(format!(
-                "cluster {}: no voting member answers (tried {})",
-                cluster.name,
-                urls.join(", ")
-            ))
-        })?;
+        .map_err(CtlError::from)?;
     Ok((dialer, client))
 }
 

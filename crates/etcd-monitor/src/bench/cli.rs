@@ -1,10 +1,11 @@
 //! The `bench` command line: flags to a [`BenchSpec`], progress on stderr,
 //! the report as a table or JSON on stdout, exit codes.
 //!
-//! Exit codes: 0 done (and every SLO met, check-perf PASS); 1 an SLO missed
-//! or check-perf FAIL; 2 bad invocation (SLO syntax, invalid parameters,
-//! configuration); 3 the run could not be made (cluster unreachable, prefix
-//! not empty, etcd errors outside the measured operations).
+//! Exit status ([`crate::exit`]): 0 done (and every SLO met, check-perf
+//! PASS); 1 an SLO missed or check-perf FAIL; 2 the run could not be made
+//! (cluster unreachable, prefix not empty, etcd errors outside the measured
+//! operations); 3 bad invocation (SLO syntax, invalid parameters,
+//! configuration).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ use super::slo::{self, SloResult};
 use super::spec::{BenchSpec, Consistency, Load, Workload};
 use crate::cli::{ConnArgs, GlobalArgs};
 use crate::config;
+use crate::exit::{Exit, ExitStatus, Fail};
 
 /// Flags of `bench`.
 #[derive(Debug, Args)]
@@ -282,10 +284,10 @@ struct Output<'a> {
 
 fn usage(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
-    ExitCode::from(2)
+    Exit::Usage.into()
 }
 
-/// Runs `bench`; returns the process exit code (see the module docs).
+/// Runs `bench`; returns the process exit status (see the module docs).
 pub fn main(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
     let (spec, conn, output) = args.workload.into_parts();
     let slos = match output.slo.as_deref().map(slo::parse).transpose() {
@@ -296,29 +298,15 @@ pub fn main(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
-    let (config, cluster) = match crate::cli::one_shot_cluster(global, &conn) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(2);
+    crate::cli::one_shot(global, &conn, |config, cluster| async move {
+        // The command line may go beyond benchmark.limits (whoever runs it
+        // owns the load), but says so.
+        let limits = config.map(|c| c.benchmark.limits).unwrap_or_default();
+        for (_, message) in limits.violations(&spec) {
+            eprintln!("warning: {message}; the API and schedules refuse such runs");
         }
-    };
-    // The command line may go beyond benchmark.limits (whoever runs it owns
-    // the load), but says so.
-    let limits = config.map(|c| c.benchmark.limits).unwrap_or_default();
-    for (_, message) in limits.violations(&spec) {
-        eprintln!("warning: {message}; the API and schedules refuse such runs");
-    }
-    let runtime = match crate::cli::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(3);
-        }
-    };
-    let show_progress = !output.no_progress;
-    let result = runtime.block_on(async {
-        let conns = run::connect(&spec, &cluster).await?;
+        let failed = |e: run::BenchError| Fail(e.exit(), e.to_string());
+        let conns = run::connect(&spec, &cluster).await.map_err(failed)?;
         let control = Control::default();
         let interrupt = control.cancel.clone();
         tokio::spawn(async move {
@@ -327,55 +315,41 @@ pub fn main(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
                 interrupt.cancel();
             }
         });
-        let progress = show_progress.then(|| tokio::spawn(show(spec.clone(), control.clone())));
+        let progress =
+            (!output.no_progress).then(|| tokio::spawn(show(spec.clone(), control.clone())));
         let report = run::run(&spec, &conns, &control).await;
         if let Some(p) = progress {
             p.abort();
             let _ = p.await;
         }
-        report
-    });
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    let results = slo::evaluate(&slos, &report);
-    if output.json {
-        match serde_json::to_string_pretty(&Output {
-            report: &report,
-            slo: results.clone(),
-        }) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("error: cannot encode the report: {e}");
-                return ExitCode::from(3);
+        let report = report.map_err(failed)?;
+        let results = slo::evaluate(&slos, &report);
+        if output.json {
+            let text = serde_json::to_string_pretty(&Output {
+                report: &report,
+                slo: results.clone(),
+            })
+            .map_err(|e| Fail(Exit::Usage, format!("cannot encode the report: {e}")))?;
+            println!("{text}");
+        } else {
+            print!("{}", render_table(&report));
+            if !results.is_empty() {
+                println!("\nSLO");
+                for r in &results {
+                    println!("  {r}");
+                }
             }
         }
-    } else {
-        print!("{}", render_table(&report));
-        if !results.is_empty() {
-            println!("\nSLO");
-            for r in &results {
-                println!("  {r}");
-            }
+        let mut passed = true;
+        for r in results.iter().filter(|r| !r.passed) {
+            eprintln!("SLO missed: {}", r.message);
+            passed = false;
         }
-    }
-    let mut failed = false;
-    for r in results.iter().filter(|r| !r.passed) {
-        eprintln!("SLO missed: {}", r.message);
-        failed = true;
-    }
-    if report.check_perf.as_ref().is_some_and(|v| !v.passed) {
-        failed = true;
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+        if report.check_perf.as_ref().is_some_and(|v| !v.passed) {
+            passed = false;
+        }
+        Ok::<Exit, Fail>(if passed { Exit::Ok } else { Exit::No })
+    })
 }
 
 /// A progress bar on a terminal, plain lines every few seconds otherwise.

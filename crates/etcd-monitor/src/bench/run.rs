@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, CompactionOptions, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, CompactionOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use etcd_patterns::{Mutex, Session};
 use tokio::task::JoinSet;
@@ -18,7 +17,7 @@ use super::check_perf::CheckPerfVerdict;
 use super::report::{BenchReport, Recorder};
 use super::spec::{BenchSpec, Consistency, InvalidSpec, Workload};
 use crate::config::ClusterConfig;
-use crate::connection::{self, ConnectError, cause_chain};
+use crate::connection::{self, ConnectError, Dialer, cause_chain};
 
 /// Session TTL of the `lock` workload's clients.
 const LOCK_SESSION_TTL: Duration = Duration::from_secs(10);
@@ -54,13 +53,16 @@ pub enum BenchError {
     },
     /// `--target-leader`, but no endpoint is the leader.
     #[error(
-        "--target-leader: none of {endpoints:?} is the leader (leader id {leader:x}); add the leader's client URL to --endpoints"
+        "--target-leader: none of {endpoints:?} is the leader (leader id {leader:x}){}; add the leader's client URL to --endpoints",
+        unanswered(.failed)
     )]
     LeaderNotInEndpoints {
         /// The endpoints asked.
         endpoints: Vec<String>,
         /// The leader's member id.
         leader: u64,
+        /// The endpoints that did not answer, each with its cause.
+        failed: Vec<(String, String)>,
     },
     /// An etcd request outside the measured operations failed.
     #[error("{context}: {}", cause_chain(.source))]
@@ -69,6 +71,15 @@ pub enum BenchError {
         context: String,
         /// The cause.
         source: etcd_client::Error,
+    },
+    /// An unmeasured request (setup, cleanup) failed on the balanced client
+    /// and on each endpoint alone.
+    #[error("{context}: no endpoint served it ({})", format_attempts(.attempts))]
+    Admin {
+        /// What was being done.
+        context: String,
+        /// Where it was tried (the balanced client first), each with its cause.
+        attempts: Vec<(String, String)>,
     },
     /// Setting up or closing a session (locks, the run's lease) failed.
     #[error("{context}: {source}")]
@@ -81,6 +92,22 @@ pub enum BenchError {
     /// Cleaning up after the run failed.
     #[error("{0}")]
     Cleanup(String),
+}
+
+fn format_attempts(attempts: &[(String, String)]) -> String {
+    attempts
+        .iter()
+        .map(|(at, cause)| format!("{at}: {cause}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn unanswered(failed: &[(String, String)]) -> String {
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!(", and these did not answer: {}", format_attempts(failed))
+    }
 }
 
 fn etcd(context: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> BenchError {
@@ -97,8 +124,7 @@ pub struct Connections {
     pub endpoints: Vec<String>,
     /// Every endpoint of the cluster, for defragmentation.
     pub all_endpoints: Vec<String>,
-    options: ConnectOptions,
-    cluster: ClusterConfig,
+    dialer: Dialer,
 }
 
 impl std::fmt::Debug for Connections {
@@ -119,27 +145,21 @@ impl Connections {
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        let mut last = match request(self.clients[0].clone()).await {
+        let mut attempts = match request(self.clients[0].clone()).await {
             Ok(v) => return Ok(v),
-            Err(e) => e,
+            Err(e) => vec![(self.endpoints.join(","), cause_chain(&e))],
         };
         for url in &self.endpoints {
-            let client = match Client::connect([url.as_str()], Some(self.options.clone())).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
+            let cause = match self.dialer.dial(url).await {
+                Ok(client) => match request(client).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => cause_chain(&e),
+                },
+                Err(e) => e.cause(),
             };
-            match request(client).await {
-                Ok(v) => return Ok(v),
-                Err(e) => last = e,
-            }
+            attempts.push((format!("{url} alone"), cause));
         }
-        Err(BenchError::Etcd {
-            context,
-            source: last,
-        })
+        Err(BenchError::Admin { context, attempts })
     }
 }
 
@@ -147,8 +167,8 @@ impl Connections {
 /// `target_leader`). Errors name the endpoints and causes.
 pub async fn connect(spec: &BenchSpec, cluster: &ClusterConfig) -> Result<Connections, BenchError> {
     let all_endpoints = connection::endpoints(cluster)?;
-    let options = connection::connect_options(cluster)?;
-    let mut first = connection::connect(cluster).await?;
+    let dialer = Dialer::new(cluster)?;
+    let mut first = dialer.dial_balanced(&all_endpoints).await?;
     let endpoints = if spec.target_leader {
         let status = first
             .status()
@@ -156,20 +176,25 @@ pub async fn connect(spec: &BenchSpec, cluster: &ClusterConfig) -> Result<Connec
             .map_err(etcd("reading the leader from endpoint status"))?;
         let leader = status.leader();
         let mut found = None;
+        let mut failed = Vec::new();
         for url in &all_endpoints {
-            let Ok(mut c) = Client::connect([url.as_str()], Some(options.clone())).await else {
-                continue;
+            let answer = match dialer.dial_checked(url).await {
+                Ok(mut c) => c.status().await.map_err(|e| cause_chain(&e)),
+                Err(e) => Err(e.cause()),
             };
-            if let Ok(s) = c.status().await
-                && s.header().map(|h| h.member_id()) == Some(leader)
-            {
-                found = Some(url.clone());
-                break;
+            match answer {
+                Ok(s) if s.header().map(|h| h.member_id()) == Some(leader) => {
+                    found = Some(url.clone());
+                    break;
+                }
+                Ok(_) => {}
+                Err(cause) => failed.push((url.clone(), cause)),
             }
         }
         vec![found.ok_or_else(|| BenchError::LeaderNotInEndpoints {
             endpoints: all_endpoints.clone(),
             leader,
+            failed,
         })?]
     } else {
         all_endpoints.clone()
@@ -179,17 +204,13 @@ pub async fn connect(spec: &BenchSpec, cluster: &ClusterConfig) -> Result<Connec
         clients.push(first);
     }
     while clients.len() < spec.conns.max(1) {
-        let c = Client::connect(&endpoints, Some(options.clone()))
-            .await
-            .map_err(etcd(format!("connecting to {}", endpoints.join(","))))?;
-        clients.push(c);
+        clients.push(dialer.dial_all(&endpoints).await?);
     }
     Ok(Connections {
-        cluster: cluster.clone(),
         clients,
         endpoints,
         all_endpoints,
-        options,
+        dialer,
     })
 }
 
@@ -376,15 +397,14 @@ async fn cleanup(
             .map_err(etcd(format!("compacting at revision {revision}")))?;
     }
     if spec.auto_defrag {
-        let dialer = crate::ctl::endpoint::Dialer::new(&conns.cluster)
-            .map_err(|e| BenchError::Cleanup(format!("defragmenting after the run: {e}")))?;
         let opts = crate::ctl::maintenance::DefragOptions {
             pause: AUTO_DEFRAG_PAUSE,
             ..Default::default()
         };
-        let reports = crate::ctl::maintenance::defrag_cluster(&mut admin, &dialer, &opts, |_| {})
-            .await
-            .map_err(|e| BenchError::Cleanup(format!("defragmenting after the run: {e}")))?;
+        let reports =
+            crate::ctl::maintenance::defrag_cluster(&mut admin, &conns.dialer, &opts, |_| {})
+                .await
+                .map_err(|e| BenchError::Cleanup(format!("defragmenting after the run: {e}")))?;
         if let Some(failed) = reports.iter().find(|r| {
             matches!(
                 r.outcome,

@@ -11,7 +11,7 @@ use super::{
     Alarm, ClusterObservation, HashKvCheck, MemberMetrics, MemberObservation, MemberStatus,
 };
 use crate::config::ClusterConfig;
-use crate::connection::{self, cause_chain};
+use crate::connection::{self, Dialer, cause_chain};
 use crate::metrics::prom::Scrape;
 
 /// What a round includes.
@@ -76,12 +76,17 @@ impl Collector {
         let started = Instant::now();
         let taken_at = SystemTime::now();
         let configured = connection::endpoints(&self.cluster).unwrap_or_default();
+        // Built each round, so rotated certificates are read again; a file
+        // that cannot be read shows as every member's error.
+        let dialer = Dialer::new(&self.cluster)
+            .map(|d| d.require_leader(false))
+            .map_err(|e| e.cause());
 
         // The member list from any configured endpoint that answers.
         let mut list_error = None;
         let mut listed = None;
         for ep in &configured {
-            match self.client_for(ep).await {
+            match self.client_for(&dialer, ep).await {
                 Ok(mut c) => {
                     match tokio::time::timeout(self.cluster.request_timeout, c.member_list()).await
                     {
@@ -126,10 +131,12 @@ impl Collector {
                 let metrics_url = self.metrics_url(m);
                 let client = self.member_clients.get(&endpoint).cloned();
                 let cluster = self.cluster.clone();
+                let dialer = dialer.clone();
                 let http = self.http.clone();
                 let scrape = scrape_metrics;
                 tokio::spawn(async move {
-                    observe_member(cluster, endpoint, client, http, metrics_url, scrape).await
+                    observe_member(cluster, dialer, endpoint, client, http, metrics_url, scrape)
+                        .await
                 })
             })
             .collect();
@@ -172,11 +179,15 @@ impl Collector {
         }
     }
 
-    async fn client_for(&mut self, endpoint: &str) -> Result<Client, String> {
+    async fn client_for(
+        &mut self,
+        dialer: &Result<Dialer, String>,
+        endpoint: &str,
+    ) -> Result<Client, String> {
         if let Some(c) = self.member_clients.get(endpoint) {
             return Ok(c.clone());
         }
-        let c = member_client(&self.cluster, endpoint).await?;
+        let c = dial(dialer, endpoint).await?;
         self.member_clients.insert(endpoint.to_string(), c.clone());
         Ok(c)
     }
@@ -291,26 +302,11 @@ pub(crate) fn pick_endpoint(client_urls: &[String], configured: &[String]) -> St
         .unwrap_or_default()
 }
 
-async fn member_client(cluster: &ClusterConfig, endpoint: &str) -> Result<Client, String> {
-    if endpoint.is_empty() {
-        return Err("the member advertises no client URL (not started yet?)".into());
-    }
-    let opts = connection::connect_options(cluster)
-        .map_err(|e| e.to_string())?
-        .with_require_leader(false);
-    match tokio::time::timeout(
-        cluster.dial_timeout,
-        Client::connect([endpoint], Some(opts)),
-    )
-    .await
-    {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(cause_chain(&e)),
-        Err(_) => Err(format!(
-            "no connection within the dial timeout of {}",
-            crate::config::duration::format(&cluster.dial_timeout)
-        )),
-    }
+/// A client of one member (connect only: Status latency is measured on its
+/// own); the error is the bare cause, as a member's error text.
+async fn dial(dialer: &Result<Dialer, String>, endpoint: &str) -> Result<Client, String> {
+    let dialer = dialer.as_ref().map_err(Clone::clone)?;
+    dialer.dial(endpoint).await.map_err(|e| e.cause())
 }
 
 struct Probe {
@@ -323,8 +319,11 @@ struct Probe {
     metrics: Option<MemberMetrics>,
 }
 
+/// Observes one member through the client kept from the last round, or
+/// else a new one.
 async fn observe_member(
     cluster: ClusterConfig,
+    dialer: Result<Dialer, String>,
     endpoint: String,
     client: Option<Client>,
     http: reqwest::Client,
@@ -347,15 +346,16 @@ async fn observe_member(
         scrape_metrics(&http, &metrics_url).await.ok()
     };
     let etcd = async {
-        let mut c = match client {
-            Some(c) => c,
-            None => match member_client(&cluster, &endpoint).await {
-                Ok(c) => c,
-                Err(e) => {
-                    probe.error = Some(e);
-                    return;
-                }
-            },
+        let dialed = match client {
+            Some(c) => Ok(c),
+            None => dial(&dialer, &endpoint).await,
+        };
+        let mut c = match dialed {
+            Ok(c) => c,
+            Err(e) => {
+                probe.error = Some(e);
+                return;
+            }
         };
         probe.client = Some(c.clone());
         let t = Instant::now();

@@ -3,90 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions};
+use etcd_client::{AlarmAction, AlarmType, Client};
 
 use super::CtlError;
-use crate::config::ClusterConfig;
-use crate::connection;
-
-/// Opens clients to single members with a cluster's TLS, credentials and
-/// timeouts.
-#[derive(Clone)]
-pub struct Dialer {
-    options: ConnectOptions,
-    dial_timeout: Duration,
-    request_timeout: Duration,
-}
-
-impl std::fmt::Debug for Dialer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dialer")
-            .field("dial_timeout", &self.dial_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Dialer {
-    /// A dialer with `cluster`'s settings (its endpoints are not used).
-    pub fn new(cluster: &ClusterConfig) -> Result<Self, CtlError> {
-        Ok(Dialer {
-            options: connection::connect_options(cluster)?,
-            dial_timeout: cluster.dial_timeout,
-            request_timeout: cluster.request_timeout,
-        })
-    }
-
-    /// The request timeout, for callers that bound their own calls.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// A client of the member at `url` only, checked with a status call
-    /// within the dial timeout.
-    pub async fn client(&self, url: &str) -> Result<Client, CtlError> {
-        let attempt = async {
-            let mut client = Client::connect([url], Some(self.options.clone())).await?;
-            client.status().await?;
-            Ok::<_, etcd_client::Error>(client)
-        };
-        match tokio::time::timeout(self.dial_timeout + self.request_timeout, attempt).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(CtlError::etcd(format!("endpoint {url}"), e)),
-            Err(_) => Err(CtlError::Etcd {
-                what: format!("endpoint {url}"),
-                message: format!(
-                    "unreachable: no answer within {} (is it up? check --endpoints and --dial-timeout)",
-                    crate::config::duration::format(&(self.dial_timeout + self.request_timeout))
-                ),
-            }),
-        }
-    }
-}
-
-/// A client of one voting member among `urls`: all are dialed at once and
-/// the first voting member to answer wins; `None` if none did.
-///
-/// A client balanced over several endpoints keeps sending some requests to
-/// a member that is down, and a learner refuses most requests; one answering
-/// voting member avoids both.
-pub async fn first_voting_member(dialer: &Dialer, urls: &[String]) -> Option<Client> {
-    let mut probes = tokio::task::JoinSet::new();
-    for url in urls {
-        let (dialer, url) = (dialer.clone(), url.clone());
-        probes.spawn(async move {
-            let mut client = dialer.client(&url).await.ok()?;
-            let learner = client.status().await.ok()?.is_learner();
-            (!learner).then_some(client)
-        });
-    }
-    while let Some(joined) = probes.join_next().await {
-        if let Ok(Some(client)) = joined {
-            return Some(client);
-        }
-    }
-    None
-}
+pub use crate::connection::{Dialer, first_voting_member};
 
 /// One member's `Status`, as `endpoint status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -128,7 +48,7 @@ impl EndpointStatus {
 
 /// Asks the member at `endpoint` for its status.
 pub async fn status(dialer: &Dialer, endpoint: &str) -> Result<EndpointStatus, CtlError> {
-    let mut client = dialer.client(endpoint).await?;
+    let mut client = dialer.dial_checked(endpoint).await?;
     status_of(&mut client, endpoint).await
 }
 
@@ -180,7 +100,7 @@ fn serialize_took<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::
 pub async fn health(dialer: &Dialer, endpoint: &str) -> EndpointHealth {
     let start = Instant::now();
     let verdict = async {
-        let mut client = dialer.client(endpoint).await?;
+        let mut client = dialer.dial_checked(endpoint).await?;
         match client.get("health", None).await {
             Ok(_) => {}
             Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("permission denied") => {
@@ -204,14 +124,21 @@ pub async fn health(dialer: &Dialer, endpoint: &str) -> EndpointHealth {
         }
         Ok(())
     };
-    let result = tokio::time::timeout(dialer.dial_timeout + 2 * dialer.request_timeout, verdict)
-        .await
-        .unwrap_or_else(|_| Err(CtlError::Unsafe("no answer within the timeout".into())));
+    let result = tokio::time::timeout(
+        dialer.dial_timeout() + 2 * dialer.request_timeout(),
+        verdict,
+    )
+    .await
+    .unwrap_or_else(|_| Err(CtlError::Unsafe("no answer within the timeout".into())));
     EndpointHealth {
         endpoint: endpoint.to_string(),
         health: result.is_ok(),
         took: start.elapsed(),
-        error: result.err().map(|e| e.to_string()),
+        // The endpoint is named already: a dial failure says only its cause.
+        error: result.err().map(|e| match e {
+            CtlError::Connect(c) => c.cause(),
+            other => other.to_string(),
+        }),
     }
 }
 
@@ -245,7 +172,7 @@ pub async fn hashkv(
     endpoint: &str,
     revision: i64,
 ) -> Result<EndpointHashKv, CtlError> {
-    let mut client = dialer.client(endpoint).await?;
+    let mut client = dialer.dial_checked(endpoint).await?;
     let r = client
         .hash_kv(revision)
         .await

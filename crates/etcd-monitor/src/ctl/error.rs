@@ -56,10 +56,10 @@ pub enum CtlError {
         /// What did not match.
         detail: String,
     },
-    /// The verb ran and printed its own report, and the exit code must say
-    /// it failed (e.g. an unhealthy endpoint).
-    #[error("failed with exit code {0}")]
-    Failed(u8),
+    /// The verb ran and printed its own report, and the exit status must
+    /// say the answer is no (e.g. an unhealthy endpoint).
+    #[error("the check failed")]
+    Failed,
 }
 
 impl CtlError {

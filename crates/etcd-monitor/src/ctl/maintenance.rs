@@ -489,7 +489,7 @@ async fn defrag_member(
     db_size_before: i64,
     timeout: Duration,
 ) -> Result<DefragOutcome, CtlError> {
-    let mut client = dialer.client(url).await?;
+    let mut client = dialer.dial_checked(url).await?;
     let start = Instant::now();
     match tokio::time::timeout(timeout, client.defragment()).await {
         Ok(Ok(_)) => {}
@@ -546,7 +546,7 @@ pub async fn move_leader(
             "the cluster has no leader it can name ({leader:x}); try again"
         )));
     };
-    let mut leader_client = dialer.client(&l.endpoint).await?;
+    let mut leader_client = dialer.dial_checked(&l.endpoint).await?;
     tracing::info!(from = %format!("{leader:x}"), to = %format!("{target:x}"), "move leader");
     leader_client
         .move_leader(target)

@@ -22,7 +22,6 @@ mod verbs_lease;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
@@ -31,6 +30,7 @@ pub use output::OutputFormat;
 
 use crate::cli::{ConnArgs, GlobalArgs};
 use crate::config::ClusterConfig;
+use crate::exit::Exit;
 
 /// Flags of `ctl`.
 ///
@@ -111,17 +111,15 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// A client of one voting member that answers (see
-    /// [`endpoint::first_voting_member`]).
+    /// [`endpoint::first_voting_member`]); a single endpoint is used as
+    /// given, even a learner (etcd's refusals then say so).
     pub async fn client(&self) -> Result<etcd_client::Client, CtlError> {
         let urls = self.endpoints()?;
-        if urls.len() > 1 {
-            let dialer = endpoint::Dialer::new(&self.cluster)?;
-            if let Some(client) = endpoint::first_voting_member(&dialer, &urls).await {
-                return Ok(client);
-            }
+        if urls.len() == 1 {
+            return Ok(crate::connection::connect(&self.cluster).await?);
         }
-        // One endpoint, or none answered: `connect` names each endpoint and its cause.
-        Ok(crate::connection::connect(&self.cluster).await?)
+        let dialer = endpoint::Dialer::new(&self.cluster)?;
+        Ok(endpoint::first_voting_member(&dialer, &urls).await?)
     }
 
     /// The endpoints as URLs.
@@ -135,62 +133,16 @@ impl Ctx {
     }
 }
 
-/// Runs `ctl`; returns the process exit code.
+/// Runs `ctl`; returns the process exit status ([`crate::exit`]).
 pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
-    exit_quietly_on_broken_pipe();
-    // Quiet by default, like etcdctl; `--log-level info` shows each step on stderr.
-    if let Some(level) = &global.log_level {
-        let format = global.log_format.unwrap_or(crate::config::LogFormat::Text);
-        if let Err(e) = crate::logging::init(level, format) {
-            eprintln!("Error: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    let cluster = match crate::cli::one_shot_cluster(global, &args.conn) {
-        Ok((_, c)) => c,
-        Err(e) => {
-            eprint!("{}", e.replacen("error: ", "Error: ", 1));
-            return ExitCode::from(1);
-        }
-    };
-    let ctx = Ctx {
-        cluster,
-        out: args.write_out,
-        yes: args.yes,
-    };
-    let runtime = match crate::cli::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprint!("{}", e.replacen("error: ", "Error: ", 1));
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(run(&ctx, args.verb));
-    // Do not wait for lingering connection tasks.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let (out, yes, verb) = (args.write_out, args.yes, args.verb);
+    crate::cli::one_shot(global, &args.conn, |_, cluster| async move {
+        let ctx = Ctx { cluster, out, yes };
+        run(&ctx, verb).await
+    })
 }
 
-/// `ctl get ... | head` closes stdout early; `println!` then panics. Exit
-/// the way etcdctl does on SIGPIPE (status 141), without a panic message.
-fn exit_quietly_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let text = info.to_string();
-        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
-            std::process::exit(141);
-        }
-        default(info);
-    }));
-}
-
-async fn run(ctx: &Ctx, verb: Verb) -> Result<ExitCode, CtlError> {
+async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit, CtlError> {
     match verb {
         Verb::Get(a) => verbs_kv::get(ctx, a).await,
         Verb::Put(a) => verbs_kv::put(ctx, a).await,
@@ -206,9 +158,10 @@ async fn run(ctx: &Ctx, verb: Verb) -> Result<ExitCode, CtlError> {
         Verb::Snapshot(v) => verbs_cluster::snapshot(ctx, v).await,
         Verb::MoveLeader(a) => verbs_cluster::move_leader(ctx, a).await,
     }
-    .map(|()| ExitCode::SUCCESS)
+    .map(|()| Exit::Ok)
     .or_else(|e| match e {
-        CtlError::Failed(code) => Ok(ExitCode::from(code)),
+        // The verb printed its own report; the answer is no.
+        CtlError::Failed => Ok(Exit::No),
         e => Err(e),
     })
 }

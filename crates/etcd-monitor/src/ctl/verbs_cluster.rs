@@ -385,7 +385,7 @@ pub(crate) async fn endpoint(ctx: &Ctx, verb: EndpointVerb) -> Result<(), CtlErr
                 }
             }
             if results.iter().any(|h| !h.health) || results.len() < eps.len() {
-                return Err(CtlError::Failed(1));
+                return Err(CtlError::Failed);
             }
         }
         EndpointVerb::Status(which) => {
@@ -522,11 +522,7 @@ fn report_failures<T>(failed: Vec<Result<T, CtlError>>) -> Result<(), CtlError> 
         eprintln!("Error: {e}");
         any = true;
     }
-    if any {
-        Err(CtlError::Failed(1))
-    } else {
-        Ok(())
-    }
+    if any { Err(CtlError::Failed) } else { Ok(()) }
 }
 
 pub(crate) async fn alarm(ctx: &Ctx, verb: AlarmVerb) -> Result<(), CtlError> {
@@ -647,7 +643,7 @@ pub(crate) async fn snapshot(ctx: &Ctx, verb: SnapshotVerb) -> Result<(), CtlErr
         eprintln!("snapshot save: using {first} (a snapshot comes from one member)");
     }
     let dialer = Dialer::new(&ctx.cluster)?;
-    let mut client = dialer.client(first).await?;
+    let mut client = dialer.dial_checked(first).await?;
     let info = maintenance::snapshot_save(&mut client, first, &file, true).await?;
     match ctx.out {
         OutputFormat::Json => print_json(&json!(info)),

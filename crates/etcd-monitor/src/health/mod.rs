@@ -18,13 +18,6 @@ pub enum Verdict {
     Unavailable,
 }
 
-impl Verdict {
-    /// The `status` command's exit code: 0, 1, 2.
-    pub fn exit_code(self) -> u8 {
-        self as u8
-    }
-}
-
 /// How bad one finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
