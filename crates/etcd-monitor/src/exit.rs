@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use crate::bench::run::BenchError;
 use crate::connection::ConnectError;
-use crate::ctl::error::CtlError;
 use crate::health::Verdict;
+use crate::ops::error::CtlError;
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,12 +2,16 @@
 //! keep history, alert, serve an API and dashboard, benchmark, and operate
 //! clusters safely.
 //!
-//! The binary (`etcd-monitor`) only parses flags and wires these modules:
+//! This library is what the `etcd-monitor` binary runs, and what a Rust
+//! program can embed: [`run`] starts the daemon ([`monitor`], [`alert`],
+//! [`api`] over a [`store`]); [`ops`] and [`bench`] are the operations and
+//! benchmarks behind `ctl` and `bench` and the API. The binary's own code
+//! (`src/main.rs`, `src/cmd/`) only parses flags and prints.
 //!
 //! - [`config`]: the YAML file, `ETCD_MONITOR_*` variables and flags, checked together;
-//! - [`connection`]: endpoints, timeouts, TLS and credentials shared by every command;
+//! - [`connection`]: endpoints, timeouts, TLS and credentials, the one member dialer;
 //! - [`logging`] and [`lifecycle`]: log output, graceful shutdown;
-//! - [`cli`]: the command line.
+//! - [`exit`]: the exit status convention of every command.
 
 #![recursion_limit = "512"] // the OpenAPI document is one large `json!`
 
@@ -15,12 +19,9 @@ pub mod alert;
 pub mod api;
 pub mod bench;
 pub mod benchmarks;
-pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod connection;
-pub mod ctl;
-pub mod demo;
 pub mod exit;
 pub mod health;
 pub mod lifecycle;
@@ -28,7 +29,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod ops;
 pub mod run;
-pub mod status;
 pub mod store;
 pub mod time;

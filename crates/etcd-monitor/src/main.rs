@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use etcd_monitor::cli::{
-    Cli, Command, ConfigCommand, GlobalArgs, RulesCommand, RunArgs, TokenCommand,
-};
+
+mod cmd;
+use cmd::cli::{Cli, Command, ConfigCommand, GlobalArgs, RulesCommand, RunArgs, TokenCommand};
 use etcd_monitor::exit::Exit;
 use etcd_monitor::{config, lifecycle::Lifecycle, logging};
 
@@ -24,20 +24,18 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
-        Some(Command::Token(TokenCommand::New(args))) => {
-            match etcd_monitor::cli::token_new(&args) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Exit::Failed.into()
-                }
+        Some(Command::Token(TokenCommand::New(args))) => match cmd::cli::token_new(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Failed.into()
+            }
+        },
         Some(Command::Rules(RulesCommand::List { write_out })) => {
-            match etcd_monitor::cli::rules_list(&cli.global, &write_out) {
+            match cmd::cli::rules_list(&cli.global, &write_out) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -48,11 +46,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Status(args)) => etcd_monitor::status::main(&cli.global, args),
-        Some(Command::Bench(args)) => etcd_monitor::bench::main(&cli.global, args),
-        Some(Command::Ctl(args)) => etcd_monitor::ctl::main(&cli.global, args),
+        Some(Command::Status(args)) => cmd::status::main(&cli.global, args),
+        Some(Command::Bench(args)) => cmd::bench::main(&cli.global, args),
+        Some(Command::Ctl(args)) => cmd::ctl::main(&cli.global, args),
         Some(Command::Demo(args)) => with_runtime(&cli.global, None, |config, lifecycle| {
-            etcd_monitor::demo::run(config, args, lifecycle)
+            cmd::demo::run(config, args, lifecycle)
         }),
         Some(Command::Run(run)) => with_runtime(&cli.global, Some(&run), etcd_monitor::run::run),
         None => with_runtime(&cli.global, Some(&cli.run), etcd_monitor::run::run),
@@ -67,7 +65,7 @@ fn config_check(global: &GlobalArgs, file: std::path::PathBuf) -> ExitCode {
         log_level: global.log_level.clone(),
         log_format: global.log_format,
     };
-    match etcd_monitor::cli::load_config(&global, None) {
+    match cmd::cli::load_config(&global, None) {
         Ok(config) => {
             print!("{}", config::to_redacted_yaml(&config));
             match etcd_monitor::api::auth::startup_check(&config.api) {
@@ -96,7 +94,7 @@ where
     F: FnOnce(config::Config, Lifecycle) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let config = match etcd_monitor::cli::load_config(global, run) {
+    let config = match cmd::cli::load_config(global, run) {
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");
@@ -107,7 +105,7 @@ where
         eprintln!("error: {e}");
         return Exit::Usage.into();
     }
-    let runtime = match etcd_monitor::cli::runtime() {
+    let runtime = match cmd::cli::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprint!("{e}");

@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::CommandFactory;
 use etcd_testkit::{ClusterOptions, EtcdCluster};
 use serde_json::Value;
 
@@ -129,11 +128,6 @@ fn dead_endpoint() -> String {
 fn revision(endpoints: &str) -> i64 {
     let v = json(&ok(ctl(endpoints, &["get", "-w", "json", "none-such"])));
     v["header"]["revision"].as_i64().expect("revision")
-}
-
-#[test]
-fn cli_definition_is_consistent() {
-    etcd_monitor::cli::Cli::command().debug_assert();
 }
 
 #[test]

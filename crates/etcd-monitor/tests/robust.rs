@@ -60,10 +60,10 @@ proptest! {
 
     #[test]
     fn the_txn_parser_names_the_line(text in texty()) {
-        if let Err(e) = etcd_monitor::ctl::txn::parse(&text) {
+        if let Err(e) = etcd_monitor::ops::txn::parse(&text) {
             prop_assert!(e.starts_with("txn line "), "{}", e);
         }
-        let _ = etcd_monitor::ctl::txn::split_words(&text);
+        let _ = etcd_monitor::ops::txn::split_words(&text);
     }
 
     #[test]

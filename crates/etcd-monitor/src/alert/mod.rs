@@ -60,6 +60,9 @@ pub struct Sample {
 /// store may have made one).
 const INPUTS_REFRESH: Duration = Duration::from_secs(15);
 
+/// How long reading silences and acknowledgements may take.
+const INPUTS_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Silences and acknowledged groups, cached for every cluster's engine and
 /// re-read when this process changes them, and every [`INPUTS_REFRESH`].
 #[derive(Debug, Clone)]
@@ -99,13 +102,19 @@ impl AlertInputs {
             .loaded
             .is_some_and(|(at, v)| v == version && at.elapsed() < INPUTS_REFRESH);
         if !fresh {
-            match self.load().await {
+            // Bounded: every cluster's engine waits on this lock, and a hung
+            // store must not stop alerting (the last silences read stay).
+            let load = tokio::time::timeout(INPUTS_READ_TIMEOUT, self.load()).await;
+            match load.unwrap_or_else(|_| Err(StoreError::Timeout(INPUTS_READ_TIMEOUT))) {
                 Ok((silences, acked)) => {
                     c.silences = Arc::new(silences);
                     c.acked = Arc::new(acked);
                     c.loaded = Some((tokio::time::Instant::now(), version));
                 }
                 Err(e) => {
+                    // Tried again after INPUTS_REFRESH (or a change), not by
+                    // every engine every second while the store is down.
+                    c.loaded = Some((tokio::time::Instant::now(), version));
                     tracing::warn!(error = %e, "cannot read silences and acknowledgements; using the last ones read")
                 }
             }

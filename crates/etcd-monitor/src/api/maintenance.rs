@@ -28,9 +28,9 @@ use super::auth::Principal;
 use super::extract::{Body, Cluster};
 use super::{ApiError, AppState};
 use crate::config::{ClusterConfig, SnapshotRetention};
-use crate::ctl::endpoint::{self, Dialer};
-use crate::ctl::error::CtlError;
-use crate::ctl::maintenance::{self, DefragOptions};
+use crate::ops::endpoint::{self, Dialer};
+use crate::ops::error::CtlError;
+use crate::ops::maintenance::{self, DefragOptions};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 

@@ -1,6 +1,18 @@
 //! `GET /metrics`: the monitor's view in Prometheus text format, prefix
 //! `etcd_monitor_`, labels `cluster` and `member`, plus the process's own
 //! `process_*` metrics.
+//!
+//! Why not the `prometheus-client` crate: every figure here is read at
+//! scrape time from the latest snapshots, for label sets that come and go
+//! with clusters and members. That crate is built around metric handles
+//! registered once and updated as events happen; here it would be a
+//! registry rebuilt on every scrape only to use its encoder, and its encoder
+//! writes OpenMetrics (`# EOF`, `_total` added to counter names, another
+//! content type), which would rename series that dashboards and the
+//! Prometheus rules already query. The text format needs only HELP/TYPE
+//! lines, label escaping and number formatting (`render_labels`,
+//! `number`), and `promtool check metrics` validates the whole page in the
+//! API test.
 
 use std::fmt::Write as _;
 

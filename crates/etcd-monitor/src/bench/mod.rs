@@ -3,8 +3,8 @@
 //! The library is what the CLI, the REST API and scheduled benchmarks share:
 //! a serializable [`BenchSpec`] goes in ([`connect`] then [`run`]), a
 //! serializable [`BenchReport`] comes out; [`slo`] checks a report against
-//! targets, [`check_perf`] is etcdctl's verdict. The CLI layer
-//! ([`BenchArgs`], [`main`]) only turns flags into a spec and prints.
+//! targets, [`check_perf`] is etcdctl's verdict. The `bench` command (in
+//! the binary) only turns flags into a spec and prints.
 //!
 //! ```no_run
 //! # async fn demo(cluster: etcd_monitor::config::ClusterConfig) -> Result<(), etcd_monitor::bench::BenchError> {
@@ -18,7 +18,6 @@
 //! ```
 
 pub mod check_perf;
-mod cli;
 pub mod limits;
 pub mod report;
 pub mod run;
@@ -26,7 +25,6 @@ pub mod slo;
 pub mod spec;
 
 pub use check_perf::CheckPerfVerdict;
-pub use cli::{BenchArgs, main};
 pub use limits::BenchLimits;
 pub use report::{BenchReport, LatencySummary};
 pub use run::{BenchError, Connections, Control, Progress, connect, run};

@@ -397,18 +397,18 @@ async fn cleanup(
             .map_err(etcd(format!("compacting at revision {revision}")))?;
     }
     if spec.auto_defrag {
-        let opts = crate::ctl::maintenance::DefragOptions {
+        let opts = crate::ops::maintenance::DefragOptions {
             pause: AUTO_DEFRAG_PAUSE,
             ..Default::default()
         };
         let reports =
-            crate::ctl::maintenance::defrag_cluster(&mut admin, &conns.dialer, &opts, |_| {})
+            crate::ops::maintenance::defrag_cluster(&mut admin, &conns.dialer, &opts, |_| {})
                 .await
                 .map_err(|e| BenchError::Cleanup(format!("defragmenting after the run: {e}")))?;
         if let Some(failed) = reports.iter().find(|r| {
             matches!(
                 r.outcome,
-                crate::ctl::maintenance::DefragOutcome::Failed { .. }
+                crate::ops::maintenance::DefragOutcome::Failed { .. }
             )
         }) {
             return Err(BenchError::Cleanup(format!(

@@ -274,7 +274,7 @@ pub enum LogFormat {
 
 impl Config {
     /// Semantic checks that serde cannot express. Returns `(key path, message)` pairs.
-    pub(crate) fn problems(&self) -> Vec<(String, String)> {
+    pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if self.clusters.is_empty() {
             out.push(("clusters".into(), "at least one cluster is required".into()));

@@ -59,7 +59,7 @@ pub enum RuleOp {
 /// (powers of 1000) or KiB, MiB, GiB.
 ///
 /// ```
-/// use etcd_monitor::ctl::maintenance::DefragRule;
+/// use etcd_monitor::ops::maintenance::DefragRule;
 /// let rule: DefragRule = "min-size=100MB,min-free-ratio=0.3".parse().unwrap();
 /// assert!(rule.matches(200_000_000, 100_000_000));
 /// assert!(!rule.matches(200_000_000, 180_000_000));

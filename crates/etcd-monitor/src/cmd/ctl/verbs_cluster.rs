@@ -7,11 +7,13 @@ use clap::{Args, Subcommand};
 use etcd_client::{Member, MemberAddOptions};
 use serde_json::json;
 
-use super::endpoint::{self, Dialer, EndpointHealth};
-use super::maintenance::{self, DefragOptions, DefragOutcome, DefragReport, DefragRule};
 use super::output::{OutputFormat, header_json, human_bytes, print_json, table};
 use super::{CtlError, Ctx, parse_hex_id};
-use crate::config;
+use etcd_monitor::config;
+use etcd_monitor::ops::endpoint::{self, Dialer, EndpointHealth};
+use etcd_monitor::ops::maintenance::{
+    self, DefragOptions, DefragOutcome, DefragReport, DefragRule,
+};
 
 /// `member` subcommands.
 #[derive(Debug, Subcommand)]

@@ -3,9 +3,9 @@
 //! left behind (the members are bound to this process) and the demo's
 //! history lives in the cluster's temporary directory.
 
-use crate::cli::DemoArgs;
-use crate::config::Config;
-use crate::lifecycle::Lifecycle;
+use crate::cmd::cli::DemoArgs;
+use etcd_monitor::config::Config;
+use etcd_monitor::lifecycle::Lifecycle;
 
 /// The demo needs the test kit, which starts members as Unix processes; the
 /// release binary leaves it out unless built with the `demo` feature.
@@ -29,7 +29,7 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
 
     use etcd_testkit::{ClusterOptions, EtcdCluster};
 
-    use crate::config::ClusterConfig;
+    use etcd_monitor::config::ClusterConfig;
 
     let members = usize::from(args.members);
     let started = Instant::now();
@@ -73,14 +73,14 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
             config.api.listen = addr.to_string();
         }
     }
-    let daemon = crate::run::start(&config, &lifecycle).await?;
-    let addr = match crate::run::serve_api(&config, &daemon, &lifecycle).await {
+    let daemon = etcd_monitor::run::start(&config, &lifecycle).await?;
+    let addr = match etcd_monitor::run::serve_api(&config, &daemon, &lifecycle).await {
         Ok(addr) => addr,
         // The default port is taken (another demo?): any free port will do.
         Err(e) if args.api_port.is_none() => {
             say(format_args!("note:      {e:#}; using a free port instead"));
             config.api.listen = "127.0.0.1:0".into();
-            crate::run::serve_api(&config, &daemon, &lifecycle).await?
+            etcd_monitor::run::serve_api(&config, &daemon, &lifecycle).await?
         }
         Err(e) => return Err(e),
     };
@@ -94,7 +94,7 @@ pub async fn run(mut config: Config, args: DemoArgs, lifecycle: Lifecycle) -> an
     ));
     say(format_args!("Ctrl-C stops the monitor and the cluster."));
     lifecycle.wait_for_signal().await;
-    crate::run::shutdown(&daemon.monitor, &lifecycle).await;
+    etcd_monitor::run::shutdown(&daemon.monitor, &lifecycle).await;
     drop(cluster);
     say(format_args!("demo cluster stopped"));
     Ok(())

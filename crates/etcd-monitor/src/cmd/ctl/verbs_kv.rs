@@ -10,9 +10,10 @@ use etcd_client::{
 };
 use serde_json::json;
 
-use super::keys::KeyRange;
 use super::output::{self, OutputFormat, header_json, kv_json, print_json, text};
-use super::{CtlError, Ctx, maintenance, parse_hex_id};
+use super::{CtlError, Ctx, parse_hex_id};
+use etcd_monitor::ops::keys::KeyRange;
+use etcd_monitor::ops::maintenance;
 
 /// `--sort-by` targets, as etcdctl names them.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -442,8 +443,8 @@ pub(crate) async fn txn(ctx: &Ctx, a: TxnArgs) -> Result<(), CtlError> {
             ("stdin".to_string(), s)
         }
     };
-    let parsed =
-        super::txn::parse(&body).map_err(|e| CtlError::Invalid(format!("{source}: {e}")))?;
+    let parsed = etcd_monitor::ops::txn::parse(&body)
+        .map_err(|e| CtlError::Invalid(format!("{source}: {e}")))?;
     let mut client = ctx.client().await?;
     let resp = client
         .txn(parsed.txn)

@@ -32,7 +32,7 @@ pub struct ParsedTxn {
 /// Parses the text format; errors name the line and what is wrong.
 ///
 /// ```
-/// let t = etcd_monitor::ctl::txn::parse("value(\"a\") = \"1\"\n\nput a 2\n\ndel a\n").unwrap();
+/// let t = etcd_monitor::ops::txn::parse("value(\"a\") = \"1\"\n\nput a 2\n\ndel a\n").unwrap();
 /// assert_eq!(t.counts, (1, 1, 1));
 /// ```
 pub fn parse(text: &str) -> Result<ParsedTxn, String> {

@@ -1,7 +1,7 @@
 //! The `bench` command line: flags to a [`BenchSpec`], progress on stderr,
 //! the report as a table or JSON on stdout, exit codes.
 //!
-//! Exit status ([`crate::exit`]): 0 done (and every SLO met, check-perf
+//! Exit status ([`etcd_monitor::exit`]): 0 done (and every SLO met, check-perf
 //! PASS); 1 an SLO missed or check-perf FAIL; 2 the run could not be made
 //! (cluster unreachable, prefix not empty, etcd errors outside the measured
 //! operations); 3 bad invocation (SLO syntax, invalid parameters,
@@ -14,14 +14,14 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::BenchReport;
-use super::report::render_table;
-use super::run::{self, Control};
-use super::slo::{self, SloResult};
-use super::spec::{BenchSpec, Consistency, Load, Workload};
-use crate::cli::{ConnArgs, GlobalArgs};
-use crate::config;
-use crate::exit::{Exit, ExitStatus, Fail};
+use crate::cmd::cli::{ConnArgs, GlobalArgs};
+use etcd_monitor::bench::BenchReport;
+use etcd_monitor::bench::report::render_table;
+use etcd_monitor::bench::run::{self, Control};
+use etcd_monitor::bench::slo::{self, SloResult};
+use etcd_monitor::bench::spec::{BenchSpec, Consistency, Load, Workload};
+use etcd_monitor::config;
+use etcd_monitor::exit::{Exit, ExitStatus, Fail};
 
 /// Flags of `bench`.
 #[derive(Debug, Args)]
@@ -298,7 +298,7 @@ pub fn main(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
-    crate::cli::one_shot(global, &conn, |config, cluster| async move {
+    crate::cmd::cli::one_shot(global, &conn, |config, cluster| async move {
         // The command line may go beyond benchmark.limits (whoever runs it
         // owns the load), but says so.
         let limits = config.map(|c| c.benchmark.limits).unwrap_or_default();

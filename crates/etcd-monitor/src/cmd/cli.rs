@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ClusterConfig, Config, LogFormat, Overrides, Source, TlsConfig};
+use etcd_monitor::config::{self, ClusterConfig, Config, LogFormat, Overrides, Source, TlsConfig};
 
 const EXAMPLES: &str = concat!(
     "\
@@ -22,7 +22,7 @@ Configuration: YAML file (--config or ETCD_MONITOR_CONFIG), then ETCD_MONITOR_* 
 (ETCD_MONITOR_MONITORING__HEALTH_CHECK_INTERVAL=5s), then flags. See config.example.yaml.
 
 ",
-    crate::exit_status_help!()
+    etcd_monitor::exit_status_help!()
 );
 
 /// Monitor, alert on, benchmark and operate etcd clusters.
@@ -62,14 +62,14 @@ pub enum Command {
     /// Start a local 3-member etcd cluster and run the monitor against it.
     Demo(DemoArgs),
     /// One-shot health verdict; exit 0 healthy, 1 degraded, 2 unavailable.
-    #[command(after_help = crate::exit::HELP)]
-    Status(crate::status::StatusArgs),
+    #[command(after_help = etcd_monitor::exit::HELP)]
+    Status(crate::cmd::status::StatusArgs),
     /// Benchmark a cluster.
-    #[command(after_help = crate::exit::HELP)]
-    Bench(crate::bench::BenchArgs),
+    #[command(after_help = etcd_monitor::exit::HELP)]
+    Bench(crate::cmd::bench::BenchArgs),
     /// etcdctl-style operations with safety checks.
-    #[command(after_help = crate::exit::HELP)]
-    Ctl(crate::ctl::CtlArgs),
+    #[command(after_help = etcd_monitor::exit::HELP)]
+    Ctl(crate::cmd::ctl::CtlArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -104,9 +104,9 @@ pub fn rules_list(global: &GlobalArgs, write_out: &str) -> Result<String, String
                 .map_err(|errors| errors.to_string())?
                 .alerts
         }
-        None => crate::alert::AlertsConfig::default(),
+        None => etcd_monitor::alert::AlertsConfig::default(),
     };
-    let rows = crate::alert::rules::RuleSet::from_config(&alerts).rows();
+    let rows = etcd_monitor::alert::rules::RuleSet::from_config(&alerts).rows();
     if write_out == "json" {
         return serde_json::to_string_pretty(&rows)
             .map(|s| s + "\n")
@@ -116,7 +116,7 @@ pub fn rules_list(global: &GlobalArgs, write_out: &str) -> Result<String, String
         .iter()
         .map(|r| {
             let threshold = match r.unit {
-                Some(crate::alert::rules::Unit::None) => "-".to_string(),
+                Some(etcd_monitor::alert::rules::Unit::None) => "-".to_string(),
                 Some(unit) => unit.show(r.threshold),
                 None => r.threshold.to_string(),
             };
@@ -132,7 +132,7 @@ pub fn rules_list(global: &GlobalArgs, write_out: &str) -> Result<String, String
             ]
         })
         .collect();
-    Ok(crate::ctl::output::table(
+    Ok(crate::cmd::ctl::output::table(
         &[
             "NAME",
             "SEVERITY",
@@ -166,7 +166,7 @@ pub struct TokenNewArgs {
     pub name: String,
     /// The role it grants.
     #[arg(long, value_enum, default_value = "viewer")]
-    pub role: crate::config::Role,
+    pub role: etcd_monitor::config::Role,
     /// Clusters it may access (globs), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub clusters: Vec<String>,
@@ -178,7 +178,7 @@ pub struct TokenNewArgs {
 /// `token new`: the token, then the configuration entry. The error is
 /// ready to print.
 pub fn token_new(args: &TokenNewArgs) -> Result<String, String> {
-    let (token, hash) = crate::api::auth::new_token()?;
+    let (token, hash) = etcd_monitor::api::auth::new_token()?;
     let clusters: Vec<String> = args
         .clusters
         .iter()
@@ -440,18 +440,18 @@ pub fn one_shot_cluster(
 /// `ctl`): logging when `--log-level` asks for it (quiet by default, like
 /// etcdctl), the cluster from `--config` and the connection flags, a
 /// runtime, then `body`; an error is printed as `error: ...` and exits with
-/// its [`Exit`](crate::exit::Exit) (setup problems: 3).
+/// its [`Exit`](etcd_monitor::exit::Exit) (setup problems: 3).
 pub fn one_shot<F, Fut, E>(global: &GlobalArgs, conn: &ConnArgs, body: F) -> std::process::ExitCode
 where
     F: FnOnce(Option<Config>, ClusterConfig) -> Fut,
-    Fut: std::future::Future<Output = Result<crate::exit::Exit, E>>,
-    E: crate::exit::ExitStatus,
+    Fut: std::future::Future<Output = Result<etcd_monitor::exit::Exit, E>>,
+    E: etcd_monitor::exit::ExitStatus,
 {
-    use crate::exit::Exit;
+    use etcd_monitor::exit::Exit;
     exit_quietly_on_broken_pipe();
     if let Some(level) = &global.log_level {
         let format = global.log_format.unwrap_or(LogFormat::Text);
-        if let Err(e) = crate::logging::init(level, format) {
+        if let Err(e) = etcd_monitor::logging::init(level, format) {
             eprintln!("error: {e}");
             return Exit::Usage.into();
         }
@@ -489,7 +489,7 @@ fn exit_quietly_on_broken_pipe() {
     std::panic::set_hook(Box::new(move |info| {
         let text = info.to_string();
         if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
-            std::process::exit(crate::exit::BROKEN_PIPE.into());
+            std::process::exit(etcd_monitor::exit::BROKEN_PIPE.into());
         }
         default(info);
     }));
@@ -503,4 +503,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("error: cannot start the async runtime: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

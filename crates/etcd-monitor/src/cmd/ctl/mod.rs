@@ -9,12 +9,7 @@
 //! the REST API reuses (typed results, typed errors); [`txn`] parses
 //! etcdctl's transaction text; the `verbs_*` modules only parse and print.
 
-pub mod endpoint;
-pub mod error;
-pub mod keys;
-pub mod maintenance;
 pub mod output;
-pub mod txn;
 
 mod verbs_cluster;
 mod verbs_kv;
@@ -25,12 +20,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-pub use error::CtlError;
+pub use etcd_monitor::ops::error::CtlError;
 pub use output::OutputFormat;
 
-use crate::cli::{ConnArgs, GlobalArgs};
-use crate::config::ClusterConfig;
-use crate::exit::Exit;
+use crate::cmd::cli::{ConnArgs, GlobalArgs};
+use etcd_monitor::config::ClusterConfig;
+use etcd_monitor::exit::Exit;
 
 /// Flags of `ctl`.
 ///
@@ -116,15 +111,15 @@ impl Ctx {
     pub async fn client(&self) -> Result<etcd_client::Client, CtlError> {
         let urls = self.endpoints()?;
         if urls.len() == 1 {
-            return Ok(crate::connection::connect(&self.cluster).await?);
+            return Ok(etcd_monitor::connection::connect(&self.cluster).await?);
         }
-        let dialer = endpoint::Dialer::new(&self.cluster)?;
-        Ok(endpoint::first_voting_member(&dialer, &urls).await?)
+        let dialer = etcd_monitor::connection::Dialer::new(&self.cluster)?;
+        Ok(etcd_monitor::connection::first_voting_member(&dialer, &urls).await?)
     }
 
     /// The endpoints as URLs.
     pub fn endpoints(&self) -> Result<Vec<String>, CtlError> {
-        Ok(crate::connection::endpoints(&self.cluster)?)
+        Ok(etcd_monitor::connection::endpoints(&self.cluster)?)
     }
 
     /// Asks before a dangerous action; see [`confirm`].
@@ -133,10 +128,10 @@ impl Ctx {
     }
 }
 
-/// Runs `ctl`; returns the process exit status ([`crate::exit`]).
+/// Runs `ctl`; returns the process exit status ([`etcd_monitor::exit`]).
 pub fn main(global: &GlobalArgs, args: CtlArgs) -> ExitCode {
     let (out, yes, verb) = (args.write_out, args.yes, args.verb);
-    crate::cli::one_shot(global, &args.conn, |_, cluster| async move {
+    crate::cmd::cli::one_shot(global, &args.conn, |_, cluster| async move {
         let ctx = Ctx { cluster, out, yes };
         run(&ctx, verb).await
     })

@@ -23,7 +23,7 @@ impl KeyRange {
     /// Errors when more than one way of giving the end is used.
     ///
     /// ```
-    /// use etcd_monitor::ctl::keys::KeyRange;
+    /// use etcd_monitor::ops::keys::KeyRange;
     /// let r = KeyRange { key: "a/".into(), prefix: true, ..KeyRange::default() };
     /// assert_eq!(r.to_etcd().unwrap(), (b"a/".to_vec(), b"a0".to_vec()));
     /// ```

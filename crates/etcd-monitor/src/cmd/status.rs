@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::{ConnArgs, GlobalArgs};
-use crate::cluster::{Collector, CollectorOptions};
-use crate::exit::{Exit, Fail};
-use crate::health::{self, HealthSnapshot, bytes};
+use crate::cmd::cli::{ConnArgs, GlobalArgs};
+use etcd_monitor::cluster::{Collector, CollectorOptions};
+use etcd_monitor::exit::{Exit, Fail};
+use etcd_monitor::health::{self, HealthSnapshot, bytes};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
@@ -39,16 +39,16 @@ pub struct StatusArgs {
 }
 
 /// Runs `status`: the verdict is the exit status (0 healthy, 1 degraded,
-/// 2 unavailable; 3 usage, see [`crate::exit`]).
+/// 2 unavailable; 3 usage, see [`etcd_monitor::exit`]).
 pub fn main(global: &GlobalArgs, args: StatusArgs) -> ExitCode {
     let options = CollectorOptions {
         scrape_metrics: !args.no_metrics,
         hashkv: !args.no_hashkv,
     };
     let write_out = args.write_out;
-    crate::cli::one_shot(global, &args.conn, |config, cluster| async move {
+    crate::cmd::cli::one_shot(global, &args.conn, |config, cluster| async move {
         let thresholds = config
-            .map(|c| crate::run::health_thresholds(&c))
+            .map(|c| etcd_monitor::run::health_thresholds(&c))
             .unwrap_or_default();
         let mut collector = Collector::new(cluster, options);
         let snapshot = health::evaluate(collector.collect().await, &thresholds);
