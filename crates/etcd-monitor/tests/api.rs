@@ -1341,9 +1341,11 @@ async fn the_server_cannot_be_starved_and_stops_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Too many requests at once (max_requests 1): a long defrag holds the only slot.
-    let defrag = tokio::spawn({
+    // Other tests share the cluster: a defrag refused at once as unsafe (409)
+    // while one of them has it busy is started again.
+    let start_defrag = || {
         let addr = addr.clone();
-        async move {
+        tokio::spawn(async move {
             reqwest::Client::new()
                 .post(format!("http://{addr}/api/v1/cluster/maintenance/defrag"))
                 .header("content-type", "application/json")
@@ -1352,9 +1354,11 @@ async fn the_server_cannot_be_starved_and_stops_at_once() {
                 .await
                 .unwrap()
                 .status()
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
+        })
+    };
+    let mut defrag = start_defrag();
+    let mut refused = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
     let shed = loop {
         let r = reqwest::get(format!("http://{addr}/api/v1/clusters"))
             .await
@@ -1362,7 +1366,14 @@ async fn the_server_cannot_be_starved_and_stops_at_once() {
         if r.status() == 503 {
             break r;
         }
-        assert!(Instant::now() < deadline, "no request was shed");
+        if defrag.is_finished() {
+            refused.push(defrag.await.unwrap());
+            defrag = start_defrag();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request was shed (defrags that ended first: {refused:?})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(shed.headers()["retry-after"], "1");
@@ -1374,7 +1385,11 @@ async fn the_server_cannot_be_starved_and_stops_at_once() {
         200,
         "probes pass"
     );
-    assert_eq!(defrag.await.unwrap(), 200);
+    let status = defrag.await.unwrap();
+    assert!(
+        status == 200 || status == 409,
+        "the defrag holding the slot answered {status}"
+    );
 
     // Event streams: ten fit, the eleventh is refused.
     let mut streams = Vec::new();
