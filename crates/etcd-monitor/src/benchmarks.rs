@@ -80,7 +80,7 @@ impl BenchmarkConfig {
 }
 
 /// A run as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// Identifier.
     pub id: String,
@@ -117,8 +117,10 @@ pub struct RunRecord {
     /// Why it failed.
     pub error: Option<String>,
     /// The spec as given.
+    #[schema(value_type = Object)]
     pub spec: BenchSpec,
     /// The full report, when finished.
+    #[schema(value_type = Option<Object>)]
     pub report: Option<BenchReport>,
 }
 

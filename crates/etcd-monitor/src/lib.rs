@@ -13,8 +13,6 @@
 //! - [`logging`] and [`lifecycle`]: log output, graceful shutdown;
 //! - [`exit`]: the exit status convention of every command.
 
-#![recursion_limit = "512"] // the OpenAPI document is one large `json!`
-
 pub mod alert;
 pub mod api;
 pub mod bench;

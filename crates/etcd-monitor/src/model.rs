@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub type Labels = BTreeMap<String, String>;
 
 /// Where an alert is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// The condition holds, for less than the rule's `for`.
@@ -70,7 +70,7 @@ pub fn fingerprint(labels: &Labels) -> String {
 }
 
 /// The notification state of one group (`cluster/rule`), persisted.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupState {
     /// `cluster/rule`.
     pub group_key: String,
@@ -159,7 +159,7 @@ pub enum Effect {
 /// One label matcher, written as Alertmanager writes them: `name=value`,
 /// `name!=value`, `name=~regex`, `name!~regex` (a regex matches the whole
 /// value). A missing label is the empty value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Matcher {
     /// Label name.
     pub name: String,
@@ -271,7 +271,7 @@ impl std::fmt::Display for Matcher {
 }
 
 /// A silence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Silence {
     /// `cfg-<n>` for configured silences, a random id for the others.
     pub id: String,

@@ -47,7 +47,7 @@ impl Silence {
 }
 
 /// What a caller asks for when adding a silence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewSilence {
     /// `name=value` / `name!=value` matchers.
     pub matchers: Vec<String>,

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Principal, Scope};
 use super::extract::{Body, Params};
@@ -16,52 +16,132 @@ use crate::alert::silence::{NewSilence, Silence, SilenceError};
 use crate::alert::{Alert, Alerting};
 use crate::store::unix_ms;
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
 fn alerting(state: &AppState) -> Result<&Alerting, ApiError> {
     Ok(&state.alerting)
 }
 
-fn view(a: &Alert) -> Value {
+/// One alert, its labels spelled out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertView {
+    /// The labels joined; stable across restarts.
+    pub fingerprint: String,
+    /// `cluster/rule`: the notification group.
+    pub group_key: String,
+    /// The `alertname` label.
+    pub alertname: Option<String>,
+    /// The `cluster` label.
+    pub cluster: Option<String>,
+    /// The `member` label, when one member is concerned.
+    pub member: Option<String>,
+    /// The `severity` label.
+    pub severity: Option<String>,
+    /// Pending, firing, resolved.
+    pub state: crate::model::AlertState,
+    /// One sentence for people.
+    pub summary: String,
+    /// The figure compared with the threshold.
+    pub value: f64,
+    /// Every label.
+    pub labels: crate::model::Labels,
+    /// When the condition was first seen (ms since epoch).
+    pub active_since_ms: i64,
+    /// When it started firing.
+    pub starts_at_ms: Option<i64>,
+    /// When it resolved.
+    pub ends_at_ms: Option<i64>,
+    /// `silenced by <id>` or `inhibited by <alertname> (<severity>)`.
+    pub suppressed: Option<String>,
+}
+
+fn view(a: &Alert) -> AlertView {
     let label = |k: &str| a.labels.get(k).cloned();
-    json!({
-        "fingerprint": a.fingerprint,
-        "group_key": a.group_key,
-        "alertname": label("alertname"),
-        "cluster": label("cluster"),
-        "member": label("member"),
-        "severity": label("severity"),
-        "state": a.state,
-        "summary": a.summary,
-        "value": a.value,
-        "labels": a.labels,
-        "active_since_ms": a.active_since_ms,
-        "starts_at_ms": a.starts_at_ms,
-        "ends_at_ms": a.ends_at_ms,
-        "suppressed": a.suppressed,
-    })
+    AlertView {
+        fingerprint: a.fingerprint.clone(),
+        group_key: a.group_key.clone(),
+        alertname: label("alertname"),
+        cluster: label("cluster"),
+        member: label("member"),
+        severity: label("severity"),
+        state: a.state,
+        summary: a.summary.clone(),
+        value: a.value,
+        labels: a.labels.clone(),
+        active_since_ms: a.active_since_ms,
+        starts_at_ms: a.starts_at_ms,
+        ends_at_ms: a.ends_at_ms,
+        suppressed: a.suppressed.clone(),
+    }
+}
+
+/// `GET /api/v1/alerts`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveAlerts {
+    /// Firing alerts, oldest first.
+    pub alerts: Vec<AlertView>,
+    /// Notification groups with their acknowledgement.
+    pub groups: Vec<crate::store::alerts::AlertGroupRow>,
+}
+
+/// `GET /api/v1/alerts/history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertHistory {
+    /// Start (ms since epoch).
+    pub from_ms: i64,
+    /// End (ms since epoch).
+    pub to_ms: i64,
+    /// Alerts that fired, newest first.
+    pub alerts: Vec<AlertView>,
+}
+
+/// `POST /api/v1/alerts/ack`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Acked {
+    /// The group.
+    pub group_key: String,
+    /// When (ms since epoch).
+    pub acked_at_ms: i64,
+    /// Who.
+    pub acked_by: String,
+}
+
+/// `GET /api/v1/silences`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilenceList {
+    /// Configured silences first, then those added through the API.
+    pub silences: Vec<Silence>,
+}
+
+/// A deletion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// What was deleted.
+    pub deleted: String,
 }
 
 /// Query of `alerts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     /// Only this cluster.
     pub cluster: Option<String>,
 }
 
 /// `GET /api/v1/alerts`: firing alerts and the notification groups.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertsQuery), responses(
+    (status = 200, description = "Firing alerts and notification groups", body = ActiveAlerts),
+    (status = 400, description = "Bad parameters", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody)))]
 pub async fn active(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Params(q): Params<AlertsQuery>,
-) -> ApiResult {
+) -> Result<Json<ActiveAlerts>, ApiError> {
     if let Some(c) = &q.cluster {
         in_scope(&caller, c)?;
         state.cluster(c)?;
     }
     let store = state.monitor.store();
-    let alerts: Vec<Value> = store
+    let alerts: Vec<AlertView> = store
         .active_alerts(q.cluster.as_deref())
         .await?
         .iter()
@@ -69,8 +149,8 @@ pub async fn active(
         .map(view)
         .collect();
     let groups = store.alert_groups().await?;
-    let groups: Vec<&crate::store::alerts::AlertGroupRow> = groups
-        .iter()
+    let groups: Vec<crate::store::alerts::AlertGroupRow> = groups
+        .into_iter()
         .filter(|g| {
             q.cluster
                 .as_ref()
@@ -78,12 +158,13 @@ pub async fn active(
         })
         .filter(|g| group_in_scope(&caller.scope, &g.state.group_key))
         .collect();
-    Ok(Json(json!({ "alerts": alerts, "groups": groups })))
+    Ok(Json(ActiveAlerts { alerts, groups }))
 }
 
 /// Query of `alerts/history`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only this cluster.
     pub cluster: Option<String>,
@@ -98,11 +179,14 @@ pub struct HistoryQuery {
 }
 
 /// `GET /api/v1/alerts/history`.
+#[utoipa::path(get, path = "/api/v1/alerts/history", tag = "alerts", params(HistoryQuery), responses(
+    (status = 200, description = "Alerts that fired, newest first", body = AlertHistory),
+    (status = 400, description = "Bad parameters", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Params(q): Params<HistoryQuery>,
-) -> ApiResult {
+) -> Result<Json<AlertHistory>, ApiError> {
     if let Some(c) = &q.cluster {
         in_scope(&caller, c)?;
         state.cluster(c)?;
@@ -123,18 +207,20 @@ pub async fn history(
         .store()
         .alert_history(q.cluster.as_deref(), q.state.as_deref(), from, to, limit)
         .await?;
-    let alerts: Vec<Value> = alerts
+    let alerts = alerts
         .iter()
         .filter(|a| alert_in_scope(&caller.scope, a))
         .map(view)
         .collect();
-    Ok(Json(
-        json!({ "from_ms": from, "to_ms": to, "alerts": alerts }),
-    ))
+    Ok(Json(AlertHistory {
+        from_ms: from,
+        to_ms: to,
+        alerts,
+    }))
 }
 
 /// Body of `alerts/ack`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
     /// The firing group, `cluster/rule` (see `group_key` in `GET /api/v1/alerts`).
@@ -148,11 +234,15 @@ pub struct AckBody {
 }
 
 /// `POST /api/v1/alerts/ack`: no more repeats of a firing group until it resolves.
+#[utoipa::path(post, path = "/api/v1/alerts/ack", tag = "alerts", request_body = AckBody, responses(
+    (status = 200, description = "Acknowledged", body = Acked),
+    (status = 400, description = "Malformed body", body = super::ErrorBody), (status = 403, description = "Out of the caller's clusters", body = super::ErrorBody),
+    (status = 404, description = "No such firing group", body = super::ErrorBody), (status = 422, description = "Invalid body", body = super::ErrorBody)))]
 pub async fn ack(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Body(b): Body<AckBody>,
-) -> ApiResult {
+) -> Result<Json<Acked>, ApiError> {
     if !group_in_scope(&caller.scope, &b.group_key) {
         return Err(caller.out_of_scope(&format!("alert group {:?}", b.group_key)));
     }
@@ -168,9 +258,11 @@ pub async fn ack(
         .ack(&b.group_key, by, &b.comment, now)
         .await?
     {
-        Ok(Json(
-            json!({ "group_key": b.group_key, "acked_at_ms": now, "acked_by": by }),
-        ))
+        Ok(Json(Acked {
+            acked_by: by.to_string(),
+            group_key: b.group_key,
+            acked_at_ms: now,
+        }))
     } else {
         Err(ApiError::not_found(format!(
             "no firing alert group {:?}",
@@ -194,10 +286,12 @@ fn silence_error(e: SilenceError) -> ApiError {
 
 /// `GET /api/v1/silences`: those the caller may see (a principal limited
 /// to some clusters sees silences with a `cluster=` matcher for them).
+#[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", responses(
+    (status = 200, description = "Silences", body = SilenceList)))]
 pub async fn silences(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-) -> ApiResult {
+) -> Result<Json<SilenceList>, ApiError> {
     let list: Vec<Silence> = alerting(&state)?
         .silences
         .list()
@@ -206,15 +300,19 @@ pub async fn silences(
         .into_iter()
         .filter(|s| silence_in_scope(&caller.scope, s))
         .collect();
-    Ok(Json(json!({ "silences": list })))
+    Ok(Json(SilenceList { silences: list }))
 }
 
 /// `POST /api/v1/silences`: `{"matchers": ["cluster=prod", "alertname=etcdMembersDown"], "ends_at_ms": ..., "comment": "...", "created_by": "..."}`.
+#[utoipa::path(post, path = "/api/v1/silences", tag = "alerts", request_body = NewSilence, responses(
+    (status = 201, description = "Added", body = Silence),
+    (status = 400, description = "Malformed body", body = super::ErrorBody), (status = 403, description = "Out of the caller's clusters", body = super::ErrorBody),
+    (status = 422, description = "Invalid silence", body = super::ErrorBody)))]
 pub async fn add_silence(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Body(mut b): Body<NewSilence>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Silence>), ApiError> {
     if !caller.scope.is_all() {
         let clusters: Vec<String> = b
             .matchers
@@ -243,18 +341,21 @@ pub async fn add_silence(
         .add(b)
         .await
         .map_err(silence_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(s).map_err(|e| ApiError::internal(e.to_string()))?),
-    ))
+    Ok((StatusCode::CREATED, Json(s)))
 }
 
 /// `DELETE /api/v1/silences/{id}`.
+#[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "The silence's id")), responses(
+    (status = 200, description = "Deleted", body = Deleted),
+    (status = 403, description = "Out of the caller's clusters", body = super::ErrorBody),
+    (status = 404, description = "No such silence", body = super::ErrorBody),
+    (status = 409, description = "Defined in the configuration file", body = super::ErrorBody)))]
 pub async fn delete_silence(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> Result<Json<Deleted>, ApiError> {
     let alerting = alerting(&state)?;
     if !caller.scope.is_all() {
         let list = alerting.silences.list().await.map_err(silence_error)?;
@@ -265,7 +366,7 @@ pub async fn delete_silence(
         }
     }
     alerting.silences.delete(&id).await.map_err(silence_error)?;
-    Ok(Json(json!({ "deleted": id })))
+    Ok(Json(Deleted { deleted: id }))
 }
 
 fn in_scope(caller: &Principal, cluster: &str) -> Result<(), ApiError> {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::Principal;
 use super::extract::Params;
@@ -227,8 +227,9 @@ fn scrub(v: &mut Value) {
 }
 
 /// Query of `GET /api/v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Start (ms since epoch or a duration ago such as `24h`); default 24h ago.
     pub from: Option<String>,
@@ -240,13 +241,27 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+/// `GET /api/v1/audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Start (ms since epoch).
+    pub from_ms: i64,
+    /// End (ms since epoch).
+    pub to_ms: i64,
+    /// Records, newest first.
+    pub records: Vec<AuditRecord>,
+}
+
 /// `GET /api/v1/audit`: the audit log, newest first. A principal limited
 /// to some clusters sees only records of those clusters.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "api", params(AuditQuery), responses(
+    (status = 200, description = "The audit log, newest first", body = AuditPage),
+    (status = 400, description = "Bad parameters", body = super::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Params(q): Params<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let now = crate::store::unix_ms(std::time::SystemTime::now());
     let from = super::handlers::parse_time(q.from.as_deref(), now - 24 * 3_600_000, now, "from")?;
     let to = super::handlers::parse_time(q.to.as_deref(), now, now, "to")?;
@@ -263,9 +278,11 @@ pub async fn list(
             None => caller.scope.is_all(),
         })
         .collect();
-    Ok(Json(
-        json!({ "from_ms": from, "to_ms": to, "records": records }),
-    ))
+    Ok(Json(AuditPage {
+        from_ms: from,
+        to_ms: to,
+        records,
+    }))
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Principal;
 use super::extract::{Body, Params};
@@ -13,12 +14,56 @@ use super::{ApiError, AppState};
 use crate::bench::BenchSpec;
 use crate::benchmarks::StartError;
 
+/// `POST /api/v1/benchmarks`: the run started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BenchmarkStarted {
+    /// The run's id.
+    pub id: String,
+    /// `running`.
+    pub state: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Workload name.
+    pub workload: String,
+    /// Who started it.
+    pub started_by: String,
+    /// The spec as resolved (defaults applied).
+    #[schema(value_type = Object)]
+    pub spec: crate::bench::BenchSpec,
+}
+
+/// `GET /api/v1/benchmarks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BenchmarkList {
+    /// Runs, newest first.
+    pub benchmarks: Vec<crate::benchmarks::RunRecord>,
+}
+
+/// `DELETE /api/v1/benchmarks/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BenchmarkCancelled {
+    /// The run's id.
+    pub id: String,
+    /// `cancelling`: it cleans up, then is recorded as cancelled.
+    pub state: String,
+    /// Who cancelled it.
+    pub cancelled_by: Option<String>,
+    /// Operations done so far.
+    pub succeeded: u64,
+}
+
 /// `POST /api/v1/benchmarks`: `{"cluster": "...", "slo": "p99<50ms", "workload": "put", "total": 1000, ...}`.
+#[utoipa::path(post, path = "/api/v1/benchmarks", tag = "benchmarks",
+    request_body(content = Object, description = "`cluster` (default: the first), `slo`, and `etcd-monitor bench`'s flags: `workload`, `total` or `duration`, `clients`, `rate`, ..."),
+    responses(
+    (status = 202, description = "Started", body = BenchmarkStarted),
+    (status = 400, description = "Malformed body", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+    (status = 409, description = "A run is going on that cluster", body = super::ErrorBody), (status = 422, description = "Invalid spec", body = super::ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Body(mut body): Body<Value>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BenchmarkStarted>), ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::unprocessable(
             "the body must be a JSON object such as {\"workload\": \"put\", \"total\": 1000}",
@@ -67,9 +112,14 @@ pub async fn start(
     {
         Ok(record) => Ok((
             StatusCode::ACCEPTED,
-            Json(
-                json!({ "id": record.id, "state": record.state, "cluster": record.cluster, "workload": record.workload, "started_by": record.started_by, "spec": record.spec }),
-            ),
+            Json(BenchmarkStarted {
+                id: record.id,
+                state: record.state,
+                cluster: record.cluster,
+                workload: record.workload,
+                started_by: record.started_by,
+                spec: record.spec,
+            }),
         )),
         Err(StartError::Invalid(m)) => Err(ApiError::unprocessable(m)),
         Err(e @ StartError::Busy(_)) => Err(ApiError {
@@ -81,49 +131,60 @@ pub async fn start(
 }
 
 /// Query of the list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Most runs (default 50, at most 500).
     pub limit: Option<usize>,
 }
 
 /// `GET /api/v1/benchmarks`.
+#[utoipa::path(get, path = "/api/v1/benchmarks", tag = "benchmarks", params(ListQuery), responses(
+    (status = 200, description = "Runs, newest first", body = BenchmarkList),
+    (status = 400, description = "Bad parameters", body = super::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Params(q): Params<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BenchmarkList>, ApiError> {
     let limit = super::handlers::limit(q.limit, 50, 500)?;
     let mut runs = state.bench_runs.list(limit).await?;
     runs.retain(|r| caller.scope.allows(&r.cluster));
-    Ok(Json(json!({ "benchmarks": runs })))
+    Ok(Json(BenchmarkList { benchmarks: runs }))
 }
 
 /// `GET /api/v1/benchmarks/{id}`.
+#[utoipa::path(get, path = "/api/v1/benchmarks/{id}", tag = "benchmarks",
+    params(("id" = String, Path, description = "The run's id")), responses(
+    (status = 200, description = "One run with its report", body = crate::benchmarks::RunRecord),
+    (status = 404, description = "No such run", body = super::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::benchmarks::RunRecord>, ApiError> {
     match state.bench_runs.get(&id).await? {
         Some(r) if !caller.scope.allows(&r.cluster) => {
             Err(caller.out_of_scope(&format!("cluster {:?}", r.cluster)))
         }
-        Some(r) => serde_json::to_value(r)
-            .map(Json)
-            .map_err(|e| ApiError::internal(e.to_string())),
+        Some(r) => Ok(Json(r)),
         None => Err(ApiError::not_found(format!("no benchmark run {id:?}"))),
     }
 }
 
 /// `DELETE /api/v1/benchmarks/{id}`: cancels a running benchmark. An
 /// operator may cancel the runs it started; an admin any run.
+#[utoipa::path(delete, path = "/api/v1/benchmarks/{id}", tag = "benchmarks",
+    params(("id" = String, Path, description = "The run's id")), responses(
+    (status = 200, description = "Cancelling", body = BenchmarkCancelled),
+    (status = 403, description = "Started by someone else (admins may cancel any run)", body = super::ErrorBody),
+    (status = 404, description = "No such run", body = super::ErrorBody), (status = 409, description = "Not running", body = super::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BenchmarkCancelled>, ApiError> {
     let Some(run) = state.bench_runs.get(&id).await? else {
         return Err(ApiError::not_found(format!("no benchmark run {id:?}")));
     };
@@ -145,9 +206,12 @@ pub async fn cancel(
         });
     }
     match state.bench_runs.cancel(&id, &caller.label()) {
-        Ok(r) => Ok(Json(
-            json!({ "id": r.id, "state": "cancelling", "cancelled_by": r.cancelled_by, "succeeded": r.succeeded }),
-        )),
+        Ok(r) => Ok(Json(BenchmarkCancelled {
+            id: r.id,
+            state: "cancelling".into(),
+            cancelled_by: r.cancelled_by,
+            succeeded: r.succeeded,
+        })),
         Err(e @ crate::benchmarks::CancelError::NotRunning { .. }) => Err(ApiError {
             status: StatusCode::CONFLICT,
             code: "not_running",

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error answered by the API.
 #[derive(Debug)]
@@ -88,12 +87,33 @@ impl ApiError {
     }
 }
 
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error of an [`ErrorBody`].
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code: `bad_request`, `not_found`, `forbidden`, `conflict`, `unavailable`, ...
+    pub code: String,
+    /// One sentence for people.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = self.code == "overloaded";
         let mut resp = (
             self.status,
-            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code: self.code.to_string(),
+                    message: self.message,
+                },
+            }),
         )
             .into_response();
         if retry {

@@ -8,21 +8,13 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Principal;
 use super::extract::{Cluster, Params};
 use super::{ApiError, AppState};
 use crate::monitor::ClusterHandle;
 use crate::store::unix_ms;
-
-type ApiResult = Result<Json<Value>, ApiError>;
-
-fn to_json<T: Serialize>(v: &T) -> ApiResult {
-    serde_json::to_value(v)
-        .map(Json)
-        .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
-}
 
 /// A `limit` parameter: `default` when absent, a 400 outside `1..=max`.
 pub(super) fn limit<T>(given: Option<T>, default: T, max: T) -> Result<T, ApiError>
@@ -38,18 +30,48 @@ where
     Ok(limit)
 }
 
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// The monitor's version.
+    pub version: &'static str,
+    /// Seconds since the API started.
+    pub uptime_seconds: u64,
+}
+
 /// `GET /health`: the process is up.
-pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(
-        json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "uptime_seconds": state.started.elapsed().as_secs() }),
-    )
+#[utoipa::path(get, path = "/health", tag = "probes",
+    responses((status = 200, description = "The process is up", body = Health)))]
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+    })
+}
+
+/// `GET /ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Every cluster checked once and the store takes writes.
+    pub ready: bool,
+    /// Clusters not checked yet.
+    pub pending: Vec<String>,
+    /// Why the history store refuses writes, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// `GET /ready`: every cluster has been checked at least once, and the
 /// history store takes writes (while it does not, alerts are delivered
 /// directly, but history is being lost: an orchestrator should know).
+#[utoipa::path(get, path = "/ready", tag = "probes", responses(
+    (status = 200, description = "Ready", body = Ready),
+    (status = 503, description = "Not ready: clusters not checked yet, or the store refuses writes", body = Ready)))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let pending: Vec<&String> = state
+    let pending: Vec<String> = state
         .monitor
         .cluster_names()
         .iter()
@@ -59,19 +81,27 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
                 .cluster(n)
                 .is_some_and(|c| c.health.borrow().is_none())
         })
+        .cloned()
         .collect();
-    let store = state.monitor.store().write_failure();
+    let store = state
+        .monitor
+        .store()
+        .write_failure()
+        .map(|e| format!("the history store refuses writes: {e}"));
     let ready = pending.is_empty() && store.is_none();
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = json!({ "ready": ready, "pending": pending });
-    if let Some(e) = store {
-        body["store"] = json!(format!("the history store refuses writes: {e}"));
-    }
-    (code, Json(body))
+    (
+        code,
+        Json(Ready {
+            ready,
+            pending,
+            store,
+        }),
+    )
 }
 
 /// Unknown routes.
@@ -79,9 +109,30 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 
+/// `GET /api/v1/whoami`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// How the audit log names the caller: `token:ci`, `jwt:alice`, `anonymous`.
+    pub principal: String,
+    /// The token's name, the JWT's subject, the certificate's CN.
+    pub name: String,
+    /// `token`, `jwt`, `certificate`, `anonymous`.
+    #[schema(value_type = String)]
+    pub method: super::auth::AuthMethod,
+    /// `viewer`, `operator`, `admin`; absent: only the open routes.
+    #[schema(value_type = Option<String>)]
+    pub role: Option<crate::config::Role>,
+    /// Cluster globs it may access.
+    pub clusters: Vec<String>,
+    /// The state-changing routes (and the audit log) it may call: `POST /api/v1/...`.
+    pub allowed: Vec<String>,
+}
+
 /// `GET /api/v1/whoami`: the caller, its role and clusters, and the
 /// state-changing routes it may call (the dashboard shows what it may do).
-pub async fn whoami(Extension(caller): Extension<Principal>) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "api",
+    responses((status = 200, description = "The caller", body = WhoAmI)))]
+pub async fn whoami(Extension(caller): Extension<Principal>) -> Json<WhoAmI> {
     let allowed: Vec<String> = super::route_table()
         .into_iter()
         .filter(|r| super::access::is_state_changing(&r.method) || r.path == "/api/v1/audit")
@@ -91,22 +142,54 @@ pub async fn whoami(Extension(caller): Extension<Principal>) -> ApiResult {
         })
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
-    Ok(Json(json!({
-        "principal": caller.label(),
-        "name": caller.name,
-        "method": caller.method,
-        "role": caller.role,
-        "clusters": caller.scope.globs(),
-        "allowed": allowed,
-    })))
+    Json(WhoAmI {
+        principal: caller.label(),
+        name: caller.name.clone(),
+        method: caller.method,
+        role: caller.role,
+        clusters: caller.scope.globs().to_vec(),
+        allowed,
+    })
+}
+
+/// One cluster of `GET /api/v1/clusters`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterSummary {
+    /// Cluster name.
+    pub name: String,
+    /// Configured endpoints.
+    pub endpoints: Vec<String>,
+    /// The latest verdict; absent until the first check.
+    pub verdict: Option<crate::health::Verdict>,
+    /// The agreed leader (hex id).
+    pub leader: Option<String>,
+    /// Members seen.
+    pub members: usize,
+    /// Voting members.
+    pub voting_members: usize,
+    /// Voting members that answer.
+    pub reachable_voting_members: usize,
+    /// Findings of the latest check.
+    pub findings: usize,
+    /// When last checked (ms since epoch).
+    pub checked_at_ms: Option<i64>,
+}
+
+/// `GET /api/v1/clusters`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterList {
+    /// The clusters the caller may see, in configuration order.
+    pub clusters: Vec<ClusterSummary>,
 }
 
 /// `GET /api/v1/clusters`: the clusters the caller may see.
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters",
+    responses((status = 200, description = "Clusters", body = ClusterList)))]
 pub async fn clusters(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-) -> ApiResult {
-    let list: Vec<Value> = state
+) -> Json<ClusterList> {
+    let clusters = state
         .monitor
         .cluster_names()
         .iter()
@@ -114,29 +197,27 @@ pub async fn clusters(
         .filter_map(|n| state.monitor.cluster(n))
         .map(|c| {
             let snap = c.health.borrow().clone();
-            let cfg = state.config.clusters.iter().find(|x| x.name == c.name);
-            match snap {
-                Some(s) => json!({
-                    "name": c.name,
-                    "endpoints": cfg.map(|x| x.endpoints.clone()).unwrap_or_default(),
-                    "verdict": s.verdict,
-                    "leader": s.leader,
-                    "members": s.observation.members.len(),
-                    "voting_members": s.voting_members,
-                    "reachable_voting_members": s.reachable_voting_members,
-                    "findings": s.findings.len(),
-                    "checked_at_ms": unix_ms(s.observation.taken_at),
-                }),
-                None => json!({
-                    "name": c.name,
-                    "endpoints": cfg.map(|x| x.endpoints.clone()).unwrap_or_default(),
-                    "verdict": null, "leader": null, "members": 0, "voting_members": 0,
-                    "reachable_voting_members": 0, "findings": 0, "checked_at_ms": null,
-                }),
+            let endpoints = state
+                .config
+                .clusters
+                .iter()
+                .find(|x| x.name == c.name)
+                .map(|x| x.endpoints.clone())
+                .unwrap_or_default();
+            ClusterSummary {
+                name: c.name.clone(),
+                endpoints,
+                verdict: snap.as_ref().map(|s| s.verdict),
+                leader: snap.as_ref().and_then(|s| s.leader.clone()),
+                members: snap.as_ref().map_or(0, |s| s.observation.members.len()),
+                voting_members: snap.as_ref().map_or(0, |s| s.voting_members),
+                reachable_voting_members: snap.as_ref().map_or(0, |s| s.reachable_voting_members),
+                findings: snap.as_ref().map_or(0, |s| s.findings.len()),
+                checked_at_ms: snap.as_ref().map(|s| unix_ms(s.observation.taken_at)),
             }
         })
         .collect();
-    Ok(Json(json!({ "clusters": list })))
+    Json(ClusterList { clusters })
 }
 
 fn latest_health(
@@ -147,14 +228,66 @@ fn latest_health(
     })
 }
 
-fn status_of(c: &ClusterHandle) -> ApiResult {
-    to_json(&*latest_health(c)?)
+/// One member of `.../members`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    /// Member id (hex).
+    pub id: String,
+    /// Member name.
+    pub name: String,
+    /// The endpoint the monitor asks.
+    pub endpoint: String,
+    /// Client URLs.
+    pub client_urls: Vec<String>,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// A raft learner.
+    pub is_learner: bool,
+    /// It answered Status.
+    pub reachable: bool,
+    /// It leads.
+    pub is_leader: bool,
+    /// Why it could not be asked.
+    pub error: Option<String>,
+    /// etcd version.
+    pub version: Option<String>,
+    /// Allocated database size, bytes.
+    pub db_size: Option<i64>,
+    /// Database bytes in use.
+    pub db_size_in_use: Option<i64>,
+    /// The quota (`--quota-backend-bytes`), bytes.
+    pub quota_backend_bytes: Option<f64>,
+    /// Raft term.
+    pub raft_term: Option<u64>,
+    /// Raft index.
+    pub raft_index: Option<u64>,
+    /// Raft applied index.
+    pub raft_applied_index: Option<u64>,
+    /// Status latency, ms.
+    pub status_latency_ms: Option<f64>,
+    /// Linearizable read latency through it, ms.
+    pub linearizable_read_ms: Option<f64>,
+    /// WAL fsync p99, seconds.
+    pub wal_fsync_p99_seconds: Option<f64>,
+    /// Backend commit p99, seconds.
+    pub backend_commit_p99_seconds: Option<f64>,
 }
 
-fn members_of(c: &ClusterHandle) -> ApiResult {
+/// `GET .../members`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Members {
+    /// Cluster name.
+    pub cluster: String,
+    /// When checked (ms since epoch).
+    pub checked_at_ms: i64,
+    /// The members, in member-list order.
+    pub members: Vec<MemberView>,
+}
+
+fn members_of(c: &ClusterHandle) -> Result<Json<Members>, ApiError> {
     let s = latest_health(c)?;
     let metrics = c.metrics.borrow().clone();
-    let members: Vec<Value> = s
+    let members = s
         .observation
         .members
         .iter()
@@ -164,80 +297,125 @@ fn members_of(c: &ClusterHandle) -> ApiResult {
                 .as_ref()
                 .and_then(|r| r.members.iter().find(|e| e.endpoint == m.endpoint))
                 .and_then(|e| e.metrics.clone());
-            json!({
-                "id": format!("{:x}", m.id),
-                "name": m.name,
-                "endpoint": m.endpoint,
-                "client_urls": m.client_urls,
-                "peer_urls": m.peer_urls,
-                "is_learner": m.is_learner,
-                "reachable": m.reachable(),
-                "is_leader": st.is_some_and(|x| x.leader == m.id && m.id != 0),
-                "error": m.error,
-                "version": st.map(|x| x.version.clone()),
-                "db_size": st.map(|x| x.db_size),
-                "db_size_in_use": st.map(|x| x.db_size_in_use),
-                "quota_backend_bytes": scraped.as_ref().and_then(|x| x.quota_backend_bytes),
-                "raft_term": st.map(|x| x.raft_term),
-                "raft_index": st.map(|x| x.raft_index),
-                "raft_applied_index": st.map(|x| x.raft_applied_index),
-                "status_latency_ms": m.status_latency_ms,
-                "linearizable_read_ms": m.linearizable_read_ms,
-                "wal_fsync_p99_seconds": scraped.as_ref().and_then(|x| x.wal_fsync_p99),
-                "backend_commit_p99_seconds": scraped.as_ref().and_then(|x| x.backend_commit_p99),
-            })
+            MemberView {
+                id: format!("{:x}", m.id),
+                name: m.name.clone(),
+                endpoint: m.endpoint.clone(),
+                client_urls: m.client_urls.clone(),
+                peer_urls: m.peer_urls.clone(),
+                is_learner: m.is_learner,
+                reachable: m.reachable(),
+                is_leader: st.is_some_and(|x| x.leader == m.id && m.id != 0),
+                error: m.error.clone(),
+                version: st.map(|x| x.version.clone()),
+                db_size: st.map(|x| x.db_size),
+                db_size_in_use: st.map(|x| x.db_size_in_use),
+                quota_backend_bytes: scraped.as_ref().and_then(|x| x.quota_backend_bytes),
+                raft_term: st.map(|x| x.raft_term),
+                raft_index: st.map(|x| x.raft_index),
+                raft_applied_index: st.map(|x| x.raft_applied_index),
+                status_latency_ms: m.status_latency_ms,
+                linearizable_read_ms: m.linearizable_read_ms,
+                wal_fsync_p99_seconds: scraped.as_ref().and_then(|x| x.wal_fsync_p99),
+                backend_commit_p99_seconds: scraped.as_ref().and_then(|x| x.backend_commit_p99),
+            }
         })
         .collect();
-    Ok(Json(
-        json!({ "cluster": c.name, "checked_at_ms": unix_ms(s.observation.taken_at), "members": members }),
-    ))
+    Ok(Json(Members {
+        cluster: c.name.clone(),
+        checked_at_ms: unix_ms(s.observation.taken_at),
+        members,
+    }))
 }
 
 /// Query of `leader`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LeaderQuery {
     /// History since (ms since epoch or a duration ago such as `24h`); default 24h.
     pub since: Option<String>,
 }
 
-async fn leader_of(state: &AppState, c: &ClusterHandle, q: LeaderQuery) -> ApiResult {
+/// The leader now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderNow {
+    /// Member id (hex).
+    pub id: String,
+    /// Member name.
+    pub name: Option<String>,
+    /// Raft term.
+    pub term: Option<u64>,
+}
+
+/// `GET .../leader`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Leader {
+    /// Cluster name.
+    pub cluster: String,
+    /// The agreed leader, if the members agree on one.
+    pub leader: Option<LeaderNow>,
+    /// Start of the change history (ms since epoch).
+    pub since_ms: i64,
+    /// Leader changes since then, oldest first.
+    pub changes: Vec<crate::store::LeaderChange>,
+}
+
+async fn leader_of(
+    state: &AppState,
+    c: &ClusterHandle,
+    q: LeaderQuery,
+) -> Result<Json<Leader>, ApiError> {
     let now = unix_ms(SystemTime::now());
     let since = parse_time(q.since.as_deref(), now - 24 * 3_600_000, now, "since")?;
     let s = c.health.borrow().clone();
     let changes = state.monitor.store().leader_changes(&c.name, since).await?;
-    let (id, name, term) = match &s {
-        Some(s) => {
-            let leader = s.leader.clone();
-            let m = s
-                .observation
-                .members
-                .iter()
-                .find(|m| Some(format!("{:x}", m.id)) == leader);
-            (
-                leader,
-                m.map(|m| m.label()),
-                m.and_then(|m| m.status.as_ref()).map(|x| x.raft_term),
-            )
-        }
-        None => (None, None, None),
-    };
-    Ok(Json(json!({
-        "cluster": c.name,
-        "leader": id.map(|id| json!({ "id": id, "name": name, "term": term })),
-        "since_ms": since,
-        "changes": changes,
-    })))
+    let leader = s.as_ref().and_then(|s| {
+        let id = s.leader.clone()?;
+        let m = s
+            .observation
+            .members
+            .iter()
+            .find(|m| format!("{:x}", m.id) == id);
+        Some(LeaderNow {
+            id,
+            name: m.map(|m| m.label()),
+            term: m.and_then(|m| m.status.as_ref()).map(|x| x.raft_term),
+        })
+    });
+    Ok(Json(Leader {
+        cluster: c.name.clone(),
+        leader,
+        since_ms: since,
+        changes,
+    }))
 }
 
-fn metrics_current_of(c: &ClusterHandle) -> ApiResult {
-    let r = c.metrics.borrow().clone().ok_or_else(|| {
-        ApiError::unavailable(format!("no metrics round for cluster {} yet", c.name))
-    })?;
-    to_json(&*r)
+/// One member's latencies as the health check measured them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberLatency {
+    /// Member name (or hex id).
+    pub name: String,
+    /// The endpoint asked.
+    pub endpoint: String,
+    /// Status call, ms.
+    pub status_ms: Option<f64>,
+    /// Linearizable read through it, ms.
+    pub linearizable_read_ms: Option<f64>,
 }
 
-fn latency_of(c: &ClusterHandle) -> ApiResult {
+/// `GET .../metrics/latency`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Latency {
+    /// Cluster name.
+    pub cluster: String,
+    /// The probes' rolling latency, when a metrics round ran.
+    pub probes: Option<crate::monitor::ProbeReport>,
+    /// Per member, from the latest health check.
+    pub members: Vec<MemberLatency>,
+}
+
+fn latency_of(c: &ClusterHandle) -> Result<Json<Latency>, ApiError> {
     let r = c.metrics.borrow().clone();
     let s = c.health.borrow().clone();
     if r.is_none() && s.is_none() {
@@ -246,26 +424,31 @@ fn latency_of(c: &ClusterHandle) -> ApiResult {
             c.name
         )));
     }
-    let members: Vec<Value> = s
+    let members = s
         .map(|s| {
             s.observation
                 .members
                 .iter()
-                .map(|m| json!({ "name": m.label(), "endpoint": m.endpoint, "status_ms": m.status_latency_ms, "linearizable_read_ms": m.linearizable_read_ms }))
+                .map(|m| MemberLatency {
+                    name: m.label(),
+                    endpoint: m.endpoint.clone(),
+                    status_ms: m.status_latency_ms,
+                    linearizable_read_ms: m.linearizable_read_ms,
+                })
                 .collect()
         })
         .unwrap_or_default();
-    let probes = r
-        .map(|r| serde_json::to_value(&r.probes).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    Ok(Json(
-        json!({ "cluster": c.name, "probes": probes, "members": members }),
-    ))
+    Ok(Json(Latency {
+        cluster: c.name.clone(),
+        probes: r.map(|r| r.probes.clone()),
+        members,
+    }))
 }
 
 /// Query of `metrics/history`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Metric name (see docs/monitoring.md); default `probe_put_p99_ms`.
     pub metric: Option<String>,
@@ -285,7 +468,37 @@ pub const MAX_POINTS: i64 = 2000;
 /// Stored metric names.
 use crate::monitor::STORED_METRICS as METRIC_NAMES;
 
-async fn metrics_history_of(state: &AppState, c: &ClusterHandle, q: HistoryQuery) -> ApiResult {
+/// One member's series (`member` empty: a cluster-wide metric).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Series {
+    /// Member name, or empty.
+    pub member: String,
+    /// `[ms since epoch, value]` pairs, oldest first.
+    pub points: Vec<[f64; 2]>,
+}
+
+/// `GET .../metrics/history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricsHistory {
+    /// Cluster name.
+    pub cluster: String,
+    /// The metric.
+    pub metric: String,
+    /// Start (ms since epoch).
+    pub from_ms: i64,
+    /// End (ms since epoch).
+    pub to_ms: i64,
+    /// Bucket width actually used, ms.
+    pub step_ms: i64,
+    /// One series per member.
+    pub series: Vec<Series>,
+}
+
+async fn metrics_history_of(
+    state: &AppState,
+    c: &ClusterHandle,
+    q: HistoryQuery,
+) -> Result<Json<MetricsHistory>, ApiError> {
     let now = unix_ms(SystemTime::now());
     let metric = q.metric.unwrap_or_else(|| "probe_put_p99_ms".into());
     if !METRIC_NAMES.contains(&metric.as_str()) {
@@ -327,18 +540,23 @@ async fn metrics_history_of(state: &AppState, c: &ClusterHandle, q: HistoryQuery
             .or_default()
             .push([p.at_ms as f64, p.value]);
     }
-    let series: Vec<Value> = series
-        .into_iter()
-        .map(|(member, points)| json!({ "member": member, "points": points }))
-        .collect();
-    Ok(Json(
-        json!({ "cluster": c.name, "metric": metric, "from_ms": from, "to_ms": to, "step_ms": step, "series": series }),
-    ))
+    Ok(Json(MetricsHistory {
+        cluster: c.name.clone(),
+        metric,
+        from_ms: from,
+        to_ms: to,
+        step_ms: step,
+        series: series
+            .into_iter()
+            .map(|(member, points)| Series { member, points })
+            .collect(),
+    }))
 }
 
 /// Query of `history`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ChecksQuery {
     /// Start (ms since epoch or a duration ago); default 1h ago.
     pub from: Option<String>,
@@ -348,7 +566,43 @@ pub struct ChecksQuery {
     pub limit: Option<i64>,
 }
 
-async fn history_of(state: &AppState, c: &ClusterHandle, q: ChecksQuery) -> ApiResult {
+/// One stored health check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    /// When (ms since epoch).
+    pub at_ms: i64,
+    /// `healthy`, `degraded`, `unavailable`.
+    pub verdict: String,
+    /// Leader id (hex).
+    pub leader: Option<String>,
+    /// Voting members that answered.
+    pub reachable: i64,
+    /// Voting members.
+    pub voting: i64,
+    /// Duration of the check, ms.
+    pub duration_ms: f64,
+}
+
+/// `GET .../history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    /// Cluster name.
+    pub cluster: String,
+    /// Start (ms since epoch).
+    pub from_ms: i64,
+    /// End (ms since epoch).
+    pub to_ms: i64,
+    /// Checks, newest first.
+    pub checks: Vec<Check>,
+    /// Findings of those checks, newest first.
+    pub findings: Vec<crate::store::FindingRow>,
+}
+
+async fn history_of(
+    state: &AppState,
+    c: &ClusterHandle,
+    q: ChecksQuery,
+) -> Result<Json<Checks>, ApiError> {
     let now = unix_ms(SystemTime::now());
     let from = parse_time(q.from.as_deref(), now - 3_600_000, now, "from")?;
     let to = parse_time(q.to.as_deref(), now, now, "to")?;
@@ -357,19 +611,29 @@ async fn history_of(state: &AppState, c: &ClusterHandle, q: ChecksQuery) -> ApiR
         .monitor
         .store()
         .snapshots(&c.name, from, to, limit)
-        .await?;
-    let checks: Vec<Value> = checks
+        .await?
         .into_iter()
-        .map(|r| json!({ "at_ms": r.at_ms, "verdict": r.verdict, "leader": r.leader, "reachable": r.reachable, "voting": r.voting, "duration_ms": r.duration_ms }))
+        .map(|r| Check {
+            at_ms: r.at_ms,
+            verdict: r.verdict,
+            leader: r.leader,
+            reachable: r.reachable,
+            voting: r.voting,
+            duration_ms: r.duration_ms,
+        })
         .collect();
     let findings = state
         .monitor
         .store()
         .findings(&c.name, from, to, limit)
         .await?;
-    Ok(Json(
-        json!({ "cluster": c.name, "from_ms": from, "to_ms": to, "checks": checks, "findings": findings }),
-    ))
+    Ok(Json(Checks {
+        cluster: c.name.clone(),
+        from_ms: from,
+        to_ms: to,
+        checks,
+        findings,
+    }))
 }
 
 /// Reads a time parameter: ms since epoch, `now`, or a duration ago (`1h`, `-1h`).
@@ -392,49 +656,92 @@ pub fn parse_time(v: Option<&str>, default: i64, now: i64, name: &str) -> Result
         })
 }
 
-/// `GET .../status`.
-pub async fn status(Cluster(c): Cluster) -> ApiResult {
-    status_of(&c)
+/// `GET .../status`: the latest verdict with findings and evidence.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/status", tag = "clusters", params(ClusterName),
+    responses((status = 200, description = "The latest health snapshot", body = crate::health::HealthSnapshot),
+        (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+        (status = 503, description = "Not checked yet", body = super::ErrorBody)))]
+pub async fn status(Cluster(c): Cluster) -> Result<Json<crate::health::HealthSnapshot>, ApiError> {
+    Ok(Json(latest_health(&c)?.as_ref().clone()))
 }
 
 /// `GET .../members`.
-pub async fn members(Cluster(c): Cluster) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/members", tag = "clusters", params(ClusterName),
+    responses((status = 200, description = "Members with status and key figures", body = Members),
+        (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+        (status = 503, description = "Not checked yet", body = super::ErrorBody)))]
+pub async fn members(Cluster(c): Cluster) -> Result<Json<Members>, ApiError> {
     members_of(&c)
 }
 
 /// `GET .../leader`.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/leader", tag = "clusters", params(ClusterName, LeaderQuery),
+    responses((status = 200, description = "The leader and its changes", body = Leader),
+        (status = 400, description = "Bad parameters", body = super::ErrorBody),
+        (status = 404, description = "Unknown cluster", body = super::ErrorBody)))]
 pub async fn leader(
     State(state): State<AppState>,
     Cluster(c): Cluster,
     Params(q): Params<LeaderQuery>,
-) -> ApiResult {
+) -> Result<Json<Leader>, ApiError> {
     leader_of(&state, &c, q).await
 }
 
 /// `GET .../metrics/current`.
-pub async fn metrics_current(Cluster(c): Cluster) -> ApiResult {
-    metrics_current_of(&c)
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/metrics/current", tag = "metrics", params(ClusterName),
+    responses((status = 200, description = "The latest metrics round", body = crate::monitor::MetricsRound),
+        (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+        (status = 503, description = "No metrics round yet", body = super::ErrorBody)))]
+pub async fn metrics_current(
+    Cluster(c): Cluster,
+) -> Result<Json<crate::monitor::MetricsRound>, ApiError> {
+    let r = c.metrics.borrow().clone().ok_or_else(|| {
+        ApiError::unavailable(format!("no metrics round for cluster {} yet", c.name))
+    })?;
+    Ok(Json(r.as_ref().clone()))
 }
 
 /// `GET .../metrics/latency`.
-pub async fn metrics_latency(Cluster(c): Cluster) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/metrics/latency", tag = "metrics", params(ClusterName),
+    responses((status = 200, description = "Probe and member latencies", body = Latency),
+        (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+        (status = 503, description = "No data yet", body = super::ErrorBody)))]
+pub async fn metrics_latency(Cluster(c): Cluster) -> Result<Json<Latency>, ApiError> {
     latency_of(&c)
 }
 
 /// `GET .../metrics/history`.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/metrics/history", tag = "metrics", params(ClusterName, HistoryQuery),
+    responses((status = 200, description = "Stored samples of one metric", body = MetricsHistory),
+        (status = 400, description = "Bad parameters", body = super::ErrorBody),
+        (status = 404, description = "Unknown cluster", body = super::ErrorBody)))]
 pub async fn metrics_history(
     State(state): State<AppState>,
     Cluster(c): Cluster,
     Params(q): Params<HistoryQuery>,
-) -> ApiResult {
+) -> Result<Json<MetricsHistory>, ApiError> {
     metrics_history_of(&state, &c, q).await
 }
 
 /// `GET .../history`.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/history", tag = "clusters", params(ClusterName, ChecksQuery),
+    responses((status = 200, description = "Stored checks and findings", body = Checks),
+        (status = 400, description = "Bad parameters", body = super::ErrorBody),
+        (status = 404, description = "Unknown cluster", body = super::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     Cluster(c): Cluster,
     Params(q): Params<ChecksQuery>,
-) -> ApiResult {
+) -> Result<Json<Checks>, ApiError> {
     history_of(&state, &c, q).await
+}
+
+/// The `{name}` of `/api/v1/clusters/{name}/...` (the same routes under
+/// `/api/v1/cluster/...` serve the first configured cluster).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes the path parameter to the OpenAPI document only
+pub struct ClusterName {
+    /// Cluster name, as configured.
+    name: String,
 }

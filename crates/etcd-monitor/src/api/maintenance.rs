@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::Principal;
 use super::extract::{Body, Cluster};
@@ -31,8 +31,6 @@ use crate::config::{ClusterConfig, SnapshotRetention};
 use crate::ops::endpoint::{self, Dialer};
 use crate::ops::error::CtlError;
 use crate::ops::maintenance::{self, DefragOptions};
-
-type ApiResult = Result<Json<Value>, ApiError>;
 
 impl From<CtlError> for ApiError {
     fn from(e: CtlError) -> Self {
@@ -122,9 +120,10 @@ impl MaintenanceGate {
 
 /// Runs `work` on a task of its own holding `guard`, and waits for it: a
 /// client that goes away does not cut an operation short.
-async fn run_guarded<F>(guard: GateGuard, work: F) -> ApiResult
+async fn run_guarded<F, T>(guard: GateGuard, work: F) -> Result<T, ApiError>
 where
-    F: std::future::Future<Output = ApiResult> + Send + 'static,
+    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
 {
     let task = tokio::spawn(async move {
         let _guard = guard;
@@ -172,8 +171,99 @@ fn confirmed(confirm: Option<&str>, cluster: &str, op: &str) -> Result<(), ApiEr
     }
 }
 
+/// `maintenance/defrag`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefragResult {
+    /// Cluster name.
+    pub cluster: String,
+    /// Planned only.
+    pub dry_run: bool,
+    /// One line per member, in visiting order (the leader last).
+    #[schema(value_type = Vec<Object>)]
+    pub members: Vec<maintenance::DefragReport>,
+}
+
+/// `maintenance/compact`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompactResult {
+    /// Cluster name.
+    pub cluster: String,
+    /// The revision compacted to (or that would be).
+    pub revision: i64,
+    /// Waited until the space was reclaimed.
+    pub physical: bool,
+    /// The revision before.
+    pub current_revision: i64,
+    /// Checked only.
+    pub dry_run: bool,
+}
+
+/// `maintenance/snapshot`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotResult {
+    /// Cluster name.
+    pub cluster: String,
+    /// The file (on the monitor's host).
+    #[schema(value_type = String)]
+    pub path: PathBuf,
+    /// Bytes written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// SHA-256 of the file, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// How long it took, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+    /// Checked only.
+    pub dry_run: bool,
+    /// Older snapshots removed by `api.snapshot_retention`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub removed: Vec<PathBuf>,
+}
+
+/// An alarm of `maintenance/alarm-disarm`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmView {
+    /// The member that raised it (hex id).
+    pub member_id: String,
+    /// `NOSPACE`, `CORRUPT`.
+    pub alarm: String,
+}
+
+/// `maintenance/alarm-disarm`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmDisarmResult {
+    /// Cluster name.
+    pub cluster: String,
+    /// Alarms disarmed.
+    pub disarmed: Vec<AlarmView>,
+    /// With dry_run: the active alarms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_disarm: Option<Vec<AlarmView>>,
+    /// With dry_run: a CORRUPT alarm is active (disarming it needs force).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs_force: Option<bool>,
+    /// Listed only.
+    pub dry_run: bool,
+}
+
+/// `maintenance/move-leader`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MoveLeaderResult {
+    /// Cluster name.
+    pub cluster: String,
+    /// The leader before (hex id).
+    pub from: String,
+    /// The leader after (hex id).
+    pub to: String,
+    /// Checked only.
+    pub dry_run: bool,
+}
+
 /// Body of `maintenance/defrag`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefragBody {
     /// Only members that match, e.g. `min-size=100MB,min-free-ratio=0.3`.
@@ -189,12 +279,21 @@ pub struct DefragBody {
 }
 
 /// `POST /api/v1/clusters/{name}/maintenance/defrag`.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/defrag", tag = "maintenance",
+    description = "Defragment the members one at a time, the leader last, after health checks", params(super::handlers::ClusterName), request_body = DefragBody, responses(
+    (status = 200, description = "Done (or, with dry_run, what would be done)", body = DefragResult),
+    (status = 400, description = "Malformed body", body = super::ErrorBody),
+    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
+    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
+    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
+    (status = 503, description = "No member answers", body = super::ErrorBody)))]
 pub async fn defrag(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Cluster(c): Cluster,
     Body(b): Body<DefragBody>,
-) -> ApiResult {
+) -> Result<Json<DefragResult>, ApiError> {
     let name = c.name;
     let cluster = cluster_config(&state, &name)?;
     let mut opts = DefragOptions {
@@ -219,9 +318,11 @@ pub async fn defrag(
     let work = async move {
         let (dialer, mut client) = connect(&cluster).await?;
         let reports = maintenance::defrag_cluster(&mut client, &dialer, &opts, |_| {}).await?;
-        Ok(Json(
-            json!({ "cluster": cluster.name, "dry_run": opts.dry_run, "members": reports }),
-        ))
+        Ok(Json(DefragResult {
+            cluster: cluster.name,
+            dry_run: opts.dry_run,
+            members: reports,
+        }))
     };
     if b.dry_run {
         return work.await;
@@ -231,7 +332,7 @@ pub async fn defrag(
 }
 
 /// Body of `maintenance/compact`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompactBody {
     /// Revision to compact to; default: the current revision.
@@ -245,12 +346,21 @@ pub struct CompactBody {
 }
 
 /// `POST /api/v1/clusters/{name}/maintenance/compact`.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/compact", tag = "maintenance",
+    description = "Compact the history up to a revision (default: the current one)", params(super::handlers::ClusterName), request_body = CompactBody, responses(
+    (status = 200, description = "Done (or, with dry_run, what would be done)", body = CompactResult),
+    (status = 400, description = "Malformed body", body = super::ErrorBody),
+    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
+    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
+    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
+    (status = 503, description = "No member answers", body = super::ErrorBody)))]
 pub async fn compact(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Cluster(c): Cluster,
     Body(b): Body<CompactBody>,
-) -> ApiResult {
+) -> Result<Json<CompactResult>, ApiError> {
     let name = c.name;
     if b.revision.is_some_and(|r| r <= 0) {
         return Err(ApiError::unprocessable(format!(
@@ -286,16 +396,22 @@ pub async fn compact(
             )));
         }
         if b.dry_run {
-            return Ok(Json(json!({
-                "cluster": cluster.name, "revision": revision, "physical": b.physical,
-                "current_revision": current, "dry_run": true,
-            })));
+            return Ok(Json(CompactResult {
+                cluster: cluster.name,
+                revision,
+                physical: b.physical,
+                current_revision: current,
+                dry_run: true,
+            }));
         }
         let result = maintenance::compact(&mut client, revision, b.physical).await?;
-        Ok(Json(json!({
-            "cluster": cluster.name, "revision": result.revision, "physical": result.physical,
-            "current_revision": current, "dry_run": false,
-        })))
+        Ok(Json(CompactResult {
+            cluster: cluster.name,
+            revision: result.revision,
+            physical: result.physical,
+            current_revision: current,
+            dry_run: false,
+        }))
     };
     if b.dry_run {
         return work.await;
@@ -305,7 +421,7 @@ pub async fn compact(
 }
 
 /// Body of `maintenance/snapshot`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotBody {
     /// File name inside `api.snapshot_dir` (no directories); default
@@ -318,12 +434,21 @@ pub struct SnapshotBody {
 /// `POST /api/v1/clusters/{name}/maintenance/snapshot`: saves a verified
 /// snapshot into `api.snapshot_dir` on the monitor's host (file 0600 in a
 /// 0700 directory), then applies `api.snapshot_retention`.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/snapshot", tag = "maintenance",
+    description = "Save a snapshot into api.snapshot_dir (0600 file, 0700 directory), then apply api.snapshot_retention", params(super::handlers::ClusterName), request_body = SnapshotBody, responses(
+    (status = 200, description = "Done (or, with dry_run, what would be done)", body = SnapshotResult),
+    (status = 400, description = "Malformed body", body = super::ErrorBody),
+    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
+    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
+    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
+    (status = 503, description = "No member answers", body = super::ErrorBody)))]
 pub async fn snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Cluster(c): Cluster,
     Body(b): Body<SnapshotBody>,
-) -> ApiResult {
+) -> Result<Json<SnapshotResult>, ApiError> {
     let name = c.name;
     let cluster = cluster_config(&state, &name)?;
     let file = b.name.unwrap_or_else(|| {
@@ -352,9 +477,15 @@ pub async fn snapshot(
         });
     }
     if b.dry_run {
-        return Ok(Json(
-            json!({ "cluster": name, "path": path, "dry_run": true }),
-        ));
+        return Ok(Json(SnapshotResult {
+            cluster: name,
+            path,
+            size: None,
+            sha256: None,
+            took_ms: None,
+            dry_run: true,
+            removed: Vec::new(),
+        }));
     }
     let retention = state.config.api.snapshot_retention.clone();
     let guard = state
@@ -372,10 +503,15 @@ pub async fn snapshot(
         )
         .await?;
         let removed = apply_retention(&dir, &retention, &path);
-        Ok(Json(json!({
-            "cluster": cluster.name, "path": info.path, "size": info.size, "sha256": info.sha256,
-            "took_ms": info.took_ms as u64, "dry_run": false, "removed": removed,
-        })))
+        Ok(Json(SnapshotResult {
+            cluster: cluster.name,
+            path: info.path,
+            size: Some(info.size),
+            sha256: Some(info.sha256),
+            took_ms: Some(info.took_ms as u64),
+            dry_run: false,
+            removed,
+        }))
     })
     .await
 }
@@ -465,7 +601,7 @@ fn apply_retention(
 }
 
 /// Body of `maintenance/alarm-disarm`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlarmDisarmBody {
     /// The cluster's name, repeated.
@@ -477,28 +613,43 @@ pub struct AlarmDisarmBody {
 }
 
 /// `POST /api/v1/clusters/{name}/maintenance/alarm-disarm`.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/alarm-disarm", tag = "maintenance",
+    description = "Disarm every active alarm (CORRUPT only with force)", params(super::handlers::ClusterName), request_body = AlarmDisarmBody, responses(
+    (status = 200, description = "Done (or, with dry_run, what would be done)", body = AlarmDisarmResult),
+    (status = 400, description = "Malformed body", body = super::ErrorBody),
+    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
+    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
+    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
+    (status = 503, description = "No member answers", body = super::ErrorBody)))]
 pub async fn alarm_disarm(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Cluster(c): Cluster,
     Body(b): Body<AlarmDisarmBody>,
-) -> ApiResult {
+) -> Result<Json<AlarmDisarmResult>, ApiError> {
     let name = c.name;
     let cluster = cluster_config(&state, &name)?;
-    let view = |alarms: &[maintenance::Alarm]| -> Vec<Value> {
+    let view = |alarms: &[maintenance::Alarm]| -> Vec<AlarmView> {
         alarms
             .iter()
-            .map(|a| json!({ "member_id": format!("{:x}", a.member_id), "alarm": a.alarm }))
+            .map(|a| AlarmView {
+                member_id: format!("{:x}", a.member_id),
+                alarm: a.alarm.clone(),
+            })
             .collect()
     };
     if b.dry_run {
         let (_, mut client) = connect(&cluster).await?;
         let alarms = maintenance::alarm_list(&mut client).await?;
         let needs_force = alarms.iter().any(|a| a.alarm == "CORRUPT");
-        return Ok(Json(json!({
-            "cluster": name, "disarmed": [], "would_disarm": view(&alarms),
-            "needs_force": needs_force, "dry_run": true,
-        })));
+        return Ok(Json(AlarmDisarmResult {
+            cluster: name,
+            disarmed: Vec::new(),
+            would_disarm: Some(view(&alarms)),
+            needs_force: Some(needs_force),
+            dry_run: true,
+        }));
     }
     confirmed(b.confirm.as_deref(), &name, "alarm disarm")?;
     let guard = state
@@ -516,15 +667,19 @@ pub async fn alarm_disarm(
                 },
                 other => other.into(),
             })?;
-        Ok(Json(
-            json!({ "cluster": cluster.name, "disarmed": view(&disarmed), "dry_run": false }),
-        ))
+        Ok(Json(AlarmDisarmResult {
+            cluster: cluster.name,
+            disarmed: view(&disarmed),
+            would_disarm: None,
+            needs_force: None,
+            dry_run: false,
+        }))
     })
     .await
 }
 
 /// Body of `maintenance/move-leader`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveLeaderBody {
     /// The member id (hex) that should lead.
@@ -538,12 +693,21 @@ pub struct MoveLeaderBody {
 }
 
 /// `POST /api/v1/clusters/{name}/maintenance/move-leader`.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/move-leader", tag = "maintenance",
+    description = "Transfer leadership to a member", params(super::handlers::ClusterName), request_body = MoveLeaderBody, responses(
+    (status = 200, description = "Done (or, with dry_run, what would be done)", body = MoveLeaderResult),
+    (status = 400, description = "Malformed body", body = super::ErrorBody),
+    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
+    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
+    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
+    (status = 503, description = "No member answers", body = super::ErrorBody)))]
 pub async fn move_leader(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Cluster(c): Cluster,
     Body(b): Body<MoveLeaderBody>,
-) -> ApiResult {
+) -> Result<Json<MoveLeaderResult>, ApiError> {
     let name = c.name;
     let target = u64::from_str_radix(b.target.trim_start_matches("0x"), 16).map_err(|_| {
         ApiError::unprocessable(format!("target {:?} is not a hex member id", b.target))
@@ -562,9 +726,12 @@ pub async fn move_leader(
             )));
         }
         let leader = maintenance::current_leader(&mut client).await?;
-        return Ok(Json(json!({
-            "cluster": name, "from": format!("{leader:x}"), "to": format!("{target:x}"), "dry_run": true,
-        })));
+        return Ok(Json(MoveLeaderResult {
+            cluster: name,
+            from: format!("{leader:x}"),
+            to: format!("{target:x}"),
+            dry_run: true,
+        }));
     }
     confirmed(b.confirm.as_deref(), &name, "leader move")?;
     let guard = state
@@ -573,9 +740,12 @@ pub async fn move_leader(
     run_guarded(guard, async move {
         let (dialer, mut client) = connect(&cluster).await?;
         let (from, to) = maintenance::move_leader(&mut client, &dialer, target).await?;
-        Ok(Json(json!({
-            "cluster": cluster.name, "from": format!("{from:x}"), "to": format!("{to:x}"), "dry_run": false,
-        })))
+        Ok(Json(MoveLeaderResult {
+            cluster: cluster.name,
+            from: format!("{from:x}"),
+            to: format!("{to:x}"),
+            dry_run: false,
+        }))
     })
     .await
 }

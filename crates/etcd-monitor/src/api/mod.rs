@@ -30,7 +30,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 use crate::config::{Config, Role};
 use crate::monitor::{ClusterHandle, Monitor};

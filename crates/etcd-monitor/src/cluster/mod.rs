@@ -12,10 +12,11 @@ pub(crate) use collect::pick_endpoint;
 pub use collect::{Collector, CollectorOptions, metrics_url_for, scrape_metrics};
 
 /// One member as the cluster lists it and as the monitor saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberObservation {
     /// Member id.
     #[serde(serialize_with = "hex_id")]
+    #[schema(value_type = String)]
     pub id: u64,
     /// Member name (empty for a member added but not started).
     pub name: String,
@@ -59,10 +60,11 @@ impl MemberObservation {
 }
 
 /// A member's Status answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberStatus {
     /// The answering member's id (from the response header).
     #[serde(serialize_with = "hex_id")]
+    #[schema(value_type = String)]
     pub member_id: u64,
     /// etcd version.
     pub version: String,
@@ -72,6 +74,7 @@ pub struct MemberStatus {
     pub db_size_in_use: i64,
     /// The leader this member follows (0: none).
     #[serde(serialize_with = "hex_id")]
+    #[schema(value_type = String)]
     pub leader: u64,
     /// Raft term.
     pub raft_term: u64,
@@ -88,7 +91,7 @@ pub struct MemberStatus {
 }
 
 /// Figures taken from a member's Prometheus page.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq, utoipa::ToSchema)]
 pub struct MemberMetrics {
     /// `etcd_server_quota_backend_bytes`.
     pub quota_backend_bytes: Option<f64>,
@@ -194,22 +197,24 @@ impl MemberMetrics {
 }
 
 /// An active alarm.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Alarm {
     /// The member that raised it.
     #[serde(serialize_with = "hex_id")]
+    #[schema(value_type = String)]
     pub member_id: u64,
     /// `NOSPACE`, `CORRUPT`.
     pub kind: String,
 }
 
 /// Everything observed of one cluster in one round.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClusterObservation {
     /// Cluster name from the configuration.
     pub cluster: String,
     /// When the round started.
     #[serde(serialize_with = "crate::time::serialize_unix_ms")]
+    #[schema(value_type = i64)]
     pub taken_at: SystemTime,
     /// Members, in member-list order (or, when the member list could not be
     /// read, one entry per configured endpoint).
@@ -225,11 +230,12 @@ pub struct ClusterObservation {
 }
 
 /// A data consistency check: each member's KV hash at one revision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HashKvCheck {
     /// The revision hashed.
     pub revision: i64,
     /// Member name and hash, or the error.
+    #[schema(value_type = Vec<Object>)]
     pub hashes: Vec<(String, Result<u32, String>)>,
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::cluster::{ClusterObservation, MemberObservation};
 
 /// Overall state of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Everything checked is fine.
@@ -19,7 +19,7 @@ pub enum Verdict {
 }
 
 /// How bad one finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth knowing, not a problem.
@@ -31,9 +31,10 @@ pub enum Severity {
 }
 
 /// One thing found wrong, with evidence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Finding {
     /// Stable identifier: `quorum_lost`, `member_unreachable`, `no_leader`, ...
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// How bad it is.
     pub severity: Severity,
@@ -43,6 +44,7 @@ pub struct Finding {
     /// One sentence for people.
     pub message: String,
     /// Who said what: the raw figures behind the finding.
+    #[schema(value_type = Object)]
     pub evidence: Value,
 }
 
@@ -165,7 +167,7 @@ impl Thresholds {
 }
 
 /// The verdict on one cluster at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthSnapshot {
     /// Cluster name.
     pub cluster: String,

@@ -18,7 +18,7 @@ use crate::health::HealthSnapshot;
 use crate::store::{MetricPoint, Store, unix_ms};
 
 /// One member's scraped figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberMetricsEntry {
     /// Member name (empty before the first health check named it).
     pub member: String,
@@ -33,7 +33,7 @@ pub struct MemberMetricsEntry {
 }
 
 /// One metrics round of one cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MetricsRound {
     /// Cluster name.
     pub cluster: String,

@@ -12,7 +12,7 @@ use serde::Serialize;
 pub const PROBE_KEY: &str = "__etcd_monitor/probe";
 
 /// Latency figures of one probe kind over the rolling window.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq, utoipa::ToSchema)]
 pub struct LatencySummary {
     /// Successful requests in the window.
     pub count: usize,
@@ -41,7 +41,7 @@ pub const BUCKETS_MS: [f64; 14] = [
 ];
 
 /// A cumulative latency histogram, Prometheus-style.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CumulativeHistogram {
     /// Upper bounds, ms ([`BUCKETS_MS`]).
     pub bounds_ms: Vec<f64>,
@@ -77,7 +77,7 @@ impl CumulativeHistogram {
 }
 
 /// All probe kinds.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq, utoipa::ToSchema)]
 pub struct ProbeReport {
     /// Linearizable get (goes through the leader and a quorum).
     pub linearizable_get: LatencySummary,

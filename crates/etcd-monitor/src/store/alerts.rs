@@ -35,7 +35,7 @@ pub struct OutboxRow {
 }
 
 /// One notification group and its acknowledgement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertGroupRow {
     /// The group's notification state.
     #[serde(flatten)]

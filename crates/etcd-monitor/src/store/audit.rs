@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::{Store, StoreError, db};
 
 /// One audit record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// When (ms since epoch).
     pub at_ms: i64,

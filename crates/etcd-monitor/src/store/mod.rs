@@ -60,7 +60,7 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 pub use crate::time::unix_ms;
 
 /// A recorded leader change.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LeaderChange {
     /// Cluster name.
     pub cluster: String,
@@ -100,7 +100,7 @@ pub struct SnapshotRow {
 }
 
 /// One stored finding.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FindingRow {
     /// Cluster name.
     pub cluster: String,
