@@ -171,6 +171,33 @@ fn confirmed(confirm: Option<&str>, cluster: &str, op: &str) -> Result<(), ApiEr
     }
 }
 
+/// The errors every maintenance operation may answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes the answers to the OpenAPI document only
+enum MaintenanceErrors {
+    /// Malformed body.
+    #[response(status = 400, description = "Malformed body")]
+    Malformed(super::ErrorBody),
+    /// Unknown cluster.
+    #[response(status = 404, description = "Unknown cluster")]
+    UnknownCluster(super::ErrorBody),
+    /// Unsafe, busy, or CORRUPT without force.
+    #[response(
+        status = 409,
+        description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed"
+    )]
+    Refused(super::ErrorBody),
+    /// Invalid arguments.
+    #[response(status = 422, description = "Invalid arguments")]
+    Invalid(super::ErrorBody),
+    /// etcd answered with an error.
+    #[response(status = 502, description = "etcd answered with an error")]
+    Etcd(super::ErrorBody),
+    /// No member answers.
+    #[response(status = 503, description = "No member answers")]
+    Unavailable(super::ErrorBody),
+}
+
 /// `maintenance/defrag`'s answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DefragResult {
@@ -282,12 +309,7 @@ pub struct DefragBody {
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/defrag", tag = "maintenance",
     description = "Defragment the members one at a time, the leader last, after health checks", params(super::handlers::ClusterName), request_body = DefragBody, responses(
     (status = 200, description = "Done (or, with dry_run, what would be done)", body = DefragResult),
-    (status = 400, description = "Malformed body", body = super::ErrorBody),
-    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
-    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
-    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
-    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
-    (status = 503, description = "No member answers", body = super::ErrorBody)))]
+    MaintenanceErrors))]
 pub async fn defrag(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -349,12 +371,7 @@ pub struct CompactBody {
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/compact", tag = "maintenance",
     description = "Compact the history up to a revision (default: the current one)", params(super::handlers::ClusterName), request_body = CompactBody, responses(
     (status = 200, description = "Done (or, with dry_run, what would be done)", body = CompactResult),
-    (status = 400, description = "Malformed body", body = super::ErrorBody),
-    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
-    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
-    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
-    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
-    (status = 503, description = "No member answers", body = super::ErrorBody)))]
+    MaintenanceErrors))]
 pub async fn compact(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -437,12 +454,7 @@ pub struct SnapshotBody {
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/snapshot", tag = "maintenance",
     description = "Save a snapshot into api.snapshot_dir (0600 file, 0700 directory), then apply api.snapshot_retention", params(super::handlers::ClusterName), request_body = SnapshotBody, responses(
     (status = 200, description = "Done (or, with dry_run, what would be done)", body = SnapshotResult),
-    (status = 400, description = "Malformed body", body = super::ErrorBody),
-    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
-    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
-    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
-    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
-    (status = 503, description = "No member answers", body = super::ErrorBody)))]
+    MaintenanceErrors))]
 pub async fn snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -616,12 +628,7 @@ pub struct AlarmDisarmBody {
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/alarm-disarm", tag = "maintenance",
     description = "Disarm every active alarm (CORRUPT only with force)", params(super::handlers::ClusterName), request_body = AlarmDisarmBody, responses(
     (status = 200, description = "Done (or, with dry_run, what would be done)", body = AlarmDisarmResult),
-    (status = 400, description = "Malformed body", body = super::ErrorBody),
-    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
-    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
-    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
-    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
-    (status = 503, description = "No member answers", body = super::ErrorBody)))]
+    MaintenanceErrors))]
 pub async fn alarm_disarm(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -696,12 +703,7 @@ pub struct MoveLeaderBody {
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/maintenance/move-leader", tag = "maintenance",
     description = "Transfer leadership to a member", params(super::handlers::ClusterName), request_body = MoveLeaderBody, responses(
     (status = 200, description = "Done (or, with dry_run, what would be done)", body = MoveLeaderResult),
-    (status = 400, description = "Malformed body", body = super::ErrorBody),
-    (status = 404, description = "Unknown cluster", body = super::ErrorBody),
-    (status = 409, description = "Unsafe right now, another maintenance operation runs on the cluster, or CORRUPT without force; nothing changed", body = super::ErrorBody),
-    (status = 422, description = "Invalid arguments", body = super::ErrorBody),
-    (status = 502, description = "etcd answered with an error", body = super::ErrorBody),
-    (status = 503, description = "No member answers", body = super::ErrorBody)))]
+    MaintenanceErrors))]
 pub async fn move_leader(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

@@ -191,5 +191,21 @@ mod tests {
                 .is_none_or(|p| p.iter().all(|p| p["name"] != "name"))
         );
         assert!(doc["components"]["schemas"]["HealthSnapshot"].is_object());
+        // Maintenance operations share one set of error answers.
+        for op in [
+            "defrag",
+            "compact",
+            "snapshot",
+            "alarm-disarm",
+            "move-leader",
+        ] {
+            let responses =
+                &doc["paths"][format!("/api/v1/cluster/maintenance/{op}")]["post"]["responses"];
+            for code in ["200", "400", "404", "409", "422", "502", "503"] {
+                assert!(responses[code].is_object(), "{op}: no {code}");
+            }
+            let schema = &responses["409"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(schema, "#/components/schemas/ErrorBody", "{op}");
+        }
     }
 }
