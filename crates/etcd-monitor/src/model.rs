@@ -230,14 +230,11 @@ impl Matcher {
     }
 
     /// Matchers read back from storage, with their regular expressions
-    /// compiled (one that no longer compiles matches nothing).
+    /// compiled (one that no longer compiles matches nothing, see
+    /// [`Matcher::matches`]).
     pub fn restored(mut list: Vec<Matcher>) -> Vec<Matcher> {
         for m in &mut list {
-            if m.compile().is_err() {
-                m.regex = false;
-                m.equal = true;
-                m.value = "\u{0}never".into();
-            }
+            let _ = m.compile();
         }
         list
     }
@@ -248,11 +245,15 @@ impl Matcher {
     }
 
     /// Whether `labels` satisfy the matcher (a missing label is the empty value).
+    /// A regex matcher without its compiled expression (read back without
+    /// [`Matcher::restored`], or no longer compiling) matches nothing, so a
+    /// silence holding it silences nothing.
     pub fn matches(&self, labels: &Labels) -> bool {
         let v = labels.get(&self.name).map(String::as_str).unwrap_or("");
-        let hit = match &self.compiled {
-            Some(re) if self.regex => re.is_match(v),
-            _ => v == self.value,
+        let hit = match (&self.compiled, self.regex) {
+            (Some(re), true) => re.is_match(v),
+            (None, true) => return false,
+            (_, false) => v == self.value,
         };
         hit == self.equal
     }
@@ -337,6 +338,11 @@ mod tests {
         let mut labels = Labels::new();
         labels.insert("alertname".into(), "etcdNoLeader".into());
         assert!(back[0].matches(&labels));
+        // Not compiled (or no longer compiling): matches nothing, `!~` included.
+        let raw: Vec<Matcher> =
+            serde_json::from_str(r#"[{"name":"a","value":"(","equal":false,"regex":true}]"#)
+                .unwrap();
+        assert!(!Matcher::restored(raw)[0].matches(&labels));
         // Older rows have no `regex` field.
         let old: Vec<Matcher> =
             serde_json::from_str(r#"[{"name":"a","value":"b","equal":false}]"#).unwrap();
