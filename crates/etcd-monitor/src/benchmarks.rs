@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,69 +14,19 @@ use crate::config::{ClusterConfig, Config};
 use crate::lifecycle::Lifecycle;
 use crate::store::{Store, unix_ms};
 
-/// `benchmark.*` configuration.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BenchmarkConfig {
-    /// Benchmarks run on a schedule; none by default.
-    pub schedules: Vec<ScheduledBenchmark>,
-    /// What runs started by the API or a schedule may ask for.
-    pub limits: bench::BenchLimits,
-}
-
-/// One scheduled benchmark.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduledBenchmark {
-    /// Name, for logs.
-    pub name: String,
-    /// Cluster to run against; default: the first configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// How often (at least 1s; minutes or hours in practice).
-    #[serde(with = "crate::config::duration")]
-    pub every: Duration,
-    /// The run, as `etcd-monitor bench` flags in YAML (`workload: put`, `clients: 8`, `total: 1000`, ...).
-    #[serde(default)]
-    pub spec: BenchSpec,
-    /// SLO targets such as `p99<50ms,throughput>1000`; a miss is logged as a warning and recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slo: Option<String>,
-}
-
-impl BenchmarkConfig {
-    /// Semantic checks, as `(key path, message)`.
-    pub(crate) fn problems(&self, clusters: &[ClusterConfig]) -> Vec<(String, String)> {
-        let mut out = self.limits.problems();
-        for (i, s) in self.schedules.iter().enumerate() {
-            let at = |k: &str| format!("benchmark.schedules[{i}].{k}");
-            if let Some(c) = &s.cluster {
-                if !clusters.iter().any(|x| &x.name == c) {
-                    out.push((at("cluster"), format!("no cluster named {c:?}")));
-                }
-            }
-            if s.every < Duration::from_secs(1) {
-                out.push((
-                    at("every"),
-                    "run at most once a second (every >= 1s)".into(),
-                ));
-            }
-            match s.spec.resolved() {
-                Err(e) => out.push((at("spec"), e.to_string())),
-                Ok(spec) => {
-                    for (field, message) in self.limits.violations(&spec) {
-                        out.push((at(&format!("spec.{field}")), message));
-                    }
-                }
-            }
-            if let Some(slo) = &s.slo {
-                if let Err(e) = bench::slo::parse(slo) {
-                    out.push((at("slo"), e.to_string()));
-                }
+/// The checks of `benchmark.*` that need the runner's grammar: each
+/// schedule's SLO. The configuration loader ([`crate::run::load_config`])
+/// runs them beside the schema's own.
+pub fn config_problems(config: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, s) in config.benchmark.schedules.iter().enumerate() {
+        if let Some(slo) = &s.slo {
+            if let Err(e) = bench::slo::parse(slo) {
+                out.push((format!("benchmark.schedules[{i}].slo"), e.to_string()));
             }
         }
-        out
     }
+    out
 }
 
 /// A run as the API shows it.

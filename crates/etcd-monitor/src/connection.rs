@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, StatusResponse, TlsOptions};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, normalize_endpoint};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -101,34 +101,6 @@ fn tried(attempts: &[(String, String)]) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     format!("(tried {list}){}", common.unwrap_or_default())
-}
-
-/// Turns `host:port` into a URL (`https` when TLS is configured) and checks
-/// that a URL has a scheme, a host and a port.
-pub fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, String> {
-    let raw = raw.trim();
-    let url = if raw.contains("://") {
-        raw.to_string()
-    } else {
-        format!("{}://{raw}", if tls { "https" } else { "http" })
-    };
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
-    if scheme != "http" && scheme != "https" {
-        return Err(format!(
-            "endpoint {raw:?} has scheme {scheme:?}: use http:// or https://"
-        ));
-    }
-    let authority = rest.trim_end_matches('/');
-    let (host, port) = authority.rsplit_once(':').ok_or_else(|| {
-        format!("endpoint {raw:?} has no port: write it as host:port, e.g. 127.0.0.1:2379")
-    })?;
-    if host.is_empty() || authority.contains('/') {
-        return Err(format!("endpoint {raw:?} is not host:port"));
-    }
-    if port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!("endpoint {raw:?} has an invalid port {port:?}"));
-    }
-    Ok(format!("{scheme}://{authority}"))
 }
 
 /// The cluster's endpoints as URLs.

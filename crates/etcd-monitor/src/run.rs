@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::lifecycle::Lifecycle;
 use crate::monitor::Monitor;
 use crate::store::{Store, redact_url};
@@ -20,6 +20,23 @@ pub struct Daemon {
     pub monitor: Monitor,
     /// The alert engine's handle.
     pub alerting: crate::alert::Alerting,
+}
+
+/// Loads and checks the configuration as the program does: the schema's
+/// checks ([`config::load`]) and those of the layers that own the rule table
+/// and the benchmark grammar.
+pub fn load_config(
+    file: Option<&std::path::Path>,
+    overrides: &config::Overrides,
+) -> Result<Config, config::ConfigErrors> {
+    config::load(
+        file,
+        overrides,
+        &[
+            crate::alert::config_problems,
+            crate::benchmarks::config_problems,
+        ],
+    )
 }
 
 /// The health checks' thresholds under `config`: `monitoring.thresholds`,

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_monitor::alert::channels;
-use etcd_monitor::alert::config::{
+use etcd_monitor::alert::silence::NewSilence;
+use etcd_monitor::config::alerts::{
     AlertSeverity, ChannelConfig, ChannelType, Comparison, CustomRule, RuleOverride, SmtpTls,
 };
-use etcd_monitor::alert::silence::NewSilence;
 use etcd_monitor::config::{ClusterConfig, Config};
 use etcd_monitor::lifecycle::Lifecycle;
 use etcd_monitor::monitor::Monitor;

@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use etcd_monitor::config::{self, Overrides};
+use etcd_monitor::run::load_config;
 
 fn load(text: &str) -> Result<config::Config, Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.yaml");
     std::fs::write(&file, text).unwrap();
-    config::load(Some(&file), &Overrides::new()).map_err(|e| {
+    load_config(Some(&file), &Overrides::new()).map_err(|e| {
         e.0.iter()
             .map(|e| format!("{}: {}", e.path, e.message))
             .collect()
@@ -114,10 +115,10 @@ fn channel_secrets_are_redacted_and_the_example_loads() {
         "ETCD_MONITOR_ALERTS__CHANNELS__0__SECRET".to_string(),
         "from-env".to_string(),
     )]);
-    let c = config::load(Some(&file), &env).unwrap();
+    let c = load_config(Some(&file), &env).unwrap();
     assert_eq!(c.alerts.channels[0].secret.as_deref(), Some("from-env"));
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.yaml");
-    let c = config::load(Some(&example), &Overrides::new()).unwrap();
+    let c = load_config(Some(&example), &Overrides::new()).unwrap();
     assert_eq!(c.alerts.channels.len(), 1);
 }
 

@@ -669,7 +669,8 @@ async fn scheduled_benchmarks_run_and_are_stored() {
     let file = dir.path().join("m.yaml");
     std::fs::write(&file, yaml).unwrap();
     let config =
-        etcd_monitor::config::load(Some(&file), &etcd_monitor::config::Overrides::new()).unwrap();
+        etcd_monitor::run::load_config(Some(&file), &etcd_monitor::config::Overrides::new())
+            .unwrap();
     let lifecycle = Lifecycle::new();
     let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
     let monitor = daemon.monitor.clone();

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use etcd_monitor::config::{self, Overrides, Source};
+use etcd_monitor::run::load_config;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -16,7 +17,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn errors_of(text: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "c.yaml", text);
-    match config::load(Some(&file), &Overrides::new()) {
+    match load_config(Some(&file), &Overrides::new()) {
         Ok(c) => panic!("accepted a bad configuration: {c:?}"),
         Err(e) => {
             e.0.iter()
@@ -115,7 +116,7 @@ fn every_error_is_reported_in_one_run() {
 #[test]
 fn unreadable_and_malformed_files_name_the_file() {
     let missing =
-        config::load(Some(Path::new("/no/such/monitor.yaml")), &Overrides::new()).unwrap_err();
+        load_config(Some(Path::new("/no/such/monitor.yaml")), &Overrides::new()).unwrap_err();
     assert!(
         missing
             .to_string()
@@ -124,7 +125,7 @@ fn unreadable_and_malformed_files_name_the_file() {
     );
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "broken.yaml", "clusters: [\n");
-    let broken = config::load(Some(&file), &Overrides::new()).unwrap_err();
+    let broken = load_config(Some(&file), &Overrides::new()).unwrap_err();
     assert!(
         broken.to_string().contains("broken.yaml: not valid YAML"),
         "{broken}"
@@ -170,7 +171,7 @@ fn environment_overrides_the_file_and_flags_override_both() {
         vec!["127.0.0.1:3379".into()],
     );
     layers.extend(flags);
-    let c = config::load(Some(&file), &layers).unwrap();
+    let c = load_config(Some(&file), &layers).unwrap();
     assert_eq!(
         c.monitoring.health_check_interval,
         Duration::from_secs(5),
@@ -193,7 +194,7 @@ fn a_bad_environment_value_names_the_variable() {
         "ETCD_MONITOR_MONITORING__METRICS_INTERVAL".to_string(),
         "soon".to_string(),
     )];
-    let err = config::load(None, &config::env_overrides(env)).unwrap_err();
+    let err = load_config(None, &config::env_overrides(env)).unwrap_err();
     assert_eq!(err.0.len(), 1, "{err}");
     assert_eq!(
         err.0[0].source,
@@ -211,7 +212,7 @@ fn secrets_from_the_environment_arrive_as_written_and_typed_keys_still_work() {
             .collect::<Vec<_>>()
     };
     for password in ["123456", "abc #x", "true", "0x1F", "- a", "{x: 1}", "007"] {
-        let c = config::load(
+        let c = load_config(
             None,
             &config::env_overrides(env(&[
                 ("ETCD_MONITOR_CLUSTERS__0__USERNAME", "monitor"),
@@ -232,7 +233,7 @@ fn secrets_from_the_environment_arrive_as_written_and_typed_keys_still_work() {
     }
     // A number where text is needed, and text where a number is: the error
     // names the variable; a secret is never repeated.
-    let err = config::load(
+    let err = load_config(
         None,
         &config::env_overrides(env(&[(
             "ETCD_MONITOR_MONITORING__PROBES_PER_ROUND",
@@ -247,7 +248,7 @@ fn secrets_from_the_environment_arrive_as_written_and_typed_keys_still_work() {
         "c.yaml",
         "clusters:\n  - name: a\n    username: u\n    password: 918273645\n",
     );
-    let err = config::load(Some(&file), &Overrides::new()).unwrap_err();
+    let err = load_config(Some(&file), &Overrides::new()).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("clusters[0].password") && text.contains("quote it"),
@@ -275,7 +276,7 @@ fn secret_files_feed_channels_storage_and_tokens() {
              alerts:\n  channels: [{{ name: s, type: slack, url_file: {slack} }}]\n"
         ),
     );
-    let c = config::load(Some(&file), &Overrides::new()).unwrap();
+    let c = load_config(Some(&file), &Overrides::new()).unwrap();
     let url = c.storage.connect_url().unwrap();
     assert_eq!(
         url,
@@ -301,7 +302,7 @@ fn secret_files_feed_channels_storage_and_tokens() {
              \x20   {{ name: w, type: webhook, url: \"http://x\", secret_file: /nonexistent/secret }}]\n"
         ),
     );
-    let err = config::load(Some(&bad), &Overrides::new())
+    let err = load_config(Some(&bad), &Overrides::new())
         .unwrap_err()
         .to_string();
     for needle in [

@@ -71,7 +71,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yaml");
         std::fs::write(&file, &text).unwrap();
-        if let Err(errors) = etcd_monitor::config::load(Some(&file), &etcd_monitor::config::Overrides::new()) {
+        if let Err(errors) = etcd_monitor::run::load_config(Some(&file), &etcd_monitor::config::Overrides::new()) {
             prop_assert!(!errors.0.is_empty());
             for e in &errors.0 {
                 prop_assert!(!e.message.is_empty());

@@ -59,8 +59,9 @@ async fn start(api_yaml: &str) -> Result<Running, String> {
     );
     let file = dir.path().join("monitor.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let config = etcd_monitor::config::load(Some(&file), &etcd_monitor::config::Overrides::new())
-        .map_err(|e| e.to_string())?;
+    let config =
+        etcd_monitor::run::load_config(Some(&file), &etcd_monitor::config::Overrides::new())
+            .map_err(|e| e.to_string())?;
     let lifecycle = Lifecycle::new();
     let daemon = etcd_monitor::run::start(&config, &lifecycle)
         .await

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::Sample;
-use super::config::{AlertsConfig, InhibitRuleConfig};
 use super::rules::{ActiveRule, Outcome};
+use crate::config::alerts::{AlertsConfig, InhibitRuleConfig};
 use crate::model::{
     Alert, AlertState, Effect, GroupState, Labels, Matcher, Notification, NotificationStatus,
     Silence, fingerprint,

@@ -9,8 +9,8 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Value, json};
 
-use super::config::{ChannelConfig, ChannelType, PAGERDUTY_URL, SmtpTls};
 use super::{Alert, Notification, NotificationStatus};
+use crate::config::alerts::{ChannelConfig, ChannelType, PAGERDUTY_URL, SmtpTls};
 
 /// The webhook signature header: `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Etcd-Monitor-Signature";

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Notification;
 use super::channels::Sender;
-use super::config::ChannelConfig;
+use crate::config::alerts::ChannelConfig;
 use crate::store::{Store, unix_ms};
 
 /// Notifications sent directly because the outbox could not be written
@@ -242,8 +242,8 @@ async fn drain(w: &Worker, sender: &Sender) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::ChannelType;
     use super::*;
+    use crate::config::alerts::ChannelType;
 
     #[tokio::test]
     async fn a_panicking_send_is_a_failure_not_a_dead_worker() {

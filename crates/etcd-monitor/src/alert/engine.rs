@@ -17,9 +17,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::book::AlertBook;
-use super::config::AlertsConfig;
 use super::rules::{Input, Need, RuleSet};
 use super::{AlertInputs, deliver::DirectDelivery};
+use crate::config::alerts::AlertsConfig;
 use crate::health::Thresholds;
 use crate::model::Effect;
 use crate::monitor::{ClusterHandle, MetricsRound};

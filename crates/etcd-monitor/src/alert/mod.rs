@@ -3,7 +3,7 @@
 //! - [`rules`]: the rule table; health snapshots and metrics -> [`Sample`]s
 //!   (conditions holding now);
 //! - [`book`]: the pure engine: the lifecycle pending -> firing -> resolved,
-//!   grouping per cluster and rule, [`inhibit_rules`](config::InhibitRuleConfig)
+//!   grouping per cluster and rule, [`inhibit_rules`](crate::config::alerts::InhibitRuleConfig)
 //!   and [`silence`]s, acknowledgement, `repeat_interval`, with the time
 //!   injected; each step yields [`Effect`]s;
 //! - [`engine`]: the async shell that gathers inputs and records each
@@ -17,7 +17,6 @@
 
 pub mod book;
 pub mod channels;
-pub mod config;
 pub mod deliver;
 pub mod engine;
 pub mod route;
@@ -36,11 +35,55 @@ use crate::lifecycle::Lifecycle;
 use crate::monitor::Monitor;
 use crate::store::{Store, StoreError};
 
+pub use crate::config::alerts::AlertsConfig;
 pub use crate::model::{
     Alert, AlertState, Effect, GroupState, Labels, Notification, NotificationStatus, fingerprint,
 };
-pub use config::AlertsConfig;
 pub use silence::{Silence, Silences};
+
+/// The checks of `alerts.*` that need the rule table and the stored
+/// metrics: rule names, custom rules' metrics, silences. The configuration
+/// loader ([`crate::run::load_config`]) runs them beside the schema's own.
+pub fn config_problems(config: &crate::config::Config) -> Vec<(String, String)> {
+    let alerts = &config.alerts;
+    let mut out = Vec::new();
+    let known = || rules::Rule::keys().collect::<Vec<_>>().join(", ");
+    for name in alerts.rules.keys() {
+        if rules::Rule::from_key(name).is_none() {
+            out.push((
+                format!("alerts.rules.{name}"),
+                format!("unknown rule; built-in rules are {}", known()),
+            ));
+        }
+    }
+    for (i, r) in alerts.custom_rules.iter().enumerate() {
+        if rules::Rule::from_key(&r.name).is_some() {
+            out.push((
+                format!("alerts.custom_rules[{i}].name"),
+                format!(
+                    "{:?} is a built-in rule: override it under alerts.rules",
+                    r.name
+                ),
+            ));
+        }
+        if !rules::STORED_METRICS.contains(&r.metric.as_str()) {
+            out.push((
+                format!("alerts.custom_rules[{i}].metric"),
+                format!(
+                    "unknown metric {:?}; stored metrics are {}",
+                    r.metric,
+                    rules::STORED_METRICS.join(", ")
+                ),
+            ));
+        }
+    }
+    for (i, s) in alerts.silences.iter().enumerate() {
+        if let Err(e) = Silence::from_config(s) {
+            out.push((format!("alerts.silences[{i}]"), e));
+        }
+    }
+    out
+}
 
 /// A condition a rule found holding now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

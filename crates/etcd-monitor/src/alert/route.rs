@@ -1,7 +1,7 @@
 //! Routing: which channels receive a notification, from the group's labels.
 
 use super::Labels;
-use super::config::{AlertsConfig, RouteConfig};
+use crate::config::alerts::{AlertsConfig, RouteConfig};
 
 fn matches(route: &RouteConfig, labels: &Labels) -> bool {
     let label = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
@@ -42,8 +42,8 @@ pub fn channels_for(config: &AlertsConfig, labels: &Labels) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::{AlertSeverity, ChannelConfig, ChannelType};
     use super::*;
+    use crate::config::alerts::{AlertSeverity, ChannelConfig, ChannelType};
 
     #[test]
     fn first_match_wins_and_default_is_every_channel() {

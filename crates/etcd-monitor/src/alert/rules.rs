@@ -22,8 +22,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Sample;
-use super::config::{AlertSeverity, AlertsConfig, Comparison};
 use crate::config::HealthThresholds;
+use crate::config::alerts::{AlertSeverity, AlertsConfig, Comparison};
 use crate::health::{HealthSnapshot, LeaderChangeLimit, Thresholds};
 use crate::model::Labels;
 use crate::monitor::MetricsRound;

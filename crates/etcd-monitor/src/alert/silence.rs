@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::SilenceConfig;
+use crate::config::alerts::SilenceConfig;
 pub use crate::model::{Matcher, Silence};
 use crate::store::{Store, StoreError, unix_ms};
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::report::BenchReport;
-use super::spec::Load;
+use crate::config::bench::spec::Load;
 
 /// Slowest request allowed, seconds.
 const MAX_SLOWEST_S: f64 = 0.5;

@@ -18,17 +18,15 @@
 //! ```
 
 pub mod check_perf;
-pub mod limits;
+
 pub mod report;
 pub mod run;
 pub mod slo;
-pub mod spec;
 
+pub use crate::config::bench::{BenchLimits, BenchSpec, Consistency, InvalidSpec, Load, Workload};
 pub use check_perf::CheckPerfVerdict;
-pub use limits::BenchLimits;
 pub use report::{BenchReport, LatencySummary};
 pub use run::{BenchError, Connections, Control, Progress, connect, run};
-pub use spec::{BenchSpec, Consistency, Load, Workload};
 
 impl BenchReport {
     /// 99th percentile latency in milliseconds.

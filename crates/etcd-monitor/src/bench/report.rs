@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::check_perf::CheckPerfVerdict;
-use super::spec::{BenchSpec, Workload};
+use crate::config::bench::spec::{BenchSpec, Workload};
 
 /// Highest latency the histograms hold, in microseconds (one hour).
 const MAX_MICROS: u64 = 3_600_000_000;

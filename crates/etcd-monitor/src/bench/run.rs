@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::check_perf::CheckPerfVerdict;
 use super::report::{BenchReport, Recorder};
-use super::spec::{BenchSpec, Consistency, InvalidSpec, Workload};
 use crate::config::ClusterConfig;
+use crate::config::bench::spec::{BenchSpec, Consistency, InvalidSpec, Workload};
 use crate::connection::{self, ConnectError, Dialer, cause_chain};
 
 /// Session TTL of the `lock` workload's clients.

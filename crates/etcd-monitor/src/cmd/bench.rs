@@ -19,7 +19,7 @@ use etcd_monitor::bench::BenchReport;
 use etcd_monitor::bench::report::render_table;
 use etcd_monitor::bench::run::{self, Control};
 use etcd_monitor::bench::slo::{self, SloResult};
-use etcd_monitor::bench::spec::{BenchSpec, Consistency, Load, Workload};
+use etcd_monitor::bench::{BenchSpec, Consistency, Load, Workload};
 use etcd_monitor::config;
 use etcd_monitor::exit::{Exit, ExitStatus, Fail};
 

@@ -104,7 +104,7 @@ pub fn rules_list(global: &GlobalArgs, write_out: &str) -> Result<String, String
                 .map_err(|errors| errors.to_string())?
                 .alerts
         }
-        None => etcd_monitor::alert::AlertsConfig::default(),
+        None => etcd_monitor::config::alerts::AlertsConfig::default(),
     };
     let rows = etcd_monitor::alert::rules::RuleSet::from_config(&alerts).rows();
     if write_out == "json" {
@@ -408,7 +408,8 @@ pub fn load_config(
     run: Option<&RunArgs>,
 ) -> Result<Config, config::ConfigErrors> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let mut config = config::load(global.config.as_deref(), &overrides(global, run, env))?;
+    let mut config =
+        etcd_monitor::run::load_config(global.config.as_deref(), &overrides(global, run, env))?;
     if let Some(port) = run.and_then(|r| r.api_port) {
         // `--api-port` keeps the configured host (validated by `load`).
         if let Ok(mut addr) = config.api.listen.parse::<std::net::SocketAddr>() {

@@ -97,7 +97,11 @@ fn scalar(raw: &str) -> Value {
     }
 }
 
-pub(super) fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+pub(super) fn load(
+    file: Option<&Path>,
+    overrides: &Overrides,
+    checks: &[super::Check],
+) -> Result<Config, ConfigErrors> {
     let file_source = file.map_or(Source::Defaults, |p| Source::File(p.to_path_buf()));
     let mut root = match file {
         None => Value::Mapping(Mapping::new()),
@@ -184,8 +188,11 @@ pub(super) fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config,
     }
     match config {
         Some(c) if errors.is_empty() => {
-            let problems: Vec<ConfigError> = c
-                .problems()
+            let mut problems = c.problems();
+            for check in checks {
+                problems.extend(check(&c));
+            }
+            let problems: Vec<ConfigError> = problems
                 .into_iter()
                 .map(|(path, message)| ConfigError {
                     source: source_of(&path),

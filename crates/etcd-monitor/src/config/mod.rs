@@ -7,7 +7,9 @@
 //! [`load`] returns every error it finds, which `etcd-monitor config check`
 //! prints.
 
+pub mod alerts;
 mod api;
+pub mod bench;
 pub mod duration;
 mod layers;
 mod schema;
@@ -87,10 +89,23 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A check of the loaded configuration that needs more than the schema
+/// (the rule table, the SLO grammar): the layers that own that knowledge
+/// supply it, so this module imports no behaviour. Returns `(key path,
+/// message)` pairs.
+pub type Check = fn(&Config) -> Vec<(String, String)>;
+
 /// Loads the configuration from `file` (or defaults when `None`), applies
-/// `overrides` (environment variables, then flags) and validates the result.
-pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-    layers::load(file, overrides)
+/// `overrides` (environment variables, then flags) and validates the result
+/// with the schema's own checks and then `checks`. Every error names where
+/// its value came from. The program loads through
+/// [`crate::run::load_config`], which passes every layer's checks.
+pub fn load(
+    file: Option<&Path>,
+    overrides: &Overrides,
+    checks: &[Check],
+) -> Result<Config, ConfigErrors> {
+    layers::load(file, overrides, checks)
 }
 
 /// Prints the configuration as YAML with secrets redacted.

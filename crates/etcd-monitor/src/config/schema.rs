@@ -24,9 +24,9 @@ pub struct Config {
     /// Log output.
     pub logging: LoggingConfig,
     /// Alert rules, routes, channels and silences.
-    pub alerts: crate::alert::AlertsConfig,
+    pub alerts: super::alerts::AlertsConfig,
     /// Scheduled benchmarks.
-    pub benchmark: crate::benchmarks::BenchmarkConfig,
+    pub benchmark: super::bench::BenchmarkConfig,
 }
 
 impl Default for Config {
@@ -37,8 +37,8 @@ impl Default for Config {
             api: ApiConfig::default(),
             storage: StorageConfig::default(),
             logging: LoggingConfig::default(),
-            alerts: crate::alert::AlertsConfig::default(),
-            benchmark: crate::benchmarks::BenchmarkConfig::default(),
+            alerts: super::alerts::AlertsConfig::default(),
+            benchmark: super::bench::BenchmarkConfig::default(),
         }
     }
 }
@@ -291,7 +291,7 @@ impl Config {
                 out.push((at("endpoints"), "at least one endpoint is required".into()));
             }
             for (j, e) in c.endpoints.iter().enumerate() {
-                if let Err(msg) = crate::connection::normalize_endpoint(e, c.tls.is_some()) {
+                if let Err(msg) = normalize_endpoint(e, c.tls.is_some()) {
                     out.push((format!("clusters[{i}].endpoints[{j}]"), msg));
                 }
             }
@@ -472,4 +472,32 @@ pub(crate) fn check_log_level(level: &str) -> Result<(), String> {
 
 fn url_has_password(url: &str) -> bool {
     url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+}
+
+/// Turns `host:port` into a URL (`https` when TLS is configured) and checks
+/// that a URL has a scheme, a host and a port.
+pub fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, String> {
+    let raw = raw.trim();
+    let url = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("{}://{raw}", if tls { "https" } else { "http" })
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "endpoint {raw:?} has scheme {scheme:?}: use http:// or https://"
+        ));
+    }
+    let authority = rest.trim_end_matches('/');
+    let (host, port) = authority.rsplit_once(':').ok_or_else(|| {
+        format!("endpoint {raw:?} has no port: write it as host:port, e.g. 127.0.0.1:2379")
+    })?;
+    if host.is_empty() || authority.contains('/') {
+        return Err(format!("endpoint {raw:?} is not host:port"));
+    }
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("endpoint {raw:?} has an invalid port {port:?}"));
+    }
+    Ok(format!("{scheme}://{authority}"))
 }

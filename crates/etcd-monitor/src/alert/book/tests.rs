@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::*;
-use crate::alert::config::{ChannelConfig, ChannelType, InhibitRuleConfig};
 use crate::alert::rules::{Rule, RuleSet};
+use crate::config::alerts::{ChannelConfig, ChannelType, InhibitRuleConfig};
 use crate::model::Silence;
 
 const MIN: i64 = 60_000;
@@ -16,7 +16,7 @@ fn rules(for_: Duration) -> RuleSet {
     let mut c = AlertsConfig::default();
     c.rules.insert(
         "etcdMembersDown".into(),
-        crate::alert::config::RuleOverride {
+        crate::config::alerts::RuleOverride {
             for_: Some(for_),
             ..Default::default()
         },
@@ -29,7 +29,7 @@ fn rules(for_: Duration) -> RuleSet {
     ] {
         c.rules.insert(
             key.into(),
-            crate::alert::config::RuleOverride {
+            crate::config::alerts::RuleOverride {
                 for_: Some(Duration::ZERO),
                 ..Default::default()
             },

@@ -2,8 +2,8 @@
 //! the health verdict's findings with the alerts for the conditions both judge.
 
 use super::*;
-use crate::alert::config::RuleOverride;
 use crate::cluster::{Alarm, ClusterObservation, MemberMetrics, MemberObservation, MemberStatus};
+use crate::config::alerts::RuleOverride;
 use crate::health::Severity;
 use crate::monitor::{MemberMetricsEntry, ProbeReport};
 use std::collections::BTreeSet;

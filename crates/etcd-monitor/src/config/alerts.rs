@@ -572,18 +572,13 @@ impl ChannelConfig {
 }
 
 impl AlertsConfig {
-    /// Semantic checks: unknown rule names, channel settings, routes naming
-    /// channels that do not exist, silences that do not parse.
+    /// Checks the schema alone can make: thresholds, channel settings,
+    /// routes naming channels that do not exist, matchers. Rule names,
+    /// metric names and silences are checked against the rule table by
+    /// [`crate::alert::config_problems`].
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let known = || super::rules::Rule::keys().collect::<Vec<_>>().join(", ");
         for (name, o) in &self.rules {
-            if super::rules::Rule::from_key(name).is_none() {
-                out.push((
-                    format!("alerts.rules.{name}"),
-                    format!("unknown rule; built-in rules are {}", known()),
-                ));
-            }
             if o.threshold.is_some_and(|t| !t.is_finite()) {
                 out.push((
                     format!("alerts.rules.{name}.threshold"),
@@ -596,25 +591,6 @@ impl AlertsConfig {
                 out.push((
                     format!("alerts.custom_rules[{i}].name"),
                     "must not be empty".into(),
-                ));
-            }
-            if super::rules::Rule::from_key(&r.name).is_some() {
-                out.push((
-                    format!("alerts.custom_rules[{i}].name"),
-                    format!(
-                        "{:?} is a built-in rule: override it under alerts.rules",
-                        r.name
-                    ),
-                ));
-            }
-            if !super::rules::STORED_METRICS.contains(&r.metric.as_str()) {
-                out.push((
-                    format!("alerts.custom_rules[{i}].metric"),
-                    format!(
-                        "unknown metric {:?}; stored metrics are {}",
-                        r.metric,
-                        super::rules::STORED_METRICS.join(", ")
-                    ),
                 ));
             }
         }
@@ -668,11 +644,6 @@ impl AlertsConfig {
                         "a label name must not be empty".into(),
                     ));
                 }
-            }
-        }
-        for (i, s) in self.silences.iter().enumerate() {
-            if let Err(e) = super::silence::Silence::from_config(s) {
-                out.push((format!("alerts.silences[{i}]"), e));
             }
         }
         if self.repeat_interval < Duration::from_secs(1) {
