@@ -1,6 +1,6 @@
 # The two commands for a fresh machine:
 #   make demo   a local 3-member etcd cluster, the monitor watching it, and its dashboard
-#   make test   installs what is missing, then fmt, clippy and every test
+#   make test   installs what is missing, then fmt, clippy, docs and every test
 SHELL := /bin/bash
 CARGO ?= cargo
 # etcd for the test kit, protoc for etcd-client, promtool (prometheus) to check /metrics,
@@ -37,6 +37,7 @@ build: deps
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features --quiet
 
 # Benchmarks are compiled by clippy and run by `make bench`, not here.
 # Test binaries run one after another; tests inside one binary share the

@@ -67,10 +67,8 @@ pub struct RunRecord {
     /// Why it failed.
     pub error: Option<String>,
     /// The spec as given.
-    #[schema(value_type = Object)]
     pub spec: BenchSpec,
     /// The full report, when finished.
-    #[schema(value_type = Option<Object>)]
     pub report: Option<BenchReport>,
 }
 

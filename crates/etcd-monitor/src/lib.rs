@@ -4,7 +4,7 @@
 //!
 //! This library is what the `etcd-monitor` binary runs, and what a Rust
 //! program can embed: [`run`] starts the daemon ([`monitor`], [`alert`],
-//! [`api`] over a [`store`]); [`ops`] and [`bench`] are the operations and
+//! [`api`] over a [`store`]); [`ops`] and [`bench`](mod@bench) are the operations and
 //! benchmarks behind `ctl` and `bench` and the API. The binary's own code
 //! (`src/main.rs`, `src/cmd/`) only parses flags and prints.
 //!

@@ -440,6 +440,20 @@ async fn benchmarks_and_maintenance_through_the_api() {
     .unwrap();
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["succeeded"], 300);
+    // The spec and the report are typed in the document, not bare objects:
+    // a report with a latency given as text, or a spec naming no known
+    // workload, does not conform.
+    let run_schema = schema_for(&doc, "/api/v1/benchmarks/{id}", 200);
+    let mut wrong_report = run.clone();
+    wrong_report["report"]["p99"] = serde_json::json!("fast");
+    let mut wrong_spec = run.clone();
+    wrong_spec["spec"]["workload"] = serde_json::json!("teleport");
+    for wrong in [wrong_report, wrong_spec] {
+        assert!(
+            check(&doc, run_schema, &wrong, "wrong").is_err(),
+            "accepted {wrong}"
+        );
+    }
     assert!(
         run["throughput"].as_f64().unwrap() > 0.0 && run["report"]["p99"].as_f64().is_some(),
         "{run}"

@@ -92,9 +92,71 @@ fn the_library_modules_import_each_other_without_cycles() {
 #[test]
 fn the_data_layers_import_no_behaviour() {
     let graph = imports();
-    assert_eq!(graph["model"], BTreeSet::new(), "model imports only std and serde");
+    assert_eq!(
+        graph["model"],
+        BTreeSet::new(),
+        "model imports only std and serde"
+    );
     let config: Vec<&String> = graph["config"].iter().collect();
-    assert_eq!(config, ["model"], "config may use the data model, nothing else");
+    assert_eq!(
+        config,
+        ["model"],
+        "config may use the data model, nothing else"
+    );
     // The edges this file checks are there to be found at all.
     assert!(graph["alert"].contains("config") && graph["run"].contains("alert"));
+}
+
+/// `utoipa` names a schema after its type and silently keeps one of two
+/// types with the same name: every type deriving `ToSchema` has a name of
+/// its own in the OpenAPI document (its type name, or its `#[schema(as)]`).
+#[test]
+fn every_api_schema_has_its_own_name() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut pending = vec![src];
+    let mut derived = 0;
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if !(line.contains("#[derive(") || line.trim_start().starts_with("Debug,"))
+                    || !line.contains("ToSchema")
+                {
+                    continue;
+                }
+                derived += 1;
+                // The attributes up to the item, then the item's name.
+                let mut alias = None;
+                for next in &lines[i + 1..] {
+                    let t = next.trim_start();
+                    if let Some(rest) = t.strip_prefix("#[schema(as = ") {
+                        alias = rest.split(')').next().map(str::to_string);
+                    }
+                    let item = ["pub struct ", "pub enum ", "struct ", "enum "]
+                        .iter()
+                        .find_map(|k| t.strip_prefix(k));
+                    if let Some(item) = item {
+                        let name: String = item
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        let name = alias.take().unwrap_or(name);
+                        let at = format!("{}:{}", path.display(), i + 1);
+                        if let Some(first) = seen.insert(name.clone(), at.clone()) {
+                            panic!("schema {name:?} is derived twice: {first} and {at}");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    assert!(derived > 30, "found only {derived} ToSchema derives");
 }

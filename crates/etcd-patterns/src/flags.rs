@@ -243,7 +243,7 @@ impl Flags {
     /// a change written between the read and the write is kept (and
     /// disabled), never overwritten by the stale copy. A flag that does not
     /// exist is created disabled; one whose value cannot be decoded is an
-    /// [`Error::Codec`](crate::Error::Codec), not silently replaced.
+    /// [`Error::Codec`], not silently replaced.
     pub async fn kill(&self, name: &str) -> Result<i64> {
         const ATTEMPTS: u32 = 20;
         let key = format!("{}{name}", self.namespace);

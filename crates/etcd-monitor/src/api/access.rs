@@ -60,7 +60,7 @@ pub struct RouteAccess {
 }
 
 /// What a connection tells about its peer: inserted into every request by
-/// the server ([`super::server`]).
+/// the server (`api::server`).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.

@@ -28,7 +28,6 @@ pub struct BenchmarkStarted {
     /// Who started it.
     pub started_by: String,
     /// The spec as resolved (defaults applied).
-    #[schema(value_type = Object)]
     pub spec: crate::bench::BenchSpec,
 }
 
@@ -54,7 +53,7 @@ pub struct BenchmarkCancelled {
 
 /// `POST /api/v1/benchmarks`: `{"cluster": "...", "slo": "p99<50ms", "workload": "put", "total": 1000, ...}`.
 #[utoipa::path(post, path = "/api/v1/benchmarks", tag = "benchmarks",
-    request_body(content = Object, description = "`cluster` (default: the first), `slo`, and `etcd-monitor bench`'s flags: `workload`, `total` or `duration`, `clients`, `rate`, ..."),
+    request_body(content = Object, description = "A `BenchSpec` (see its schema: `workload`, `total` or `duration`, `clients`, `rate`, ...) with two more fields: `cluster` (default: the first) and `slo` (e.g. `p99<50ms`)."),
     responses(
     (status = 202, description = "Started", body = BenchmarkStarted),
     (status = 400, description = "Malformed body", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody),

@@ -206,7 +206,6 @@ pub struct DefragResult {
     /// Planned only.
     pub dry_run: bool,
     /// One line per member, in visiting order (the leader last).
-    #[schema(value_type = Vec<Object>)]
     pub members: Vec<maintenance::DefragReport>,
 }
 

@@ -17,7 +17,8 @@ const MAX_STDDEV_S: f64 = 0.1;
 const MIN_THROUGHPUT_SHARE: f64 = 0.9;
 
 /// One of the four checks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CheckPerfCheck)]
 pub struct Check {
     /// `errors`, `throughput`, `slowest` or `stddev`.
     pub name: String,
@@ -28,7 +29,7 @@ pub struct Check {
 }
 
 /// The verdict of a `check-perf` run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckPerfVerdict {
     /// The load profile.
     pub load: Load,

@@ -1,7 +1,7 @@
 //! `etcd-monitor bench`: load generation, latency histograms and SLO gates.
 //!
 //! The library is what the CLI, the REST API and scheduled benchmarks share:
-//! a serializable [`BenchSpec`] goes in ([`connect`] then [`run`]), a
+//! a serializable [`BenchSpec`] goes in ([`connect`] then [`run`](fn@run)), a
 //! serializable [`BenchReport`] comes out; [`slo`] checks a report against
 //! targets, [`check_perf`] is etcdctl's verdict. The `bench` command (in
 //! the binary) only turns flags into a spec and prints.

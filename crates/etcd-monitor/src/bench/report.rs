@@ -16,7 +16,8 @@ use crate::config::bench::spec::{BenchSpec, Workload};
 const MAX_MICROS: u64 = 3_600_000_000;
 
 /// Latency statistics in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = BenchLatency)]
 pub struct LatencySummary {
     /// Samples.
     pub count: u64,
@@ -62,7 +63,8 @@ impl LatencySummary {
 }
 
 /// Samples with a latency up to `le_ms` (and above the previous bucket's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = BenchBucket)]
 pub struct Bucket {
     /// Upper bound in milliseconds.
     pub le_ms: f64,
@@ -71,7 +73,8 @@ pub struct Bucket {
 }
 
 /// One second of the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = BenchSecond)]
 pub struct Second {
     /// Seconds since the start.
     pub second: u64,
@@ -87,7 +90,7 @@ pub struct Second {
 
 /// The result of a run. Latencies are in milliseconds, throughput in
 /// successful operations per second.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BenchReport {
     /// The workload run.
     pub workload: Workload,

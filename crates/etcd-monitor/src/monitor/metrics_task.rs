@@ -244,7 +244,7 @@ async fn listed_members(
     )
 }
 
-/// The names of the samples [`points_of`] stores: per member, then per cluster.
+/// The names of the samples `points_of` stores: per member, then per cluster.
 pub const STORED_METRICS: &[&str] = &[
     "wal_fsync_p99_seconds",
     "backend_commit_p99_seconds",

@@ -219,7 +219,7 @@ impl Default for DefragOptions {
 }
 
 /// What happened to one member.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum DefragOutcome {
     /// Defragmented.
@@ -229,6 +229,7 @@ pub enum DefragOutcome {
         /// Size after.
         db_size_after: i64,
         /// How long the member was blocked.
+        #[schema(value_type = u64)]
         took_ms: u128,
     },
     /// Would be defragmented (dry run).
@@ -246,7 +247,7 @@ pub enum DefragOutcome {
 }
 
 /// One member's line of the defrag report, in visiting order.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DefragReport {
     /// Member id.
     pub id: u64,

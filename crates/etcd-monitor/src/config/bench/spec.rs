@@ -7,7 +7,18 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The workloads `bench` can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// One put per operation.
@@ -60,7 +71,18 @@ impl Workload {
 }
 
 /// Read consistency of ranges, as etcd's `--consistency`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 pub enum Consistency {
     /// Linearizable: goes through the leader (a quorum read).
     #[default]
@@ -74,7 +96,18 @@ pub enum Consistency {
 }
 
 /// `check perf` load profiles, exactly etcdctl's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Load {
     /// 150 writes/s from 50 clients.
@@ -120,7 +153,7 @@ pub const MAX_POPULATED_KEYS: u64 = 1_000_000;
 /// assert_eq!(spec.clients, 10);
 /// assert_eq!(spec.key_size, 8);
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BenchSpec {
     /// What each operation does.
@@ -134,6 +167,7 @@ pub struct BenchSpec {
     pub total: Option<u64>,
     /// How long to run.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "30s")]
     pub duration: Option<Duration>,
     /// Operations per second across all clients, evenly paced; unlimited when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
