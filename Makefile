@@ -6,7 +6,8 @@ CARGO ?= cargo
 # etcd for the test kit, protoc for etcd-client, promtool (prometheus) to check /metrics,
 # chromium + node for the dashboard's browser test, the PostgreSQL server for the store's
 # PostgreSQL test (the test starts its own server on a loopback port), iptables for
-# the partition tests (a member cut off from its peers on loopback).
+# the partition tests (a member cut off from its peers on loopback), strace for the
+# slow-disk tests (a member's fsyncs delayed by fault injection).
 
 .PHONY: all deps build test lint fmt bench demo clean
 
@@ -24,6 +25,7 @@ deps:
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -1,6 +1,6 @@
 // Drives the dashboard in Debian's Chromium for the Rust test
 // `dashboard_shows_members_and_a_kill_without_reload` (crates/etcd-monitor/tests/api.rs).
-// Protocol on stdout/stdin: prints "SEEN 3 MEMBERS", waits for "KILLED",
+// Protocol on stdout/stdin: prints "SEEN 3 MEMBERS", "WINDOW <the fsync chart's window>", waits for "KILLED",
 // prints "SEEN DOWN after N ms", "PHONE OVERFLOW true|false", "EXTERNAL n".
 import { chromium } from "playwright-core";
 import readline from "node:readline";
@@ -27,6 +27,8 @@ try {
       document.querySelectorAll("#members tbody tr[data-state=leader]").length === 1,
     null, { timeout: 30000 });
   console.log("SEEN 3 MEMBERS");
+  await page.waitForFunction(() => /^\d+ (min|s)$/.test(document.querySelector("#metrics-window").textContent), null, { timeout: 30000 });
+  console.log(`WINDOW ${await page.textContent("#metrics-window")}`);
   const rl = readline.createInterface({ input: process.stdin });
   for await (const line of rl) { if (line.trim() === "KILLED") break; }
   rl.close();

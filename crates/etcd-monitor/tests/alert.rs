@@ -1127,3 +1127,138 @@ async fn a_member_named_in_multibyte_characters_is_paged() {
     assert_eq!(metrics_panics, 0);
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
+
+/// A member whose disk turns slow after thousands of fast fsyncs: the
+/// windowed fsync p99 crosses 0.5 s and `etcdHighFsyncDurations` fires
+/// within the window plus `for`, while the p99 over the member's whole life
+/// (what the monitor used to judge) stays fast; when the disk is fast again
+/// the slow fsyncs leave the window and the alert resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_turning_slow_fires_the_fsync_alert_and_clears_it() {
+    const WINDOW: Duration = Duration::from_secs(10);
+    const FOR: Duration = Duration::from_secs(2);
+    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let mut client = cluster.client().await.unwrap();
+    // Thousands of fast fsyncs: one per sequential put.
+    for i in 0..3000 {
+        client.put(format!("fast/{i}"), "x", None).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("h.db"), Duration::from_secs(60));
+    cfg.monitoring.metrics_interval = Duration::from_secs(1);
+    cfg.monitoring.metrics_window = WINDOW;
+    cfg.alerts.rules.insert(
+        "etcdHighFsyncDurations".into(),
+        RuleOverride {
+            for_: Some(FOR),
+            ..Default::default()
+        },
+    );
+    let (monitor, lifecycle) = start(&cfg).await;
+    let metrics = monitor.cluster("main").unwrap().metrics.clone();
+    let fsync_p99 = || {
+        metrics
+            .borrow()
+            .as_ref()
+            .and_then(|r| r.members.first()?.metrics.as_ref()?.wal_fsync_p99)
+    };
+    let firing = || async {
+        monitor
+            .store()
+            .active_alerts(Some("main"))
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| {
+                a.labels.get("alertname").map(String::as_str) == Some("etcdHighFsyncDurations")
+                    && a.labels.get("severity").map(String::as_str) == Some("warning")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fsync_p99().is_none_or(|p| p > 0.1) {
+        assert!(
+            Instant::now() < deadline,
+            "no fast windowed p99: {:?}",
+            fsync_p99()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A writer keeps the member fsyncing (bounded: 60 s at most).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mut client) = (stop.clone(), client.clone());
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                let _ = client.put(format!("slow/{i}"), "y", None).await;
+                i += 1;
+            }
+        })
+    };
+    let slow = cluster.slow_disk(0, Duration::from_millis(700)).unwrap();
+    let slow_since = Instant::now();
+    let deadline = slow_since + WINDOW + FOR + Duration::from_secs(10);
+    while !firing().await {
+        assert!(
+            Instant::now() < deadline,
+            "etcdHighFsyncDurations did not fire within {:?}; windowed p99 {:?}",
+            deadline - slow_since,
+            fsync_p99()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fired_after = slow_since.elapsed();
+    let windowed = fsync_p99().unwrap();
+    assert!(windowed > 0.5, "windowed p99 {windowed}");
+    // The p99 over the member's whole life, from the same buckets.
+    let page = reqwest::get(&cluster.metrics_urls()[0])
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (scrape, _) = etcd_monitor::metrics::prom::Scrape::parse(&page);
+    let lifetime = scrape
+        .histogram("etcd_disk_wal_fsync_duration_seconds", |_| true)
+        .unwrap();
+    let fast = lifetime.buckets.iter().find(|b| b.0 >= 0.256).unwrap().1;
+    let all = lifetime.total();
+    let cumulative = lifetime.quantile(0.99).unwrap();
+    assert!(fast >= 3000.0, "only {fast} fast fsyncs of {all}");
+    assert!(
+        cumulative < 0.5,
+        "the lifetime p99 would have fired too ({cumulative} s; {} slow of {all})",
+        all - fast
+    );
+    eprintln!(
+        "fired {fired_after:?} after the disk turned slow: windowed p99 {windowed:.3} s, \
+         lifetime p99 {cumulative:.4} s ({} slow of {all} fsyncs)",
+        all - fast
+    );
+
+    // The disk is fast again and the writer stops: only the monitor's
+    // probes write, too few to outweigh the slow fsyncs, so the alert
+    // resolves when those leave the window.
+    drop(slow);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let fast_since = Instant::now();
+    let deadline = fast_since + WINDOW + Duration::from_secs(10);
+    while firing().await {
+        assert!(
+            Instant::now() < deadline,
+            "etcdHighFsyncDurations still firing {:?} after the disk recovered; windowed p99 {:?}",
+            fast_since.elapsed(),
+            fsync_p99()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "resolved {:?} after the disk recovered",
+        fast_since.elapsed()
+    );
+    assert!(fsync_p99().is_some_and(|p| p < 0.5), "{:?}", fsync_p99());
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}

@@ -354,6 +354,8 @@ async fn dashboard_shows_members_and_a_kill_without_reload() {
         }
     };
     wait_line("SEEN 3 MEMBERS");
+    // The fsync chart names its window (monitoring.metrics_window, 5m here).
+    assert_eq!(wait_line("WINDOW"), "WINDOW 5 min");
     let leader = cluster.leader_index().await.unwrap().unwrap();
     cluster.kill((leader + 1) % 3).unwrap();
     writeln!(stdin, "KILLED").unwrap();

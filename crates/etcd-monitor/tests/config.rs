@@ -55,6 +55,11 @@ fn each_bad_input_is_named_by_its_key_path() {
         "no unit",
     );
     assert_error(
+        "clusters:\n  - name: a\n    endpoints: [127.0.0.1:2379]\nmonitoring:\n  metrics_interval: 10s\n  metrics_window: 15s\n",
+        "monitoring.metrics_window",
+        "fewer than two scrapes at monitoring.metrics_interval 10s: use at least 20s",
+    );
+    assert_error(
         "monitoring:\n  metrics_interval: [1]\n",
         "monitoring.metrics_interval",
         "invalid type",

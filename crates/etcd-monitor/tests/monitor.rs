@@ -321,7 +321,7 @@ async fn fragmentation_is_reported_and_clears_after_defrag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fsync_and_commit_p99_agree_with_the_members_buckets() {
+async fn windowed_fsync_and_commit_p99_agree_with_the_members_buckets() {
     let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
     let mut client = cluster.client().await.unwrap();
     for i in 0..50 {
@@ -334,44 +334,56 @@ async fn fsync_and_commit_p99_agree_with_the_members_buckets() {
     );
     let (monitor, lifecycle) = start(&cfg).await;
     let mut rx = monitor.cluster("m").unwrap().metrics.clone();
+    // The windowed figures need two scrapes with fsyncs between them (the
+    // monitor's own probes write).
     let round = loop {
         rx.changed().await.unwrap();
         if let Some(r) = rx.borrow().clone() {
-            if r.members.iter().all(|m| m.metrics.is_some()) {
+            if r.members.iter().all(|m| {
+                m.metrics
+                    .as_ref()
+                    .is_some_and(|x| x.wal_fsync_p99.is_some())
+            }) {
                 break r;
             }
         }
     };
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
     let monitored = round.members[0].metrics.clone().unwrap();
-    assert!(monitored.wal_fsync_p99.is_some() && monitored.backend_commit_p99.is_some());
-    // The member keeps committing (the monitor's own probes, etcd's periodic
-    // backend commits), so compare on one page: our parser against a reading
-    // of the same buckets by hand.
-    let text = reqwest::get(&round.members[0].metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let (scrape, bad_lines) = etcd_monitor::metrics::prom::Scrape::parse(&text);
-    assert_eq!(bad_lines, 0, "lines of a real page we could not parse");
-    let ours = etcd_monitor::cluster::MemberMetrics::from_scrape(&scrape);
-    // The monitor parses only the families it needs; that must change nothing.
-    let (only, _) = etcd_monitor::metrics::prom::Scrape::parse_only(
-        &text,
-        etcd_monitor::cluster::MemberMetrics::wants,
-    );
-    assert_eq!(
-        etcd_monitor::cluster::MemberMetrics::from_scrape(&only),
+    assert!(monitored.backend_commit_p99.is_some(), "{monitored:?}");
+    assert!(monitored.window_seconds.is_some_and(|s| s > 0.0));
+    assert_eq!(round.metrics_window_seconds, 300.0);
+
+    // Two pages with writes between them: our window over them against a
+    // reading of the buckets' differences by hand.
+    let url = &round.members[0].metrics_url;
+    let page = || async { reqwest::get(url).await.unwrap().text().await.unwrap() };
+    let before = page().await;
+    for i in 0..40 {
+        client.put(format!("p99/b{i}"), "y", None).await.unwrap();
+    }
+    let after = page().await;
+    let parse = |text: &str| {
+        let (scrape, bad_lines) = etcd_monitor::metrics::prom::Scrape::parse(text);
+        assert_eq!(bad_lines, 0, "lines of a real page we could not parse");
+        // The monitor parses only the families it needs; that must change nothing.
+        let (only, _) = etcd_monitor::metrics::prom::Scrape::parse_only(
+            text,
+            etcd_monitor::cluster::MemberMetrics::wants,
+        );
+        assert!(only.samples.len() < scrape.samples.len());
+        let ours = etcd_monitor::cluster::MemberMetrics::from_scrape(&scrape);
+        assert_eq!(
+            etcd_monitor::cluster::MemberMetrics::from_scrape(&only),
+            ours
+        );
         ours
-    );
-    assert!(
-        only.samples.len() < scrape.samples.len(),
-        "the filter kept {} of {}",
-        only.samples.len(),
-        scrape.samples.len()
-    );
+    };
+    let mut window = etcd_monitor::metrics::window::Window::new(Duration::from_secs(300));
+    window.push(0, parse(&before));
+    window.push(1_000, parse(&after));
+    let mut ours = parse(&after);
+    ours.fill_window(&window);
     for (name, got) in [
         ("etcd_disk_wal_fsync_duration_seconds", ours.wal_fsync_p99),
         (
@@ -379,7 +391,7 @@ async fn fsync_and_commit_p99_agree_with_the_members_buckets() {
             ours.backend_commit_p99,
         ),
     ] {
-        let expected = by_hand_p99(&text, name);
+        let expected = by_hand_p99(&buckets(&after, name), &buckets(&before, name));
         let got = got.unwrap_or_else(|| panic!("{name} p99 missing"));
         assert!(
             (got - expected).abs() <= 1e-9,
@@ -388,11 +400,10 @@ async fn fsync_and_commit_p99_agree_with_the_members_buckets() {
     }
 }
 
-/// An independent reading of `histogram_quantile(0.99, ...)`.
-fn by_hand_p99(page: &str, name: &str) -> f64 {
+/// A histogram's `(le, count)` buckets as a page shows them.
+fn buckets(page: &str, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = page
-        .lines()
+    page.lines()
         .filter_map(|l| l.strip_prefix(&prefix))
         .map(|rest| {
             let (le, count) = rest.split_once("\"} ").unwrap();
@@ -405,12 +416,23 @@ fn by_hand_p99(page: &str, name: &str) -> f64 {
                 count.trim().parse().unwrap(),
             )
         })
+        .collect()
+}
+
+/// An independent reading of `histogram_quantile(0.99, increase(...))`
+/// between two pages of a member that did not restart.
+fn by_hand_p99(now: &[(f64, f64)], then: &[(f64, f64)]) -> f64 {
+    let delta: Vec<(f64, f64)> = now
+        .iter()
+        .zip(then)
+        .map(|(a, b)| (a.0, a.1 - b.1))
         .collect();
-    let total = buckets.last().unwrap().1;
+    let total = delta.last().unwrap().1;
+    assert!(total > 0.0, "no observations between the pages");
     let rank = 0.99 * total;
-    let i = buckets.iter().position(|(_, c)| *c >= rank).unwrap();
-    let (lo, below) = if i == 0 { (0.0, 0.0) } else { buckets[i - 1] };
-    let (hi, count) = buckets[i];
+    let i = delta.iter().position(|(_, c)| *c >= rank).unwrap();
+    let (lo, below) = if i == 0 { (0.0, 0.0) } else { delta[i - 1] };
+    let (hi, count) = delta[i];
     lo + (hi - lo) * (rank - below) / (count - below)
 }
 

@@ -23,6 +23,7 @@
 mod partition;
 mod ports;
 mod process;
+mod slow_disk;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions};
 
 pub use partition::Partition;
+pub use slow_disk::SlowDisk;
 pub use tls::TlsFiles;
 
 /// What can go wrong while running a test cluster.
@@ -639,6 +641,27 @@ impl EtcdCluster {
             .clone()
             .unwrap_or_else(|| PathBuf::from("iptables"));
         Partition::cut(&iptables, own, &others)
+    }
+
+    /// Makes member `i`'s disk slow: each of its `fdatasync` calls (WAL
+    /// fsyncs) waits `delay` first, while the returned guard lives. Uses
+    /// `strace` fault injection (Debian `strace`; needs ptrace, i.e. root or
+    /// the same uid). Errors: [`Error::NoSuchMember`]; [`Error::WrongState`]
+    /// if the member is not running; [`Error::Io`] if strace is missing or
+    /// cannot attach.
+    pub fn slow_disk(&self, i: usize, delay: Duration) -> Result<SlowDisk, Error> {
+        let members = self.members();
+        let m = members
+            .get(i)
+            .ok_or(Error::NoSuchMember(i, members.len()))?;
+        match (m.state, m.pid) {
+            (MemberState::Running, Some(pid)) => SlowDisk::attach(pid, delay),
+            (state, _) => Err(Error::WrongState {
+                name: m.name.clone(),
+                state,
+                action: "slow the disk of",
+            }),
+        }
     }
 
     /// Kills member `i` with SIGKILL and reaps it. Its data stays for [`Self::restart`].

@@ -22,9 +22,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Sample;
+use crate::cluster::grpc_increases;
 use crate::config::HealthThresholds;
 use crate::config::alerts::{AlertSeverity, AlertsConfig, Comparison};
 use crate::health::{HealthSnapshot, LeaderChangeLimit, Thresholds};
+use crate::metrics::window::{Increase, increase};
 use crate::model::Labels;
 use crate::monitor::MetricsRound;
 use crate::store::MetricPoint;
@@ -32,17 +34,7 @@ use crate::store::MetricPoint;
 /// Metric names a custom rule may use: those the metrics task stores.
 pub use crate::monitor::STORED_METRICS;
 
-/// gRPC codes the mixin counts as failures (not `Canceled`: canceled
-/// watches are normal and were the mixin users' top noise complaint).
-pub const FAILED_GRPC_CODES: &[&str] = &[
-    "Unknown",
-    "FailedPrecondition",
-    "ResourceExhausted",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "DeadlineExceeded",
-];
+pub use crate::cluster::FAILED_GRPC_CODES;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -285,7 +277,7 @@ const DEFS: [RuleDef; 22] = [
         for_: m(10),
         window: m(0),
         needs: &[LatestRound],
-        expr: "a member's unary gRPC handling p99 (Defragment excluded) exceeds threshold seconds",
+        expr: "a member's unary gRPC handling p99 (Defragment excluded) over monitoring.metrics_window exceeds threshold seconds",
         runbook: "etcdgrpcrequestsslow",
         eval: grpc_slow,
     },
@@ -299,7 +291,7 @@ const DEFS: [RuleDef; 22] = [
         for_: m(10),
         window: m(0),
         needs: &[LatestRound],
-        expr: "a member's peer round-trip p99 exceeds threshold seconds",
+        expr: "a member's peer round-trip p99 over monitoring.metrics_window exceeds threshold seconds",
         runbook: "etcdmembercommunicationslow",
         eval: peer_slow,
     },
@@ -309,11 +301,11 @@ const DEFS: [RuleDef; 22] = [
         alertname: "etcdHighNumberOfFailedProposals",
         severity: Warning,
         threshold: 5.0,
-        unit: Unit::Count,
+        unit: Unit::PerSecond,
         for_: m(15),
         window: m(15),
         needs: &[RoundsOverWindow],
-        expr: "a member's failed proposals grew by more than threshold within the window",
+        expr: "a member's failed proposals per second over the window exceed threshold",
         runbook: "etcdhighnumberoffailedproposals",
         eval: failed_proposals,
     },
@@ -327,7 +319,7 @@ const DEFS: [RuleDef; 22] = [
         for_: m(10),
         window: m(0),
         needs: &[LatestRound],
-        expr: "a member's WAL fsync p99 exceeds threshold seconds",
+        expr: "a member's WAL fsync p99 over monitoring.metrics_window exceeds threshold seconds",
         runbook: "etcdhighfsyncdurations",
         eval: fsync_slow,
     },
@@ -341,7 +333,7 @@ const DEFS: [RuleDef; 22] = [
         for_: m(10),
         window: m(0),
         needs: &[LatestRound],
-        expr: "a member's WAL fsync p99 exceeds threshold seconds",
+        expr: "a member's WAL fsync p99 over monitoring.metrics_window exceeds threshold seconds",
         runbook: "etcdhighfsyncdurations",
         eval: fsync_slow,
     },
@@ -355,7 +347,7 @@ const DEFS: [RuleDef; 22] = [
         for_: m(10),
         window: m(0),
         needs: &[LatestRound],
-        expr: "a member's backend commit p99 exceeds threshold seconds",
+        expr: "a member's backend commit p99 over monitoring.metrics_window exceeds threshold seconds",
         runbook: "etcdhighcommitdurations",
         eval: commit_slow,
     },
@@ -857,52 +849,48 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    /// The round that starts the rule's window (the oldest within it, before the latest).
-    fn window_start(&self) -> Option<&MetricsRound> {
-        let latest = self.latest()?;
-        let from_ms = latest.at_ms - self.rule.window.as_millis() as i64;
-        self.input
-            .rounds
-            .iter()
-            .find(|r| r.at_ms >= from_ms && r.at_ms < latest.at_ms)
-            .map(|r| r.as_ref())
-    }
-
-    /// Per member, the increase of counter `get` over the rule's window, and the time it spans.
-    fn increases(&self, get: Getter) -> Vec<(String, f64, f64)> {
+    /// Per member of the latest round, its figures in each round of the
+    /// rule's window (oldest first; rounds where it was not scraped are
+    /// missing).
+    fn member_series(&self) -> Vec<(String, Vec<(i64, &crate::cluster::MemberMetrics)>)> {
         let Some(latest) = self.latest() else {
             return Vec::new();
         };
         let from_ms = latest.at_ms - self.rule.window.as_millis() as i64;
-        let mut out = Vec::new();
-        for e in &latest.members {
-            let Some(now_v) = e.metrics.as_ref().and_then(get) else {
-                continue;
-            };
-            let first = self
-                .input
-                .rounds
-                .iter()
-                .filter(|r| r.at_ms >= from_ms)
-                .find_map(|r| {
-                    r.members
-                        .iter()
-                        .find(|x| x.endpoint == e.endpoint)
-                        .and_then(|x| x.metrics.as_ref().and_then(get))
-                        .map(|v| (r.at_ms, v))
-                });
-            if let Some((at, then_v)) = first.filter(|(at, _)| *at < latest.at_ms) {
-                // A counter that went down was reset by a restart.
-                let inc = if now_v >= then_v {
-                    now_v - then_v
-                } else {
-                    now_v
-                };
-                let secs = (latest.at_ms - at) as f64 / 1e3;
-                out.push((member_name(&e.member, &e.endpoint).to_string(), inc, secs));
-            }
-        }
-        out
+        latest
+            .members
+            .iter()
+            .filter(|e| e.metrics.is_some())
+            .map(|e| {
+                let series = self
+                    .input
+                    .rounds
+                    .iter()
+                    .filter(|r| r.at_ms >= from_ms)
+                    .filter_map(|r| {
+                        r.members
+                            .iter()
+                            .find(|x| x.endpoint == e.endpoint)
+                            .and_then(|x| x.metrics.as_ref())
+                            .map(|m| (r.at_ms, m))
+                    })
+                    .collect();
+                (member_name(&e.member, &e.endpoint).to_string(), series)
+            })
+            .collect()
+    }
+
+    /// Per member, the increase of counter `get` over the rule's window
+    /// (restarts and missed scrapes accounted for, see
+    /// [`crate::metrics::window::increase`]).
+    fn increases(&self, get: Getter) -> Vec<(String, Increase)> {
+        self.member_series()
+            .into_iter()
+            .filter_map(|(who, series)| {
+                increase(series.iter().filter_map(|(at, m)| get(m).map(|v| (*at, v))))
+                    .map(|inc| (who, inc))
+            })
+            .collect()
     }
 
     fn custom(&self, metric: &str, cmp: Comparison) -> Evaluated {
@@ -947,9 +935,10 @@ fn members_down(c: &Ctx) -> Evaluated {
         .map(|m| m.label())
         .collect();
     // The mixin also counts peers a member fails to send to.
-    for (who, inc, secs) in c.increases(|m| m.peer_sent_failures) {
-        if secs > 0.0 && inc / secs > c.rule.threshold {
-            down.push(format!("{who} (peer send failures {:.2}/s)", inc / secs));
+    // Absent until the first failure: zero before it.
+    for (who, inc) in c.increases(|m| Some(m.peer_sent_failures.unwrap_or(0.0))) {
+        if let Some(rate) = inc.rate().filter(|r| *r > c.rule.threshold) {
+            down.push(format!("{who} (peer send failures {rate:.2}/s)"));
         }
     }
     c.one(!down.is_empty(), down.len() as f64, || {
@@ -1003,40 +992,23 @@ fn leader_changes(c: &Ctx) -> Evaluated {
 }
 
 fn failed_grpc(c: &Ctx) -> Evaluated {
-    let Some(latest) = c.latest() else {
+    if c.latest().is_none() {
         return Err("no metrics round yet");
-    };
-    let Some(first) = c.window_start() else {
-        return Err("one metrics round only");
-    };
+    }
     let t = c.rule.threshold;
     let mut out = Vec::new();
-    for e in &latest.members {
-        let (Some(now), Some(then)) = (
-            e.metrics.as_ref(),
-            first
-                .members
-                .iter()
-                .find(|x| x.endpoint == e.endpoint)
-                .and_then(|x| x.metrics.as_ref()),
-        ) else {
+    for (who, series) in c.member_series() {
+        let Some((failed, all)) = grpc_increases(series.iter().map(|(at, m)| (*at, *m))) else {
             continue;
         };
-        let inc = |code: &str| {
-            let a = now.grpc_handled_by_code.get(code).copied().unwrap_or(0.0);
-            let b = then.grpc_handled_by_code.get(code).copied().unwrap_or(0.0);
-            (a - b).max(0.0)
-        };
-        let total: f64 = now.grpc_handled_by_code.keys().map(|c| inc(c)).sum();
-        let failed: f64 = FAILED_GRPC_CODES.iter().map(|c| inc(c)).sum();
-        if total > 0.0 && 100.0 * failed / total > t {
-            let who = member_name(&e.member, &e.endpoint);
+        let percent = 100.0 * failed.value / all.value.max(1.0);
+        if all.value > 0.0 && percent > t {
             out.push(c.sample(
-                Some(who),
-                100.0 * failed / total,
+                Some(&who),
+                percent,
                 format!(
-                    "member {who}: {:.1}% of gRPC requests failed (threshold {t}%)",
-                    100.0 * failed / total
+                    "member {who}: {percent:.1}% of gRPC requests failed in the last {} (threshold {t}%)",
+                    window_text(&c.rule.window)
                 ),
             ));
         }
@@ -1069,13 +1041,13 @@ fn failed_proposals(c: &Ctx) -> Evaluated {
     let t = c.rule.threshold;
     Ok(c.increases(|m| m.proposals_failed)
         .into_iter()
-        .filter(|(_, inc, _)| *inc > t)
-        .map(|(who, inc, _)| {
+        .filter_map(|(who, inc)| inc.rate().filter(|r| *r > t).map(|r| (who, r)))
+        .map(|(who, rate)| {
             c.sample(
                 Some(&who),
-                inc,
+                rate,
                 format!(
-                    "member {who}: {inc} proposals failed in the last {} (threshold {t})",
+                    "member {who}: {rate:.2} failed proposals per second over the last {} (threshold {t}/s)",
                     window_text(&c.rule.window)
                 ),
             )

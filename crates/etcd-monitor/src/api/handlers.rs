@@ -267,9 +267,9 @@ pub struct MemberView {
     pub status_latency_ms: Option<f64>,
     /// Linearizable read latency through it, ms.
     pub linearizable_read_ms: Option<f64>,
-    /// WAL fsync p99, seconds.
+    /// WAL fsync p99 over `monitoring.metrics_window`, seconds.
     pub wal_fsync_p99_seconds: Option<f64>,
-    /// Backend commit p99, seconds.
+    /// Backend commit p99 over `monitoring.metrics_window`, seconds.
     pub backend_commit_p99_seconds: Option<f64>,
 }
 

@@ -25,7 +25,7 @@ use crate::health::{Severity, Verdict};
 
 struct Family {
     name: &'static str,
-    help: &'static str,
+    help: String,
     kind: &'static str,
     lines: Vec<String>,
 }
@@ -36,18 +36,13 @@ struct Page {
 }
 
 impl Page {
-    fn family(
-        &mut self,
-        name: &'static str,
-        kind: &'static str,
-        help: &'static str,
-    ) -> &mut Family {
+    fn family(&mut self, name: &'static str, kind: &'static str, help: &str) -> &mut Family {
         if let Some(i) = self.families.iter().position(|f| f.name == name) {
             return &mut self.families[i];
         }
         self.families.push(Family {
             name,
-            help,
+            help: help.to_string(),
             kind,
             lines: Vec::new(),
         });
@@ -58,7 +53,7 @@ impl Page {
         &mut self,
         name: &'static str,
         kind: &'static str,
-        help: &'static str,
+        help: &str,
         labels: &[(&str, &str)],
         value: f64,
     ) {
@@ -121,6 +116,7 @@ pub async fn metrics(
     let caller = extensions.get::<super::auth::Principal>();
     let visible = |cluster: &str| caller.is_none_or(|p| p.scope.allows(cluster));
     let mut p = Page::default();
+    let window = crate::config::duration::format(&state.config.monitoring.metrics_window);
     for name in state.monitor.cluster_names().iter().filter(|n| visible(n)) {
         let Some(c) = state.monitor.cluster(name) else {
             continue;
@@ -264,36 +260,68 @@ pub async fn metrics(
                     );
                 }
                 if let Some(x) = &m.metrics {
+                    let over = |what: &str| {
+                        format!(
+                            "{what} over the last {window} (monitoring.metrics_window), from what the member's counters and histogram buckets gained in it."
+                        )
+                    };
                     let figures = [
                         (
                             "etcd_monitor_member_quota_backend_bytes",
-                            "Backend quota.",
+                            "Backend quota.".to_string(),
                             x.quota_backend_bytes,
                         ),
                         (
                             "etcd_monitor_member_wal_fsync_p99_seconds",
-                            "p99 WAL fsync duration from the member's histogram.",
+                            over("p99 WAL fsync duration"),
                             x.wal_fsync_p99,
                         ),
                         (
                             "etcd_monitor_member_backend_commit_p99_seconds",
-                            "p99 backend commit duration from the member's histogram.",
+                            over("p99 backend commit duration"),
                             x.backend_commit_p99,
                         ),
                         (
                             "etcd_monitor_member_peer_round_trip_p99_seconds",
-                            "p99 peer round-trip time.",
+                            over("p99 peer round-trip time"),
                             x.peer_round_trip_p99,
                         ),
                         (
+                            "etcd_monitor_member_grpc_unary_p99_seconds",
+                            over(
+                                "p99 unary gRPC handling time (Defragment excluded; members with --metrics extensive)",
+                            ),
+                            x.grpc_unary_p99,
+                        ),
+                        (
+                            "etcd_monitor_member_grpc_requests_per_second",
+                            over("gRPC requests handled per second"),
+                            x.grpc_requests_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_grpc_failed_ratio",
+                            over("Share (0-1) of gRPC requests that failed (not Canceled)"),
+                            x.grpc_failed_percent.map(|p| p / 100.0),
+                        ),
+                        (
+                            "etcd_monitor_member_proposals_failed_per_second",
+                            over("Failed proposals per second"),
+                            x.proposals_failed_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_peer_sent_failures_per_second",
+                            over("Failed sends to peers per second"),
+                            x.peer_sent_failures_rate,
+                        ),
+                        (
                             "etcd_monitor_member_proposals_pending",
-                            "Proposals pending.",
+                            "Proposals pending.".to_string(),
                             x.proposals_pending,
                         ),
                     ];
                     for (metric, help, value) in figures {
                         if let Some(v) = value {
-                            p.sample(metric, "gauge", help, &ml, v);
+                            p.sample(metric, "gauge", &help, &ml, v);
                         }
                     }
                 }

@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::metrics::window::{Histogram, Increase, Window, histogram_increase, increase};
+
 pub(crate) use collect::pick_endpoint;
 pub use collect::{Collector, CollectorOptions, metrics_url_for, scrape_metrics};
 
@@ -90,7 +92,10 @@ pub struct MemberStatus {
     pub revision: i64,
 }
 
-/// Figures taken from a member's Prometheus page.
+/// Figures taken from a member's Prometheus page: what one scrape shows
+/// (gauges and counters as the member reports them), and what the metrics
+/// task computes over the scrapes of `monitoring.metrics_window` (the
+/// quantiles and rates; `None` from a single scrape, such as `status`).
 #[derive(Debug, Clone, Serialize, Default, PartialEq, utoipa::ToSchema)]
 pub struct MemberMetrics {
     /// `etcd_server_quota_backend_bytes`.
@@ -103,15 +108,29 @@ pub struct MemberMetrics {
     pub has_leader: Option<f64>,
     /// `etcd_server_is_leader`.
     pub is_leader: Option<f64>,
-    /// p99 of `etcd_disk_wal_fsync_duration_seconds`, seconds (since the member started).
+    /// Seconds the windowed figures below cover: between the oldest and the
+    /// newest scrape of this member within `monitoring.metrics_window`.
+    pub window_seconds: Option<f64>,
+    /// p99 of `etcd_disk_wal_fsync_duration_seconds` over the window, seconds.
     pub wal_fsync_p99: Option<f64>,
-    /// p99 of `etcd_disk_backend_commit_duration_seconds`, seconds.
+    /// p99 of `etcd_disk_backend_commit_duration_seconds` over the window, seconds.
     pub backend_commit_p99: Option<f64>,
-    /// p99 of unary gRPC handling time except Defragment, seconds; only
-    /// members started with `--metrics extensive` expose the histogram.
+    /// p99 of unary gRPC handling time except Defragment over the window,
+    /// seconds; only members started with `--metrics extensive` expose the
+    /// histogram.
     pub grpc_unary_p99: Option<f64>,
-    /// p99 of `etcd_network_peer_round_trip_time_seconds` over all peers, seconds.
+    /// p99 of `etcd_network_peer_round_trip_time_seconds` over all peers
+    /// over the window, seconds.
     pub peer_round_trip_p99: Option<f64>,
+    /// gRPC requests handled per second over the window.
+    pub grpc_requests_rate: Option<f64>,
+    /// Percentage of the gRPC requests of the window that failed (codes
+    /// [`FAILED_GRPC_CODES`]; not `Canceled`).
+    pub grpc_failed_percent: Option<f64>,
+    /// Failed proposals per second over the window.
+    pub proposals_failed_rate: Option<f64>,
+    /// Failed sends to peers per second over the window.
+    pub peer_sent_failures_rate: Option<f64>,
     /// `etcd_server_leader_changes_seen_total`.
     pub leader_changes_seen: Option<f64>,
     /// `etcd_server_proposals_committed_total` (a gauge in etcd).
@@ -128,6 +147,74 @@ pub struct MemberMetrics {
     pub watchers: Option<f64>,
     /// `grpc_server_handled_total` summed by gRPC code.
     pub grpc_handled_by_code: std::collections::BTreeMap<String, f64>,
+    /// The latency histograms as scraped (cumulative since the member
+    /// started); the metrics task keeps them for the window and does not
+    /// publish them.
+    #[serde(skip)]
+    pub histograms: MemberHistograms,
+}
+
+/// A member's latency histograms, summed over their label sets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberHistograms {
+    /// `etcd_disk_wal_fsync_duration_seconds`.
+    pub wal_fsync: Option<Histogram>,
+    /// `etcd_disk_backend_commit_duration_seconds`.
+    pub backend_commit: Option<Histogram>,
+    /// `grpc_server_handling_seconds`, unary, without Defragment.
+    pub grpc_unary: Option<Histogram>,
+    /// `etcd_network_peer_round_trip_time_seconds`, all peers.
+    pub peer_round_trip: Option<Histogram>,
+}
+
+/// gRPC codes the mixin counts as failures (not `Canceled`: canceled
+/// watches are normal and were the mixin users' top noise complaint).
+pub const FAILED_GRPC_CODES: &[&str] = &[
+    "Unknown",
+    "FailedPrecondition",
+    "ResourceExhausted",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "DeadlineExceeded",
+];
+
+/// Over a member's scrapes `(at_ms, figures)` in time order: how many gRPC
+/// requests failed ([`FAILED_GRPC_CODES`]) and how many were handled. A code
+/// missing from a page counts as zero there (etcd shows a code once it has
+/// answered with it), so a first burst of failures counts.
+pub fn grpc_increases<'a>(
+    series: impl Iterator<Item = (i64, &'a MemberMetrics)> + Clone,
+) -> Option<(Increase, Increase)> {
+    let codes: std::collections::BTreeSet<&String> = series
+        .clone()
+        .flat_map(|(_, m)| m.grpc_handled_by_code.keys())
+        .collect();
+    let of = |code: &str| {
+        increase(
+            series
+                .clone()
+                .map(|(at, m)| (at, m.grpc_handled_by_code.get(code).copied().unwrap_or(0.0))),
+        )
+    };
+    let mut failed = Increase {
+        value: 0.0,
+        seconds: 0.0,
+    };
+    let mut all = Increase {
+        value: 0.0,
+        seconds: 0.0,
+    };
+    for code in codes {
+        let inc = of(code)?;
+        all.value += inc.value;
+        all.seconds = inc.seconds;
+        if FAILED_GRPC_CODES.contains(&code.as_str()) {
+            failed.value += inc.value;
+        }
+    }
+    failed.seconds = all.seconds;
+    (all.seconds > 0.0).then_some((failed, all))
 }
 
 impl MemberMetrics {
@@ -175,15 +262,6 @@ impl MemberMetrics {
             db_in_use_bytes: s.value("etcd_mvcc_db_total_size_in_use_in_bytes"),
             has_leader: s.value("etcd_server_has_leader"),
             is_leader: s.value("etcd_server_is_leader"),
-            wal_fsync_p99: s.histogram_quantile("etcd_disk_wal_fsync_duration_seconds", 0.99),
-            backend_commit_p99: s
-                .histogram_quantile("etcd_disk_backend_commit_duration_seconds", 0.99),
-            grpc_unary_p99: s.histogram_quantile_where("grpc_server_handling_seconds", 0.99, |l| {
-                l.get("grpc_type").is_some_and(|t| t == "unary")
-                    && l.get("grpc_method").is_none_or(|m| m != "Defragment")
-            }),
-            peer_round_trip_p99: s
-                .histogram_quantile("etcd_network_peer_round_trip_time_seconds", 0.99),
             leader_changes_seen: s.value("etcd_server_leader_changes_seen_total"),
             proposals_committed: s.value("etcd_server_proposals_committed_total"),
             proposals_applied: s.value("etcd_server_proposals_applied_total"),
@@ -192,7 +270,56 @@ impl MemberMetrics {
             peer_sent_failures: s.sum("etcd_network_peer_sent_failures_total", &[]),
             watchers: s.value("etcd_debugging_mvcc_watcher_total"),
             grpc_handled_by_code: by_code,
+            histograms: MemberHistograms {
+                wal_fsync: s.histogram("etcd_disk_wal_fsync_duration_seconds", |_| true),
+                backend_commit: s.histogram("etcd_disk_backend_commit_duration_seconds", |_| true),
+                grpc_unary: s.histogram("grpc_server_handling_seconds", |l| {
+                    l.get("grpc_type").is_some_and(|t| t == "unary")
+                        && l.get("grpc_method").is_none_or(|m| m != "Defragment")
+                }),
+                peer_round_trip: s.histogram("etcd_network_peer_round_trip_time_seconds", |_| true),
+            },
+            ..MemberMetrics::default()
         }
+    }
+
+    /// Fills the windowed figures from this member's scrapes within
+    /// `monitoring.metrics_window` (`window`, oldest first, ending with the
+    /// scrape `self` came from): the p99s of what the histograms observed
+    /// in the window, and the rates of the counters, restarts accounted for.
+    pub fn fill_window(&mut self, window: &Window<MemberMetrics>) {
+        let p99 = |pick: fn(&MemberHistograms) -> Option<&Histogram>| {
+            let series = window
+                .points()
+                .filter_map(|(at, m)| pick(&m.histograms).map(|h| (at, h)));
+            histogram_increase(series).and_then(|(h, _)| h.quantile(0.99))
+        };
+        self.wal_fsync_p99 = p99(|h| h.wal_fsync.as_ref());
+        self.backend_commit_p99 = p99(|h| h.backend_commit.as_ref());
+        self.grpc_unary_p99 = p99(|h| h.grpc_unary.as_ref());
+        self.peer_round_trip_p99 = p99(|h| h.peer_round_trip.as_ref());
+        let rate = |get: fn(&MemberMetrics) -> Option<f64>| {
+            increase(
+                window
+                    .points()
+                    .filter_map(|(at, m)| get(m).map(|v| (at, v))),
+            )
+            .and_then(|i| i.rate())
+        };
+        self.proposals_failed_rate = rate(|m| m.proposals_failed);
+        // Absent until the first failure: zero before it.
+        self.peer_sent_failures_rate = rate(|m| Some(m.peer_sent_failures.unwrap_or(0.0)));
+        let grpc = grpc_increases(window.points());
+        self.grpc_requests_rate = grpc.and_then(|(_, all)| all.rate());
+        self.grpc_failed_percent = grpc
+            .filter(|(_, all)| all.value > 0.0)
+            .map(|(failed, all)| 100.0 * failed.value / all.value);
+        self.window_seconds = window
+            .points()
+            .next()
+            .zip(window.last_at())
+            .map(|((first, _), last)| (last - first) as f64 / 1e3)
+            .filter(|s| *s > 0.0);
     }
 }
 
@@ -241,4 +368,55 @@ pub struct HashKvCheck {
 
 pub(crate) fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{id:x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::prom::Scrape;
+
+    /// A page with `fast` fsyncs under 1 ms and `slow` ones under 1 s, and
+    /// `failed` proposals.
+    fn page(fast: u64, slow: u64, failed: u64) -> MemberMetrics {
+        let all = fast + slow;
+        let text = format!(
+            "etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"0.001\"}} {fast}\n\
+             etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"1.024\"}} {all}\n\
+             etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"+Inf\"}} {all}\n\
+             etcd_server_proposals_failed_total {failed}\n"
+        );
+        MemberMetrics::from_scrape(&Scrape::parse(&text).0)
+    }
+
+    #[test]
+    fn the_window_sees_a_new_slow_disk_and_forgets_it() {
+        let mut w = Window::new(Duration::from_secs(60));
+        // A long fast life: no slow fsync in the window yet.
+        w.push(0, page(100_000, 0, 0));
+        w.push(30_000, page(100_100, 0, 0));
+        let mut m = page(100_100, 0, 0);
+        m.fill_window(&w);
+        assert!(m.wal_fsync_p99.unwrap() <= 0.001);
+        assert_eq!(m.window_seconds, Some(30.0));
+        // 20 slow fsyncs in the next 30 s: the window's p99 is slow, the
+        // since-start p99 is not.
+        let slow = page(100_100, 20, 30);
+        w.push(60_000, slow.clone());
+        let mut m = slow.clone();
+        m.fill_window(&w);
+        assert!(m.wal_fsync_p99.unwrap() > 0.5, "{:?}", m.wal_fsync_p99);
+        let since_start = slow.histograms.wal_fsync.as_ref().unwrap().quantile(0.99);
+        assert!(since_start.unwrap() <= 0.001, "{since_start:?}");
+        assert_eq!(m.proposals_failed_rate, Some(0.5));
+        // Restarted (counters start over), then a fast minute: the slow
+        // fsyncs leave the window.
+        w.push(90_000, page(50, 0, 0));
+        w.push(150_000, page(5_000, 0, 0));
+        let mut m = page(5_000, 0, 0);
+        m.fill_window(&w);
+        assert!(m.wal_fsync_p99.unwrap() <= 0.001, "{:?}", m.wal_fsync_p99);
+        assert_eq!(m.proposals_failed_rate, Some(0.0));
+    }
 }

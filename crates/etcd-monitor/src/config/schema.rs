@@ -127,6 +127,12 @@ pub struct MonitoringConfig {
     /// How often probes run and member metrics are scraped.
     #[serde(with = "duration")]
     pub metrics_interval: Duration,
+    /// The window of the members' latency quantiles and rates (fsync,
+    /// commit, peer round trip and gRPC p99, failed requests and
+    /// proposals): computed from what changed between the scrapes of the
+    /// last `metrics_window`, as Prometheus' `rate(...[5m])` does.
+    #[serde(with = "duration")]
+    pub metrics_window: Duration,
     /// How often members' KV hashes are compared (hashkv at one revision).
     #[serde(with = "duration")]
     pub consistency_check_interval: Duration,
@@ -141,6 +147,7 @@ impl Default for MonitoringConfig {
         MonitoringConfig {
             health_check_interval: Duration::from_secs(10),
             metrics_interval: Duration::from_secs(15),
+            metrics_window: Duration::from_secs(300),
             consistency_check_interval: Duration::from_secs(300),
             probes_per_round: 3,
             thresholds: HealthThresholds::default(),
@@ -364,6 +371,21 @@ impl Config {
                     format!("{} is too short: use at least 100ms", duration::format(&d)),
                 ));
             }
+        }
+        let (window, interval) = (
+            self.monitoring.metrics_window,
+            self.monitoring.metrics_interval,
+        );
+        if window < interval * 2 {
+            out.push((
+                "monitoring.metrics_window".into(),
+                format!(
+                    "{} holds fewer than two scrapes at monitoring.metrics_interval {}: use at least {}",
+                    duration::format(&window),
+                    duration::format(&interval),
+                    duration::format(&(interval * 2))
+                ),
+            ));
         }
         if self.monitoring.consistency_check_interval < Duration::from_secs(1) {
             out.push((

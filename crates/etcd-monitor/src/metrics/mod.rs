@@ -1,6 +1,7 @@
 //! Member metrics: each member's Prometheus `/metrics` page, parsed.
 
 pub mod prom;
+pub mod window;
 
 /// An HTTP error for people: the root cause, not reqwest's debug dump.
 pub fn describe_http_error(e: &reqwest::Error) -> String {

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::window::Histogram;
+
 /// One sample line: `name{label="v",...} value`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -91,6 +93,16 @@ impl Scrape {
         q: f64,
         keep: impl Fn(&BTreeMap<String, String>) -> bool,
     ) -> Option<f64> {
+        self.histogram(name, keep)?.quantile(q)
+    }
+
+    /// Histogram `name` (base name, without `_bucket`) summed over the label
+    /// sets `keep` accepts; `None` when the page does not have it.
+    pub fn histogram(
+        &self,
+        name: &str,
+        keep: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> Option<Histogram> {
         let bucket = format!("{name}_bucket");
         let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
         for s in self
@@ -102,9 +114,12 @@ impl Scrape {
             let entry = by_le.entry(le.to_bits()).or_insert((le, 0.0));
             entry.1 += s.value;
         }
+        if by_le.is_empty() {
+            return None;
+        }
         let mut buckets: Vec<(f64, f64)> = by_le.into_values().collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        quantile_from_buckets(&buckets, q)
+        Some(Histogram { buckets })
     }
 }
 

@@ -15,6 +15,7 @@ use crate::cluster::{MemberMetrics, metrics_url_for, scrape_metrics};
 use crate::config::{ClusterConfig, MonitoringConfig};
 use crate::connection;
 use crate::health::HealthSnapshot;
+use crate::metrics::window::Window;
 use crate::store::{MetricPoint, Store, unix_ms};
 
 /// One member's scraped figures.
@@ -49,6 +50,10 @@ pub struct MetricsRound {
     pub revision_rate: Option<f64>,
     /// Proposals committed per second on the leader since the previous round.
     pub proposals_committed_rate: Option<f64>,
+    /// `monitoring.metrics_window`, seconds: the members' quantiles and
+    /// rates are over this window (each member's `window_seconds` says how
+    /// much of it its scrapes cover so far).
+    pub metrics_window_seconds: f64,
     /// How long the round took, ms.
     pub duration_ms: f64,
 }
@@ -75,6 +80,7 @@ pub(super) async fn run(t: MetricsTask) {
     let mut prober = Prober::default();
     let mut client: Option<Client> = None;
     let mut previous: Option<(Instant, Option<i64>, Option<f64>)> = None;
+    let mut windows = MemberWindows::new(t.monitoring.metrics_window);
     loop {
         tokio::select! {
             _ = t.token.cancelled() => break,
@@ -84,6 +90,8 @@ pub(super) async fn run(t: MetricsTask) {
             _ = t.token.cancelled() => break,
             r = one_round(&t, &http, &mut prober, &mut client, &mut previous) => r,
         };
+        let mut round = round;
+        windows.apply(&mut round);
         let points = points_of(&round);
         // Recorded beside the round (see the health task).
         let (store, cluster) = (t.store.clone(), round.cluster.clone());
@@ -98,6 +106,45 @@ pub(super) async fn run(t: MetricsTask) {
         });
         t.publish.send_replace(Some(Arc::new(round)));
         release_freed_memory();
+    }
+}
+
+/// Each member's raw scrapes of the last `monitoring.metrics_window`, by
+/// endpoint.
+struct MemberWindows {
+    span: std::time::Duration,
+    by_endpoint: std::collections::HashMap<String, Window<MemberMetrics>>,
+}
+
+impl MemberWindows {
+    fn new(span: std::time::Duration) -> Self {
+        MemberWindows {
+            span,
+            by_endpoint: Default::default(),
+        }
+    }
+
+    /// Adds the round's scrapes to the windows, fills each member's
+    /// windowed figures, and drops the raw histograms from what is
+    /// published (the window keeps them).
+    fn apply(&mut self, round: &mut MetricsRound) {
+        for entry in &mut round.members {
+            let Some(m) = entry.metrics.as_mut() else {
+                continue;
+            };
+            let window = self
+                .by_endpoint
+                .entry(entry.endpoint.clone())
+                .or_insert_with(|| Window::new(self.span));
+            window.push(round.at_ms, m.clone());
+            m.fill_window(window);
+            m.histograms = Default::default();
+        }
+        // Members gone for a whole window are forgotten.
+        let from = round.at_ms - self.span.as_millis() as i64;
+        self.by_endpoint
+            .retain(|_, w| w.last_at().is_some_and(|at| at >= from));
+        round.metrics_window_seconds = self.span.as_secs_f64();
     }
 }
 
@@ -214,6 +261,7 @@ async fn one_round(
         revision,
         revision_rate,
         proposals_committed_rate,
+        metrics_window_seconds: t.monitoring.metrics_window.as_secs_f64(),
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
     }
 }
@@ -249,6 +297,11 @@ pub const STORED_METRICS: &[&str] = &[
     "wal_fsync_p99_seconds",
     "backend_commit_p99_seconds",
     "peer_round_trip_p99_seconds",
+    "grpc_unary_p99_seconds",
+    "grpc_requests_rate",
+    "grpc_failed_percent",
+    "proposals_failed_rate",
+    "peer_sent_failures_rate",
     "db_total_size_bytes",
     "db_in_use_bytes",
     "quota_backend_bytes",
@@ -290,6 +343,11 @@ pub(crate) fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
         push(who, "wal_fsync_p99_seconds", x.wal_fsync_p99);
         push(who, "backend_commit_p99_seconds", x.backend_commit_p99);
         push(who, "peer_round_trip_p99_seconds", x.peer_round_trip_p99);
+        push(who, "grpc_unary_p99_seconds", x.grpc_unary_p99);
+        push(who, "grpc_requests_rate", x.grpc_requests_rate);
+        push(who, "grpc_failed_percent", x.grpc_failed_percent);
+        push(who, "proposals_failed_rate", x.proposals_failed_rate);
+        push(who, "peer_sent_failures_rate", x.peer_sent_failures_rate);
         push(who, "db_total_size_bytes", x.db_total_size_bytes);
         push(who, "db_in_use_bytes", x.db_in_use_bytes);
         push(who, "quota_backend_bytes", x.quota_backend_bytes);

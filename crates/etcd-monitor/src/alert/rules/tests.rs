@@ -66,6 +66,7 @@ fn round(at_ms: i64, f: impl FnOnce(&mut MemberMetrics)) -> Arc<MetricsRound> {
         revision: None,
         revision_rate: None,
         proposals_committed_rate: None,
+        metrics_window_seconds: 300.0,
         duration_ms: 0.0,
     })
 }
@@ -151,34 +152,47 @@ fn failed_grpc_ratio_ignores_canceled() {
 }
 
 #[test]
-fn failed_proposals_count_increases_across_a_counter_reset() {
+fn failed_proposals_are_a_rate_across_counter_resets_and_missed_scrapes() {
     let r = |at, v| round(at, move |m| m.proposals_failed = Some(v));
-    assert!(
-        fired(&run(
-            "etcdHighNumberOfFailedProposals",
-            &[r(0, 10.0), r(60_000, 14.0)],
-            None
-        ))
-        .is_empty()
-    );
+    let fires = |rounds: &[Arc<MetricsRound>]| {
+        fired(&run("etcdHighNumberOfFailedProposals", rounds, None)).len() == 1
+    };
+    // 240 in 60 s: 4/s, under the mixin's 5/s.
+    assert!(!fires(&[r(0, 10.0), r(60_000, 250.0)]));
+    // 360 in 60 s: 6/s.
+    assert!(fires(&[r(0, 10.0), r(60_000, 370.0)]));
+    // The member restarted half-way: 10 -> 200 (+190), restart, 0 -> 170
+    // (+170): 360 in 60 s. Comparing only the ends would see 160.
+    assert!(fires(&[
+        r(0, 10.0),
+        r(30_000, 200.0),
+        r(45_000, 0.0),
+        r(60_000, 170.0)
+    ]));
+    // Scrapes missed in the middle change nothing.
+    assert!(fires(&[r(0, 10.0), r(20_000, 100.0), r(60_000, 370.0)]));
+    // One round only: no rate yet.
+    assert!(!fires(&[r(0, 10_000.0)]));
+}
+
+#[test]
+fn a_first_burst_of_a_failure_code_counts() {
+    // etcd shows a gRPC code once it has answered with it: Unavailable is
+    // absent from the first page, then 50 of 100 requests fail with it.
+    let first = round(0, |m| {
+        m.grpc_handled_by_code.insert("OK".into(), 1000.0);
+    });
+    let burst = round(60_000, |m| {
+        m.grpc_handled_by_code.insert("OK".into(), 1050.0);
+        m.grpc_handled_by_code.insert("Unavailable".into(), 50.0);
+    });
     assert_eq!(
         fired(&run(
-            "etcdHighNumberOfFailedProposals",
-            &[r(0, 10.0), r(60_000, 20.0)],
+            "etcdHighNumberOfFailedGRPCRequests_critical",
+            &[first, burst],
             None
-        ))
-        .len(),
-        1
-    );
-    // The member restarted: the counter went down; its new value is the increase.
-    assert_eq!(
-        fired(&run(
-            "etcdHighNumberOfFailedProposals",
-            &[r(0, 10.0), r(60_000, 6.0)],
-            None
-        ))
-        .len(),
-        1
+        )),
+        ["etcdHighNumberOfFailedGRPCRequests/critical"]
     );
 }
 

@@ -149,6 +149,9 @@ async function loadCharts() {
     draw($("#chart-throughput"), rev.map((s) => ({ ...s, label: "revisions/s" })), 1);
     draw($("#chart-db"), db, 1 / (1024 * 1024));
     draw($("#chart-fsync"), fsync, 1000);
+    const current = await api(`${base()}/metrics/current`);
+    const w = current.metrics_window_seconds;
+    $("#metrics-window").textContent = w % 60 === 0 ? `${w / 60} min` : `${w} s`;
   } catch (e) { console.warn(e); }
 }
 
