@@ -22,6 +22,26 @@ fn main() -> ExitCode {
             };
         }
     };
+    if cli.legacy.run_benchmark {
+        // The Go original's spelling: run what it stands for, and say so.
+        let argv = cli.legacy_bench_argv();
+        eprintln!(
+            "etcd-monitor: --run-benchmark is deprecated; running `{}`",
+            argv.join(" ")
+        );
+        return match Cli::try_parse_from(&argv) {
+            Ok(Cli {
+                command: Some(Command::Bench(args)),
+                global,
+                ..
+            }) => cmd::bench::main(&global, args),
+            Ok(_) => Exit::Usage.into(),
+            Err(e) => {
+                let _ = e.print();
+                Exit::Usage.into()
+            }
+        };
+    }
     match cli.command {
         Some(Command::Config(ConfigCommand::Check { file })) => config_check(&cli.global, file),
         Some(Command::Token(TokenCommand::New(args))) => match cmd::cli::token_new(&args) {

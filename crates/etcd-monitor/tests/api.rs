@@ -559,6 +559,60 @@ async fn benchmarks_and_maintenance_through_the_api() {
     let (code, bad) = get(addr, "/api/v1/alerts/history?state=burning").await;
     assert_eq!(code, 400, "{bad}");
 
+    // The Go original's spellings: the same run, marked deprecated.
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/performance/benchmark"))
+        .header("content-type", "application/json")
+        .body(r#"{"operations": 150, "type": "write"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    assert_eq!(answer.headers()["deprecation"], "true");
+    assert_eq!(
+        answer.headers()["link"],
+        "</api/v1/benchmarks>; rel=\"successor-version\""
+    );
+    let legacy: Value = answer.json().await.unwrap();
+    assert_eq!(legacy["workload"], "put", "{legacy}");
+    assert_eq!(legacy["spec"]["total"], 150, "{legacy}");
+    let id = legacy["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, run) = get(addr, &format!("/api/v1/benchmarks/{id}")).await;
+        if run["state"] != "running" {
+            assert_eq!(run["state"], "succeeded", "{run}");
+            assert_eq!(run["succeeded"], 150, "{run}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the legacy benchmark never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, bad) = post(addr, "/api/v1/performance/benchmark", r#"{"ops": 5}"#).await;
+    assert_eq!(code, 422, "{bad}");
+    for (alias, successor) in [
+        ("/api/v1/metrics/current", "/api/v1/cluster/metrics/current"),
+        ("/api/v1/metrics/latency", "/api/v1/cluster/metrics/latency"),
+    ] {
+        let r = reqwest::get(format!("http://{addr}{alias}")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{alias}");
+        assert_eq!(r.headers()["deprecation"], "true", "{alias}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["cluster"], "ops", "{alias}: {body}");
+        assert_eq!(doc["paths"][alias]["get"]["deprecated"], true, "{alias}");
+        let (_, now) = get(addr, successor).await;
+        assert_eq!(now["cluster"], body["cluster"]);
+    }
+    assert_eq!(
+        doc["paths"]["/api/v1/performance/benchmark"]["post"]["deprecated"],
+        true
+    );
+    // The successors are not deprecated.
+    assert!(doc["paths"]["/api/v1/benchmarks"]["post"]["deprecated"].is_null());
+
     // Maintenance: compact, alarm disarm, snapshot, move-leader, defrag.
     let m = "/api/v1/clusters/ops/maintenance";
     let (code, c) = post(

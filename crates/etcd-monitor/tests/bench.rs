@@ -448,3 +448,51 @@ async fn check_perf_fails_with_a_paused_member() {
     // resumes; that is the paused member's backlog, not bench's keys).
     assert!(!run.stdout.contains("WARNING"), "{}", run.stdout);
 }
+
+/// The Go original's quick start, `--run-benchmark --benchmark-type=...
+/// --benchmark-ops=N`, runs the `bench` it stands for and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_originals_benchmark_flags_still_run() {
+    let cluster = EtcdCluster::shared();
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+            .args(args)
+            .env_remove("ETCD_MONITOR_CONFIG")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let endpoints = cluster.endpoints().join(",");
+    for (kind, workload) in [("write", "put"), ("read", "range"), ("mixed", "mixed")] {
+        let (code, stdout, stderr) = run(vec![
+            "--run-benchmark".into(),
+            format!("--benchmark-type={kind}"),
+            "--benchmark-ops=120".into(),
+            "--endpoints".into(),
+            endpoints.clone(),
+        ])
+        .await;
+        assert_eq!(code, 0, "{kind}: {stdout}\n{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "--run-benchmark is deprecated; running `etcd-monitor bench {workload} --total 120 --endpoints {endpoints}`"
+            )),
+            "{kind}: {stderr}"
+        );
+        assert!(
+            stdout.contains("throughput") && stdout.contains("120"),
+            "{kind}: {stdout}"
+        );
+    }
+    assert_eq!(keys_under(cluster, "/etcd-monitor-bench/").await, 0);
+    // The legacy flags alone are refused: they need --run-benchmark.
+    let (code, _, stderr) = run(vec!["--benchmark-ops=5".into()]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("--run-benchmark"), "{stderr}");
+}

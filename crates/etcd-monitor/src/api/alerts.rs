@@ -179,7 +179,7 @@ pub struct HistoryQuery {
 }
 
 /// `GET /api/v1/alerts/history`.
-#[utoipa::path(get, path = "/api/v1/alerts/history", tag = "alerts", params(HistoryQuery), responses(
+#[utoipa::path(get, path = "/api/v1/alerts/history", operation_id = "alert_history", tag = "alerts", params(HistoryQuery), responses(
     (status = 200, description = "Alerts that fired, newest first", body = AlertHistory),
     (status = 400, description = "Bad parameters", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody)))]
 pub async fn history(

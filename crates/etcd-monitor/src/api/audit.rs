@@ -254,7 +254,7 @@ pub struct AuditPage {
 
 /// `GET /api/v1/audit`: the audit log, newest first. A principal limited
 /// to some clusters sees only records of those clusters.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "api", params(AuditQuery), responses(
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "list_audit", tag = "api", params(AuditQuery), responses(
     (status = 200, description = "The audit log, newest first", body = AuditPage),
     (status = 400, description = "Bad parameters", body = super::ErrorBody)))]
 pub async fn list(

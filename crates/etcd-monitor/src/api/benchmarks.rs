@@ -94,6 +94,18 @@ pub async fn start(
             format!("{path}: {}", e.inner())
         })
     })?;
+    start_run(&state, &caller, cluster_name, spec, slo)
+}
+
+/// Starts `spec` on the cluster for `caller`: scope, limits, one run per
+/// cluster; answers 202 with the run.
+fn start_run(
+    state: &AppState,
+    caller: &Principal,
+    cluster_name: String,
+    spec: BenchSpec,
+    slo: Option<String>,
+) -> Result<(StatusCode, Json<BenchmarkStarted>), ApiError> {
     if !caller.scope.allows(&cluster_name) {
         return Err(caller.out_of_scope(&format!("cluster {cluster_name:?}")));
     }
@@ -129,6 +141,47 @@ pub async fn start(
     }
 }
 
+/// `POST /api/v1/performance/benchmark`: the Go original's request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyBenchmark {
+    /// Operations in all (`total`).
+    pub operations: u64,
+    /// `write` (default), `read` or `mixed`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<crate::bench::LegacyBenchmarkType>,
+    /// Cluster name; default: the first configured.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+/// `POST /api/v1/performance/benchmark`: the Go original's spelling of
+/// `POST /api/v1/benchmarks` with `{"workload": "put", "total": N}`. The
+/// same run, limits, roles and audit; the answer carries `Deprecation` and
+/// a `Link` to the successor.
+#[utoipa::path(post, path = "/api/v1/performance/benchmark", tag = "benchmarks",
+    request_body = LegacyBenchmark,
+    responses(
+    (status = 202, description = "Started; follow it at /api/v1/benchmarks/{id}", body = BenchmarkStarted),
+    (status = 400, description = "Malformed body", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody),
+    (status = 409, description = "A run is going on that cluster", body = super::ErrorBody), (status = 422, description = "Invalid request", body = super::ErrorBody)))]
+pub async fn start_legacy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Body(body): Body<LegacyBenchmark>,
+) -> Result<(StatusCode, Json<BenchmarkStarted>), ApiError> {
+    let cluster_name = match body.cluster {
+        Some(c) => c,
+        None => state.default_cluster()?.name.clone(),
+    };
+    let spec = BenchSpec {
+        workload: body.kind.unwrap_or_default().workload(),
+        total: Some(body.operations),
+        ..BenchSpec::default()
+    };
+    start_run(&state, &caller, cluster_name, spec, None)
+}
+
 /// Query of the list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -139,7 +192,7 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/benchmarks`.
-#[utoipa::path(get, path = "/api/v1/benchmarks", tag = "benchmarks", params(ListQuery), responses(
+#[utoipa::path(get, path = "/api/v1/benchmarks", operation_id = "list_benchmarks", tag = "benchmarks", params(ListQuery), responses(
     (status = 200, description = "Runs, newest first", body = BenchmarkList),
     (status = 400, description = "Bad parameters", body = super::ErrorBody)))]
 pub async fn list(

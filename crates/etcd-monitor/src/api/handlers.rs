@@ -724,7 +724,7 @@ pub async fn metrics_history(
 }
 
 /// `GET .../history`.
-#[utoipa::path(get, path = "/api/v1/clusters/{name}/history", tag = "clusters", params(ClusterName, ChecksQuery),
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/history", operation_id = "health_history", tag = "clusters", params(ClusterName, ChecksQuery),
     responses((status = 200, description = "Stored checks and findings", body = Checks),
         (status = 400, description = "Bad parameters", body = super::ErrorBody),
         (status = 404, description = "Unknown cluster", body = super::ErrorBody)))]

@@ -185,6 +185,61 @@ const ROUTES: [(Method, &str, Access); 21] = [
     (Method::GET, "/api/v1/audit", Access::Role(Role::Admin)),
 ];
 
+/// The Go original's spellings, kept for its users: `(method, alias,
+/// successor)`. An alias needs the successor's role, answers with
+/// `Deprecation: true` and a `Link` to the successor, and is marked
+/// deprecated in the OpenAPI document.
+pub const LEGACY_ROUTES: [(Method, &str, &str); 4] = [
+    (
+        Method::GET,
+        "/api/v1/metrics/current",
+        "/api/v1/cluster/metrics/current",
+    ),
+    (
+        Method::GET,
+        "/api/v1/metrics/history",
+        "/api/v1/cluster/metrics/history",
+    ),
+    (
+        Method::GET,
+        "/api/v1/metrics/latency",
+        "/api/v1/cluster/metrics/latency",
+    ),
+    (
+        Method::POST,
+        "/api/v1/performance/benchmark",
+        "/api/v1/benchmarks",
+    ),
+];
+
+/// The successor of a legacy route, if `method` `path` is one.
+pub fn legacy_successor(method: &Method, path: &str) -> Option<&'static str> {
+    LEGACY_ROUTES
+        .iter()
+        .find(|(m, alias, _)| m == method && *alias == path)
+        .map(|(_, _, successor)| *successor)
+}
+
+/// Marks the answers of the legacy routes as deprecated (RFC 9745's
+/// `Deprecation`, and the successor as a `Link`).
+async fn mark_deprecated(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let successor = legacy_successor(req.method(), req.uri().path());
+    let mut response = next.run(req).await;
+    if let Some(successor) = successor {
+        let headers = response.headers_mut();
+        headers.insert("deprecation", HeaderValue::from_static("true"));
+        if let Ok(link) =
+            HeaderValue::from_str(&format!("<{successor}>; rel=\"successor-version\""))
+        {
+            headers.insert(axum::http::header::LINK, link);
+        }
+    }
+    response
+}
+
 /// The permission table: every route the router serves and who may call
 /// it. The access layer refuses a route that is missing here.
 pub fn route_table() -> Vec<RouteAccess> {
@@ -206,6 +261,19 @@ pub fn route_table() -> Vec<RouteAccess> {
                     access: *access,
                 }),
         );
+    }
+    for (method, alias, successor) in &LEGACY_ROUTES {
+        let access = out
+            .iter()
+            .find(|r| r.method == method && r.path == *successor)
+            .map(|r| r.access);
+        if let Some(access) = access {
+            out.push(RouteAccess {
+                method: method.clone(),
+                path: (*alias).to_string(),
+                access,
+            });
+        }
     }
     out
 }
@@ -246,7 +314,12 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
             get(benchmarks::get).delete(benchmarks::cancel),
         )
         .route("/audit", get(audit::list))
-        .route("/openapi.json", get(openapi::serve));
+        .route("/openapi.json", get(openapi::serve))
+        // LEGACY_ROUTES: the Go original's spellings.
+        .route("/metrics/current", get(handlers::metrics_current))
+        .route("/metrics/history", get(handlers::metrics_history))
+        .route("/metrics/latency", get(handlers::metrics_latency))
+        .route("/performance/benchmark", post(benchmarks::start_legacy));
 
     let cors = cors_layer(&state.config.api.cors_origins);
     Router::new()
@@ -259,6 +332,7 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
         .nest("/api/v1", api)
         .fallback(handlers::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(mark_deprecated))
         .layer(axum::middleware::from_fn_with_state(access, access::enforce))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -47,6 +47,7 @@ use super::{alerts, audit, benchmarks, handlers, maintenance};
         benchmarks::list,
         benchmarks::get,
         benchmarks::cancel,
+        benchmarks::start_legacy,
         audit::list,
     ),
     components(schemas(super::ErrorBody))
@@ -84,11 +85,48 @@ fn build() -> Value {
                     if let Some(summary) = op.get("summary").and_then(Value::as_str) {
                         op["summary"] = json!(format!("{summary} (the first configured cluster)"));
                     }
+                    if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                        op["operationId"] = json!(format!("{id}_default_cluster"));
+                    }
                 }
             }
             out.insert(format!("/api/v1/cluster/{rest}"), default);
         }
         out.insert(path, item);
+    }
+    for (method, alias, successor) in &super::LEGACY_ROUTES {
+        let method = method.as_str().to_ascii_lowercase();
+        // A handler of its own is documented already; an alias of the
+        // successor's handler is documented as a copy of it.
+        let (mut op, copied) = match out.get(*alias) {
+            Some(item) => (item[&method].clone(), false),
+            None => (
+                out.get(*successor)
+                    .map(|item| item[&method].clone())
+                    .unwrap_or_default(),
+                true,
+            ),
+        };
+        if let Some(op) = op.as_object_mut() {
+            op.insert("deprecated".into(), Value::Bool(true));
+            op.insert(
+                "description".into(),
+                json!(format!(
+                    "The Go original's spelling of {} {successor}, kept for its users; answers carry `Deprecation: true` and a `Link` to the successor.",
+                    method.to_ascii_uppercase()
+                )),
+            );
+            if let Some(id) = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .filter(|_| copied)
+            {
+                let id = format!("{id}_legacy");
+                op.insert("operationId".into(), Value::String(id));
+            }
+        }
+        let item = out.entry(alias.to_string()).or_insert_with(|| json!({}));
+        item[&method] = op;
     }
     let text = |summary: &str, description: &str| json!({ "get": { "summary": summary, "responses": { "200": { "description": description } } } });
     out.insert(
@@ -191,6 +229,32 @@ mod tests {
                 .is_none_or(|p| p.iter().all(|p| p["name"] != "name"))
         );
         assert!(doc["components"]["schemas"]["HealthSnapshot"].is_object());
+        // The Go original's spellings are there, marked deprecated, with
+        // their successor's role.
+        for (method, alias, successor) in &super::super::LEGACY_ROUTES {
+            let m = method.as_str().to_ascii_lowercase();
+            let op = &doc["paths"][*alias][&m];
+            assert_eq!(op["deprecated"], true, "{alias}");
+            assert_eq!(
+                op["x-required-role"], doc["paths"][*successor][&m]["x-required-role"],
+                "{alias}"
+            );
+            assert!(
+                doc["paths"][*successor][&m]["deprecated"].is_null(),
+                "{successor}"
+            );
+        }
+        // Every operation has an id of its own.
+        let mut ids = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(id) = op["operationId"].as_str() {
+                    if let Some(other) = ids.insert(id.to_string(), format!("{method} {path}")) {
+                        panic!("operationId {id} of {method} {path} is also {other}'s");
+                    }
+                }
+            }
+        }
         // Maintenance operations share one set of error answers.
         for op in [
             "defrag",

@@ -23,7 +23,9 @@ pub mod report;
 pub mod run;
 pub mod slo;
 
-pub use crate::config::bench::{BenchLimits, BenchSpec, Consistency, InvalidSpec, Load, Workload};
+pub use crate::config::bench::{
+    BenchLimits, BenchSpec, Consistency, InvalidSpec, LegacyBenchmarkType, Load, Workload,
+};
 pub use check_perf::CheckPerfVerdict;
 pub use report::{BenchReport, LatencySummary};
 pub use run::{BenchError, Connections, Control, Progress, connect, run};

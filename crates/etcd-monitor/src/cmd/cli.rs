@@ -38,6 +38,46 @@ pub struct Cli {
     /// `run`'s flags, accepted without the subcommand too.
     #[command(flatten)]
     pub run: RunArgs,
+    /// The Go original's benchmark flags.
+    #[command(flatten)]
+    pub legacy: LegacyBenchArgs,
+}
+
+/// The Go original's quick-start benchmark flags, kept for its users:
+/// `etcd-monitor --run-benchmark --benchmark-type=write --benchmark-ops=10000`
+/// runs `etcd-monitor bench put --total 10000`.
+#[derive(Debug, Args)]
+pub struct LegacyBenchArgs {
+    /// Run one benchmark and exit (deprecated spelling of `bench put|range|mixed --total N`).
+    #[arg(long)]
+    pub run_benchmark: bool,
+    /// With --run-benchmark: write (put), read (range) or mixed.
+    #[arg(long, value_enum, default_value = "write", requires = "run_benchmark")]
+    pub benchmark_type: etcd_monitor::bench::LegacyBenchmarkType,
+    /// With --run-benchmark: operations in all.
+    #[arg(long, default_value_t = 10_000, requires = "run_benchmark")]
+    pub benchmark_ops: u64,
+}
+
+impl Cli {
+    /// The `bench` command line that `--run-benchmark` stands for, global
+    /// flags and `--endpoints` carried over.
+    pub fn legacy_bench_argv(&self) -> Vec<String> {
+        let mut argv = vec!["etcd-monitor".to_string()];
+        if let Some(c) = &self.global.config {
+            argv.extend(["--config".into(), c.display().to_string()]);
+        }
+        if let Some(l) = &self.global.log_level {
+            argv.extend(["--log-level".into(), l.clone()]);
+        }
+        let workload = self.legacy.benchmark_type.workload().name().to_string();
+        argv.extend(["bench".into(), workload]);
+        argv.extend(["--total".into(), self.legacy.benchmark_ops.to_string()]);
+        if !self.run.endpoints.is_empty() {
+            argv.extend(["--endpoints".into(), self.run.endpoints.join(",")]);
+        }
+        argv
+    }
 }
 
 /// Options every command understands.

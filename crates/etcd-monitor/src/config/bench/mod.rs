@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use limits::BenchLimits;
-pub use spec::{BenchSpec, Consistency, InvalidSpec, Load, Workload};
+pub use spec::{BenchSpec, Consistency, InvalidSpec, LegacyBenchmarkType, Load, Workload};
 
 /// `benchmark.*` configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -70,6 +70,33 @@ impl Workload {
     }
 }
 
+/// The Go original's benchmark types (`--benchmark-type`, the `type` of
+/// `POST /api/v1/performance/benchmark`), kept for its users.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LegacyBenchmarkType {
+    /// Puts (`put`).
+    #[default]
+    Write,
+    /// Ranges (`range`).
+    Read,
+    /// Reads and puts (`mixed`).
+    Mixed,
+}
+
+impl LegacyBenchmarkType {
+    /// The workload it runs.
+    pub fn workload(self) -> Workload {
+        match self {
+            LegacyBenchmarkType::Write => Workload::Put,
+            LegacyBenchmarkType::Read => Workload::Range,
+            LegacyBenchmarkType::Mixed => Workload::Mixed,
+        }
+    }
+}
+
 /// Read consistency of ranges, as etcd's `--consistency`.
 #[derive(
     Debug,
