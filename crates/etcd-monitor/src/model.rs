@@ -50,6 +50,9 @@ pub struct Alert {
     pub ends_at_ms: Option<i64>,
     /// `silenced by <id>` or `inhibited by <alertname> (<severity>)`, when suppressed.
     pub suppressed: Option<String>,
+    /// What to do about it: the rule's section of the runbooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 impl Alert {

@@ -427,6 +427,11 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
     assert_eq!(body["status"], "firing");
     assert_eq!(body["cluster"], "main");
     assert_eq!(body["alerts"][0]["labels"]["severity"], "warning");
+    // The runbook: the monitor's /runbooks page under alerts.external_url.
+    const RUNBOOK: &str = "http://dashboard.example/runbooks#etcdmembersdown";
+    assert_eq!(body["alerts"][0]["runbook_url"], RUNBOOK);
+    let to_am = inbox.lock().unwrap().iter().find(|r| am(r)).unwrap().json();
+    assert_eq!(to_am[0]["annotations"]["runbook_url"], RUNBOOK);
     assert_eq!(first.header("X-Team"), Some("etcd"));
     let sig = first.header(channels::SIGNATURE_HEADER).unwrap();
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"s3cret");
@@ -452,6 +457,7 @@ async fn an_outage_is_one_notification_per_channel_and_one_resolve() {
     let active = monitor.store().active_alerts(Some("main")).await.unwrap();
     assert_eq!(active.len(), 1, "{active:#?}");
     assert_eq!(active[0].labels["alertname"], "etcdMembersDown");
+    assert_eq!(active[0].runbook_url.as_deref(), Some(RUNBOOK));
 
     // The member returns: one resolved per channel.
     cluster.restart(victim).await.unwrap();

@@ -140,6 +140,29 @@ async fn every_endpoint_matches_the_openapi_document() {
         checked += 1;
     }
     assert!(checked >= 16, "only {checked} endpoints checked");
+    // The runbooks page the alerts and findings link to.
+    let page = reqwest::get(format!("http://{addr}/runbooks"))
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    for anchor in [
+        "etcdhighfsyncdurations",
+        "etcdmembersdown",
+        "finding-quorum_lost",
+    ] {
+        assert!(
+            html.contains(&format!("<a id=\"{anchor}\"></a>")),
+            "no section {anchor}"
+        );
+    }
+    assert!(html.contains("<h2"), "the markdown was not rendered");
     // The validator does reject what the document does not allow.
     let clusters = schema_for(&doc, "/api/v1/clusters", 200);
     for bad in [

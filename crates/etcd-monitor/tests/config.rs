@@ -440,7 +440,7 @@ fn rules_list_prints_the_table_as_configured() {
         " NAME ",
         "| etcdHighFsyncDurations_critical ",
         "| 1000 ms ",
-        "docs/alerting.md#etcdhighfsyncdurations",
+        "docs/runbooks.md#etcdhighfsyncdurations",
         "| 95.0% ",
     ] {
         assert!(text.contains(needle), "{needle} missing in {text}");

@@ -163,8 +163,10 @@ impl AlertBook {
                 starts_at_ms: None,
                 ends_at_ms: None,
                 suppressed: None,
+                runbook_url: None,
             });
             a.summary.clone_from(&s.summary);
+            a.runbook_url.clone_from(&s.runbook_url);
             a.value = s.value;
             if a.state == AlertState::Pending && now - a.active_since_ms >= millis(rule.for_) {
                 a.state = AlertState::Firing;

@@ -65,6 +65,7 @@ fn alert_json(a: &Alert) -> Value {
         "startsAt": a.starts_at_ms.map(rfc3339),
         "endsAt": a.ends_at_ms.map(rfc3339),
         "suppressed": a.suppressed,
+        "runbook_url": a.runbook_url,
     })
 }
 
@@ -98,6 +99,9 @@ fn text_body(n: &Notification) -> String {
         if let Some(t) = a.ends_at_ms {
             s.push_str(&format!("  resolved: {}\n", rfc3339(t)));
         }
+        if let Some(url) = &a.runbook_url {
+            s.push_str(&format!("  runbook: {url}\n"));
+        }
     }
     if let Some(url) = &n.external_url {
         s.push_str(&format!("\n{url}\n"));
@@ -116,13 +120,18 @@ fn html_body(n: &Notification) -> String {
     let colour = colour(n);
     let mut s = format!(
         "<html><body><h2 style=\"color:{colour}\">{}</h2><table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\
-         <tr><th>alert</th><th>labels</th><th>since</th><th>resolved</th></tr>",
+         <tr><th>alert</th><th>labels</th><th>since</th><th>resolved</th><th>runbook</th></tr>",
         escape(&n.title())
     );
     for a in &n.alerts {
         let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let runbook = a
+            .runbook_url
+            .as_deref()
+            .map(|u| format!("<a href=\"{0}\">runbook</a>", escape(u)))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{runbook}</td></tr>",
             escape(&a.summary),
             escape(&labels.join(", ")),
             a.starts_at_ms.map(rfc3339).unwrap_or_default(),
@@ -152,7 +161,10 @@ pub fn slack_body(n: &Notification) -> Value {
     let lines: Vec<String> = n
         .alerts
         .iter()
-        .map(|a| format!("• {}", a.summary))
+        .map(|a| match &a.runbook_url {
+            Some(url) => format!("• {} (<{url}|runbook>)", a.summary),
+            None => format!("• {}", a.summary),
+        })
         .collect();
     json!({
         "text": n.title(),
@@ -214,9 +226,13 @@ pub fn alertmanager_body(n: &Notification) -> Value {
         n.alerts
             .iter()
             .map(|a| {
+                let mut annotations = json!({ "summary": a.summary, "value": a.value.to_string() });
+                if let Some(url) = &a.runbook_url {
+                    annotations["runbook_url"] = json!(url);
+                }
                 let mut v = json!({
                     "labels": a.labels,
-                    "annotations": { "summary": a.summary, "value": a.value.to_string() },
+                    "annotations": annotations,
                     "startsAt": rfc3339(a.starts_at_ms.unwrap_or(n.at_ms)),
                     "generatorURL": n.external_url.clone().unwrap_or_default(),
                 });

@@ -96,6 +96,9 @@ pub struct Sample {
     pub summary: String,
     /// The figure compared with the threshold.
     pub value: f64,
+    /// The rule's runbook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 /// How often the engines re-read silences and acknowledgements even

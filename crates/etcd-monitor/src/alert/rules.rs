@@ -164,7 +164,8 @@ pub struct RuleDef {
     pub needs: &'static [Need],
     /// The condition, in words.
     pub expr: &'static str,
-    /// The anchor of its runbook in docs/alerting.md.
+    /// The anchor of its runbook in docs/runbooks.md (and of its row in
+    /// docs/alerting.md).
     pub runbook: &'static str,
     eval: fn(&Ctx) -> Evaluated,
 }
@@ -585,6 +586,9 @@ pub struct ActiveRule {
     pub enabled: bool,
     /// What is evaluated.
     pub kind: RuleKind,
+    /// Its runbook (`alerts.runbook_base_url` + `#` + its section);
+    /// custom rules have none.
+    pub runbook_url: Option<String>,
 }
 
 impl ActiveRule {
@@ -629,6 +633,7 @@ impl Default for RuleSet {
 impl RuleSet {
     /// The rules of `config`: defaults, overrides, custom rules.
     pub fn from_config(config: &AlertsConfig) -> RuleSet {
+        let base = config.runbook_base();
         let mut rules: Vec<ActiveRule> = TABLE
             .iter()
             .map(|d| {
@@ -642,6 +647,7 @@ impl RuleSet {
                     window: o.window.unwrap_or(d.window),
                     enabled: o.enabled.unwrap_or(true),
                     kind: RuleKind::Builtin(d.rule),
+                    runbook_url: Some(format!("{base}#{}", d.runbook)),
                 }
             })
             .collect();
@@ -659,6 +665,7 @@ impl RuleSet {
                         metric,
                         comparison: c.comparison,
                     },
+                    runbook_url: None,
                 });
             }
         }
@@ -797,6 +804,7 @@ impl Ctx<'_> {
             labels,
             summary,
             value,
+            runbook_url: self.rule.runbook_url.clone(),
         }
     }
 
@@ -1298,7 +1306,7 @@ pub struct RuleRow {
     pub severity: &'static str,
     /// What it reads.
     pub needs: Vec<Need>,
-    /// Runbook: docs/alerting.md#anchor.
+    /// Runbook: docs/runbooks.md#anchor.
     pub runbook: Option<String>,
 }
 
@@ -1329,7 +1337,7 @@ impl RuleSet {
                     window: (!r.window.is_zero()).then(|| window_text(&r.window)),
                     severity: r.severity.as_str(),
                     needs: def.map(|d| d.needs.to_vec()).unwrap_or_default(),
-                    runbook: def.map(|d| format!("docs/alerting.md#{}", d.runbook)),
+                    runbook: def.map(|d| format!("docs/runbooks.md#{}", d.runbook)),
                 }
             })
             .collect()

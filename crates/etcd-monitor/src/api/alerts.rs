@@ -51,6 +51,8 @@ pub struct AlertView {
     pub ends_at_ms: Option<i64>,
     /// `silenced by <id>` or `inhibited by <alertname> (<severity>)`.
     pub suppressed: Option<String>,
+    /// What to do about it: its section of the runbooks (built-in rules).
+    pub runbook_url: Option<String>,
 }
 
 fn view(a: &Alert) -> AlertView {
@@ -70,6 +72,7 @@ fn view(a: &Alert) -> AlertView {
         starts_at_ms: a.starts_at_ms,
         ends_at_ms: a.ends_at_ms,
         suppressed: a.suppressed.clone(),
+        runbook_url: a.runbook_url.clone(),
     }
 }
 

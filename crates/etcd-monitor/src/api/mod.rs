@@ -125,10 +125,11 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 12] = [
 ];
 
 /// Every other route, with who may call it.
-const ROUTES: [(Method, &str, Access); 21] = [
+const ROUTES: [(Method, &str, Access); 22] = [
     (Method::GET, "/health", Access::Probe),
     (Method::GET, "/ready", Access::Probe),
     (Method::GET, "/", Access::Public),
+    (Method::GET, "/runbooks", Access::Public),
     (Method::GET, "/assets/app.js", Access::Public),
     (Method::GET, "/assets/style.css", Access::Public),
     (Method::GET, "/metrics", Access::Metrics),
@@ -324,6 +325,7 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
     let cors = cors_layer(&state.config.api.cors_origins);
     Router::new()
         .route("/", get(dashboard_index))
+        .route("/runbooks", get(runbooks))
         .route("/assets/app.js", get(dashboard_js))
         .route("/assets/style.css", get(dashboard_css))
         .route("/health", get(handlers::health))
@@ -416,6 +418,24 @@ pub async fn serve(
     };
     let task = tokio::spawn(server::serve(listener, app, tls, limits, token));
     Ok((addr, task))
+}
+
+/// `GET /runbooks`: docs/runbooks.md as a page, one section per alert
+/// and finding (what `runbook_url` and the dashboard's findings link to).
+async fn runbooks() -> axum::response::Html<&'static str> {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    axum::response::Html(PAGE.get_or_init(|| {
+        let markdown = include_str!("../../../../docs/runbooks.md");
+        let mut body = String::new();
+        let options = pulldown_cmark::Options::ENABLE_TABLES;
+        pulldown_cmark::html::push_html(&mut body, pulldown_cmark::Parser::new_ext(markdown, options));
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>etcd-monitor runbooks</title><link rel=\"stylesheet\" href=\"/assets/style.css\">\
+             </head><body><main class=\"runbooks\">{body}</main></body></html>"
+        )
+    }))
 }
 
 async fn dashboard_index() -> axum::response::Html<&'static str> {

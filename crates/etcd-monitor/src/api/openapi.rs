@@ -206,7 +206,7 @@ mod tests {
         for route in super::super::route_table() {
             if matches!(
                 route.path.as_str(),
-                "/" | "/assets/app.js" | "/assets/style.css"
+                "/" | "/runbooks" | "/assets/app.js" | "/assets/style.css"
             ) {
                 continue;
             }

@@ -39,6 +39,12 @@ pub struct AlertsConfig {
     /// A link put into notifications (`generatorURL`), e.g. the dashboard.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_url: Option<String>,
+    /// Where runbooks live: every built-in alert carries `runbook_url` =
+    /// this + `#` + its section. Default: the monitor's own `/runbooks`
+    /// page, under `external_url` when that is set (an absolute link in
+    /// notifications), else as the path `/runbooks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook_base_url: Option<String>,
     /// Inhibition, with Alertmanager's semantics; absent: the two default
     /// rules ([`InhibitRuleConfig::defaults`]); `[]`: none.
     pub inhibit_rules: Vec<InhibitRuleConfig>,
@@ -93,6 +99,7 @@ impl Default for AlertsConfig {
             routes: Vec::new(),
             silences: Vec::new(),
             external_url: None,
+            runbook_base_url: None,
             inhibit_rules: InhibitRuleConfig::defaults(),
         }
     }
@@ -572,6 +579,16 @@ impl ChannelConfig {
 }
 
 impl AlertsConfig {
+    /// The base of the runbook links: `runbook_base_url`, else the
+    /// monitor's `/runbooks` page (under `external_url` when set).
+    pub fn runbook_base(&self) -> String {
+        match (&self.runbook_base_url, &self.external_url) {
+            (Some(base), _) => base.clone(),
+            (None, Some(external)) => format!("{}/runbooks", external.trim_end_matches('/')),
+            (None, None) => "/runbooks".to_string(),
+        }
+    }
+
     /// Checks the schema alone can make: thresholds, channel settings,
     /// routes naming channels that do not exist, matchers. Rule names,
     /// metric names and silences are checked against the rule table by
@@ -642,6 +659,22 @@ impl AlertsConfig {
                     out.push((
                         format!("alerts.inhibit_rules[{i}].equal[{j}]"),
                         "a label name must not be empty".into(),
+                    ));
+                }
+            }
+        }
+        for (key, url) in [
+            ("alerts.external_url", &self.external_url),
+            ("alerts.runbook_base_url", &self.runbook_base_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://")
+                    || url.starts_with("https://")
+                    || url.starts_with('/'))
+                {
+                    out.push((
+                        key.into(),
+                        format!("{url:?} is not an http(s) URL or a path"),
                     ));
                 }
             }

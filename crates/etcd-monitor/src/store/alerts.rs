@@ -48,7 +48,7 @@ pub struct AlertGroupRow {
     pub ack_comment: Option<String>,
 }
 
-const ALERT_COLUMNS: &str = "fingerprint, group_key, rule, labels, summary, value, state, active_since_ms, starts_at_ms, ends_at_ms, suppressed";
+const ALERT_COLUMNS: &str = "fingerprint, group_key, rule, labels, summary, value, state, active_since_ms, starts_at_ms, ends_at_ms, suppressed, runbook_url";
 const OUTBOX_COLUMNS: &str = "id, group_key, channel, status, attempts, next_attempt_ms, created_ms, sent_ms, last_error, payload";
 
 fn state_str(s: AlertState) -> &'static str {
@@ -78,6 +78,7 @@ fn alert_row(r: &AnyRow) -> Result<Alert, sqlx::Error> {
         starts_at_ms: r.try_get("starts_at_ms")?,
         ends_at_ms: r.try_get("ends_at_ms")?,
         suppressed: r.try_get("suppressed")?,
+        runbook_url: r.try_get("runbook_url")?,
     })
 }
 
@@ -137,8 +138,8 @@ async fn insert_alert(tx: &mut Tx, a: &Alert) -> Result<(), StoreError> {
     let (cluster, _) = a.group_key.rsplit_once('/').unwrap_or((&a.group_key, ""));
     sqlx::query(
         "INSERT INTO alerts (fingerprint, group_key, cluster, rule, alertname, severity, member, labels, summary,
-            value, state, active_since_ms, starts_at_ms, ends_at_ms, suppressed)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            value, state, active_since_ms, starts_at_ms, ends_at_ms, suppressed, runbook_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&a.fingerprint)
     .bind(&a.group_key)
@@ -155,6 +156,7 @@ async fn insert_alert(tx: &mut Tx, a: &Alert) -> Result<(), StoreError> {
     .bind(a.starts_at_ms)
     .bind(a.ends_at_ms)
     .bind(a.suppressed.clone())
+    .bind(a.runbook_url.clone())
     .execute(&mut **tx)
     .await
     .map_err(db("insert alert"))?;

@@ -213,6 +213,8 @@ const MIGRATIONS: &[&str] = &[
         source TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, cluster TEXT, body TEXT,
         status BIGINT NOT NULL, request_id TEXT NOT NULL);
      CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);",
+    // 5: each alert's runbook link.
+    "ALTER TABLE alerts ADD COLUMN runbook_url TEXT;",
 ];
 
 impl Store {

@@ -60,6 +60,7 @@ fn sample(rules: &RuleSet, rule: Rule, member: &str) -> Sample {
         labels,
         summary: format!("{} {member}", r.key),
         value: 1.0,
+        runbook_url: r.runbook_url.clone(),
     }
 }
 

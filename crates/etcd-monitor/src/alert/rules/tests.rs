@@ -43,6 +43,32 @@ fn keys_name_their_rule_and_runbooks_exist() {
             d.key
         );
     }
+    let runbooks = include_str!("../../../../../docs/runbooks.md");
+    for r in Rule::ALL {
+        let anchor = r.def().runbook;
+        assert!(
+            runbooks.contains(&format!("<a id=\"{anchor}\"></a>")),
+            "docs/runbooks.md has no section {anchor} for {}",
+            r.key()
+        );
+    }
+    // Every finding the health check can report has its section too (the
+    // dashboard links `/runbooks#finding-<kind>`): the kinds are read from
+    // the `finding("kind", ...)` calls of the health module.
+    let health = include_str!("../../health/mod.rs");
+    let kinds: BTreeSet<&str> = health
+        .split("finding(")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(kinds.len() >= 15, "read too few finding kinds: {kinds:?}");
+    for kind in kinds {
+        assert!(
+            runbooks.contains(&format!("<a id=\"finding-{kind}\"></a>")),
+            "docs/runbooks.md has no section finding-{kind}"
+        );
+    }
     assert_eq!(Rule::from_key("etcdMembresDown"), None);
     let keys: BTreeSet<&str> = Rule::keys().collect();
     assert_eq!(keys.len(), Rule::ALL.len(), "duplicate keys");

@@ -101,7 +101,7 @@ async function loadStatus() {
     v.textContent = s.verdict.toUpperCase();
     v.className = "badge " + s.verdict;
     $("#findings").innerHTML = s.findings.length
-      ? s.findings.map((f) => `<li><span class="sev ${f.severity}">${f.severity}</span> ${esc(f.message)}</li>`).join("")
+      ? s.findings.map((f) => `<li><span class="sev ${f.severity}">${f.severity}</span> ${esc(f.message)} <a class="runbook" href="/runbooks#finding-${esc(f.kind)}">runbook</a></li>`).join("")
       : `<li class="muted">No findings: every check passed.</li>`;
   } catch (e) {
     $("#verdict").textContent = "NO DATA"; $("#verdict").className = "badge";
@@ -162,6 +162,7 @@ async function loadAlerts() {
     const canSilence = allowed("POST /api/v1/silences"), canAck = allowed("POST /api/v1/alerts/ack");
     $("#alerts").innerHTML = list.length
       ? list.map((x) => `<li><span class="sev ${esc(x.severity)}">${esc(x.severity)}</span> ${esc(x.alertname)} ${esc(x.cluster || "")} <small>${esc(x.state || "")}</small>` +
+        (x.runbook_url ? ` <a class="runbook" href="${esc(x.runbook_url)}">runbook</a>` : "") +
         (canSilence ? `<button type="button" data-silence="${esc(x.cluster)}|${esc(x.alertname)}">Silence 1h</button>` : "") +
         (canAck && x.state === "firing" ? `<button type="button" data-ack="${esc(x.group_key)}">Ack</button>` : "") + `</li>`).join("")
       : `<li class="muted">No active alerts.</li>`;
