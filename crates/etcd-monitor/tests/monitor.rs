@@ -377,6 +377,25 @@ async fn windowed_fsync_and_commit_p99_agree_with_the_members_buckets() {
             etcd_monitor::cluster::MemberMetrics::from_scrape(&only),
             ours
         );
+        // Every family the monitor reads is on the page under the name it
+        // reads (this file runs on etcd 3.4 and 3.5; a renamed family shows here).
+        for (name, v) in [
+            ("quota_backend_bytes", ours.quota_backend_bytes),
+            ("db_total_size_bytes", ours.db_total_size_bytes),
+            ("db_in_use_bytes", ours.db_in_use_bytes),
+            ("has_leader", ours.has_leader),
+            ("is_leader", ours.is_leader),
+            ("leader_changes_seen", ours.leader_changes_seen),
+            ("proposals_committed", ours.proposals_committed),
+            ("proposals_applied", ours.proposals_applied),
+            ("proposals_pending", ours.proposals_pending),
+            ("proposals_failed", ours.proposals_failed),
+            ("watchers", ours.watchers),
+        ] {
+            assert!(v.is_some(), "{name} is missing from the page");
+        }
+        assert!(ours.grpc_handled_by_code.contains_key("OK"));
+        assert!(ours.histograms.wal_fsync.is_some() && ours.histograms.backend_commit.is_some());
         ours
     };
     let mut window = etcd_monitor::metrics::window::Window::new(Duration::from_secs(300));
