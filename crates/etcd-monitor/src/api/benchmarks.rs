@@ -51,13 +51,28 @@ pub struct BenchmarkCancelled {
     pub succeeded: u64,
 }
 
+/// The errors starting a run may answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes the answers to the OpenAPI document only
+enum StartErrors {
+    /// Malformed body.
+    #[response(status = 400, description = "Malformed body")]
+    Malformed(super::ErrorBody),
+    /// Unknown cluster.
+    #[response(status = 404, description = "Unknown cluster")]
+    UnknownCluster(super::ErrorBody),
+    /// One run per cluster.
+    #[response(status = 409, description = "A run is going on that cluster")]
+    Busy(super::ErrorBody),
+    /// Invalid spec, or over the limits.
+    #[response(status = 422, description = "Invalid spec, or beyond benchmark.limits")]
+    Invalid(super::ErrorBody),
+}
+
 /// `POST /api/v1/benchmarks`: `{"cluster": "...", "slo": "p99<50ms", "workload": "put", "total": 1000, ...}`.
 #[utoipa::path(post, path = "/api/v1/benchmarks", tag = "benchmarks",
     request_body(content = Object, description = "A `BenchSpec` (see its schema: `workload`, `total` or `duration`, `clients`, `rate`, ...) with two more fields: `cluster` (default: the first) and `slo` (e.g. `p99<50ms`)."),
-    responses(
-    (status = 202, description = "Started", body = BenchmarkStarted),
-    (status = 400, description = "Malformed body", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody),
-    (status = 409, description = "A run is going on that cluster", body = super::ErrorBody), (status = 422, description = "Invalid spec", body = super::ErrorBody)))]
+    responses((status = 202, description = "Started", body = BenchmarkStarted), StartErrors))]
 pub async fn start(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -161,10 +176,7 @@ pub struct LegacyBenchmark {
 /// a `Link` to the successor.
 #[utoipa::path(post, path = "/api/v1/performance/benchmark", tag = "benchmarks",
     request_body = LegacyBenchmark,
-    responses(
-    (status = 202, description = "Started; follow it at /api/v1/benchmarks/{id}", body = BenchmarkStarted),
-    (status = 400, description = "Malformed body", body = super::ErrorBody), (status = 404, description = "Unknown cluster", body = super::ErrorBody),
-    (status = 409, description = "A run is going on that cluster", body = super::ErrorBody), (status = 422, description = "Invalid request", body = super::ErrorBody)))]
+    responses((status = 202, description = "Started; follow it at /api/v1/benchmarks/{id}", body = BenchmarkStarted), StartErrors))]
 pub async fn start_legacy(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
