@@ -201,3 +201,69 @@ fn nothing_reachable_is_unavailable_and_says_why() {
         "{text}"
     );
 }
+
+/// A configured endpoint of another cluster (a member left over from an old
+/// cluster) is reported as a cluster-ID mismatch and as no member; listed
+/// members that are not configured are reported for information only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_two_clusters_and_unconfigured_members_are_reported() {
+    let a = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let b = EtcdCluster::start(ClusterOptions::new(1).name_prefix("old"))
+        .await
+        .unwrap();
+    let stray = b.endpoint(0).unwrap();
+    let mut eps = a.endpoints();
+    eps.push(stray.clone());
+    let (code, json) = status_json(&eps);
+    let found = kinds(&json);
+    assert!(
+        found.contains(&"cluster_id_mismatch".to_string()),
+        "{json:#}"
+    );
+    assert!(
+        found.contains(&"endpoint_not_member".to_string()),
+        "{json:#}"
+    );
+    assert_eq!(json["verdict"], "degraded", "{json:#}");
+    assert_eq!(code, 1);
+    let mismatch = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "cluster_id_mismatch")
+        .unwrap();
+    assert_eq!(mismatch["severity"], "critical");
+    let ids = mismatch["evidence"]["cluster_ids"].as_object().unwrap();
+    assert_eq!(ids.len(), 2, "{mismatch:#}");
+    assert!(
+        ids.values()
+            .any(|who| who.as_array().unwrap() == &vec![Value::from(stray.clone())]),
+        "the stray endpoint stands alone under its cluster ID: {mismatch:#}"
+    );
+    let unlisted = &json["observation"]["unlisted_endpoints"][0];
+    assert_eq!(unlisted["endpoint"], stray.as_str());
+    assert_eq!(
+        unlisted["member_id"],
+        format!("{:x}", b.member(0).unwrap().id),
+        "{unlisted:#}"
+    );
+
+    // A member configured under a name it does not advertise (localhost
+    // for 127.0.0.1) answers as itself: nothing to report.
+    let mut aliased = a.endpoints();
+    aliased[0] = aliased[0].replace("127.0.0.1", "localhost");
+    let (code, json) = status_json(&aliased);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(kinds(&json), Vec::<String>::new(), "{json:#}");
+
+    // Only one of the three configured: the two others are reported for
+    // information, and the cluster stays healthy.
+    let (code, json) = status_json(&a.endpoints()[..1]);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(json["verdict"], "healthy");
+    assert_eq!(
+        kinds(&json),
+        vec!["member_not_configured".to_string(); 2],
+        "{json:#}"
+    );
+}

@@ -85,6 +85,12 @@ pub enum Rule {
     ProposalQueueLong,
     /// `etcdAlarmActive`.
     AlarmActive,
+    /// `etcdClusterIdMismatch`.
+    ClusterIdMismatch,
+    /// `etcdEndpointNotMember`.
+    EndpointNotMember,
+    /// `etcdMemberNotConfigured`.
+    MemberNotConfigured,
 }
 
 /// What a rule reads.
@@ -180,10 +186,10 @@ const fn m(n: u64) -> Duration {
     Duration::from_secs(60 * n)
 }
 
-use AlertSeverity::{Critical, Warning};
+use AlertSeverity::{Critical, Info, Warning};
 use Need::*;
 
-const DEFS: [RuleDef; 22] = [
+const DEFS: [RuleDef; 25] = [
     RuleDef {
         rule: Rule::MembersDown,
         key: "etcdMembersDown",
@@ -492,6 +498,48 @@ const DEFS: [RuleDef; 22] = [
         runbook: "etcdalarmactive",
         eval: alarm_active,
     },
+    RuleDef {
+        rule: Rule::ClusterIdMismatch,
+        key: "etcdClusterIdMismatch",
+        alertname: "etcdClusterIdMismatch",
+        severity: Critical,
+        threshold: 0.0,
+        unit: Unit::None,
+        for_: m(1),
+        window: m(0),
+        needs: &[Health],
+        expr: "the configured endpoints and the listed members answer with more than one cluster ID",
+        runbook: "etcdclusteridmismatch",
+        eval: cluster_id_mismatch,
+    },
+    RuleDef {
+        rule: Rule::EndpointNotMember,
+        key: "etcdEndpointNotMember",
+        alertname: "etcdEndpointNotMember",
+        severity: Warning,
+        threshold: 0.0,
+        unit: Unit::None,
+        for_: m(5),
+        window: m(0),
+        needs: &[Health],
+        expr: "a configured endpoint is no listed member's client URL",
+        runbook: "etcdendpointnotmember",
+        eval: endpoint_not_member,
+    },
+    RuleDef {
+        rule: Rule::MemberNotConfigured,
+        key: "etcdMemberNotConfigured",
+        alertname: "etcdMemberNotConfigured",
+        severity: Info,
+        threshold: 0.0,
+        unit: Unit::None,
+        for_: m(10),
+        window: m(0),
+        needs: &[Health],
+        expr: "a listed member has none of its client URLs configured",
+        runbook: "etcdmembernotconfigured",
+        eval: member_not_configured,
+    },
 ];
 
 // The table is indexed by the enum: checked when the crate compiles.
@@ -503,11 +551,11 @@ const _: () = {
     }
 };
 
-static TABLE: [RuleDef; 22] = DEFS;
+static TABLE: [RuleDef; 25] = DEFS;
 
 impl Rule {
     /// Every built-in rule, in table order.
-    pub const ALL: [Rule; 22] = [
+    pub const ALL: [Rule; 25] = [
         Rule::MembersDown,
         Rule::InsufficientMembers,
         Rule::NoLeader,
@@ -530,6 +578,9 @@ impl Rule {
         Rule::HighProbeErrorRate,
         Rule::ProposalQueueLong,
         Rule::AlarmActive,
+        Rule::ClusterIdMismatch,
+        Rule::EndpointNotMember,
+        Rule::MemberNotConfigured,
     ];
 
     /// The rule's definition.
@@ -1272,6 +1323,61 @@ fn alarm_active(c: &Ctx) -> Evaluated {
             );
             s.labels.insert("alarm".into(), a.kind.clone());
             s
+        })
+        .collect())
+}
+
+// The same predicates as the `cluster_id_mismatch`, `endpoint_not_member`
+// and `member_not_configured` findings (`ClusterObservation::cluster_ids`,
+// `stray_endpoints`, `unconfigured_members`).
+fn cluster_id_mismatch(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
+    let ids = h.observation.cluster_ids();
+    c.one(ids.len() > 1, ids.len() as f64, || {
+        let list: Vec<String> = ids
+            .iter()
+            .map(|(id, who)| format!("{id:x} ({})", who.join(", ")))
+            .collect();
+        format!(
+            "the configured endpoints answer for {} clusters: {}",
+            ids.len(),
+            list.join("; ")
+        )
+    })
+}
+
+fn endpoint_not_member(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
+    Ok(h.observation
+        .stray_endpoints()
+        .into_iter()
+        .map(|e| {
+            let mut s = c.sample(
+                None,
+                1.0,
+                format!(
+                    "configured endpoint {} is no member of this cluster",
+                    e.endpoint
+                ),
+            );
+            s.labels.insert("endpoint".into(), e.endpoint.clone());
+            s
+        })
+        .collect())
+}
+
+fn member_not_configured(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
+    Ok(h.observation
+        .unconfigured_members()
+        .iter()
+        .map(|m| {
+            let who = m.label();
+            c.sample(
+                Some(&who),
+                1.0,
+                format!("member {who} is listed but none of its client URLs is configured"),
+            )
         })
         .collect())
 }

@@ -8,7 +8,8 @@ use std::time::{Instant, SystemTime};
 use etcd_client::{Client, GetOptions};
 
 use super::{
-    Alarm, ClusterObservation, HashKvCheck, MemberMetrics, MemberObservation, MemberStatus,
+    Alarm, ClusterObservation, EndpointIdentity, HashKvCheck, MemberMetrics, MemberObservation,
+    MemberStatus,
 };
 use crate::config::ClusterConfig;
 use crate::connection::{self, Dialer, cause_chain};
@@ -162,6 +163,10 @@ impl Collector {
             }
         }
 
+        let unlisted = match &listed {
+            Some(_) => self.identify_unlisted(&dialer, &configured, &members).await,
+            None => Vec::new(),
+        };
         let alarms = self.alarms(&members).await;
         let hashkv = if hashkv {
             self.hashkv(&members).await
@@ -173,10 +178,80 @@ impl Collector {
             taken_at,
             members,
             member_list_error: if listed.is_some() { None } else { list_error },
+            cluster_id: listed
+                .as_ref()
+                .and_then(|l| l.header())
+                .map(|h| h.cluster_id()),
+            configured_endpoints: configured,
+            unlisted_endpoints: unlisted,
             alarms,
             hashkv,
             duration_ms: started.elapsed().as_secs_f64() * 1e3,
         }
+    }
+
+    /// Asks every configured endpoint that no listed member advertises
+    /// who answers there (Status: cluster and member id), all at once, each
+    /// bounded by the dial and request timeouts.
+    async fn identify_unlisted(
+        &mut self,
+        dialer: &Result<Dialer, String>,
+        configured: &[String],
+        members: &[MemberObservation],
+    ) -> Vec<EndpointIdentity> {
+        let tasks: Vec<_> = configured
+            .iter()
+            .filter(|ep| {
+                !members
+                    .iter()
+                    .any(|m| m.client_urls.iter().any(|u| super::same_url(u, ep)))
+            })
+            .map(|ep| {
+                let (ep, dialer) = (ep.clone(), dialer.clone());
+                let cached = self.member_clients.get(&ep).cloned();
+                let timeout = self.cluster.request_timeout;
+                tokio::spawn(async move {
+                    let mut identity = EndpointIdentity {
+                        endpoint: ep.clone(),
+                        cluster_id: None,
+                        member_id: None,
+                        error: None,
+                    };
+                    let client = match cached {
+                        Some(c) => Ok(c),
+                        None => dial(&dialer, &ep).await,
+                    };
+                    let client = match client {
+                        Ok(mut c) => {
+                            match tokio::time::timeout(timeout, c.status()).await {
+                                Ok(Ok(s)) => {
+                                    identity.cluster_id = s.header().map(|h| h.cluster_id());
+                                    identity.member_id = s.header().map(|h| h.member_id());
+                                }
+                                Ok(Err(e)) => identity.error = Some(cause_chain(&e)),
+                                Err(_) => identity.error = Some("Status timed out".into()),
+                            }
+                            Some(c)
+                        }
+                        Err(e) => {
+                            identity.error = Some(e);
+                            None
+                        }
+                    };
+                    (identity, client)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for task in tasks {
+            if let Ok((identity, client)) = task.await {
+                if let Some(c) = client {
+                    self.member_clients.insert(identity.endpoint.clone(), c);
+                }
+                out.push(identity);
+            }
+        }
+        out
     }
 
     async fn client_for(
@@ -365,6 +440,7 @@ async fn observe_member(
                 let header = s.header();
                 probe.status = Some(MemberStatus {
                     member_id: header.map(|h| h.member_id()).unwrap_or(0),
+                    cluster_id: header.map(|h| h.cluster_id()).unwrap_or(0),
                     version: s.version().to_string(),
                     db_size: s.db_size(),
                     db_size_in_use: s.raft_used_db_size(),

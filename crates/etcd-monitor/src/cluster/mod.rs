@@ -4,6 +4,7 @@
 
 mod collect;
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -68,6 +69,10 @@ pub struct MemberStatus {
     #[serde(serialize_with = "hex_id")]
     #[schema(value_type = String)]
     pub member_id: u64,
+    /// The cluster it belongs to (from the response header).
+    #[serde(serialize_with = "hex_id")]
+    #[schema(value_type = String)]
+    pub cluster_id: u64,
     /// etcd version.
     pub version: String,
     /// Backend database size in bytes (allocated).
@@ -348,12 +353,112 @@ pub struct ClusterObservation {
     pub members: Vec<MemberObservation>,
     /// Why the member list could not be read.
     pub member_list_error: Option<String>,
+    /// The cluster the member list came from (its response header).
+    #[serde(serialize_with = "hex_id_opt")]
+    #[schema(value_type = Option<String>)]
+    pub cluster_id: Option<u64>,
+    /// The configured endpoints (`clusters[].endpoints`, as URLs).
+    pub configured_endpoints: Vec<String>,
+    /// Configured endpoints that are no listed member's client URL, and
+    /// who answers there.
+    pub unlisted_endpoints: Vec<EndpointIdentity>,
     /// Active alarms.
     pub alarms: Vec<Alarm>,
     /// Per-member KV hash at one revision, when a consistency check ran.
     pub hashkv: Option<HashKvCheck>,
     /// How long the round took, in milliseconds.
     pub duration_ms: f64,
+}
+
+/// Who answers at a configured endpoint that the member list does not name.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct EndpointIdentity {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The cluster of the member that answered Status there.
+    #[serde(serialize_with = "hex_id_opt")]
+    #[schema(value_type = Option<String>)]
+    pub cluster_id: Option<u64>,
+    /// That member's id.
+    #[serde(serialize_with = "hex_id_opt")]
+    #[schema(value_type = Option<String>)]
+    pub member_id: Option<u64>,
+    /// Why nothing answered.
+    pub error: Option<String>,
+}
+
+impl ClusterObservation {
+    /// Which cluster each configured endpoint and listed member answered
+    /// for: cluster id -> who. More than one id means the configuration
+    /// mixes clusters (a member left over from an old cluster, a wrong
+    /// address).
+    pub fn cluster_ids(&self) -> BTreeMap<u64, Vec<String>> {
+        let mut ids: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        if let Some(id) = self.cluster_id {
+            ids.entry(id).or_default().push("member list".into());
+        }
+        for m in &self.members {
+            if let Some(s) = m.status.as_ref().filter(|s| s.cluster_id != 0) {
+                ids.entry(s.cluster_id)
+                    .or_default()
+                    .push(m.endpoint.clone());
+            }
+        }
+        for e in &self.unlisted_endpoints {
+            if let Some(id) = e.cluster_id.filter(|id| *id != 0) {
+                ids.entry(id).or_default().push(e.endpoint.clone());
+            }
+        }
+        ids
+    }
+
+    /// Configured endpoints behind which no listed member of this cluster
+    /// answers: a member of another cluster, a removed member, nothing. An
+    /// endpoint that reaches a listed member under an address the member
+    /// does not advertise (an IP for a DNS name, a load balancer) is fine.
+    pub fn stray_endpoints(&self) -> Vec<&EndpointIdentity> {
+        self.unlisted_endpoints
+            .iter()
+            .filter(|e| self.listed_member_behind(e).is_none())
+            .collect()
+    }
+
+    /// The listed member that answered at `e`, if one did.
+    fn listed_member_behind(&self, e: &EndpointIdentity) -> Option<&MemberObservation> {
+        let id = e.member_id?;
+        if e.cluster_id != self.cluster_id {
+            return None;
+        }
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Listed members that no configured endpoint reaches: none of their
+    /// client URLs is configured, and no configured endpoint answered as
+    /// them (only when the member list was read).
+    pub fn unconfigured_members(&self) -> Vec<&MemberObservation> {
+        if self.member_list_error.is_some() {
+            return Vec::new();
+        }
+        self.members
+            .iter()
+            .filter(|m| {
+                let by_url = m
+                    .client_urls
+                    .iter()
+                    .any(|u| self.configured_endpoints.iter().any(|c| same_url(c, u)));
+                let by_answer = self
+                    .unlisted_endpoints
+                    .iter()
+                    .any(|e| self.listed_member_behind(e).is_some_and(|x| x.id == m.id));
+                !by_url && !by_answer
+            })
+            .collect()
+    }
+}
+
+/// Whether two endpoint URLs name the same place (a trailing `/` aside).
+pub(crate) fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// A data consistency check: each member's KV hash at one revision.
@@ -368,6 +473,13 @@ pub struct HashKvCheck {
 
 pub(crate) fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{id:x}"))
+}
+
+fn hex_id_opt<S: serde::Serializer>(id: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => hex_id(id, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]

@@ -246,6 +246,66 @@ pub fn evaluate_with_history(
         ));
     }
 
+    // Identity: one cluster behind every configured endpoint and member.
+    let ids = obs.cluster_ids();
+    if ids.len() > 1 {
+        let list: Vec<String> = ids
+            .iter()
+            .map(|(id, who)| format!("{id:x} ({})", who.join(", ")))
+            .collect();
+        let evidence: serde_json::Map<String, Value> = ids
+            .iter()
+            .map(|(id, who)| (format!("{id:x}"), json!(who)))
+            .collect();
+        f.push(finding(
+            "cluster_id_mismatch",
+            Severity::Critical,
+            None,
+            format!(
+                "the configured endpoints answer for {} clusters: {}; a member left over from another cluster, or an endpoint of the wrong cluster",
+                ids.len(),
+                list.join("; ")
+            ),
+            json!({ "cluster_ids": evidence }),
+        ));
+    }
+    for e in obs.stray_endpoints() {
+        let message = match (e.member_id, e.cluster_id, &e.error) {
+            (Some(member), Some(cluster), _) => format!(
+                "configured endpoint {} answers as member {member:x} of cluster {cluster:x}, which this cluster's member list does not name",
+                e.endpoint
+            ),
+            (_, _, Some(err)) => format!(
+                "configured endpoint {} is no listed member's client URL and does not answer: {err}",
+                e.endpoint
+            ),
+            _ => format!(
+                "configured endpoint {} is no listed member's client URL",
+                e.endpoint
+            ),
+        };
+        f.push(finding(
+            "endpoint_not_member",
+            Severity::Warning,
+            None,
+            message,
+            json!({ "endpoint": e }),
+        ));
+    }
+    for m in obs.unconfigured_members() {
+        f.push(finding(
+            "member_not_configured",
+            Severity::Info,
+            Some(m.label()),
+            format!(
+                "member {} is in the member list but none of its client URLs ({}) is configured",
+                m.label(),
+                m.client_urls.join(", ")
+            ),
+            json!({ "client_urls": m.client_urls, "configured": obs.configured_endpoints }),
+        ));
+    }
+
     // Quorum: voting members that answer, against what raft needs.
     let quorum_lost = reachable_voting < quorum || (reachable_voting > 0 && consensus_voting == 0);
     if reachable_voting < quorum {
@@ -706,6 +766,7 @@ mod tests {
             endpoint: format!("http://127.0.0.1:{id}"),
             status: Some(MemberStatus {
                 member_id: id,
+                cluster_id: 0xc1,
                 version: "3.4.23".into(),
                 db_size: 20_000,
                 db_size_in_use: 16_000,
@@ -729,8 +790,11 @@ mod tests {
         ClusterObservation {
             cluster: "t".into(),
             taken_at: SystemTime::now(),
+            configured_endpoints: members.iter().map(|m| m.endpoint.clone()).collect(),
             members,
             member_list_error: None,
+            cluster_id: Some(0xc1),
+            unlisted_endpoints: vec![],
             alarms: vec![],
             hashkv: None,
             duration_ms: 1.0,

@@ -266,6 +266,9 @@ fn members_down_counts_peer_send_failures_over_the_window() {
         taken_at: std::time::SystemTime::now(),
         members: Vec::new(),
         member_list_error: None,
+        cluster_id: Some(0xc1),
+        configured_endpoints: Vec::new(),
+        unlisted_endpoints: Vec::new(),
         alarms: Vec::new(),
         hashkv: None,
         duration_ms: 0.0,
@@ -307,11 +310,12 @@ fn member(i: usize) -> MemberObservation {
         id,
         name: MEMBERS[i].into(),
         peer_urls: vec![],
-        client_urls: vec![],
+        client_urls: vec![format!("http://127.0.0.1:{}", 2379 + i)],
         is_learner: false,
         endpoint: format!("http://127.0.0.1:{}", 2379 + i),
         status: Some(MemberStatus {
             member_id: id,
+            cluster_id: 0xc1,
             version: "3.5.17".into(),
             db_size: (200.0 * MIB) as i64,
             db_size_in_use: (180.0 * MIB) as i64,
@@ -346,8 +350,11 @@ fn both(rules: &RuleSet, members: Vec<MemberObservation>, changes: usize) -> (Se
     let obs = ClusterObservation {
         cluster: "main".into(),
         taken_at: now,
+        configured_endpoints: members.iter().map(|m| m.endpoint.clone()).collect(),
         members,
         member_list_error: None,
+        cluster_id: Some(0xc1),
+        unlisted_endpoints: Vec::new(),
         alarms: Vec::<Alarm>::new(),
         hashkv: None,
         duration_ms: 1.0,
@@ -498,4 +505,102 @@ fn the_verdict_and_the_alerts_agree() {
         f.contains(&("db_quota", "m1".into())),
         "90% is over a lowered 85%"
     );
+}
+
+#[test]
+fn identity_findings_and_alerts_agree() {
+    // Three members of cluster c1, all configured; then a fourth configured
+    // endpoint that answers for another cluster, and one member not
+    // configured.
+    let mut members: Vec<MemberObservation> = (0..3).map(member).collect();
+    let configured: Vec<String> = members.iter().map(|m| m.endpoint.clone()).collect();
+    let observe = |members: Vec<MemberObservation>, configured: Vec<String>, unlisted| {
+        let obs = ClusterObservation {
+            cluster: "main".into(),
+            taken_at: std::time::SystemTime::now(),
+            members,
+            member_list_error: None,
+            cluster_id: Some(0xc1),
+            configured_endpoints: configured,
+            unlisted_endpoints: unlisted,
+            alarms: Vec::new(),
+            hashkv: None,
+            duration_ms: 1.0,
+        };
+        crate::health::evaluate(obs, &Thresholds::default())
+    };
+    let rules = RuleSet::default();
+    let fired = |health: &crate::health::HealthSnapshot, rule: Rule| {
+        let rounds = VecDeque::new();
+        let input = Input {
+            cluster: "main",
+            now_ms: 0,
+            health: Some(health),
+            thresholds: &Thresholds::default(),
+            rounds: &rounds,
+            db_size_history: None,
+        };
+        match evaluate(rules.get(rule), &input) {
+            Outcome::Holds(samples) => samples.len(),
+            Outcome::NotEvaluable(why) => panic!("{why}"),
+        }
+    };
+    let kinds = |h: &crate::health::HealthSnapshot| -> Vec<&str> {
+        h.findings.iter().map(|f| f.kind).collect()
+    };
+    let healthy = observe(members.clone(), configured.clone(), Vec::new());
+    assert!(kinds(&healthy).is_empty(), "{:?}", kinds(&healthy));
+    for rule in [
+        Rule::ClusterIdMismatch,
+        Rule::EndpointNotMember,
+        Rule::MemberNotConfigured,
+    ] {
+        assert_eq!(fired(&healthy, rule), 0, "{rule:?}");
+    }
+
+    // Member 2 configured under an address it does not advertise (a load
+    // balancer, an IP for a DNS name): it answers as itself, nothing to report.
+    let via = crate::cluster::EndpointIdentity {
+        endpoint: "http://lb.example:2379".into(),
+        cluster_id: Some(0xc1),
+        member_id: Some(members[2].id),
+        error: None,
+    };
+    let mut aliased = configured[..2].to_vec();
+    aliased.push(via.endpoint.clone());
+    let fine = observe(members.clone(), aliased, vec![via]);
+    assert!(kinds(&fine).is_empty(), "{:?}", kinds(&fine));
+
+    // A left-over member of another cluster, configured; member 2 not configured.
+    let stray = crate::cluster::EndpointIdentity {
+        endpoint: "http://127.0.0.1:9999".into(),
+        cluster_id: Some(0xdead),
+        member_id: Some(0x99),
+        error: None,
+    };
+    let mut partly = configured[..2].to_vec();
+    partly.push(stray.endpoint.clone());
+    members[0].status.as_mut().unwrap().cluster_id = 0xc1;
+    let mixed = observe(members, partly, vec![stray]);
+    let k = kinds(&mixed);
+    for (kind, rule) in [
+        ("cluster_id_mismatch", Rule::ClusterIdMismatch),
+        ("endpoint_not_member", Rule::EndpointNotMember),
+        ("member_not_configured", Rule::MemberNotConfigured),
+    ] {
+        let findings = k.iter().filter(|x| **x == kind).count();
+        assert_eq!(findings, 1, "{kind} in {k:?}");
+        assert_eq!(fired(&mixed, rule), findings, "{rule:?}");
+    }
+    let mismatch = mixed
+        .findings
+        .iter()
+        .find(|f| f.kind == "cluster_id_mismatch")
+        .unwrap();
+    assert!(
+        mismatch.message.contains("dead (http://127.0.0.1:9999)"),
+        "{}",
+        mismatch.message
+    );
+    assert_eq!(mismatch.severity, crate::health::Severity::Critical);
 }
