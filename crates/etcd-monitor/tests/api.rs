@@ -591,7 +591,8 @@ async fn benchmarks_and_maintenance_through_the_api() {
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 202);
-    assert_eq!(answer.headers()["deprecation"], "true");
+    // RFC 9745: the date of deprecation as a structured-field date.
+    assert_eq!(answer.headers()["deprecation"], "@1795910400");
     assert_eq!(
         answer.headers()["link"],
         "</api/v1/benchmarks>; rel=\"successor-version\""
@@ -622,7 +623,7 @@ async fn benchmarks_and_maintenance_through_the_api() {
     ] {
         let r = reqwest::get(format!("http://{addr}{alias}")).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{alias}");
-        assert_eq!(r.headers()["deprecation"], "true", "{alias}");
+        assert_eq!(r.headers()["deprecation"], "@1795910400", "{alias}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["cluster"], "ops", "{alias}: {body}");
         assert_eq!(doc["paths"][alias]["get"]["deprecated"], true, "{alias}");

@@ -188,7 +188,7 @@ const ROUTES: [(Method, &str, Access); 22] = [
 
 /// The Go original's spellings, kept for its users: `(method, alias,
 /// successor)`. An alias needs the successor's role, answers with
-/// `Deprecation: true` and a `Link` to the successor, and is marked
+/// `Deprecation: @<date>` and a `Link` to the successor, and is marked
 /// deprecated in the OpenAPI document.
 pub const LEGACY_ROUTES: [(Method, &str, &str); 4] = [
     (
@@ -221,8 +221,12 @@ pub fn legacy_successor(method: &Method, path: &str) -> Option<&'static str> {
         .map(|(_, _, successor)| *successor)
 }
 
+/// When the legacy routes were deprecated (2026-11-29T00:00:00Z), as RFC
+/// 9745's `Deprecation` header writes it: a structured-field date.
+pub const LEGACY_DEPRECATED_SINCE: &str = "@1795910400";
+
 /// Marks the answers of the legacy routes as deprecated (RFC 9745's
-/// `Deprecation`, and the successor as a `Link`).
+/// `Deprecation` with the date, and the successor as an RFC 8288 `Link`).
 async fn mark_deprecated(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -231,7 +235,10 @@ async fn mark_deprecated(
     let mut response = next.run(req).await;
     if let Some(successor) = successor {
         let headers = response.headers_mut();
-        headers.insert("deprecation", HeaderValue::from_static("true"));
+        headers.insert(
+            "deprecation",
+            HeaderValue::from_static(LEGACY_DEPRECATED_SINCE),
+        );
         if let Ok(link) =
             HeaderValue::from_str(&format!("<{successor}>; rel=\"successor-version\""))
         {

@@ -112,7 +112,7 @@ fn build() -> Value {
             op.insert(
                 "description".into(),
                 json!(format!(
-                    "The Go original's spelling of {} {successor}, kept for its users; answers carry `Deprecation: true` and a `Link` to the successor.",
+                    "The Go original's spelling of {} {successor}, kept for its users; answers carry `Deprecation` (RFC 9745, the date it was deprecated) and a `Link` to the successor.",
                     method.to_ascii_uppercase()
                 )),
             );
