@@ -362,7 +362,27 @@ async fn windowed_fsync_and_commit_p99_agree_with_the_members_buckets() {
     for i in 0..40 {
         client.put(format!("p99/b{i}"), "y", None).await.unwrap();
     }
-    let after = page().await;
+    // etcd commits its backend in batches (every 100 ms): wait until both
+    // histograms have counted something since the first page (bounded).
+    let count = |text: &str, name: &str| buckets(text, name).last().map_or(0.0, |b| b.1);
+    let grew = |text: &str| {
+        [
+            "etcd_disk_wal_fsync_duration_seconds",
+            "etcd_disk_backend_commit_duration_seconds",
+        ]
+        .iter()
+        .all(|n| count(text, n) > count(&before, n))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = page().await;
+    while !grew(&after) {
+        assert!(
+            Instant::now() < deadline,
+            "no fsync or backend commit within 5 s of 40 puts"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = page().await;
+    }
     let parse = |text: &str| {
         let (scrape, bad_lines) = etcd_monitor::metrics::prom::Scrape::parse(text);
         assert_eq!(bad_lines, 0, "lines of a real page we could not parse");
