@@ -1268,3 +1268,135 @@ async fn a_disk_turning_slow_fires_the_fsync_alert_and_clears_it() {
     assert!(fsync_p99().is_some_and(|p| p < 0.5), "{:?}", fsync_p99());
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
+
+/// A member whose serving certificate runs out in 5 days pages critical,
+/// the monitor's client certificate running out in 20 days pages a warning,
+/// and the CA (valid for years) is quiet; each alert says which certificate
+/// and where it was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_running_out_page_by_how_soon() {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let cluster = EtcdCluster::start(ClusterOptions::new(1).tls_valid_for(5 * DAY, 20 * DAY))
+        .await
+        .unwrap();
+    let files = cluster.tls_files().unwrap().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster, &dir.path().join("h.db"), Duration::from_secs(60));
+    cfg.clusters[0].tls = Some(etcd_monitor::config::TlsConfig {
+        ca_file: Some(files.ca_file.clone()),
+        cert_file: Some(files.client_cert_file.clone()),
+        key_file: Some(files.client_key_file.clone()),
+        server_name: None,
+    });
+    for key in [
+        "etcdCertificateExpiring",
+        "etcdCertificateExpiring_critical",
+    ] {
+        cfg.alerts.rules.insert(
+            key.into(),
+            RuleOverride {
+                for_: Some(Duration::ZERO),
+                ..Default::default()
+            },
+        );
+    }
+    let (monitor, lifecycle) = start(&cfg).await;
+    let certificate_alerts = || async {
+        let mut found: Vec<(String, String, String, String)> = monitor
+            .store()
+            .active_alerts(Some("main"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.labels["alertname"] == "etcdCertificateExpiring")
+            .map(|a| {
+                let get = |k: &str| a.labels.get(k).cloned().unwrap_or_default();
+                (
+                    get("severity"),
+                    get("certificate"),
+                    get("location"),
+                    get("member"),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let member = cluster.member(0).unwrap().name.clone();
+    let endpoint = cluster.endpoint(0).unwrap();
+    let client_file = files.client_cert_file.display().to_string();
+    let want = vec![
+        // The serving certificate is inside both thresholds (as the mixin's
+        // warning and critical fsync alerts both fire).
+        (
+            "critical".to_string(),
+            "serving certificate".to_string(),
+            endpoint.clone(),
+            member.clone(),
+        ),
+        (
+            "warning".into(),
+            "client certificate".into(),
+            client_file.clone(),
+            String::new(),
+        ),
+        (
+            "warning".into(),
+            "serving certificate".into(),
+            endpoint.clone(),
+            member.clone(),
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = certificate_alerts().await;
+        if found == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts {found:#?}, want {want:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The finding carries the certificate as evidence, its days left
+    // counted from the certificate itself.
+    let snapshot = monitor
+        .cluster("main")
+        .unwrap()
+        .health
+        .borrow()
+        .clone()
+        .unwrap();
+    let serving = snapshot
+        .findings
+        .iter()
+        .find(|f| f.kind == "certificate_expiring" && f.member.as_deref() == Some(&member))
+        .unwrap();
+    let days = serving.evidence["days_left"].as_f64().unwrap();
+    assert!((4.9..=5.0).contains(&days), "{serving:?}");
+    assert!(
+        serving.message.contains("expires in 5.0 days"),
+        "{}",
+        serving.message
+    );
+    let certs = &snapshot.observation.certificates;
+    assert_eq!(certs.len(), 3, "{certs:#?}");
+    let ca = certs
+        .iter()
+        .find(|c| c.location == files.ca_file.display().to_string())
+        .unwrap();
+    assert_eq!(ca.subject.as_deref(), Some("CN=etcd-testkit CA"));
+    assert!(ca.days_left(unix_ms(std::time::SystemTime::now())).unwrap() > 365.0);
+    let active = monitor.store().active_alerts(Some("main")).await.unwrap();
+    assert!(
+        active
+            .iter()
+            .all(|a| a.labels["alertname"] != "etcdCertificateExpiring"
+                || a.runbook_url
+                    .as_deref()
+                    .is_some_and(|u| u.ends_with("#etcdcertificateexpiring"))),
+        "{active:#?}"
+    );
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}

@@ -267,3 +267,86 @@ async fn endpoints_of_two_clusters_and_unconfigured_members_are_reported() {
         "{json:#}"
     );
 }
+
+/// `status` reads each member's serving certificate from the handshake and
+/// the client certificate and CA from their files, and reports those that
+/// run out soon: under 7 days critical, under 30 days a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_running_out_are_reported_with_their_dates() {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let cluster = EtcdCluster::start(ClusterOptions::new(1).tls_valid_for(6 * DAY, 25 * DAY))
+        .await
+        .unwrap();
+    let files = cluster.tls_files().unwrap().clone();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let tls = [
+        "--cacert".to_string(),
+        path(&files.ca_file),
+        "--cert".into(),
+        path(&files.client_cert_file),
+        "--key".into(),
+        path(&files.client_key_file),
+    ];
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend(["-w", "json"]);
+    let out = status(&cluster.endpoints(), &args);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(1), "{json:#}");
+    assert_eq!(json["verdict"], "degraded");
+    let expiring: Vec<(&str, &str)> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "certificate_expiring")
+        .map(|f| {
+            (
+                f["severity"].as_str().unwrap(),
+                f["evidence"]["certificate"]["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        expiring,
+        vec![("critical", "serving"), ("warning", "client")],
+        "{json:#}"
+    );
+    // Every certificate is listed with its dates, read from the certificate.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    let days_left = |source: &str| {
+        let c = json["observation"]["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["source"] == source)
+            .unwrap_or_else(|| panic!("no {source} certificate: {json:#}"));
+        (c["not_after_ms"].as_f64().unwrap() - now_ms) / 86_400_000.0
+    };
+    assert!((5.9..6.0).contains(&days_left("serving")));
+    assert!((24.9..25.0).contains(&days_left("client")));
+    assert!(days_left("ca") > 365.0);
+
+    // The table names the certificate and the date.
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend(["-w", "table"]);
+    let text = String::from_utf8(status(&cluster.endpoints(), &args).stdout).unwrap();
+    assert!(
+        text.contains("serving certificate") && text.contains("expires in 6.0 days"),
+        "{text}"
+    );
+
+    // Without TLS files there is nothing of the monitor's own to read, and
+    // plain-HTTP members have no certificate.
+    let plain = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let (code, json) = status_json(&plain.endpoints());
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(json["observation"]["certificates"], serde_json::json!([]));
+}

@@ -99,6 +99,7 @@ pub enum Error {
 pub struct ClusterOptions {
     members: usize,
     tls: bool,
+    tls_validity: (Option<Duration>, Option<Duration>),
     client_cert_auth: bool,
     root_password: Option<String>,
     quota_backend_bytes: Option<u64>,
@@ -118,6 +119,7 @@ impl ClusterOptions {
         ClusterOptions {
             members: members.max(1),
             tls: false,
+            tls_validity: (None, None),
             client_cert_auth: false,
             root_password: None,
             quota_backend_bytes: None,
@@ -174,6 +176,15 @@ impl ClusterOptions {
     /// (SAN `127.0.0.1`). Metrics stay on a separate plain-HTTP port.
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Serve TLS with a server certificate that expires `server` from now
+    /// and a client certificate that expires `client` from now (for tests
+    /// of expiry warnings; the CA stays valid for years).
+    pub fn tls_valid_for(mut self, server: Duration, client: Duration) -> Self {
+        self.tls = true;
+        self.tls_validity = (Some(server), Some(client));
         self
     }
 
@@ -371,7 +382,11 @@ impl EtcdCluster {
             partition::prepare_cluster_dir(dir.path(), i, opts.members, opts.tls)?;
         }
         let tls = if opts.tls {
-            Some(TlsFiles::generate(dir.path())?)
+            Some(TlsFiles::generate_valid_for(
+                dir.path(),
+                opts.tls_validity.0,
+                opts.tls_validity.1,
+            )?)
         } else {
             None
         };

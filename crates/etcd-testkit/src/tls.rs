@@ -29,6 +29,20 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Generates a CA, a server and a client certificate into `dir`.
     pub fn generate(dir: &Path) -> Result<Self, Error> {
+        Self::generate_valid_for(dir, None, None)
+    }
+
+    /// Like [`Self::generate`], with the server and the client certificate
+    /// valid for only `server_validity` and `client_validity` from now (`None`: rcgen's
+    /// default, far in the future), for tests of expiry warnings.
+    pub fn generate_valid_for(
+        dir: &Path,
+        server_validity: Option<std::time::Duration>,
+        client_validity: Option<std::time::Duration>,
+    ) -> Result<Self, Error> {
+        let until = |d: std::time::Duration| {
+            time::OffsetDateTime::now_utc() + time::Duration::seconds(d.as_secs() as i64)
+        };
         let tls_err = |e: rcgen::Error| Error::Tls(e.to_string());
 
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
@@ -51,6 +65,9 @@ impl TlsFiles {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        if let Some(d) = server_validity {
+            server.not_after = until(d);
+        }
         let server_key = KeyPair::generate().map_err(tls_err)?;
         let server_cert = server.signed_by(&server_key, &ca).map_err(tls_err)?;
 
@@ -58,6 +75,9 @@ impl TlsFiles {
         let mut client = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
         client.distinguished_name = name("root");
         client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(d) = client_validity {
+            client.not_after = until(d);
+        }
         let client_key = KeyPair::generate().map_err(tls_err)?;
         let client_cert = client.signed_by(&client_key, &ca).map_err(tls_err)?;
 

@@ -91,6 +91,10 @@ pub enum Rule {
     EndpointNotMember,
     /// `etcdMemberNotConfigured`.
     MemberNotConfigured,
+    /// `etcdCertificateExpiring`.
+    CertificateExpiring,
+    /// `etcdCertificateExpiring_critical`.
+    CertificateExpiringCritical,
 }
 
 /// What a rule reads.
@@ -121,6 +125,8 @@ pub enum Unit {
     Bytes,
     /// A percentage.
     Percent,
+    /// Days.
+    Days,
     /// A ratio between 0 and 1.
     Ratio,
     /// A count of members.
@@ -141,6 +147,7 @@ impl Unit {
             Unit::Milliseconds => format!("{v:.0} ms"),
             Unit::Bytes => format!("{:.1} MiB", v / MIB),
             Unit::Percent => format!("{v:.1}%"),
+            Unit::Days => format!("{v:.1} days"),
             Unit::Ratio => format!("{v:.2}"),
             Unit::PerSecond => format!("{v:.2}/s"),
             Unit::Members | Unit::Count | Unit::None => format!("{v}"),
@@ -189,7 +196,7 @@ const fn m(n: u64) -> Duration {
 use AlertSeverity::{Critical, Info, Warning};
 use Need::*;
 
-const DEFS: [RuleDef; 25] = [
+const DEFS: [RuleDef; 27] = [
     RuleDef {
         rule: Rule::MembersDown,
         key: "etcdMembersDown",
@@ -540,6 +547,34 @@ const DEFS: [RuleDef; 25] = [
         runbook: "etcdmembernotconfigured",
         eval: member_not_configured,
     },
+    RuleDef {
+        rule: Rule::CertificateExpiring,
+        key: "etcdCertificateExpiring",
+        alertname: "etcdCertificateExpiring",
+        severity: Warning,
+        threshold: 30.0,
+        unit: Unit::Days,
+        for_: m(1),
+        window: m(0),
+        needs: &[Health],
+        expr: "a member's serving certificate, the client certificate or the CA expires within threshold days",
+        runbook: "etcdcertificateexpiring",
+        eval: certificate_expiring,
+    },
+    RuleDef {
+        rule: Rule::CertificateExpiringCritical,
+        key: "etcdCertificateExpiring_critical",
+        alertname: "etcdCertificateExpiring",
+        severity: Critical,
+        threshold: 7.0,
+        unit: Unit::Days,
+        for_: m(1),
+        window: m(0),
+        needs: &[Health],
+        expr: "a member's serving certificate, the client certificate or the CA expires within threshold days (or has expired)",
+        runbook: "etcdcertificateexpiring",
+        eval: certificate_expiring,
+    },
 ];
 
 // The table is indexed by the enum: checked when the crate compiles.
@@ -551,11 +586,11 @@ const _: () = {
     }
 };
 
-static TABLE: [RuleDef; 25] = DEFS;
+static TABLE: [RuleDef; 27] = DEFS;
 
 impl Rule {
     /// Every built-in rule, in table order.
-    pub const ALL: [Rule; 25] = [
+    pub const ALL: [Rule; 27] = [
         Rule::MembersDown,
         Rule::InsufficientMembers,
         Rule::NoLeader,
@@ -581,6 +616,8 @@ impl Rule {
         Rule::ClusterIdMismatch,
         Rule::EndpointNotMember,
         Rule::MemberNotConfigured,
+        Rule::CertificateExpiring,
+        Rule::CertificateExpiringCritical,
     ];
 
     /// The rule's definition.
@@ -752,7 +789,7 @@ impl RuleSet {
     /// for what only the health check judges, this table's for what a rule
     /// also judges (enabled or not: disabling an alert keeps the finding).
     pub fn health_thresholds(&self, own: &HealthThresholds) -> Thresholds {
-        Thresholds::new(
+        let mut t = Thresholds::new(
             own,
             self.get(Rule::DatabaseQuotaLowSpace).threshold,
             self.get(Rule::DatabaseHighFragmentationRatio).threshold,
@@ -760,7 +797,10 @@ impl RuleSet {
                 .into_iter()
                 .map(|r| self.get(r).leader_limit(r))
                 .collect(),
-        )
+        );
+        t.certificate_warning_days = self.get(Rule::CertificateExpiring).threshold;
+        t.certificate_critical_days = self.get(Rule::CertificateExpiringCritical).threshold;
+        t
     }
 
     /// Evaluates every rule (disabled ones hold nothing, so their alerts resolve).
@@ -1378,6 +1418,35 @@ fn member_not_configured(c: &Ctx) -> Evaluated {
                 1.0,
                 format!("member {who} is listed but none of its client URLs is configured"),
             )
+        })
+        .collect())
+}
+
+// The same predicate as the `certificate_expiring` finding.
+fn certificate_expiring(c: &Ctx) -> Evaluated {
+    let h = c.health()?;
+    let now_ms = crate::time::unix_ms(h.observation.taken_at);
+    Ok(h.observation
+        .certificates
+        .iter()
+        .filter_map(|cert| {
+            let days = cert.days_left(now_ms)?;
+            (days < c.rule.threshold).then(|| {
+                let when = if days < 0.0 {
+                    format!("expired {:.1} days ago", -days)
+                } else {
+                    format!("expires in {days:.1} days")
+                };
+                let mut s = c.sample(
+                    cert.member.as_deref(),
+                    days,
+                    format!("{} {when}", cert.describe()),
+                );
+                s.labels
+                    .insert("certificate".into(), cert.source.describe().into());
+                s.labels.insert("location".into(), cert.location.clone());
+                s
+            })
         })
         .collect())
 }

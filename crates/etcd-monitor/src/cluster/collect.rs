@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use etcd_client::{Client, GetOptions};
 
+use super::certs::CertificateWatch;
 use super::{
     Alarm, ClusterObservation, EndpointIdentity, HashKvCheck, MemberMetrics, MemberObservation,
     MemberStatus,
@@ -22,6 +23,9 @@ pub struct CollectorOptions {
     pub scrape_metrics: bool,
     /// Compare each member's KV hash at one revision.
     pub hashkv: bool,
+    /// Read the members' serving certificates and the configured client
+    /// certificate and CA (`ClusterObservation::certificates`).
+    pub certificates: bool,
 }
 
 impl Default for CollectorOptions {
@@ -29,6 +33,7 @@ impl Default for CollectorOptions {
         CollectorOptions {
             scrape_metrics: true,
             hashkv: true,
+            certificates: true,
         }
     }
 }
@@ -39,6 +44,7 @@ pub struct Collector {
     options: CollectorOptions,
     http: reqwest::Client,
     member_clients: BTreeMap<String, Client>,
+    certificates: CertificateWatch,
 }
 
 impl Collector {
@@ -54,6 +60,7 @@ impl Collector {
             options,
             http,
             member_clients: BTreeMap::new(),
+            certificates: CertificateWatch::default(),
         }
     }
 
@@ -173,6 +180,15 @@ impl Collector {
         } else {
             None
         };
+        let certificates = if self.options.certificates {
+            let of: Vec<(String, String)> = members
+                .iter()
+                .map(|m| (m.label(), m.endpoint.clone()))
+                .collect();
+            self.certificates.observe(&self.cluster, &of).await
+        } else {
+            Vec::new()
+        };
         ClusterObservation {
             cluster: self.cluster.name.clone(),
             taken_at,
@@ -186,6 +202,7 @@ impl Collector {
             unlisted_endpoints: unlisted,
             alarms,
             hashkv,
+            certificates,
             duration_ms: started.elapsed().as_secs_f64() * 1e3,
         }
     }
@@ -332,7 +349,7 @@ impl Collector {
                     Ok(Err(e)) => Err(cause_chain(&e)),
                     Err(_) => Err("hashkv timed out".into()),
                 };
-            hashes.push((m.label(), result));
+            hashes.push(super::MemberHash::new(m.label(), result));
         }
         Some(HashKvCheck { revision, hashes })
     }

@@ -2,6 +2,7 @@
 //! (members, each member's Status, reachability and latency, alarms), and
 //! the collector that observes it.
 
+pub mod certs;
 mod collect;
 
 use std::collections::BTreeMap;
@@ -366,6 +367,9 @@ pub struct ClusterObservation {
     pub alarms: Vec<Alarm>,
     /// Per-member KV hash at one revision, when a consistency check ran.
     pub hashkv: Option<HashKvCheck>,
+    /// The members' serving certificates and the configured client
+    /// certificate and CA, with their expiry.
+    pub certificates: Vec<certs::CertificateObservation>,
     /// How long the round took, in milliseconds.
     pub duration_ms: f64,
 }
@@ -466,9 +470,34 @@ pub(crate) fn same_url(a: &str, b: &str) -> bool {
 pub struct HashKvCheck {
     /// The revision hashed.
     pub revision: i64,
-    /// Member name and hash, or the error.
-    #[schema(value_type = Vec<Object>)]
-    pub hashes: Vec<(String, Result<u32, String>)>,
+    /// Each member's hash, or why it has none.
+    pub hashes: Vec<MemberHash>,
+}
+
+/// One member's KV hash.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct MemberHash {
+    /// Member name (or id).
+    pub member: String,
+    /// The hash of its keys and values up to the revision.
+    pub hash: Option<u32>,
+    /// Why HashKV failed.
+    pub error: Option<String>,
+}
+
+impl MemberHash {
+    /// `member`'s answer to HashKV.
+    pub fn new(member: String, answer: Result<u32, String>) -> Self {
+        let (hash, error) = match answer {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(e)),
+        };
+        MemberHash {
+            member,
+            hash,
+            error,
+        }
+    }
 }
 
 pub(crate) fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {

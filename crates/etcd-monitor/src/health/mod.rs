@@ -72,6 +72,12 @@ pub struct Thresholds {
     pub fragmentation_min_db_size: u64,
     /// Leader-change limits, one per enabled rule that counts them.
     pub leader_changes: Vec<LeaderChangeLimit>,
+    /// A certificate with fewer days of validity left is a warning
+    /// (`etcdCertificateExpiring`'s threshold)...
+    pub certificate_warning_days: f64,
+    /// ...and with fewer than this, critical
+    /// (`etcdCertificateExpiringCritical`'s).
+    pub certificate_critical_days: f64,
 }
 
 /// "More than `max` (or at least `max`, when `inclusive`) leader changes
@@ -119,6 +125,8 @@ impl Thresholds {
             fragmentation_ratio,
             fragmentation_min_db_size: own.fragmentation_min_db_size,
             leader_changes,
+            certificate_warning_days: 30.0,
+            certificate_critical_days: 7.0,
         }
     }
 
@@ -143,6 +151,18 @@ impl Thresholds {
             .filter(|q| *q > 0.0)?;
         let size = s.db_size as f64;
         Some((100.0 * size / quota, size, quota))
+    }
+
+    /// How bad `days` of validity left are: `None` while above the warning
+    /// threshold.
+    pub fn certificate_severity(&self, days: f64) -> Option<Severity> {
+        if days < self.certificate_critical_days {
+            Some(Severity::Critical)
+        } else if days < self.certificate_warning_days {
+            Some(Severity::Warning)
+        } else {
+            None
+        }
     }
 
     /// Whether the quota use is past the critical threshold (the alert's condition).
@@ -303,6 +323,30 @@ pub fn evaluate_with_history(
                 m.client_urls.join(", ")
             ),
             json!({ "client_urls": m.client_urls, "configured": obs.configured_endpoints }),
+        ));
+    }
+
+    // Certificates running out: the members' serving certificates, the
+    // monitor's client certificate and the CA it trusts.
+    let now_ms = crate::time::unix_ms(obs.taken_at);
+    for c in &obs.certificates {
+        let Some(days) = c.days_left(now_ms) else {
+            continue;
+        };
+        let Some(severity) = t.certificate_severity(days) else {
+            continue;
+        };
+        let when = if days < 0.0 {
+            format!("expired {:.1} days ago", -days)
+        } else {
+            format!("expires in {days:.1} days")
+        };
+        f.push(finding(
+            "certificate_expiring",
+            severity,
+            c.member.clone(),
+            format!("{} {when}", c.describe()),
+            json!({ "certificate": c, "days_left": days }),
         ));
     }
 
@@ -622,11 +666,8 @@ pub fn evaluate_with_history(
 
     // Data consistency.
     if let Some(check) = &obs.hashkv {
-        let hashes: std::collections::BTreeSet<u32> = check
-            .hashes
-            .iter()
-            .filter_map(|(_, h)| h.as_ref().ok().copied())
-            .collect();
+        let hashes: std::collections::BTreeSet<u32> =
+            check.hashes.iter().filter_map(|h| h.hash).collect();
         if hashes.len() > 1 {
             f.push(finding(
                 "data_inconsistency",
@@ -636,12 +677,12 @@ pub fn evaluate_with_history(
                 check
                     .hashes
                     .iter()
-                    .map(|(m, h)| {
+                    .map(|h| {
                         (
-                            m.clone(),
-                            match h {
-                                Ok(h) => json!(h),
-                                Err(e) => json!({ "error": e }),
+                            h.member.clone(),
+                            match (&h.hash, &h.error) {
+                                (Some(hash), _) => json!(hash),
+                                (None, e) => json!({ "error": e }),
                             },
                         )
                     })
@@ -797,6 +838,7 @@ mod tests {
             unlisted_endpoints: vec![],
             alarms: vec![],
             hashkv: None,
+            certificates: Vec::new(),
             duration_ms: 1.0,
         }
     }
@@ -857,9 +899,9 @@ mod tests {
         obs.hashkv = Some(crate::cluster::HashKvCheck {
             revision: 10,
             hashes: vec![
-                ("m1".into(), Ok(7)),
-                ("m2".into(), Ok(7)),
-                ("m3".into(), Ok(8)),
+                crate::cluster::MemberHash::new("m1".into(), Ok(7)),
+                crate::cluster::MemberHash::new("m2".into(), Ok(7)),
+                crate::cluster::MemberHash::new("m3".into(), Ok(8)),
             ],
         });
         let s = evaluate(obs, &Thresholds::default());

@@ -38,6 +38,7 @@ pub(super) async fn run(t: HealthTask) {
         CollectorOptions {
             scrape_metrics: false,
             hashkv: false,
+            certificates: true,
         },
     );
     let mut interval = tokio::time::interval(t.monitoring.health_check_interval);

@@ -271,6 +271,7 @@ fn members_down_counts_peer_send_failures_over_the_window() {
         unlisted_endpoints: Vec::new(),
         alarms: Vec::new(),
         hashkv: None,
+        certificates: Vec::new(),
         duration_ms: 0.0,
     };
     let thresholds = Thresholds::default();
@@ -357,6 +358,7 @@ fn both(rules: &RuleSet, members: Vec<MemberObservation>, changes: usize) -> (Se
         unlisted_endpoints: Vec::new(),
         alarms: Vec::<Alarm>::new(),
         hashkv: None,
+        certificates: Vec::new(),
         duration_ms: 1.0,
     };
     let changes_ms: Vec<i64> = (0..changes as i64)
@@ -525,6 +527,7 @@ fn identity_findings_and_alerts_agree() {
             unlisted_endpoints: unlisted,
             alarms: Vec::new(),
             hashkv: None,
+            certificates: Vec::new(),
             duration_ms: 1.0,
         };
         crate::health::evaluate(obs, &Thresholds::default())
@@ -603,4 +606,93 @@ fn identity_findings_and_alerts_agree() {
         mismatch.message
     );
     assert_eq!(mismatch.severity, crate::health::Severity::Critical);
+}
+
+#[test]
+fn certificate_findings_and_alerts_share_thresholds() {
+    use crate::cluster::certs::{CertificateObservation, CertificateSource};
+    let now = std::time::SystemTime::now();
+    let now_ms = crate::time::unix_ms(now);
+    let cert = |days: f64| CertificateObservation {
+        source: CertificateSource::Serving,
+        location: "https://127.0.0.1:2379".into(),
+        member: Some("m0".into()),
+        subject: Some("CN=m0".into()),
+        issuer: Some("CN=ca".into()),
+        not_after_ms: Some(now_ms + (days * 86_400_000.0) as i64),
+        checked_at_ms: now_ms,
+        error: None,
+    };
+    // (finding severity, warning rule samples, critical rule samples)
+    let judge = |rules: &RuleSet, days: f64| {
+        let thresholds = rules.health_thresholds(&HealthThresholds::default());
+        let members: Vec<MemberObservation> = (0..3).map(member).collect();
+        let obs = ClusterObservation {
+            cluster: "main".into(),
+            taken_at: now,
+            configured_endpoints: members.iter().map(|m| m.endpoint.clone()).collect(),
+            members,
+            member_list_error: None,
+            cluster_id: Some(0xc1),
+            unlisted_endpoints: Vec::new(),
+            alarms: Vec::new(),
+            hashkv: None,
+            certificates: vec![cert(days)],
+            duration_ms: 1.0,
+        };
+        let health = crate::health::evaluate(obs, &thresholds);
+        let rounds = VecDeque::new();
+        let input = Input {
+            cluster: "main",
+            now_ms,
+            health: Some(&health),
+            thresholds: &thresholds,
+            rounds: &rounds,
+            db_size_history: None,
+        };
+        let held = |rule: Rule| match evaluate(rules.get(rule), &input) {
+            Outcome::Holds(samples) => {
+                for s in &samples {
+                    assert_eq!(s.labels["member"], "m0");
+                    assert_eq!(s.labels["certificate"], "serving certificate");
+                    assert_eq!(s.labels["location"], "https://127.0.0.1:2379");
+                }
+                samples.len()
+            }
+            Outcome::NotEvaluable(why) => panic!("{why}"),
+        };
+        let severity = health
+            .findings
+            .iter()
+            .find(|f| f.kind == "certificate_expiring")
+            .map(|f| f.severity);
+        (
+            severity,
+            held(Rule::CertificateExpiring),
+            held(Rule::CertificateExpiringCritical),
+        )
+    };
+    let defaults = RuleSet::default();
+    assert_eq!(judge(&defaults, 90.0), (None, 0, 0));
+    assert_eq!(judge(&defaults, 20.0), (Some(Severity::Warning), 1, 0));
+    assert_eq!(judge(&defaults, 3.0), (Some(Severity::Critical), 1, 1));
+    assert_eq!(judge(&defaults, -1.0), (Some(Severity::Critical), 1, 1));
+    // Lowered thresholds move the finding and the alerts together.
+    let mut lowered = AlertsConfig::default();
+    for (key, threshold) in [
+        ("etcdCertificateExpiring", 14.0),
+        ("etcdCertificateExpiring_critical", 2.0),
+    ] {
+        lowered.rules.insert(
+            key.into(),
+            RuleOverride {
+                threshold: Some(threshold),
+                ..Default::default()
+            },
+        );
+    }
+    let lowered = RuleSet::from_config(&lowered);
+    assert_eq!(judge(&lowered, 20.0), (None, 0, 0));
+    assert_eq!(judge(&lowered, 3.0), (Some(Severity::Warning), 1, 0));
+    assert_eq!(judge(&lowered, 1.0), (Some(Severity::Critical), 1, 1));
 }
