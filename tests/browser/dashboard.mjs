@@ -1,6 +1,7 @@
 // Drives the dashboard in Debian's Chromium for the Rust test
 // `dashboard_shows_members_and_a_kill_without_reload` (crates/etcd-monitor/tests/api.rs).
-// Protocol on stdout/stdin: prints "SEEN 3 MEMBERS", "WINDOW <the fsync chart's window>", waits for "KILLED",
+// Protocol on stdout/stdin: prints "SEEN 3 MEMBERS", "WINDOW <the fsync chart's window>",
+// "ACTIVITY <charts with data>/<charts> <ids of those without>", waits for "KILLED",
 // prints "SEEN DOWN after N ms", "PHONE OVERFLOW true|false", "EXTERNAL n".
 import { chromium } from "playwright-core";
 import readline from "node:readline";
@@ -29,6 +30,16 @@ try {
   console.log("SEEN 3 MEMBERS");
   await page.waitForFunction(() => /^\d+ (min|s)$/.test(document.querySelector("#metrics-window").textContent), null, { timeout: 30000 });
   console.log(`WINDOW ${await page.textContent("#metrics-window")}`);
+  // The activity charts load when their section opens; every one draws a line
+  // once the history has points (rates after two scrapes).
+  await page.click("#activity summary");
+  const empty = () => page.evaluate(() => [...document.querySelectorAll("#activity-charts svg")]
+    .filter((svg) => !svg.querySelector("polyline")).map((svg) => svg.id));
+  const t1 = Date.now();
+  let left = await empty();
+  while (left.length && Date.now() - t1 < 30000) { await page.waitForTimeout(500); left = await empty(); }
+  const total = await page.evaluate(() => document.querySelectorAll("#activity-charts svg").length);
+  console.log(`ACTIVITY ${total - left.length}/${total} ${left.join(" ")}`.trim());
   const rl = readline.createInterface({ input: process.stdin });
   for await (const line of rl) { if (line.trim() === "KILLED") break; }
   rl.close();

@@ -564,3 +564,241 @@ async fn grpc_slow_requests_are_evaluated_with_extensive_metrics() {
     }
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
+
+/// The etcd mixin's panels, from real members: per-method request rates,
+/// open watch and lease streams, watchers, leases, compaction revision and
+/// lag, memory and CPU, traffic, proposals, elections. Collected into the
+/// round, stored in history, exported on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mixins_metric_set_is_collected_stored_and_exported() {
+    use etcd_client::{CompactionOptions, WatchOptions};
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        vec![cluster_config("main", &cluster)],
+        &dir.path().join("h.db"),
+    );
+    cfg.monitoring.metrics_window = Duration::from_secs(30);
+    cfg.api.listen = "127.0.0.1:0".into();
+    let lifecycle = Lifecycle::new();
+    let daemon = etcd_monitor::run::start(&cfg, &lifecycle).await.unwrap();
+    let monitor = daemon.monitor.clone();
+    let addr = etcd_monitor::run::serve_api(&cfg, &daemon, &lifecycle)
+        .await
+        .unwrap();
+    let rounds = monitor.cluster("main").unwrap().metrics.clone();
+    let first = Instant::now() + Duration::from_secs(10);
+    while rounds.borrow().is_none() {
+        assert!(Instant::now() < first, "no metrics round");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The workload, after the first scrape so the window sees it grow.
+    let mut client = cluster.client().await.unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut c = cluster.client().await.unwrap();
+        streams.push(
+            c.watch("mixin/", Some(WatchOptions::new().with_prefix()))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(client.lease_grant(60, None).await.unwrap().id());
+    }
+    let keeper = client.lease_keep_alive(leases[0]).await.unwrap();
+    let mut compacted = 0;
+    for i in 0..60 {
+        let put = client.put(format!("mixin/{i}"), "v", None).await.unwrap();
+        if i == 39 {
+            compacted = put.header().unwrap().revision();
+            client
+                .compact(compacted, Some(CompactionOptions::new().with_physical()))
+                .await
+                .unwrap();
+        }
+    }
+
+    let ok = |r: &etcd_monitor::monitor::MetricsRound| -> Result<(), String> {
+        let m: Vec<_> = r
+            .members
+            .iter()
+            .filter_map(|e| e.metrics.as_ref())
+            .collect();
+        if m.len() != 3 {
+            return Err(format!("{} members scraped", m.len()));
+        }
+        let sum = |get: fn(&etcd_monitor::cluster::MemberMetrics) -> Option<f64>| {
+            m.iter().filter_map(|x| get(x)).sum::<f64>()
+        };
+        let checks = [
+            ("watch streams", sum(|x| x.watch_streams) >= 2.0),
+            ("lease streams", sum(|x| x.lease_streams) >= 1.0),
+            ("watchers", sum(|x| x.watchers) >= 2.0),
+            ("leases", r.leases == Some(3)),
+            (
+                "compact revision",
+                m.iter()
+                    .all(|x| x.compact_revision == Some(compacted as f64)),
+            ),
+            (
+                "compaction lag",
+                m.iter().all(|x| {
+                    x.current_revision
+                        .zip(x.compaction_lag)
+                        .is_some_and(|(cur, lag)| {
+                            cur >= (compacted + 20) as f64 && lag == cur - compacted as f64
+                        })
+                }),
+            ),
+            (
+                "memory",
+                m.iter()
+                    .all(|x| x.resident_memory_bytes.is_some_and(|b| b > 1e6)),
+            ),
+            (
+                "cpu",
+                m.iter().all(|x| x.cpu_cores.is_some_and(|c| c > 0.0)),
+            ),
+            ("client in", sum(|x| x.client_received_bytes_rate) > 0.0),
+            ("client out", sum(|x| x.client_sent_bytes_rate) > 0.0),
+            (
+                "peer traffic",
+                m.iter().all(|x| {
+                    x.peer_sent_bytes_rate.is_some_and(|b| b > 0.0)
+                        && x.peer_received_bytes_rate.is_some_and(|b| b > 0.0)
+                }),
+            ),
+            (
+                "proposals",
+                m.iter().all(|x| {
+                    x.proposals_committed_rate.is_some_and(|p| p > 0.0)
+                        && x.proposals_applied_rate.is_some_and(|p| p > 0.0)
+                }),
+            ),
+            ("leases granted", sum(|x| x.leases_granted_rate) > 0.0),
+            (
+                "elections",
+                m.iter().all(|x| x.leader_changes_per_day.is_some()),
+            ),
+            (
+                "puts by method",
+                m.iter()
+                    .filter_map(|x| x.grpc_methods.get("Put"))
+                    .map(|p| p.requests_per_second)
+                    .sum::<f64>()
+                    > 0.0,
+            ),
+        ];
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(what, _)| *what)
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join(", "))
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let round = rounds.borrow().clone().unwrap();
+        match ok(&round) {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "{e}: {round:#?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Exported on /metrics (from the health snapshot, which takes the
+    // latest round at its next check).
+    let families = [
+        "etcd_monitor_member_watch_streams",
+        "etcd_monitor_member_lease_streams",
+        "etcd_monitor_member_watchers",
+        "etcd_monitor_member_slow_watchers",
+        "etcd_monitor_member_pending_events",
+        "etcd_monitor_member_compact_revision",
+        "etcd_monitor_member_compaction_lag_revisions",
+        "etcd_monitor_member_resident_memory_bytes",
+        "etcd_monitor_member_cpu_cores",
+        "etcd_monitor_member_client_received_bytes_per_second",
+        "etcd_monitor_member_peer_sent_bytes_per_second",
+        "etcd_monitor_member_proposals_committed_per_second",
+        "etcd_monitor_member_proposals_applied_per_second",
+        "etcd_monitor_member_leader_changes_per_day",
+        "etcd_monitor_member_grpc_method_requests_per_second",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut missing: Vec<&str> = families
+            .iter()
+            .filter(|f| !page.lines().any(|l| l.starts_with(&format!("{f}{{"))))
+            .copied()
+            .collect();
+        if !page
+            .lines()
+            .any(|l| l.starts_with("etcd_monitor_cluster_leases{cluster=\"main\"} 3"))
+        {
+            missing.push("etcd_monitor_cluster_leases 3");
+        }
+        if !page.lines().any(|l| {
+            l.starts_with("etcd_monitor_member_grpc_method_requests_per_second{")
+                && l.contains("method=\"Put\"")
+        }) {
+            missing.push("Put's request rate");
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing from /metrics: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Stored in history: per member, and per method for the request rates.
+    let history = |metric: &str| {
+        let url =
+            format!("http://{addr}/api/v1/clusters/main/metrics/history?metric={metric}&from=5m");
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let streams = history("watch_streams").await;
+        let by_method = history("grpc_method_rate").await;
+        let members = streams["series"].as_array().map_or(0, Vec::len);
+        let put = by_method["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["method"] == "Put" && s["member"] == "");
+        if members == 3 && put {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "history: {streams:#} {by_method:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop((streams, keeper));
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}

@@ -1002,18 +1002,29 @@ impl Ctx<'_> {
         for p in points.iter().filter(|p| p.name == metric) {
             any = true;
             if cmp.holds(p.value, self.rule.threshold) {
-                let member = (!p.member.is_empty()).then_some(p.member.as_str());
-                out.push(self.sample(
+                // The series of the by-method rates are methods, not members.
+                let by_method = crate::monitor::BY_METHOD_METRICS.contains(&metric);
+                let series = (!p.member.is_empty()).then_some(p.member.as_str());
+                let member = series.filter(|_| !by_method);
+                let of = match series {
+                    Some(m) if by_method => format!(" of method {m}"),
+                    Some(m) => format!(" of member {m}"),
+                    None => String::new(),
+                };
+                let mut sample = self.sample(
                     member,
                     p.value,
                     format!(
-                        "{metric}{} is {} ({} {})",
-                        member.map(|m| format!(" of member {m}")).unwrap_or_default(),
+                        "{metric}{of} is {} ({} {})",
                         p.value,
                         cmp.symbol(),
                         self.rule.threshold
                     ),
-                ));
+                );
+                if let Some(method) = series.filter(|_| by_method) {
+                    sample.labels.insert("method".into(), method.into());
+                }
+                out.push(sample);
             }
         }
         if !any {

@@ -473,6 +473,10 @@ use crate::monitor::STORED_METRICS as METRIC_NAMES;
 pub struct Series {
     /// Member name, or empty.
     pub member: String,
+    /// The gRPC method, for `grpc_method_rate` and `grpc_method_failed_rate`
+    /// (one series per method, summed over the members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// `[ms since epoch, value]` pairs, oldest first.
     pub points: Vec<[f64; 2]>,
 }
@@ -542,13 +546,27 @@ async fn metrics_history_of(
     }
     Ok(Json(MetricsHistory {
         cluster: c.name.clone(),
-        metric,
+        metric: metric.clone(),
         from_ms: from,
         to_ms: to,
         step_ms: step,
         series: series
             .into_iter()
-            .map(|(member, points)| Series { member, points })
+            .map(|(key, points)| {
+                if crate::monitor::BY_METHOD_METRICS.contains(&metric.as_str()) {
+                    Series {
+                        member: String::new(),
+                        method: Some(key),
+                        points,
+                    }
+                } else {
+                    Series {
+                        member: key,
+                        method: None,
+                        points,
+                    }
+                }
+            })
             .collect(),
     }))
 }

@@ -318,11 +318,126 @@ pub async fn metrics(
                             "Proposals pending.".to_string(),
                             x.proposals_pending,
                         ),
+                        (
+                            "etcd_monitor_member_proposals_committed_per_second",
+                            over("Proposals committed per second"),
+                            x.proposals_committed_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_proposals_applied_per_second",
+                            over("Proposals applied per second"),
+                            x.proposals_applied_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_watch_streams",
+                            "Watch streams open (gRPC Watch streams started minus finished)."
+                                .to_string(),
+                            x.watch_streams,
+                        ),
+                        (
+                            "etcd_monitor_member_lease_streams",
+                            "Lease keep-alive streams open.".to_string(),
+                            x.lease_streams,
+                        ),
+                        (
+                            "etcd_monitor_member_watchers",
+                            "Watchers (etcd_debugging_mvcc_watcher_total).".to_string(),
+                            x.watchers,
+                        ),
+                        (
+                            "etcd_monitor_member_slow_watchers",
+                            "Watchers behind the store (etcd_debugging_mvcc_slow_watcher_total)."
+                                .to_string(),
+                            x.slow_watchers,
+                        ),
+                        (
+                            "etcd_monitor_member_pending_events",
+                            "Events waiting to be sent to watchers.".to_string(),
+                            x.pending_events,
+                        ),
+                        (
+                            "etcd_monitor_member_compact_revision",
+                            "Revision of the last compaction.".to_string(),
+                            x.compact_revision,
+                        ),
+                        (
+                            "etcd_monitor_member_compaction_lag_revisions",
+                            "Revisions kept since the last compaction (current minus compact revision)."
+                                .to_string(),
+                            x.compaction_lag,
+                        ),
+                        (
+                            "etcd_monitor_member_resident_memory_bytes",
+                            "Resident memory of the member's process.".to_string(),
+                            x.resident_memory_bytes,
+                        ),
+                        (
+                            "etcd_monitor_member_cpu_cores",
+                            over("CPU of the member's process, in cores,"),
+                            x.cpu_cores,
+                        ),
+                        (
+                            "etcd_monitor_member_client_received_bytes_per_second",
+                            over("Bytes per second received from clients"),
+                            x.client_received_bytes_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_client_sent_bytes_per_second",
+                            over("Bytes per second sent to clients"),
+                            x.client_sent_bytes_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_peer_received_bytes_per_second",
+                            over("Bytes per second received from peers"),
+                            x.peer_received_bytes_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_peer_sent_bytes_per_second",
+                            over("Bytes per second sent to peers"),
+                            x.peer_sent_bytes_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_leases_granted_per_second",
+                            over("Leases granted per second"),
+                            x.leases_granted_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_leases_revoked_per_second",
+                            over("Leases revoked or expired per second"),
+                            x.leases_revoked_rate,
+                        ),
+                        (
+                            "etcd_monitor_member_leader_changes_per_day",
+                            "Leader changes the member saw over the last 24 hours (or since the monitor started watching it, if less)."
+                                .to_string(),
+                            x.leader_changes_per_day,
+                        ),
                     ];
                     for (metric, help, value) in figures {
                         if let Some(v) = value {
                             p.sample(metric, "gauge", &help, &ml, v);
                         }
+                    }
+                    for (method, rates) in &x.grpc_methods {
+                        let labels = [
+                            ("cluster", name.as_str()),
+                            ("member", label.as_str()),
+                            ("method", method.as_str()),
+                        ];
+                        p.sample(
+                            "etcd_monitor_member_grpc_method_requests_per_second",
+                            "gauge",
+                            &over("gRPC requests handled per second, by method,"),
+                            &labels,
+                            rates.requests_per_second,
+                        );
+                        p.sample(
+                            "etcd_monitor_member_grpc_method_failed_per_second",
+                            "gauge",
+                            &over("Failed gRPC requests (not Canceled) per second, by method,"),
+                            &labels,
+                            rates.failed_per_second,
+                        );
                     }
                 }
             }
@@ -356,6 +471,15 @@ pub async fn metrics(
                     "Failed probe requests.",
                     &base,
                     summary.errors_total as f64,
+                );
+            }
+            if let Some(n) = r.leases {
+                p.sample(
+                    "etcd_monitor_cluster_leases",
+                    "gauge",
+                    "Leases the cluster holds (LeaseLeases in the last metrics round).",
+                    &[("cluster", name)],
+                    n as f64,
                 );
             }
             if let Some(rate) = r.revision_rate {

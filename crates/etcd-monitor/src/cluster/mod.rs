@@ -151,6 +151,55 @@ pub struct MemberMetrics {
     pub peer_sent_failures: Option<f64>,
     /// `etcd_debugging_mvcc_watcher_total`: watchers.
     pub watchers: Option<f64>,
+    /// Watch streams open: gRPC `Watch` streams started minus finished (as
+    /// the mixin's dashboard counts them).
+    pub watch_streams: Option<f64>,
+    /// Lease keep-alive streams open (`LeaseKeepAlive` started minus finished).
+    pub lease_streams: Option<f64>,
+    /// `etcd_debugging_mvcc_slow_watcher_total`: watchers behind the store
+    /// (unsynced), whose events wait.
+    pub slow_watchers: Option<f64>,
+    /// `etcd_debugging_mvcc_pending_events_total`: events waiting to be
+    /// sent to watchers.
+    pub pending_events: Option<f64>,
+    /// `etcd_debugging_mvcc_compact_revision`: the last compaction's revision.
+    pub compact_revision: Option<f64>,
+    /// `etcd_debugging_mvcc_current_revision`.
+    pub current_revision: Option<f64>,
+    /// Revisions kept since the last compaction (current minus compact
+    /// revision): history the database holds and defragmentation cannot free.
+    pub compaction_lag: Option<f64>,
+    /// `process_resident_memory_bytes` of the member's process.
+    pub resident_memory_bytes: Option<f64>,
+    /// CPU the member's process used over the window, in cores
+    /// (`process_cpu_seconds_total` per second).
+    pub cpu_cores: Option<f64>,
+    /// Bytes per second received from clients over the window.
+    pub client_received_bytes_rate: Option<f64>,
+    /// Bytes per second sent to clients over the window.
+    pub client_sent_bytes_rate: Option<f64>,
+    /// Bytes per second received from peers over the window.
+    pub peer_received_bytes_rate: Option<f64>,
+    /// Bytes per second sent to peers over the window.
+    pub peer_sent_bytes_rate: Option<f64>,
+    /// Proposals committed per second over the window.
+    pub proposals_committed_rate: Option<f64>,
+    /// Proposals applied per second over the window.
+    pub proposals_applied_rate: Option<f64>,
+    /// Leases granted per second over the window.
+    pub leases_granted_rate: Option<f64>,
+    /// Leases revoked (or expired) per second over the window.
+    pub leases_revoked_rate: Option<f64>,
+    /// Leader changes this member saw over the last 24 hours (the mixin's
+    /// "leader elections per day"), or over `leader_changes_day_seconds`
+    /// while the monitor has watched the member for less.
+    pub leader_changes_per_day: Option<f64>,
+    /// Seconds `leader_changes_per_day` covers (86400 once a day is watched).
+    pub leader_changes_day_seconds: Option<f64>,
+    /// gRPC requests per second and failed requests per second over the
+    /// window, by method (`Range`, `Put`, `Txn`, `Watch`, ...), for the
+    /// methods that handled requests in it.
+    pub grpc_methods: std::collections::BTreeMap<String, GrpcMethodRates>,
     /// `grpc_server_handled_total` summed by gRPC code.
     pub grpc_handled_by_code: std::collections::BTreeMap<String, f64>,
     /// The latency histograms as scraped (cumulative since the member
@@ -158,6 +207,40 @@ pub struct MemberMetrics {
     /// publish them.
     #[serde(skip)]
     pub histograms: MemberHistograms,
+    /// The counters behind the windowed rates, as scraped; kept for the
+    /// window, not published.
+    #[serde(skip)]
+    pub counters: MemberCounters,
+}
+
+/// One gRPC method's traffic over the window.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, utoipa::ToSchema)]
+pub struct GrpcMethodRates {
+    /// Requests handled per second.
+    pub requests_per_second: f64,
+    /// Requests per second that failed ([`FAILED_GRPC_CODES`]).
+    pub failed_per_second: f64,
+}
+
+/// A member's counters, as scraped (since the member started).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberCounters {
+    /// `process_cpu_seconds_total`.
+    pub cpu_seconds: Option<f64>,
+    /// `etcd_network_client_grpc_received_bytes_total`.
+    pub client_received_bytes: Option<f64>,
+    /// `etcd_network_client_grpc_sent_bytes_total`.
+    pub client_sent_bytes: Option<f64>,
+    /// `etcd_network_peer_received_bytes_total`, all peers (zero without peers).
+    pub peer_received_bytes: f64,
+    /// `etcd_network_peer_sent_bytes_total`, all peers.
+    pub peer_sent_bytes: f64,
+    /// `etcd_debugging_lease_granted_total`.
+    pub leases_granted: Option<f64>,
+    /// `etcd_debugging_lease_revoked_total`.
+    pub leases_revoked: Option<f64>,
+    /// `grpc_server_handled_total` by method: (handled, failed).
+    pub grpc_by_method: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 /// A member's latency histograms, summed over their label sets.
@@ -226,14 +309,25 @@ pub fn grpc_increases<'a>(
 impl MemberMetrics {
     /// Whether a sample name feeds [`MemberMetrics::from_scrape`].
     pub fn wants(sample: &str) -> bool {
-        const PREFIXES: [&str; 5] = [
+        const NAMES: [&str; 30] = [
             "etcd_disk_wal_fsync_duration_seconds_bucket",
             "etcd_disk_backend_commit_duration_seconds_bucket",
             "etcd_network_peer_round_trip_time_seconds_bucket",
             "grpc_server_handling_seconds_bucket",
             "etcd_network_peer_sent_failures_total",
-        ];
-        const NAMES: [&str; 12] = [
+            "grpc_server_started_total",
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "etcd_debugging_mvcc_pending_events_total",
+            "etcd_debugging_mvcc_compact_revision",
+            "etcd_debugging_mvcc_current_revision",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "etcd_network_client_grpc_received_bytes_total",
+            "etcd_network_client_grpc_sent_bytes_total",
+            "etcd_network_peer_received_bytes_total",
+            "etcd_network_peer_sent_bytes_total",
+            "etcd_debugging_lease_granted_total",
+            "etcd_debugging_lease_revoked_total",
             "etcd_server_quota_backend_bytes",
             "etcd_mvcc_db_total_size_in_bytes",
             "etcd_mvcc_db_total_size_in_use_in_bytes",
@@ -247,12 +341,13 @@ impl MemberMetrics {
             "etcd_debugging_mvcc_watcher_total",
             "grpc_server_handled_total",
         ];
-        NAMES.contains(&sample) || PREFIXES.contains(&sample)
+        NAMES.contains(&sample)
     }
 
     /// Picks the figures out of a parsed page.
     pub fn from_scrape(s: &crate::metrics::prom::Scrape) -> Self {
         let mut by_code = std::collections::BTreeMap::new();
+        let mut by_method: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
         for sample in s
             .samples
             .iter()
@@ -260,9 +355,53 @@ impl MemberMetrics {
         {
             if let Some(code) = sample.labels.get("grpc_code") {
                 *by_code.entry(code.clone()).or_insert(0.0) += sample.value;
+                if let Some(method) = sample.labels.get("grpc_method") {
+                    let entry = by_method.entry(method.clone()).or_default();
+                    entry.0 += sample.value;
+                    if FAILED_GRPC_CODES.contains(&code.as_str()) {
+                        entry.1 += sample.value;
+                    }
+                }
             }
         }
+        // Streams open: started minus finished, of one service's bidi streams.
+        let open_streams = |service: &str| {
+            let of = |name: &str| {
+                s.sum(
+                    name,
+                    &[("grpc_service", service), ("grpc_type", "bidi_stream")],
+                )
+            };
+            of("grpc_server_started_total")
+                .map(|started| (started - of("grpc_server_handled_total").unwrap_or(0.0)).max(0.0))
+        };
+        let compact_revision = s.value("etcd_debugging_mvcc_compact_revision");
+        let current_revision = s.value("etcd_debugging_mvcc_current_revision");
         MemberMetrics {
+            watch_streams: open_streams("etcdserverpb.Watch"),
+            lease_streams: open_streams("etcdserverpb.Lease"),
+            slow_watchers: s.value("etcd_debugging_mvcc_slow_watcher_total"),
+            pending_events: s.value("etcd_debugging_mvcc_pending_events_total"),
+            compact_revision,
+            current_revision,
+            compaction_lag: current_revision
+                .zip(compact_revision)
+                .map(|(cur, comp)| (cur - comp).max(0.0)),
+            resident_memory_bytes: s.value("process_resident_memory_bytes"),
+            counters: MemberCounters {
+                cpu_seconds: s.value("process_cpu_seconds_total"),
+                client_received_bytes: s.value("etcd_network_client_grpc_received_bytes_total"),
+                client_sent_bytes: s.value("etcd_network_client_grpc_sent_bytes_total"),
+                peer_received_bytes: s
+                    .sum("etcd_network_peer_received_bytes_total", &[])
+                    .unwrap_or(0.0),
+                peer_sent_bytes: s
+                    .sum("etcd_network_peer_sent_bytes_total", &[])
+                    .unwrap_or(0.0),
+                leases_granted: s.value("etcd_debugging_lease_granted_total"),
+                leases_revoked: s.value("etcd_debugging_lease_revoked_total"),
+                grpc_by_method: by_method,
+            },
             quota_backend_bytes: s.value("etcd_server_quota_backend_bytes"),
             db_total_size_bytes: s.value("etcd_mvcc_db_total_size_in_bytes"),
             db_in_use_bytes: s.value("etcd_mvcc_db_total_size_in_use_in_bytes"),
@@ -313,6 +452,16 @@ impl MemberMetrics {
             .and_then(|i| i.rate())
         };
         self.proposals_failed_rate = rate(|m| m.proposals_failed);
+        self.proposals_committed_rate = rate(|m| m.proposals_committed);
+        self.proposals_applied_rate = rate(|m| m.proposals_applied);
+        self.cpu_cores = rate(|m| m.counters.cpu_seconds);
+        self.client_received_bytes_rate = rate(|m| m.counters.client_received_bytes);
+        self.client_sent_bytes_rate = rate(|m| m.counters.client_sent_bytes);
+        self.peer_received_bytes_rate = rate(|m| Some(m.counters.peer_received_bytes));
+        self.peer_sent_bytes_rate = rate(|m| Some(m.counters.peer_sent_bytes));
+        self.leases_granted_rate = rate(|m| m.counters.leases_granted);
+        self.leases_revoked_rate = rate(|m| m.counters.leases_revoked);
+        self.grpc_methods = grpc_method_rates(window);
         // Absent until the first failure: zero before it.
         self.peer_sent_failures_rate = rate(|m| Some(m.peer_sent_failures.unwrap_or(0.0)));
         let grpc = grpc_increases(window.points());
@@ -327,6 +476,41 @@ impl MemberMetrics {
             .map(|((first, _), last)| (last - first) as f64 / 1e3)
             .filter(|s| *s > 0.0);
     }
+}
+
+/// Each gRPC method's requests and failures per second over a member's
+/// window, for the methods that handled requests in it. A method missing
+/// from a page counts as zero there (etcd lists a method once called).
+fn grpc_method_rates(
+    window: &Window<MemberMetrics>,
+) -> std::collections::BTreeMap<String, GrpcMethodRates> {
+    let methods: std::collections::BTreeSet<&String> = window
+        .points()
+        .flat_map(|(_, m)| m.counters.grpc_by_method.keys())
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for method in methods {
+        let of = |pick: fn(&(f64, f64)) -> f64| {
+            increase(window.points().map(|(at, m)| {
+                let counts = m.counters.grpc_by_method.get(method);
+                (at, counts.map_or(0.0, pick))
+            }))
+            .and_then(|i| i.rate())
+        };
+        let (Some(requests), Some(failed)) = (of(|c| c.0), of(|c| c.1)) else {
+            continue;
+        };
+        if requests > 0.0 {
+            out.insert(
+                method.clone(),
+                GrpcMethodRates {
+                    requests_per_second: requests,
+                    failed_per_second: failed,
+                },
+            );
+        }
+    }
+    out
 }
 
 /// An active alarm.

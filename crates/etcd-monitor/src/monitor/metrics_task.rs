@@ -15,7 +15,7 @@ use crate::cluster::{MemberMetrics, metrics_url_for, scrape_metrics};
 use crate::config::{ClusterConfig, MonitoringConfig};
 use crate::connection;
 use crate::health::HealthSnapshot;
-use crate::metrics::window::Window;
+use crate::metrics::window::{Window, increase};
 use crate::store::{MetricPoint, Store, unix_ms};
 
 /// One member's scraped figures.
@@ -50,6 +50,8 @@ pub struct MetricsRound {
     pub revision_rate: Option<f64>,
     /// Proposals committed per second on the leader since the previous round.
     pub proposals_committed_rate: Option<f64>,
+    /// Leases the cluster holds (LeaseLeases), when the call worked.
+    pub leases: Option<i64>,
     /// `monitoring.metrics_window`, seconds: the members' quantiles and
     /// rates are over this window (each member's `window_seconds` says how
     /// much of it its scrapes cover so far).
@@ -109,19 +111,47 @@ pub(super) async fn run(t: MetricsTask) {
     }
 }
 
-/// Each member's raw scrapes of the last `monitoring.metrics_window`, by
-/// endpoint.
+/// Each member's raw scrapes of the last `monitoring.metrics_window`, and
+/// its leader-change counter over the last day, by endpoint.
 struct MemberWindows {
     span: std::time::Duration,
     by_endpoint: std::collections::HashMap<String, Window<MemberMetrics>>,
+    days: std::collections::HashMap<String, Window<f64>>,
 }
+
+/// The day's leader-change counts are kept one per this long.
+const DAY_STEP_MS: i64 = 5 * 60 * 1000;
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 impl MemberWindows {
     fn new(span: std::time::Duration) -> Self {
         MemberWindows {
             span,
             by_endpoint: Default::default(),
+            days: Default::default(),
         }
+    }
+
+    /// Leader changes the member saw over the last day (or as much of it as
+    /// was watched), and the seconds that covers; the counter is kept every
+    /// [`DAY_STEP_MS`], and the newest value always counts.
+    fn leader_changes_per_day(
+        &mut self,
+        endpoint: &str,
+        at_ms: i64,
+        seen: f64,
+    ) -> Option<(f64, f64)> {
+        let day = self
+            .days
+            .entry(endpoint.to_string())
+            .or_insert_with(|| Window::new(DAY));
+        if day.last_at().is_none_or(|last| at_ms - last >= DAY_STEP_MS) {
+            day.push(at_ms, seen);
+        }
+        let newest = (day.last_at() != Some(at_ms)).then_some((at_ms, seen));
+        let points = day.points().map(|(at, v)| (at, *v)).chain(newest);
+        let inc = increase(points)?;
+        Some((inc.value, inc.seconds))
     }
 
     /// Adds the round's scrapes to the windows, fills each member's
@@ -139,11 +169,20 @@ impl MemberWindows {
             window.push(round.at_ms, m.clone());
             m.fill_window(window);
             m.histograms = Default::default();
+            m.counters = Default::default();
+            if let Some(seen) = m.leader_changes_seen {
+                let day = self.leader_changes_per_day(&entry.endpoint, round.at_ms, seen);
+                m.leader_changes_per_day = day.map(|(n, _)| n);
+                m.leader_changes_day_seconds = day.map(|(_, s)| s);
+            }
         }
-        // Members gone for a whole window are forgotten.
+        // Members gone for a whole window (a day for the day's counts) are forgotten.
         let from = round.at_ms - self.span.as_millis() as i64;
         self.by_endpoint
             .retain(|_, w| w.last_at().is_some_and(|at| at >= from));
+        let day_from = round.at_ms - DAY.as_millis() as i64;
+        self.days
+            .retain(|_, w| w.last_at().is_some_and(|at| at >= day_from));
         round.metrics_window_seconds = self.span.as_secs_f64();
     }
 }
@@ -228,6 +267,15 @@ async fn one_round(
         None => None,
     };
 
+    let leases = match client.as_mut() {
+        Some(c) => tokio::time::timeout(t.cluster.request_timeout, c.leases())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|r| r.leases().len() as i64),
+        None => None,
+    };
+
     let mut members = Vec::new();
     for s in scrapes {
         if let Ok(entry) = s.await {
@@ -261,6 +309,7 @@ async fn one_round(
         revision,
         revision_rate,
         proposals_committed_rate,
+        leases,
         metrics_window_seconds: t.monitoring.metrics_window.as_secs_f64(),
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
     }
@@ -309,16 +358,41 @@ pub const STORED_METRICS: &[&str] = &[
     "leader_changes_seen",
     "watchers",
     "has_leader",
+    "watch_streams",
+    "lease_streams",
+    "slow_watchers",
+    "pending_events",
+    "compact_revision",
+    "compaction_lag",
+    "resident_memory_bytes",
+    "cpu_cores",
+    "client_received_bytes_rate",
+    "client_sent_bytes_rate",
+    "peer_received_bytes_rate",
+    "peer_sent_bytes_rate",
+    "member_proposals_committed_rate",
+    "proposals_applied_rate",
+    "leases_granted_rate",
+    "leases_revoked_rate",
+    "leader_changes_per_day",
     "probe_put_p99_ms",
     "probe_linearizable_get_p99_ms",
     "probe_serializable_get_p99_ms",
     "revision_rate",
     "proposals_committed_rate",
+    "leases",
+    "grpc_method_rate",
+    "grpc_method_failed_rate",
 ];
+
+/// The stored metrics whose series are gRPC methods (summed over the
+/// members) rather than members.
+pub const BY_METHOD_METRICS: &[&str] = &["grpc_method_rate", "grpc_method_failed_rate"];
 
 /// The samples stored for history charts.
 pub(crate) fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
     let mut out = Vec::new();
+    let mut by_method: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
     let mut push = |member: &str, name: &str, value: Option<f64>| {
         if let Some(value) = value {
             debug_assert!(
@@ -355,6 +429,40 @@ pub(crate) fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
         push(who, "leader_changes_seen", x.leader_changes_seen);
         push(who, "watchers", x.watchers);
         push(who, "has_leader", x.has_leader);
+        push(who, "watch_streams", x.watch_streams);
+        push(who, "lease_streams", x.lease_streams);
+        push(who, "slow_watchers", x.slow_watchers);
+        push(who, "pending_events", x.pending_events);
+        push(who, "compact_revision", x.compact_revision);
+        push(who, "compaction_lag", x.compaction_lag);
+        push(who, "resident_memory_bytes", x.resident_memory_bytes);
+        push(who, "cpu_cores", x.cpu_cores);
+        push(
+            who,
+            "client_received_bytes_rate",
+            x.client_received_bytes_rate,
+        );
+        push(who, "client_sent_bytes_rate", x.client_sent_bytes_rate);
+        push(who, "peer_received_bytes_rate", x.peer_received_bytes_rate);
+        push(who, "peer_sent_bytes_rate", x.peer_sent_bytes_rate);
+        push(
+            who,
+            "member_proposals_committed_rate",
+            x.proposals_committed_rate,
+        );
+        push(who, "proposals_applied_rate", x.proposals_applied_rate);
+        push(who, "leases_granted_rate", x.leases_granted_rate);
+        push(who, "leases_revoked_rate", x.leases_revoked_rate);
+        push(who, "leader_changes_per_day", x.leader_changes_per_day);
+        for (method, rates) in &x.grpc_methods {
+            let sum = by_method.entry(method.as_str()).or_insert((0.0, 0.0));
+            sum.0 += rates.requests_per_second;
+            sum.1 += rates.failed_per_second;
+        }
+    }
+    for (method, (requests, failed)) in by_method {
+        push(method, "grpc_method_rate", Some(requests));
+        push(method, "grpc_method_failed_rate", Some(failed));
     }
     push("", "probe_put_p99_ms", r.probes.put.p99_ms);
     push(
@@ -369,5 +477,66 @@ pub(crate) fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
     );
     push("", "revision_rate", r.revision_rate);
     push("", "proposals_committed_rate", r.proposals_committed_rate);
+    push("", "leases", r.leases.map(|n| n as f64));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_changes_count_over_the_day_across_restarts() {
+        let mut w = MemberWindows::new(std::time::Duration::from_secs(300));
+        let min = 60_000;
+        // A first point alone counts nothing.
+        assert_eq!(w.leader_changes_per_day("m", 0, 5.0), None);
+        // Kept every 5 minutes; the newest value counts in between.
+        assert_eq!(w.leader_changes_per_day("m", min, 6.0), Some((1.0, 60.0)));
+        assert_eq!(
+            w.leader_changes_per_day("m", 10 * min, 7.0),
+            Some((2.0, 600.0))
+        );
+        // The member restarted: its counter starts again from zero.
+        assert_eq!(
+            w.leader_changes_per_day("m", 20 * min, 1.0),
+            Some((3.0, 1200.0))
+        );
+        // A day later the first changes have left the day.
+        let day = 24 * 60 * min;
+        let (n, seconds) = w.leader_changes_per_day("m", day + 15 * min, 1.0).unwrap();
+        assert_eq!(n, 0.0);
+        assert!(seconds <= 86_400.0, "{seconds}");
+    }
+
+    #[test]
+    fn method_rates_are_per_method_and_only_for_active_methods() {
+        use crate::metrics::prom::Scrape;
+        let page = |put: u32, range: u32, failed: u32| {
+            let text = format!(
+                "grpc_server_handled_total{{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}} {put}\n\
+                 grpc_server_handled_total{{grpc_code=\"Unavailable\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}} {failed}\n\
+                 grpc_server_handled_total{{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}} {range}\n\
+                 grpc_server_started_total{{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}} 5\n\
+                 grpc_server_handled_total{{grpc_code=\"Canceled\",grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"}} 3\n"
+            );
+            MemberMetrics::from_scrape(&Scrape::parse_only(&text, MemberMetrics::wants).0)
+        };
+        let mut window = Window::new(std::time::Duration::from_secs(60));
+        window.push(0, page(100, 50, 0));
+        window.push(10_000, page(150, 50, 10));
+        let mut m = page(150, 50, 10);
+        m.fill_window(&window);
+        let put = m.grpc_methods["Put"];
+        assert_eq!(put.requests_per_second, 6.0); // 50 OK + 10 failed in 10 s
+        assert_eq!(put.failed_per_second, 1.0);
+        assert!(
+            !m.grpc_methods.contains_key("Range"),
+            "{:?}",
+            m.grpc_methods
+        );
+        // Open streams: started minus finished (canceled included).
+        assert_eq!(m.watch_streams, Some(2.0));
+        assert_eq!(m.lease_streams, None);
+    }
 }

@@ -24,7 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::store::{LeaderChange, Store, unix_ms};
 
 pub(crate) use metrics_task::points_of;
-pub use metrics_task::{MemberMetricsEntry, MetricsRound, STORED_METRICS};
+pub use metrics_task::{BY_METHOD_METRICS, MemberMetricsEntry, MetricsRound, STORED_METRICS};
 pub use probes::{BUCKETS_MS, CumulativeHistogram, LatencySummary, PROBE_KEY, ProbeReport};
 
 /// Something that happened, for live subscribers (server-sent events, alerts).

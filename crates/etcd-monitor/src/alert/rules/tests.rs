@@ -92,6 +92,7 @@ fn round(at_ms: i64, f: impl FnOnce(&mut MemberMetrics)) -> Arc<MetricsRound> {
         revision: None,
         revision_rate: None,
         proposals_committed_rate: None,
+        leases: None,
         metrics_window_seconds: 300.0,
         duration_ms: 0.0,
     })
@@ -695,4 +696,47 @@ fn certificate_findings_and_alerts_share_thresholds() {
     assert_eq!(judge(&lowered, 20.0), (None, 0, 0));
     assert_eq!(judge(&lowered, 3.0), (Some(Severity::Warning), 1, 0));
     assert_eq!(judge(&lowered, 1.0), (Some(Severity::Critical), 1, 1));
+}
+
+#[test]
+fn a_custom_rule_on_a_method_rate_names_the_method() {
+    let config: AlertsConfig = serde_yaml_ng::from_str(
+        "custom_rules:\n  - {name: PutsFailing, metric: grpc_method_failed_rate, comparison: '>', threshold: 0.1}\n",
+    )
+    .unwrap();
+    let rules = RuleSet::from_config(&config);
+    let rule = rules.rules.iter().find(|r| r.key == "PutsFailing").unwrap();
+    let rounds: VecDeque<_> = [round(0, |m| {
+        for (method, failed) in [("Put", 0.5), ("Range", 0.0)] {
+            m.grpc_methods.insert(
+                method.into(),
+                crate::cluster::GrpcMethodRates {
+                    requests_per_second: 2.0,
+                    failed_per_second: failed,
+                },
+            );
+        }
+    })]
+    .into_iter()
+    .collect();
+    let thresholds = Thresholds::default();
+    let input = Input {
+        cluster: "main",
+        now_ms: 0,
+        health: None,
+        thresholds: &thresholds,
+        rounds: &rounds,
+        db_size_history: None,
+    };
+    let Outcome::Holds(samples) = evaluate(rule, &input) else {
+        panic!("not evaluable")
+    };
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert_eq!(samples[0].labels["method"], "Put");
+    assert!(!samples[0].labels.contains_key("member"), "{samples:?}");
+    assert!(
+        samples[0].summary.contains("of method Put"),
+        "{}",
+        samples[0].summary
+    );
 }

@@ -137,6 +137,46 @@ async function series(metric, range, step) {
   return h.series;
 }
 
+// The etcd mixin's panels, from the stored history. Each chart: an id, a
+// caption, a scale for display, and the metrics it plots (with a label
+// when it plots more than one).
+const MIB = 1024 * 1024;
+const ACTIVITY = [
+  ["rpc", "gRPC requests/s by method", 1, [["grpc_method_rate"]]],
+  ["rpc-failed", "Failed gRPC requests/s by method", 1, [["grpc_method_failed_rate"]]],
+  ["watch-streams", "Watch streams open per member", 1, [["watch_streams"]]],
+  ["lease-streams", "Lease keep-alive streams open per member", 1, [["lease_streams"]]],
+  ["watchers", "Watchers and slow watchers per member", 1, [["watchers", "watchers"], ["slow_watchers", "slow"]]],
+  ["pending-events", "Events pending for watchers per member", 1, [["pending_events"]]],
+  ["leases", "Leases in the cluster", 1, [["leases"]]],
+  ["compaction-lag", "Revisions since the last compaction per member", 1, [["compaction_lag"]]],
+  ["rss", "Member memory (RSS, MiB)", 1 / MIB, [["resident_memory_bytes"]]],
+  ["cpu", "Member CPU (cores)", 1, [["cpu_cores"]]],
+  ["client-traffic", "Client traffic (KiB/s): in, out", 1 / 1024, [["client_received_bytes_rate", "in"], ["client_sent_bytes_rate", "out"]]],
+  ["peer-traffic", "Peer traffic (KiB/s): in, out", 1 / 1024, [["peer_received_bytes_rate", "in"], ["peer_sent_bytes_rate", "out"]]],
+  ["proposals", "Proposals/s: committed, applied, failed", 1, [["member_proposals_committed_rate", "committed"], ["proposals_applied_rate", "applied"], ["proposals_failed_rate", "failed"]]],
+  ["proposals-pending", "Proposals pending per member", 1, [["proposals_pending"]]],
+  ["elections", "Leader elections over the last day per member", 1, [["leader_changes_per_day"]]],
+  ["peer-rtt", "Peer round trip p99 (ms) per member", 1000, [["peer_round_trip_p99_seconds"]]],
+];
+
+function buildActivity() {
+  $("#activity-charts").innerHTML = ACTIVITY.map(([id, caption]) =>
+    `<figure><figcaption>${esc(caption)}</figcaption><svg id="chart-${id}" viewBox="0 0 400 150" preserveAspectRatio="none"></svg></figure>`).join("");
+}
+
+// Fetched only while the section is open: sixteen history reads per refresh.
+async function loadActivity(range, step) {
+  if (!$("#activity").open) return;
+  await Promise.all(ACTIVITY.map(async ([id, , scale, metrics]) => {
+    const parts = await Promise.all(metrics.map(async ([metric, label]) =>
+      (await series(metric, range, step)).map((s) => ({
+        ...s, label: [s.method || s.member || (metrics.length > 1 ? "" : "cluster"), label].filter(Boolean).join(" "),
+      }))));
+    draw($(`#chart-${id}`), parts.flat(), scale);
+  }));
+}
+
 async function loadCharts() {
   const range = $("#range").value;
   const step = { "15m": "15s", "1h": "30s", "6h": "3m", "24h": "10m", "7d": "1h" }[range];
@@ -149,6 +189,7 @@ async function loadCharts() {
     draw($("#chart-throughput"), rev.map((s) => ({ ...s, label: "revisions/s" })), 1);
     draw($("#chart-db"), db, 1 / (1024 * 1024));
     draw($("#chart-fsync"), fsync, 1000);
+    await loadActivity(range, step);
     const current = await api(`${base()}/metrics/current`);
     const w = current.metrics_window_seconds;
     $("#metrics-window").textContent = w % 60 === 0 ? `${w / 60} min` : `${w} s`;
@@ -270,6 +311,8 @@ async function live() {
 
 $("#cluster").addEventListener("change", (e) => { cluster = e.target.value; refreshAll(); });
 $("#range").addEventListener("change", loadCharts);
+buildActivity();
+$("#activity").addEventListener("toggle", loadCharts);
 
 async function start() {
   try { me = await api("/api/v1/whoami"); } catch (e) { return; } // 401: the sign-in dialog is open
