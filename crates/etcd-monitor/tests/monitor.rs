@@ -802,3 +802,80 @@ async fn the_mixins_metric_set_is_collected_stored_and_exported() {
     drop((streams, keeper));
     etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
 }
+
+/// Reading a frozen member's certificate waits for the timeout; it runs
+/// beside the health rounds, so they stay as long as the frozen member's
+/// own Status call makes them (the request timeout), not twice that, and
+/// the live members' certificates are read meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_does_not_hold_up_rounds_for_its_certificate() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let cluster = EtcdCluster::start(ClusterOptions::new(3).tls())
+        .await
+        .unwrap();
+    let files = cluster.tls_files().unwrap().clone();
+    cluster.pause(2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cc = cluster_config("main", &cluster);
+    cc.request_timeout = TIMEOUT;
+    cc.dial_timeout = TIMEOUT;
+    cc.tls = Some(etcd_monitor::config::TlsConfig {
+        ca_file: Some(files.ca_file.clone()),
+        cert_file: Some(files.client_cert_file.clone()),
+        key_file: Some(files.client_key_file.clone()),
+        server_name: None,
+    });
+    let (monitor, lifecycle) = start(&config(vec![cc], &dir.path().join("h.db"))).await;
+    let live: Vec<String> = (0..2).map(|i| cluster.endpoint(i).unwrap()).collect();
+    let snapshot = wait_for(
+        &monitor,
+        "main",
+        Duration::from_secs(30),
+        "the live members' serving certificates",
+        |s| {
+            live.iter().all(|ep| {
+                s.observation
+                    .certificates
+                    .iter()
+                    .any(|c| &c.location == ep && c.not_after_ms.is_some())
+            })
+        },
+    )
+    .await;
+    let frozen = cluster.endpoint(2).unwrap();
+    let stuck = snapshot
+        .observation
+        .certificates
+        .iter()
+        .find(|c| c.location == frozen)
+        .expect("the frozen member's certificate entry");
+    assert!(
+        stuck
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("handshake")),
+        "{stuck:?}"
+    );
+    // Every round so far: bounded by the frozen member's Status timeout
+    // (plus scheduling), not by that and a handshake timeout in a row.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let history = monitor
+            .store()
+            .snapshots("main", 0, i64::MAX, 100)
+            .await
+            .unwrap();
+        if history.len() >= 4 {
+            break history;
+        }
+        assert!(Instant::now() < deadline, "{} checks", history.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let slowest = history.iter().map(|c| c.duration_ms).fold(0.0, f64::max);
+    assert!(
+        slowest < TIMEOUT.as_secs_f64() * 1e3 * 1.5,
+        "a round took {slowest} ms"
+    );
+    cluster.resume(2).unwrap();
+    etcd_monitor::run::shutdown(&monitor, &lifecycle).await;
+}

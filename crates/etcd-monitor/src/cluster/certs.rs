@@ -89,63 +89,90 @@ impl CertificateObservation {
 }
 
 /// Reads certificates for one cluster, keeping the serving certificates
-/// between rounds ([`SERVING_RECHECK`]).
+/// between rounds ([`SERVING_RECHECK`]). The handshakes run in their own
+/// task, so a frozen member (whose handshake waits for the timeout) never
+/// delays a round: a round takes what the last finished reading found.
 #[derive(Default)]
 pub struct CertificateWatch {
     serving: Vec<CertificateObservation>,
-    /// When the serving certificates were read, and of which endpoints.
-    read: Option<(Instant, Vec<(String, String)>)>,
+    /// The reading under way.
+    pending: Option<tokio::task::JoinHandle<Vec<CertificateObservation>>>,
+    /// When the last reading started, and of which endpoints.
+    started: Option<(Instant, Vec<(String, String)>)>,
 }
+
+/// A member whose certificate could not be read is tried again after this long.
+pub const SERVING_RETRY: Duration = Duration::from_secs(60);
 
 impl CertificateWatch {
     /// The cluster's certificates now: the configured files, read again,
     /// and the serving certificates of `members` (`(name, endpoint)`), read
-    /// again when older than [`SERVING_RECHECK`] or when the members change.
-    /// Plain-HTTP endpoints have none.
+    /// again when older than [`SERVING_RECHECK`], when the members change,
+    /// or [`SERVING_RETRY`] after a member could not be read. `wait`: wait
+    /// for a reading under way (a one-shot check) rather than take the last
+    /// one (the daemon). Plain-HTTP endpoints have none.
     pub async fn observe(
         &mut self,
         cluster: &ClusterConfig,
         members: &[(String, String)],
+        wait: bool,
     ) -> Vec<CertificateObservation> {
-        let mut out = configured(cluster);
         let https: Vec<(String, String)> = members
             .iter()
             .filter(|(_, ep)| ep.starts_with("https://"))
             .cloned()
             .collect();
-        let stale = match &self.read {
-            Some((at, of)) => at.elapsed() >= SERVING_RECHECK || *of != https,
+        if self.pending.as_ref().is_some_and(|p| p.is_finished()) {
+            self.finish().await;
+        }
+        let failed = self.serving.iter().any(|c| c.error.is_some());
+        let due = match &self.started {
+            Some((at, of)) => {
+                at.elapsed() >= SERVING_RECHECK
+                    || *of != https
+                    || (failed && at.elapsed() >= SERVING_RETRY)
+            }
             None => true,
         };
-        if stale {
-            let reads = https.iter().map(|(name, endpoint)| {
-                serving(
-                    endpoint,
-                    name,
-                    cluster.tls.as_ref().and_then(|t| t.server_name.as_deref()),
-                    cluster.dial_timeout.max(cluster.request_timeout),
-                )
-            });
-            let fresh = futures_util::future::join_all(reads).await;
-            // A member that did not answer keeps what was read before (its
-            // certificate did not change by going away); the next round tries again.
-            let any_failed = fresh.iter().any(|c| c.error.is_some());
-            self.serving = fresh
-                .into_iter()
-                .map(|c| match &c.error {
-                    Some(_) => self
-                        .serving
-                        .iter()
-                        .find(|old| old.location == c.location && old.error.is_none())
-                        .cloned()
-                        .unwrap_or(c),
-                    None => c,
-                })
-                .collect();
-            self.read = (!any_failed).then(|| (Instant::now(), https));
+        if due && self.pending.is_none() {
+            let server_name = cluster.tls.as_ref().and_then(|t| t.server_name.clone());
+            let timeout = cluster.dial_timeout.max(cluster.request_timeout);
+            let targets = https.clone();
+            self.pending = Some(tokio::spawn(async move {
+                let reads = targets.iter().map(|(name, endpoint)| {
+                    serving(endpoint, name, server_name.as_deref(), timeout)
+                });
+                futures_util::future::join_all(reads).await
+            }));
+            self.started = Some((Instant::now(), https));
         }
+        if wait && self.pending.is_some() {
+            self.finish().await;
+        }
+        let mut out = configured(cluster);
         out.extend(self.serving.iter().cloned());
         out
+    }
+
+    /// Takes the finished reading. A member that did not answer keeps what
+    /// was read of it before (its certificate did not change by going away).
+    async fn finish(&mut self) {
+        let Some(task) = self.pending.take() else {
+            return;
+        };
+        let fresh = task.await.unwrap_or_default();
+        self.serving = fresh
+            .into_iter()
+            .map(|c| match &c.error {
+                Some(_) => self
+                    .serving
+                    .iter()
+                    .find(|old| old.location == c.location && old.error.is_none())
+                    .cloned()
+                    .unwrap_or(c),
+                None => c,
+            })
+            .collect();
     }
 }
 

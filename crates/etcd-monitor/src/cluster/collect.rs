@@ -26,6 +26,10 @@ pub struct CollectorOptions {
     /// Read the members' serving certificates and the configured client
     /// certificate and CA (`ClusterObservation::certificates`).
     pub certificates: bool,
+    /// Wait for the members' serving certificates (a one-shot check);
+    /// otherwise a round takes those of the last finished reading, which
+    /// runs beside the rounds.
+    pub wait_for_certificates: bool,
 }
 
 impl Default for CollectorOptions {
@@ -34,6 +38,7 @@ impl Default for CollectorOptions {
             scrape_metrics: true,
             hashkv: true,
             certificates: true,
+            wait_for_certificates: true,
         }
     }
 }
@@ -185,7 +190,9 @@ impl Collector {
                 .iter()
                 .map(|m| (m.label(), m.endpoint.clone()))
                 .collect();
-            self.certificates.observe(&self.cluster, &of).await
+            self.certificates
+                .observe(&self.cluster, &of, self.options.wait_for_certificates)
+                .await
         } else {
             Vec::new()
         };

@@ -348,10 +348,14 @@ impl MemberMetrics {
     pub fn from_scrape(s: &crate::metrics::prom::Scrape) -> Self {
         let mut by_code = std::collections::BTreeMap::new();
         let mut by_method: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+        // etcd lists every method with every code from the start, mostly
+        // zero: only the non-zero ones are kept (a series missing from a
+        // scrape counts as zero there), so each member's window holds a few
+        // entries per scrape rather than hundreds.
         for sample in s
             .samples
             .iter()
-            .filter(|x| x.name == "grpc_server_handled_total")
+            .filter(|x| x.name == "grpc_server_handled_total" && x.value != 0.0)
         {
             if let Some(code) = sample.labels.get("grpc_code") {
                 *by_code.entry(code.clone()).or_insert(0.0) += sample.value;

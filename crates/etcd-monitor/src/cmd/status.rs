@@ -45,6 +45,7 @@ pub fn main(global: &GlobalArgs, args: StatusArgs) -> ExitCode {
         scrape_metrics: !args.no_metrics,
         hashkv: !args.no_hashkv,
         certificates: true,
+        wait_for_certificates: true,
     };
     let write_out = args.write_out;
     crate::cmd::cli::one_shot(global, &args.conn, |config, cluster| async move {

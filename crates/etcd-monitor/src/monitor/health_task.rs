@@ -39,6 +39,7 @@ pub(super) async fn run(t: HealthTask) {
             scrape_metrics: false,
             hashkv: false,
             certificates: true,
+            wait_for_certificates: false,
         },
     );
     let mut interval = tokio::time::interval(t.monitoring.health_check_interval);
