@@ -67,6 +67,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Rules(RulesCommand::Export { format: _, output })) => {
+            match cmd::cli::rules_export(&cli.global, output.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprint!("{e}");
+                    Exit::Usage.into()
+                }
+            }
+        }
         Some(Command::Status(args)) => cmd::status::main(&cli.global, args),
         Some(Command::Bench(args)) => cmd::bench::main(&cli.global, args),
         Some(Command::Ctl(args)) => cmd::ctl::main(&cli.global, args),

@@ -460,7 +460,11 @@ fn rules_list_prints_the_table_as_configured() {
     assert!(out.status.success(), "{out:?}");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 26, "25 built-in rules and the custom one");
+    assert_eq!(
+        rows.len(),
+        etcd_monitor::alert::rules::Rule::ALL.len() + 1,
+        "the built-in rules and the custom one"
+    );
     let no_leader = rows.iter().find(|r| r["name"] == "etcdNoLeader").unwrap();
     assert_eq!(no_leader["enabled"], false);
     assert_eq!(no_leader["for"], "30s");

@@ -970,7 +970,15 @@ impl EtcdCluster {
     }
 
     async fn enable_auth(&self, password: &str) -> Result<(), Error> {
-        let mut client = self.probe_client(&self.endpoint(0)?).await?;
+        // Not the probes' 1 s: adding a user hashes its password with
+        // bcrypt, which takes longer than that on a loaded machine.
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(15));
+        if let Some(tls) = &self.tls {
+            opts = opts.with_tls(tls.client_tls()?);
+        }
+        let mut client = Client::connect([self.endpoint(0)?], Some(opts)).await?;
         client.user_add("root", password, None).await?;
         client.user_grant_role("root", "root").await?;
         client.auth_enable().await?;

@@ -19,6 +19,7 @@ pub mod book;
 pub mod channels;
 pub mod deliver;
 pub mod engine;
+pub mod prometheus;
 pub mod route;
 pub mod rules;
 pub mod silence;

@@ -168,6 +168,65 @@ pub async fn metrics(
                 s.quorum as f64,
             );
             p.sample(
+                "etcd_monitor_cluster_voting_members_up",
+                "gauge",
+                "Voting members (not learners) that answered Status.",
+                &cl,
+                s.observation
+                    .members
+                    .iter()
+                    .filter(|m| !m.is_learner && m.reachable())
+                    .count() as f64,
+            );
+            p.sample(
+                "etcd_monitor_cluster_ids",
+                "gauge",
+                "Distinct cluster IDs behind the member list, the members and the configured endpoints (more than 1: the configuration mixes clusters).",
+                &cl,
+                s.observation.cluster_ids().len() as f64,
+            );
+            let stray: Vec<&str> = s
+                .observation
+                .stray_endpoints()
+                .iter()
+                .map(|e| e.endpoint.as_str())
+                .collect();
+            for endpoint in &s.observation.configured_endpoints {
+                p.sample(
+                    "etcd_monitor_endpoint_not_member",
+                    "gauge",
+                    "1 if no listed member answers at this configured endpoint.",
+                    &[("cluster", name.as_str()), ("endpoint", endpoint.as_str())],
+                    if stray.contains(&endpoint.as_str()) {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                );
+            }
+            for c in &s.observation.certificates {
+                let Some(end) = c.not_after_ms else { continue };
+                let member = c.member.as_deref().unwrap_or("");
+                p.sample(
+                    "etcd_monitor_certificate_expiry_timestamp_seconds",
+                    "gauge",
+                    "End of validity (notAfter) of a member's serving certificate, the client certificate or a CA, seconds since the epoch.",
+                    &[
+                        ("cluster", name.as_str()),
+                        ("certificate", c.source.describe()),
+                        ("location", c.location.as_str()),
+                        ("member", member),
+                    ],
+                    end as f64 / 1e3,
+                );
+            }
+            let unconfigured: Vec<u64> = s
+                .observation
+                .unconfigured_members()
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            p.sample(
                 "etcd_monitor_cluster_has_leader",
                 "gauge",
                 "1 if the members agree on a leader.",
@@ -206,7 +265,43 @@ pub async fn metrics(
                     &ml,
                     if m.reachable() { 1.0 } else { 0.0 },
                 );
+                p.sample(
+                    "etcd_monitor_member_configured",
+                    "gauge",
+                    "1 if a configured endpoint reaches the member.",
+                    &ml,
+                    if unconfigured.contains(&m.id) {
+                        0.0
+                    } else {
+                        1.0
+                    },
+                );
+                for alarm in ["NOSPACE", "CORRUPT"] {
+                    let active = s
+                        .observation
+                        .alarms
+                        .iter()
+                        .any(|a| a.member_id == m.id && a.kind == alarm);
+                    p.sample(
+                        "etcd_monitor_member_alarm_active",
+                        "gauge",
+                        "1 while the member has raised the alarm.",
+                        &[
+                            ("cluster", name.as_str()),
+                            ("member", label.as_str()),
+                            ("alarm", alarm),
+                        ],
+                        if active { 1.0 } else { 0.0 },
+                    );
+                }
                 if let Some(st) = &m.status {
+                    p.sample(
+                        "etcd_monitor_member_has_leader",
+                        "gauge",
+                        "1 if the member's Status names a leader.",
+                        &ml,
+                        if st.leader != 0 { 1.0 } else { 0.0 },
+                    );
                     p.sample(
                         "etcd_monitor_member_is_leader",
                         "gauge",

@@ -134,18 +134,56 @@ pub enum RulesCommand {
         #[arg(short = 'w', long = "write-out", default_value = "table", value_parser = ["table", "json"])]
         write_out: String,
     },
+    /// Write the enabled built-in rules as a Prometheus rule file over the
+    /// monitor's own etcd_monitor_* series: same names, severities,
+    /// thresholds, `for` and runbook URLs, from the same configuration.
+    #[command(
+        after_help = "Example:\n  etcd-monitor rules export --format prometheus --config config.yaml -o etcd-monitor-rules.yaml\n  promtool check rules etcd-monitor-rules.yaml"
+    )]
+    Export {
+        /// Rule file format.
+        #[arg(long, default_value = "prometheus", value_parser = ["prometheus"])]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// The configuration `--config` names, or the defaults.
+fn config_or_default(global: &GlobalArgs) -> Result<etcd_monitor::config::Config, String> {
+    match &global.config {
+        Some(_) => load_config(global, None).map_err(|errors| errors.to_string()),
+        None => Ok(etcd_monitor::config::Config::default()),
+    }
+}
+
+/// `rules export`: the rule file, and a note on what it leaves out. The
+/// error is ready to print.
+pub fn rules_export(global: &GlobalArgs, output: Option<&std::path::Path>) -> Result<(), String> {
+    let config = config_or_default(global)?;
+    let rules = etcd_monitor::alert::rules::RuleSet::from_config(&config.alerts);
+    let (text, skipped) =
+        etcd_monitor::alert::prometheus::rule_file(&rules, &config.monitoring.thresholds);
+    if !skipped.is_empty() {
+        eprintln!(
+            "note: custom rules are not exported (they compare stored samples, not /metrics series): {}",
+            skipped.join(", ")
+        );
+    }
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| format!("error: cannot write {}: {e}\n", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
 }
 
 /// `rules list`: the configured rule table. The error is ready to print.
 pub fn rules_list(global: &GlobalArgs, write_out: &str) -> Result<String, String> {
-    let alerts = match &global.config {
-        Some(_) => {
-            load_config(global, None)
-                .map_err(|errors| errors.to_string())?
-                .alerts
-        }
-        None => etcd_monitor::config::alerts::AlertsConfig::default(),
-    };
+    let alerts = config_or_default(global)?.alerts;
     let rows = etcd_monitor::alert::rules::RuleSet::from_config(&alerts).rows();
     if write_out == "json" {
         return serde_json::to_string_pretty(&rows)
