@@ -195,16 +195,7 @@ pub fn configured(cluster: &ClusterConfig) -> Vec<CertificateObservation> {
 
 fn from_file(source: CertificateSource, path: &Path) -> Vec<CertificateObservation> {
     let location = path.display().to_string();
-    let failed = |error: String| CertificateObservation {
-        source,
-        location: location.clone(),
-        member: None,
-        subject: None,
-        issuer: None,
-        not_after_ms: None,
-        checked_at_ms: now_ms(),
-        error: Some(error),
-    };
+    let failed = |error: String| unread(source, &location, None, error);
     let certs: Result<Vec<CertificateDer<'static>>, _> =
         CertificateDer::pem_file_iter(path).and_then(|iter| iter.collect::<Result<Vec<_>, _>>());
     match certs {
@@ -252,28 +243,35 @@ async fn serving(
     server_name: Option<&str>,
     timeout: Duration,
 ) -> CertificateObservation {
+    let source = CertificateSource::Serving;
     match tokio::time::timeout(timeout, handshake(endpoint, server_name)).await {
-        Ok(Ok(der)) => describe(CertificateSource::Serving, endpoint, Some(member), &der),
-        Ok(Err(error)) => CertificateObservation {
-            source: CertificateSource::Serving,
-            location: endpoint.to_string(),
-            member: Some(member.to_string()).filter(|m| !m.is_empty()),
-            subject: None,
-            issuer: None,
-            not_after_ms: None,
-            checked_at_ms: now_ms(),
-            error: Some(error),
-        },
-        Err(_) => CertificateObservation {
-            source: CertificateSource::Serving,
-            location: endpoint.to_string(),
-            member: Some(member.to_string()).filter(|m| !m.is_empty()),
-            subject: None,
-            issuer: None,
-            not_after_ms: None,
-            checked_at_ms: now_ms(),
-            error: Some(format!("no TLS handshake within {timeout:?}")),
-        },
+        Ok(Ok(der)) => describe(source, endpoint, Some(member), &der),
+        Ok(Err(error)) => unread(source, endpoint, Some(member), error),
+        Err(_) => unread(
+            source,
+            endpoint,
+            Some(member),
+            format!("no TLS handshake within {timeout:?}"),
+        ),
+    }
+}
+
+/// A certificate that could not be read, and why.
+fn unread(
+    source: CertificateSource,
+    location: &str,
+    member: Option<&str>,
+    error: String,
+) -> CertificateObservation {
+    CertificateObservation {
+        source,
+        location: location.to_string(),
+        member: member.filter(|m| !m.is_empty()).map(str::to_string),
+        subject: None,
+        issuer: None,
+        not_after_ms: None,
+        checked_at_ms: now_ms(),
+        error: Some(error),
     }
 }
 

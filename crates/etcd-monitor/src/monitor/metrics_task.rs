@@ -414,46 +414,46 @@ pub(crate) fn points_of(r: &MetricsRound) -> Vec<MetricPoint> {
         } else {
             m.member.as_str()
         };
-        push(who, "wal_fsync_p99_seconds", x.wal_fsync_p99);
-        push(who, "backend_commit_p99_seconds", x.backend_commit_p99);
-        push(who, "peer_round_trip_p99_seconds", x.peer_round_trip_p99);
-        push(who, "grpc_unary_p99_seconds", x.grpc_unary_p99);
-        push(who, "grpc_requests_rate", x.grpc_requests_rate);
-        push(who, "grpc_failed_percent", x.grpc_failed_percent);
-        push(who, "proposals_failed_rate", x.proposals_failed_rate);
-        push(who, "peer_sent_failures_rate", x.peer_sent_failures_rate);
-        push(who, "db_total_size_bytes", x.db_total_size_bytes);
-        push(who, "db_in_use_bytes", x.db_in_use_bytes);
-        push(who, "quota_backend_bytes", x.quota_backend_bytes);
-        push(who, "proposals_pending", x.proposals_pending);
-        push(who, "leader_changes_seen", x.leader_changes_seen);
-        push(who, "watchers", x.watchers);
-        push(who, "has_leader", x.has_leader);
-        push(who, "watch_streams", x.watch_streams);
-        push(who, "lease_streams", x.lease_streams);
-        push(who, "slow_watchers", x.slow_watchers);
-        push(who, "pending_events", x.pending_events);
-        push(who, "compact_revision", x.compact_revision);
-        push(who, "compaction_lag", x.compaction_lag);
-        push(who, "resident_memory_bytes", x.resident_memory_bytes);
-        push(who, "cpu_cores", x.cpu_cores);
-        push(
-            who,
-            "client_received_bytes_rate",
-            x.client_received_bytes_rate,
-        );
-        push(who, "client_sent_bytes_rate", x.client_sent_bytes_rate);
-        push(who, "peer_received_bytes_rate", x.peer_received_bytes_rate);
-        push(who, "peer_sent_bytes_rate", x.peer_sent_bytes_rate);
-        push(
-            who,
-            "member_proposals_committed_rate",
-            x.proposals_committed_rate,
-        );
-        push(who, "proposals_applied_rate", x.proposals_applied_rate);
-        push(who, "leases_granted_rate", x.leases_granted_rate);
-        push(who, "leases_revoked_rate", x.leases_revoked_rate);
-        push(who, "leader_changes_per_day", x.leader_changes_per_day);
+        // Stored name -> figure, in STORED_METRICS order.
+        for (name, value) in [
+            ("wal_fsync_p99_seconds", x.wal_fsync_p99),
+            ("backend_commit_p99_seconds", x.backend_commit_p99),
+            ("peer_round_trip_p99_seconds", x.peer_round_trip_p99),
+            ("grpc_unary_p99_seconds", x.grpc_unary_p99),
+            ("grpc_requests_rate", x.grpc_requests_rate),
+            ("grpc_failed_percent", x.grpc_failed_percent),
+            ("proposals_failed_rate", x.proposals_failed_rate),
+            ("peer_sent_failures_rate", x.peer_sent_failures_rate),
+            ("db_total_size_bytes", x.db_total_size_bytes),
+            ("db_in_use_bytes", x.db_in_use_bytes),
+            ("quota_backend_bytes", x.quota_backend_bytes),
+            ("proposals_pending", x.proposals_pending),
+            ("leader_changes_seen", x.leader_changes_seen),
+            ("watchers", x.watchers),
+            ("has_leader", x.has_leader),
+            ("watch_streams", x.watch_streams),
+            ("lease_streams", x.lease_streams),
+            ("slow_watchers", x.slow_watchers),
+            ("pending_events", x.pending_events),
+            ("compact_revision", x.compact_revision),
+            ("compaction_lag", x.compaction_lag),
+            ("resident_memory_bytes", x.resident_memory_bytes),
+            ("cpu_cores", x.cpu_cores),
+            ("client_received_bytes_rate", x.client_received_bytes_rate),
+            ("client_sent_bytes_rate", x.client_sent_bytes_rate),
+            ("peer_received_bytes_rate", x.peer_received_bytes_rate),
+            ("peer_sent_bytes_rate", x.peer_sent_bytes_rate),
+            (
+                "member_proposals_committed_rate",
+                x.proposals_committed_rate,
+            ),
+            ("proposals_applied_rate", x.proposals_applied_rate),
+            ("leases_granted_rate", x.leases_granted_rate),
+            ("leases_revoked_rate", x.leases_revoked_rate),
+            ("leader_changes_per_day", x.leader_changes_per_day),
+        ] {
+            push(who, name, value);
+        }
         for (method, rates) in &x.grpc_methods {
             let sum = by_method.entry(method.as_str()).or_insert((0.0, 0.0));
             sum.0 += rates.requests_per_second;
