@@ -1350,7 +1350,13 @@ async fn probes_keep_their_schedule_during_a_saturating_benchmark() {
     let ops = run["succeeded"].as_u64().unwrap();
     let gaps: Vec<i64> = rounds.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("{ops} puts by the benchmark; metrics rounds every {gaps:?} ms");
-    assert!(ops > 2000, "the benchmark did not saturate anything: {run}");
+    // Saturated: many puts, or (on a loaded machine) few but slow ones; a
+    // fresh-clone CI run saw 1687 puts at a p50 of 337 ms.
+    let p50 = run["report"]["p50"].as_f64().unwrap_or(0.0);
+    assert!(
+        ops > 2000 || p50 > 100.0,
+        "the benchmark did not saturate anything: {run}"
+    );
     assert!(gaps.len() >= 8, "{gaps:?}");
     let ms = interval.as_millis() as i64;
     for g in &gaps {
