@@ -1443,11 +1443,7 @@ fn certificate_expiring(c: &Ctx) -> Evaluated {
         .filter_map(|cert| {
             let days = cert.days_left(now_ms)?;
             (days < c.rule.threshold).then(|| {
-                let when = if days < 0.0 {
-                    format!("expired {:.1} days ago", -days)
-                } else {
-                    format!("expires in {days:.1} days")
-                };
+                let when = crate::cluster::certs::CertificateObservation::expiry_words(days);
                 let mut s = c.sample(
                     cert.member.as_deref(),
                     days,

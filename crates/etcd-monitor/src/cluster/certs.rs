@@ -75,6 +75,15 @@ impl CertificateObservation {
             .map(|end| (end - now_ms) as f64 / 86_400_000.0)
     }
 
+    /// "expires in 5.0 days" or "expired 1.0 days ago", for `days` left.
+    pub fn expiry_words(days: f64) -> String {
+        if days < 0.0 {
+            format!("expired {:.1} days ago", -days)
+        } else {
+            format!("expires in {days:.1} days")
+        }
+    }
+
     /// "member m1's serving certificate (CN=..., https://...)", for messages.
     pub fn describe(&self) -> String {
         let whose = match (&self.member, self.source) {

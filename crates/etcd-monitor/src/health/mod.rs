@@ -336,11 +336,7 @@ pub fn evaluate_with_history(
         let Some(severity) = t.certificate_severity(days) else {
             continue;
         };
-        let when = if days < 0.0 {
-            format!("expired {:.1} days ago", -days)
-        } else {
-            format!("expires in {days:.1} days")
-        };
+        let when = crate::cluster::certs::CertificateObservation::expiry_words(days);
         f.push(finding(
             "certificate_expiring",
             severity,
