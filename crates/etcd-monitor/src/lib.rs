@@ -11,7 +11,8 @@
 //! - [`config`]: the YAML file, `ETCD_MONITOR_*` variables and flags, checked together;
 //! - [`connection`]: endpoints, timeouts, TLS and credentials, the one member dialer;
 //! - [`logging`] and [`lifecycle`]: log output, graceful shutdown;
-//! - [`exit`]: the exit status convention of every command.
+//! - [`exit`]: the exit status convention of every command;
+//! - [`keyspace`]: what fills the database: per-prefix and per-resource sizes, the largest keys.
 
 pub mod alert;
 pub mod api;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod exit;
 pub mod health;
+pub mod keyspace;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

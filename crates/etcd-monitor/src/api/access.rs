@@ -141,6 +141,13 @@ pub fn is_state_changing(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Reads that load a cluster (a keyspace scan): audited, with their query,
+/// like changes.
+const AUDITED_READS: [&str; 2] = [
+    "/api/v1/clusters/{name}/keyspace",
+    "/api/v1/cluster/keyspace",
+];
+
 /// What is known about the request while it passes the layer.
 struct Pending {
     method: Method,
@@ -332,7 +339,22 @@ pub async fn enforce(State(ac): State<Arc<AccessControl>>, req: Request, next: N
         req.extensions_mut().insert(p.clone());
     }
     if !changing {
+        let audited = AUDITED_READS.contains(&template.as_str());
+        if audited {
+            // The query as a JSON object, summarized like a body.
+            pending.body = req.uri().query().map(|q| {
+                let fields: serde_json::Map<String, serde_json::Value> =
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+                        .collect();
+                summarize_body(serde_json::Value::Object(fields).to_string().as_bytes())
+            });
+        }
         let resp = next.run(req).await;
+        if audited {
+            ac.audit.write(pending.record(resp.status())).await;
+            return resp;
+        }
         // Refusals decided by a handler (a cluster out of scope in a query).
         if matches!(
             resp.status(),
@@ -468,8 +490,9 @@ impl HostPolicy {
             any: false,
             names,
             // Listening on every interface: clients reach us by any of its
-            // addresses. An IP address cannot be rebound; names must be listed.
-            any_ip: api.allowed_hosts.is_empty() && listen.is_none(),
+            // addresses (Prometheus scrapes a pod by its IP while people use
+            // a name). An IP address cannot be rebound; names must be listed.
+            any_ip: listen.is_none(),
         }
     }
 
@@ -654,7 +677,14 @@ mod tests {
                 .check(&headers("monitor.example.com:443"), &uri)
                 .is_ok()
         );
-        assert!(listed.check(&headers("10.0.0.1:8080"), &uri).is_err());
+        assert!(listed.check(&headers("10.0.0.1:8080"), &uri).is_ok());
+        assert!(listed.check(&headers("rebind.example"), &uri).is_err());
+        let one_address = HostPolicy::new(&ApiConfig {
+            listen: "10.0.0.2:8080".into(),
+            allowed_hosts: vec!["monitor.example.com".into()],
+            ..ApiConfig::default()
+        });
+        assert!(one_address.check(&headers("10.0.0.1:8080"), &uri).is_err());
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl MaintenanceGate {
 
 /// Runs `work` on a task of its own holding `guard`, and waits for it: a
 /// client that goes away does not cut an operation short.
-async fn run_guarded<F, T>(guard: GateGuard, work: F) -> Result<T, ApiError>
+pub(super) async fn run_guarded<F, T>(guard: GateGuard, work: F) -> Result<T, ApiError>
 where
     F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     T: Send + 'static,
@@ -133,7 +133,7 @@ where
         .map_err(|e| ApiError::internal(format!("the maintenance task failed: {e}")))?
 }
 
-fn cluster_config(state: &AppState, name: &str) -> Result<ClusterConfig, ApiError> {
+pub(super) fn cluster_config(state: &AppState, name: &str) -> Result<ClusterConfig, ApiError> {
     state.cluster(name)?;
     state
         .config

@@ -11,6 +11,7 @@ mod error;
 mod events;
 pub mod extract;
 mod handlers;
+mod keyspace;
 mod maintenance;
 pub mod openapi;
 mod prom;
@@ -89,7 +90,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Routes served both per cluster (`/api/v1/clusters/{name}...`) and for
 /// the default cluster (`/api/v1/cluster...`), with who may call them.
-const CLUSTER_ROUTES: [(Method, &str, Access); 12] = [
+const CLUSTER_ROUTES: [(Method, &str, Access); 13] = [
     (Method::GET, "/status", Access::Role(Role::Viewer)),
     (Method::GET, "/members", Access::Role(Role::Viewer)),
     (Method::GET, "/leader", Access::Role(Role::Viewer)),
@@ -122,6 +123,8 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 12] = [
         "/maintenance/move-leader",
         Access::Role(Role::Admin),
     ),
+    // Reads every key and shows key names, and loads the cluster (paced).
+    (Method::GET, "/keyspace", Access::Role(Role::Operator)),
 ];
 
 /// Every other route, with who may call it.
@@ -300,7 +303,8 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
         .route("/maintenance/compact", post(maintenance::compact))
         .route("/maintenance/snapshot", post(maintenance::snapshot))
         .route("/maintenance/alarm-disarm", post(maintenance::alarm_disarm))
-        .route("/maintenance/move-leader", post(maintenance::move_leader));
+        .route("/maintenance/move-leader", post(maintenance::move_leader))
+        .route("/keyspace", get(keyspace::scan));
     let api = Router::new()
         .route("/clusters", get(handlers::clusters))
         // One set of handlers: the `Cluster` extractor picks the named or the default cluster.

@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::{alerts, audit, benchmarks, handlers, maintenance};
+use super::{alerts, audit, benchmarks, handlers, keyspace, maintenance};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,7 @@ use super::{alerts, audit, benchmarks, handlers, maintenance};
         maintenance::snapshot,
         maintenance::alarm_disarm,
         maintenance::move_leader,
+        keyspace::scan,
         alerts::active,
         alerts::history,
         alerts::ack,

@@ -259,6 +259,27 @@ document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("cl
   refreshAll();
 }));
 
+// Keyspace: one paced scan on demand (GET .../keyspace needs operator and is audited).
+$("#keyspace-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const q = new URLSearchParams({ depth: f.get("depth"), top: f.get("top") });
+  if (f.get("prefix")) q.set("prefix", f.get("prefix"));
+  const summary = $("#keyspace-summary");
+  summary.textContent = "Scanning…";
+  try {
+    const r = await api(`${base()}/keyspace?${q}`);
+    summary.textContent = `${r.scanned_keys} keys, ${bytes(r.value_bytes)} of values at revision ${r.revision}, ` +
+      `read from ${r.from_leader ? "the leader" : "a follower"} in ${r.requests} requests, ${(r.duration_ms / 1000).toFixed(1)} s` +
+      (r.complete ? "" : ` (INCOMPLETE: ${r.stopped})`);
+    const rows = (list, cells, empty) => list.length ? list.map((x) => `<tr>${cells(x).map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")
+      : `<tr><td colspan="5" class="muted">${empty}</td></tr>`;
+    $("#keyspace-prefixes tbody").innerHTML = rows(r.prefixes, (p) => ["\u00a0\u00a0".repeat(p.depth - 1) + p.prefix, p.keys, bytes(p.key_bytes), bytes(p.value_bytes), `${p.min_mod_revision}..${p.max_mod_revision}`], "No prefixes at this depth.");
+    $("#keyspace-top tbody").innerHTML = rows(r.top_keys, (k) => [k.key, bytes(k.value_bytes), k.mod_revision], "No keys.");
+    $("#keyspace-resources tbody").innerHTML = rows(r.resources, (x) => [x.resource, x.group, x.namespace || "(cluster)", x.keys, bytes(x.value_bytes)], "No Kubernetes objects (/registry/).");
+  } catch (e) { summary.textContent = `Scan failed: ${e.message}`; }
+});
+
 async function loadAudit() {
   if (!allowed("GET /api/v1/audit")) return;
   try {

@@ -12,6 +12,7 @@
 pub mod output;
 
 mod verbs_cluster;
+mod verbs_keyspace;
 mod verbs_kv;
 mod verbs_lease;
 
@@ -95,6 +96,9 @@ pub enum Verb {
     Snapshot(verbs_cluster::SnapshotVerb),
     /// Transfer leadership to the member with this id (hex).
     MoveLeader(verbs_cluster::MoveLeaderArgs),
+    /// What fills the database: keys and bytes per prefix and per
+    /// Kubernetes resource, the largest keys (paginated, paced reads).
+    Keyspace(verbs_keyspace::KeyspaceArgs),
 }
 
 /// What every verb gets: the connection settings, output format, `--yes`.
@@ -152,6 +156,7 @@ async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit, CtlError> {
         Verb::Defrag(a) => verbs_cluster::defrag(ctx, a).await,
         Verb::Snapshot(v) => verbs_cluster::snapshot(ctx, v).await,
         Verb::MoveLeader(a) => verbs_cluster::move_leader(ctx, a).await,
+        Verb::Keyspace(a) => verbs_keyspace::keyspace(ctx, a).await,
     }
     .map(|()| Exit::Ok)
     .or_else(|e| match e {

@@ -1,0 +1,570 @@
+//! Keyspace analytics against real etcd: a cluster seeded with a known
+//! Kubernetes-like shape must be counted exactly (keys, key bytes, value
+//! bytes at every depth, the largest keys, resources per namespace) by
+//! `ctl keyspace` in JSON and as tables, and through the API within its role,
+//! limits and audit; scans keep their pace, their time bound and their
+//! member choice.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Txn, TxnOp};
+use etcd_monitor::lifecycle::Lifecycle;
+use etcd_monitor::monitor::Monitor;
+use etcd_testkit::{ClusterOptions, EtcdCluster};
+use serde_json::{Value, json};
+
+/// The seeded keys and their value sizes.
+type Shape = BTreeMap<String, usize>;
+
+fn shape() -> Shape {
+    let mut s = Shape::new();
+    for i in 0..1000 {
+        s.insert(format!("/registry/pods/ns-a/pod-{i:04}"), 1024);
+    }
+    for i in 0..100 {
+        s.insert(format!("/registry/secrets/ns-b/secret-{i:03}"), 10 * 1024);
+    }
+    for i in 0..50 {
+        s.insert(
+            format!("/registry/example.com/widgets/ns-c/widget-{i:02}"),
+            2048,
+        );
+    }
+    for ns in ["ns-a", "ns-b", "ns-c"] {
+        s.insert(format!("/registry/namespaces/{ns}"), 100);
+    }
+    for i in 0..3 {
+        s.insert(format!("/blobs/big-{i}"), 1 << 20);
+    }
+    s.insert("/app/config/flags".into(), 64);
+    s.insert("plain-key".into(), 10);
+    s
+}
+
+/// Writes `shape` in transactions of at most 64 puts and about 512 KiB
+/// (etcd refuses requests over its --max-request-bytes).
+async fn seed(client: &mut Client, shape: &Shape) {
+    let mut ops = Vec::new();
+    let mut bytes = 0;
+    for (i, (k, n)) in shape.iter().enumerate() {
+        ops.push(TxnOp::put(k.as_str(), vec![b'x'; *n], None));
+        bytes += n;
+        if ops.len() == 64 || bytes >= 512 << 10 || i + 1 == shape.len() {
+            client
+                .txn(Txn::new().and_then(std::mem::take(&mut ops)))
+                .await
+                .unwrap();
+            bytes = 0;
+        }
+    }
+}
+
+/// What a scan of `prefix` to `depth` must report, computed here
+/// independently of the monitor's aggregation: per prefix (keys, key bytes,
+/// value bytes).
+fn expected_prefixes(
+    shape: &Shape,
+    prefix: &str,
+    depth: usize,
+) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for (key, size) in shape.iter().filter(|(k, _)| k.starts_with(prefix)) {
+        let rest = &key[prefix.len()..];
+        let lead = if rest.starts_with('/') { "/" } else { "" };
+        let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        // A level exists where a `/` follows: every part but the last.
+        for d in 1..=depth.min(parts.len() - 1) {
+            let p = format!("{prefix}{lead}{}/", parts[..d].join("/"));
+            let e = out.entry(p).or_default();
+            e.0 += 1;
+            e.1 += key.len() as u64;
+            e.2 += *size as u64;
+        }
+    }
+    out
+}
+
+fn reported_prefixes(report: &Value) -> BTreeMap<String, (u64, u64, u64)> {
+    report["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["prefix"].as_str().unwrap().to_string(),
+                (
+                    p["keys"].as_u64().unwrap(),
+                    p["key_bytes"].as_u64().unwrap(),
+                    p["value_bytes"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn ctl(endpoints: &str, args: &[&str]) -> (Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args(["ctl", "keyspace"])
+        .args(args)
+        .args(["--endpoints", endpoints])
+        .env_remove("ETCD_MONITOR_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "ctl keyspace {args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = if args.contains(&"json") {
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    } else {
+        Value::Null
+    };
+    (json, stdout)
+}
+
+struct Running {
+    addr: SocketAddr,
+    monitor: Monitor,
+    lifecycle: Lifecycle,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_monitor(endpoints: &str, tokens: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "clusters:\n  - {{ name: k8s, endpoints: [{endpoints}] }}\n\
+         monitoring: {{ health_check_interval: 500ms, metrics_interval: 1s }}\n\
+         storage: {{ url: \"sqlite://{db}\" }}\n\
+         api:\n  listen: 127.0.0.1:0\n  snapshot_dir: {snap}\n  auth:\n    tokens:\n{tokens}",
+        db = dir.path().join("h.db").display(),
+        snap = dir.path().join("snapshots").display(),
+    );
+    let file = dir.path().join("monitor.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let config =
+        etcd_monitor::run::load_config(Some(&file), &etcd_monitor::config::Overrides::new())
+            .unwrap();
+    let lifecycle = Lifecycle::new();
+    let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
+    let monitor = daemon.monitor.clone();
+    let addr = etcd_monitor::run::serve_api(&config, &daemon, &lifecycle)
+        .await
+        .unwrap();
+    Running {
+        addr,
+        monitor,
+        lifecycle,
+        _dir: dir,
+    }
+}
+
+fn token(name: &str, role: &str) -> (String, String) {
+    let (token, hash) = etcd_monitor::api::auth::new_token().unwrap();
+    (
+        token,
+        format!("      - {{ name: {name}, role: {role}, token_sha256: {hash} }}\n"),
+    )
+}
+
+async fn get(base: &str, path: &str, bearer: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The throwaway members' directories in the temporary directory.
+fn restore_dirs() -> usize {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("etcd-monitor-restore-")
+            })
+        })
+        .count()
+}
+
+/// The fields that do not depend on how or from where the scan ran.
+fn counted(r: &Value) -> Value {
+    json!({
+        "scanned_keys": r["scanned_keys"],
+        "key_bytes": r["key_bytes"],
+        "value_bytes": r["value_bytes"],
+        "prefixes": r["prefixes"],
+        "top_keys": r["top_keys"],
+        "resources": r["resources"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_keyspace_is_counted_exactly_by_ctl_and_the_api() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let shape = shape();
+    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    seed(&mut client, &shape).await;
+    let revision = client
+        .get("plain-key", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+
+    // The whole keyspace, three levels deep.
+    let (r, _) = ctl(&endpoints, &["--depth", "3", "--top", "5", "-w", "json"]);
+    assert_eq!(r["scanned_keys"], shape.len() as u64);
+    assert_eq!(r["revision"], revision);
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["consistent"], true);
+    assert_eq!(r["serializable"], true);
+    assert_eq!(r["from_leader"], false, "a follower by default");
+    let values: u64 = shape.values().map(|n| *n as u64).sum();
+    let keys: u64 = shape.keys().map(|k| k.len() as u64).sum();
+    assert_eq!(
+        (r["value_bytes"].as_u64(), r["key_bytes"].as_u64()),
+        (Some(values), Some(keys))
+    );
+    assert_eq!(reported_prefixes(&r), expected_prefixes(&shape, "", 3));
+    let levels: Vec<u64> = r["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["depth"].as_u64().unwrap())
+        .collect();
+    assert!(levels.is_sorted(), "by level: {levels:?}");
+    let pods = r["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["prefix"] == "/registry/pods/ns-a/")
+        .unwrap();
+    assert!(pods["min_mod_revision"].as_i64().unwrap() > 1);
+    assert!(pods["min_mod_revision"].as_i64() <= pods["max_mod_revision"].as_i64());
+    assert!(pods["max_mod_revision"].as_i64().unwrap() <= revision);
+
+    // The largest keys: the three 1 MiB blobs, then the 10 KiB secrets by name.
+    let top: Vec<(String, u64)> = r["top_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_string(),
+                t["value_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        top,
+        [
+            ("/blobs/big-0".to_string(), 1 << 20),
+            ("/blobs/big-1".into(), 1 << 20),
+            ("/blobs/big-2".into(), 1 << 20),
+            ("/registry/secrets/ns-b/secret-000".into(), 10240),
+            ("/registry/secrets/ns-b/secret-001".into(), 10240),
+        ]
+    );
+
+    // Kubernetes objects by resource and namespace, CRDs by group.
+    let resources: BTreeMap<(String, String, String), (u64, u64)> = r["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let s = |k: &str| x[k].as_str().unwrap().to_string();
+            (
+                (s("group"), s("resource"), s("namespace")),
+                (
+                    x["keys"].as_u64().unwrap(),
+                    x["value_bytes"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let k = |g: &str, r: &str, n: &str| (g.to_string(), r.to_string(), n.to_string());
+    assert_eq!(
+        resources,
+        BTreeMap::from([
+            (k("", "pods", "ns-a"), (1000, 1000 * 1024)),
+            (k("", "secrets", "ns-b"), (100, 100 * 10240)),
+            (k("example.com", "widgets", "ns-c"), (50, 50 * 2048)),
+            (k("", "namespaces", ""), (3, 300)),
+        ])
+    );
+
+    // A snapshot of the same data, restored into a throwaway member, counts
+    // the same, revisions included; the member and its data are gone after.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k8s.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args(["ctl", "snapshot", "save"])
+        .arg(&file)
+        .args(["--endpoints", &cluster.endpoints()[0]])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restores_before = restore_dirs();
+    let (snap, _) = ctl(
+        &endpoints,
+        &[
+            "--snapshot",
+            file.to_str().unwrap(),
+            "--depth",
+            "3",
+            "--top",
+            "5",
+            "-w",
+            "json",
+        ],
+    );
+    assert_eq!(counted(&snap), counted(&r));
+    assert_eq!(snap["revision"], revision);
+    assert_eq!(snap["snapshot"], file.display().to_string());
+    assert_eq!(
+        restore_dirs(),
+        restores_before,
+        "the throwaway member's data is removed"
+    );
+    let (_, text) = ctl(
+        &endpoints,
+        &["--snapshot", file.to_str().unwrap(), "--depth", "1"],
+    );
+    assert!(
+        text.contains(&format!(
+            "read from snapshot {} (restored, ",
+            file.display()
+        )),
+        "{text}"
+    );
+    let bad = dir.path().join("not-a-snapshot.db");
+    std::fs::write(&bad, b"nothing like a bolt database").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args(["ctl", "keyspace", "--snapshot"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("snapshot restore")
+            && stderr.contains("not-a-snapshot.db"),
+        "{stderr}"
+    );
+
+    // Under a prefix, levels count from it.
+    let (r1, _) = ctl(&endpoints, &["/registry/", "--depth", "1", "-w", "json"]);
+    assert_eq!(r1["scanned_keys"], 1153);
+    assert_eq!(
+        reported_prefixes(&r1),
+        expected_prefixes(&shape, "/registry/", 1)
+    );
+    assert!(reported_prefixes(&r1).contains_key("/registry/example.com/"));
+    let (r2, _) = ctl(
+        &endpoints,
+        &["/registry/pods/", "--depth", "2", "-w", "json"],
+    );
+    assert_eq!(
+        reported_prefixes(&r2),
+        expected_prefixes(&shape, "/registry/pods/", 2)
+    );
+    assert_eq!(r2["scanned_keys"], 1000);
+
+    // Tables: the same figures, as etcdctl-style tables.
+    let (_, text) = ctl(&endpoints, &["--depth", "2", "--top", "3", "-w", "table"]);
+    assert!(
+        text.starts_with(&format!("{} keys under \"\"", shape.len())),
+        "{text}"
+    );
+    let row = |first: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("| {first} ")) || l.starts_with(&format!("|   {first} "))
+            })
+            .unwrap_or_else(|| panic!("no row {first}:\n{text}"))
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    // PREFIX | DEPTH | KEYS | KEY BYTES | VALUE BYTES | MOD REVISIONS
+    let registry = row("/registry/");
+    assert_eq!((registry[1].as_str(), registry[2].as_str()), ("1", "1153"));
+    assert_eq!(
+        registry[4], "2.2 MB",
+        "1000 x 1 KiB + 100 x 10 KiB + 50 x 2 KiB + 300 B"
+    );
+    assert_eq!(row("/registry/pods/")[2], "1000");
+    assert_eq!(row("/blobs/big-0")[1], "1.0 MB");
+    // RESOURCE | GROUP (empty for core) | NAMESPACE | OBJECTS | VALUE BYTES
+    assert_eq!(
+        row("pods")[1..],
+        ["ns-a", "1000", "1.0 MB"].map(String::from)
+    );
+    assert_eq!(
+        row("widgets")[1..],
+        ["example.com", "ns-c", "50", "102 kB"].map(String::from)
+    );
+
+    // The API: the same counts, for an operator; viewers are refused; the
+    // scan is audited with its parameters; bad parameters are named.
+    let (viewer, v_line) = token("v", "viewer");
+    let (operator, o_line) = token("o", "operator");
+    let (admin, a_line) = token("adm", "admin");
+    let m = start_monitor(&endpoints, &format!("{v_line}{o_line}{a_line}")).await;
+    let base = format!("http://{}", m.addr);
+    // (Under /registry/: the monitor's own probes write __etcd_monitor/probe.)
+    let path = "/api/v1/clusters/k8s/keyspace?prefix=/registry/&depth=1&top=10&rate=50";
+    let (status, body) = get(&base, path, &viewer).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, api) = get(&base, path, &operator).await;
+    assert_eq!(status, 200, "{api}");
+    assert_eq!(counted(&api), counted(&r1));
+    assert_eq!(api["complete"], true);
+    let (status, body) = get(&base, "/api/v1/clusters/k8s/keyspace?rate=500", &operator).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate 500"),
+        "{body}"
+    );
+    let (status, audit) = get(&base, "/api/v1/audit?limit=50", &admin).await;
+    assert_eq!(status, 200);
+    let scans: Vec<&Value> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["path"] == "/api/v1/clusters/k8s/keyspace")
+        .collect();
+    assert_eq!(scans.len(), 3, "every scan and refusal is audited: {audit}");
+    assert!(
+        scans.iter().any(|a| a["status"] == 200
+            && a["principal"] == "token:o"
+            && a["body"].as_str().unwrap().contains("\"depth\":\"1\"")),
+        "{scans:?}"
+    );
+    etcd_monitor::run::shutdown(&m.monitor, &m.lifecycle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_keep_their_pace_their_time_bound_and_their_member() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let shape: Shape = (0..1000)
+        .map(|i| (format!("/paced/k-{i:04}"), 100))
+        .collect();
+    seed(&mut client, &shape).await;
+
+    // Unpaced, pages of 20 keys: 50 requests in well under a second.
+    let (fast, _) = ctl(&endpoints, &["/paced/", "--page-size", "20", "-w", "json"]);
+    assert_eq!(fast["requests"], 50);
+    assert_eq!(fast["scanned_keys"], 1000);
+    // --rate 50: request n leaves n/50 s after the start, so 50 requests
+    // take at least 49/50 s.
+    let started = Instant::now();
+    let (paced, _) = ctl(
+        &endpoints,
+        &["/paced/", "--page-size", "20", "--rate", "50", "-w", "json"],
+    );
+    let took = started.elapsed();
+    assert_eq!(paced["requests"], 50);
+    assert_eq!(paced["scanned_keys"], 1000);
+    let ms = paced["duration_ms"].as_u64().unwrap();
+    assert!((980..3000).contains(&ms), "{ms} ms for 50 requests at 50/s");
+    assert!(took >= Duration::from_millis(980));
+    assert!(
+        fast["duration_ms"].as_u64().unwrap() < ms / 2,
+        "{} vs {ms}",
+        fast["duration_ms"]
+    );
+
+    // --max-duration stops a slow scan and says so.
+    let (cut, text) = ctl(
+        &endpoints,
+        &[
+            "/paced/",
+            "--page-size",
+            "10",
+            "--rate",
+            "5",
+            "--max-duration",
+            "1s",
+            "-w",
+            "json",
+        ],
+    );
+    assert_eq!(cut["complete"], false, "{text}");
+    assert!(
+        cut["stopped"].as_str().unwrap().contains("max duration 1s"),
+        "{text}"
+    );
+    let n = cut["scanned_keys"].as_u64().unwrap();
+    assert!(
+        (10..=100).contains(&n),
+        "{n} keys in 1 s at 5 pages of 10 per second"
+    );
+    let (_, table) = ctl(
+        &endpoints,
+        &[
+            "/paced/",
+            "--page-size",
+            "10",
+            "--rate",
+            "5",
+            "--max-duration",
+            "1s",
+        ],
+    );
+    assert!(
+        table.contains("INCOMPLETE: max duration 1s reached"),
+        "{table}"
+    );
+
+    // The member read from: a follower by default, the leader when asked;
+    // linearizable when asked.
+    let leader_id = client.status().await.unwrap().leader();
+    let (lead, _) = ctl(
+        &endpoints,
+        &[
+            "/paced/",
+            "--from-leader",
+            "--consistency",
+            "l",
+            "-w",
+            "json",
+        ],
+    );
+    assert_eq!(lead["from_leader"], true);
+    assert_eq!(lead["serializable"], false);
+    let mut at = Client::connect([lead["endpoint"].as_str().unwrap()], None)
+        .await
+        .unwrap();
+    let header = at.status().await.unwrap();
+    assert_eq!(header.header().unwrap().member_id(), leader_id);
+    let mut at = Client::connect([fast["endpoint"].as_str().unwrap()], None)
+        .await
+        .unwrap();
+    assert_ne!(
+        at.status().await.unwrap().header().unwrap().member_id(),
+        leader_id
+    );
+}
