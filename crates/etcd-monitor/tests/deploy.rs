@@ -222,6 +222,12 @@ async fn rules_and_dashboard_queries_run_in_prometheus_against_a_real_monitor() 
             ..Default::default()
         },
     );
+    // Keyspace scans every second with a growth rule on the monitor's own
+    // probe keys, so the growth series exist (after two scans).
+    config.keyspace = serde_yaml_ng::from_str(
+        "schedule: {every: 1s, depth: 1, rate: 100}\ngrowth_rules: [{prefix: __etcd_monitor/, max_bytes_per_hour: 1GiB}]",
+    )
+    .unwrap();
     let lifecycle = Lifecycle::new();
     let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
     let monitor = daemon.monitor.clone();

@@ -135,11 +135,17 @@ struct Running {
 }
 
 async fn start_monitor(endpoints: &str, tokens: &str) -> Running {
+    start_monitor_with(endpoints, tokens, "").await
+}
+
+/// A monitor of `endpoints` as cluster `k8s` with `tokens` and `extra`
+/// top-level configuration.
+async fn start_monitor_with(endpoints: &str, tokens: &str, extra: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "clusters:\n  - {{ name: k8s, endpoints: [{endpoints}] }}\n\
          monitoring: {{ health_check_interval: 500ms, metrics_interval: 1s }}\n\
-         storage: {{ url: \"sqlite://{db}\" }}\n\
+         storage: {{ url: \"sqlite://{db}\" }}\n{extra}\
          api:\n  listen: 127.0.0.1:0\n  snapshot_dir: {snap}\n  auth:\n    tokens:\n{tokens}",
         db = dir.path().join("h.db").display(),
         snap = dir.path().join("snapshots").display(),
@@ -567,4 +573,221 @@ async fn scans_keep_their_pace_their_time_bound_and_their_member() {
         at.status().await.unwrap().header().unwrap().member_id(),
         leader_id
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_against_a_saved_scan_shows_what_grew() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let before: Shape = (0..20).map(|i| (format!("/steady/k-{i:02}"), 50)).collect();
+    seed(&mut client, &before).await;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("before.json");
+    let (_, text) = ctl(&endpoints, &["--depth", "1", "-w", "json"]);
+    std::fs::write(&saved, text).unwrap();
+    let fresh: Shape = (0..10).map(|i| (format!("/fresh/a-{i}"), 1000)).collect();
+    seed(&mut client, &fresh).await;
+
+    let (g, _) = ctl(
+        &endpoints,
+        &[
+            "--depth",
+            "1",
+            "--diff",
+            saved.to_str().unwrap(),
+            "-w",
+            "json",
+        ],
+    );
+    let added: u64 = fresh.iter().map(|(k, n)| (k.len() + n) as u64).sum();
+    let first = &g["prefixes"][0];
+    assert_eq!(first["prefix"], "/fresh/", "{g}");
+    assert_eq!(
+        (first["keys_before"].as_u64(), first["keys_after"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(first["bytes_delta"].as_u64(), Some(added));
+    assert!(
+        first["bytes_per_hour"].as_f64().unwrap() > added as f64,
+        "less than an hour apart: {g}"
+    );
+    let steady = g["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["prefix"] == "/steady/")
+        .unwrap();
+    assert_eq!(steady["bytes_delta"], 0);
+    assert_eq!(g["bytes_delta"].as_u64(), Some(added));
+    let (_, table) = ctl(
+        &endpoints,
+        &["--depth", "1", "--diff", saved.to_str().unwrap()],
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("| /fresh/ ") && l.contains("0 -> 10")),
+        "{table}"
+    );
+    assert!(
+        !table.contains("/steady/"),
+        "unchanged prefixes are left out: {table}"
+    );
+
+    // A scan of another prefix, or a file that is no scan, is refused by name.
+    for (args, needle) in [
+        (
+            vec!["/steady/", "--diff", saved.to_str().unwrap()],
+            "different prefixes",
+        ),
+        (
+            vec!["--diff", "/nonexistent/scan.json"],
+            "/nonexistent/scan.json",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+            .args(["ctl", "keyspace"])
+            .args(&args)
+            .args(["--endpoints", &endpoints])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_scans_are_stored_and_a_fast_growing_prefix_alerts() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let cold: Shape = (0..10)
+        .map(|i| (format!("/grow/cold/k-{i}"), 100))
+        .collect();
+    seed(&mut client, &cold).await;
+    let (viewer, v_line) = token("v", "viewer");
+    let (operator, o_line) = token("o", "operator");
+    let m = start_monitor_with(
+        &endpoints,
+        &format!("{v_line}{o_line}"),
+        "keyspace:\n  schedule: { every: 1s, prefix: /grow/, depth: 1, rate: 100 }\n  growth_rules:\n    - { prefix: /grow/hot/, max_bytes_per_hour: 1MiB }\n    - { prefix: /grow/cold/, max_bytes_per_hour: 1MiB }\n",
+    )
+    .await;
+    let base = format!("http://{}", m.addr);
+
+    // About 200 kB a second under /grow/hot/: some 700 MB an hour.
+    let writer = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            for i in 0..60 {
+                client
+                    .put(format!("/grow/hot/k-{i:03}"), vec![b'h'; 20_000], None)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let firing = |alerts: &Value, prefix: &str| {
+        alerts["alerts"].as_array().unwrap().iter().any(|a| {
+            a["alertname"] == "etcdKeyspacePrefixGrowing" && a["labels"]["prefix"] == prefix
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, alerts) = get(&base, "/api/v1/alerts", &viewer).await;
+        assert_eq!(status, 200);
+        if firing(&alerts, "/grow/hot/") {
+            assert!(!firing(&alerts, "/grow/cold/"), "{alerts}");
+            let a = alerts["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["alertname"] == "etcdKeyspacePrefixGrowing")
+                .unwrap();
+            assert!(a["value"].as_f64().unwrap() > 1048576.0, "{a}");
+            assert!(
+                a["runbook_url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("#etcdkeyspaceprefixgrowing")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcdKeyspacePrefixGrowing never fired: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The scans are stored; growth and /metrics say which prefix grew.
+    let (status, scans) = get(
+        &base,
+        "/api/v1/clusters/k8s/keyspace/scans?prefix=/grow/&limit=5",
+        &operator,
+    )
+    .await;
+    assert_eq!(status, 200, "{scans}");
+    let scans = scans["scans"].as_array().unwrap();
+    assert!(
+        scans.len() >= 2 && scans.iter().all(|s| s["source"] == "schedule"),
+        "{scans:?}"
+    );
+    let (status, growth) = get(
+        &base,
+        "/api/v1/clusters/k8s/keyspace/growth?prefix=/grow/",
+        &operator,
+    )
+    .await;
+    assert_eq!(status, 200, "{growth}");
+    assert_eq!(growth["prefixes"][0]["prefix"], "/grow/hot/", "{growth}");
+    let (status, _) = get(
+        &base,
+        "/api/v1/clusters/k8s/keyspace/growth?prefix=/grow/",
+        &viewer,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, none) = get(
+        &base,
+        "/api/v1/clusters/k8s/keyspace/growth?prefix=/never/",
+        &operator,
+    )
+    .await;
+    assert_eq!(status, 404, "{none}");
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("etcd_monitor_keyspace_prefix_growth_limit_bytes_per_hour{cluster=\"k8s\",prefix=\"/grow/hot/\"} 1048576"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("etcd_monitor_keyspace_prefix_growth_bytes_per_hour{cluster=\"k8s\",prefix=\"/grow/cold/\"} 0"));
+
+    // Writes stop: the next scans see no growth, and the alert resolves.
+    writer.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, alerts) = get(&base, "/api/v1/alerts", &viewer).await;
+        if !firing(&alerts, "/grow/hot/") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alert never resolved: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    etcd_monitor::run::shutdown(&m.monitor, &m.lifecycle).await;
 }

@@ -115,6 +115,7 @@ impl ClusterEngine {
         };
         self.refresh_growth(now).await;
         let (silences, acked) = self.inputs.current().await;
+        let keyspace = self.handle.keyspace_growth.load_full();
         let effects = {
             let input = Input {
                 cluster: &self.handle.name,
@@ -123,6 +124,7 @@ impl ClusterEngine {
                 thresholds: &self.thresholds,
                 rounds: &self.rounds,
                 db_size_history: self.growth.as_ref().map(|(_, p)| p.as_slice()),
+                keyspace_growth: keyspace.as_deref(),
             };
             let outcomes = self.rules.evaluate(&input);
             self.book.step(now, &outcomes, &silences, &acked)

@@ -168,6 +168,9 @@ pub fn expression(
         Rule::CertificateExpiring | Rule::CertificateExpiringCritical => {
             format!("(etcd_monitor_certificate_expiry_timestamp_seconds - time()) / 86400 < {t}")
         }
+        Rule::KeyspacePrefixGrowing => format!(
+            "etcd_monitor_keyspace_prefix_growth_bytes_per_hour > {t} * etcd_monitor_keyspace_prefix_growth_limit_bytes_per_hour"
+        ),
     }
 }
 

@@ -95,6 +95,8 @@ pub enum Rule {
     CertificateExpiring,
     /// `etcdCertificateExpiring_critical`.
     CertificateExpiringCritical,
+    /// `etcdKeyspacePrefixGrowing`.
+    KeyspacePrefixGrowing,
 }
 
 /// What a rule reads.
@@ -111,6 +113,8 @@ pub enum Need {
     RoundsOverWindow,
     /// The stored `db_total_size_bytes` samples of its window.
     DbSizeHistory,
+    /// The growth between the two newest scheduled keyspace scans.
+    KeyspaceGrowth,
 }
 
 /// The unit of a rule's threshold and value.
@@ -196,7 +200,7 @@ const fn m(n: u64) -> Duration {
 use AlertSeverity::{Critical, Info, Warning};
 use Need::*;
 
-const DEFS: [RuleDef; 27] = [
+const DEFS: [RuleDef; 28] = [
     RuleDef {
         rule: Rule::MembersDown,
         key: "etcdMembersDown",
@@ -575,6 +579,20 @@ const DEFS: [RuleDef; 27] = [
         runbook: "etcdcertificateexpiring",
         eval: certificate_expiring,
     },
+    RuleDef {
+        rule: Rule::KeyspacePrefixGrowing,
+        key: "etcdKeyspacePrefixGrowing",
+        alertname: "etcdKeyspacePrefixGrowing",
+        severity: Warning,
+        threshold: 1.0,
+        unit: Unit::None,
+        for_: m(0),
+        window: m(0),
+        needs: &[Need::KeyspaceGrowth],
+        expr: "a prefix of keyspace.growth_rules gained bytes faster than threshold x its max_bytes_per_hour between the two newest scheduled keyspace scans",
+        runbook: "etcdkeyspaceprefixgrowing",
+        eval: keyspace_prefix_growing,
+    },
 ];
 
 // The table is indexed by the enum: checked when the crate compiles.
@@ -586,11 +604,11 @@ const _: () = {
     }
 };
 
-static TABLE: [RuleDef; 27] = DEFS;
+static TABLE: [RuleDef; 28] = DEFS;
 
 impl Rule {
     /// Every built-in rule, in table order.
-    pub const ALL: [Rule; 27] = [
+    pub const ALL: [Rule; 28] = [
         Rule::MembersDown,
         Rule::InsufficientMembers,
         Rule::NoLeader,
@@ -618,6 +636,7 @@ impl Rule {
         Rule::MemberNotConfigured,
         Rule::CertificateExpiring,
         Rule::CertificateExpiringCritical,
+        Rule::KeyspacePrefixGrowing,
     ];
 
     /// The rule's definition.
@@ -841,6 +860,9 @@ pub struct Input<'a> {
     pub rounds: &'a VecDeque<Arc<MetricsRound>>,
     /// Stored `db_total_size_bytes` samples of the growth window, oldest first.
     pub db_size_history: Option<&'a [MetricPoint]>,
+    /// The growth between the two newest scheduled keyspace scans, with
+    /// the growth rules (none before two scans, or without a schedule).
+    pub keyspace_growth: Option<&'a crate::keyspace::GrowthCheck>,
 }
 
 /// A rule's result.
@@ -1454,6 +1476,34 @@ fn certificate_expiring(c: &Ctx) -> Evaluated {
                 s.labels.insert("location".into(), cert.location.clone());
                 s
             })
+        })
+        .collect())
+}
+
+/// Each growth rule whose prefix gained bytes faster than threshold x its
+/// limit; the value is the bytes per hour.
+fn keyspace_prefix_growing(c: &Ctx) -> Evaluated {
+    let Some(check) = c.input.keyspace_growth else {
+        return Ok(Vec::new());
+    };
+    let hours = check.growth.hours;
+    Ok(check
+        .judged(c.rule.threshold)
+        .into_iter()
+        .filter(|(_, _, over)| *over)
+        .map(|(rule, rate, _)| {
+            let mut s = c.sample(
+                None,
+                rate,
+                format!(
+                    "prefix {} gained {}/h over the last {hours:.2} h of scans (limit {}/h)",
+                    rule.prefix,
+                    Unit::Bytes.show(rate),
+                    Unit::Bytes.show(rule.max_bytes_per_hour as f64)
+                ),
+            );
+            s.labels.insert("prefix".into(), rule.prefix.clone());
+            s
         })
         .collect())
 }

@@ -12,16 +12,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Principal;
 use super::extract::{Cluster, Params};
 use super::maintenance::{cluster_config, run_guarded};
 use super::{ApiError, AppState};
 use crate::connection::Dialer;
-use crate::keyspace::{self, Consistency, KeyspaceReport, ScanOptions};
+use crate::keyspace::{self, Consistency, Growth, KeyspaceReport, ScanOptions};
 use crate::ops::CtlError;
+use crate::store::StoredScan;
 
 /// Range requests per second a scan through the API may send at most.
 pub const MAX_RATE: f64 = 50.0;
@@ -123,13 +124,96 @@ pub async fn scan(
     let guard = state
         .maintenance
         .enter(&c.name, "keyspace scan", &caller.label())?;
+    let store = state.monitor.store().clone();
+    let source = format!("api:{}", caller.label());
     run_guarded(guard, async move {
         let dialer = Dialer::new(&cluster).map_err(CtlError::from)?;
         let urls = crate::connection::endpoints(&cluster).map_err(CtlError::from)?;
         let (client, endpoint, leader) =
             keyspace::choose_member(&dialer, &urls, from_leader).await?;
         let report = keyspace::scan(&client, &endpoint, leader, &opts, |_| {}).await?;
+        // Stored for growth; a store that refuses writes costs the history, not the answer.
+        if let Err(e) = store
+            .record_keyspace_scan(&cluster.name, &source, &report)
+            .await
+        {
+            tracing::warn!(cluster = %cluster.name, error = %e, "keyspace scan not stored");
+        }
         Ok(Json(report))
     })
     .await
+}
+
+/// Query of the stored scans and of growth.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StoredQuery {
+    /// Scans of this prefix; default every key's (`""`).
+    pub prefix: Option<String>,
+    /// Most scans (newest first), 1..=100; default 10 (scans only).
+    pub limit: Option<i64>,
+}
+
+/// The stored scans.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredScans {
+    /// Newest first.
+    pub scans: Vec<StoredScan>,
+}
+
+/// `GET /api/v1/clusters/{name}/keyspace/scans`: stored scans (scheduled
+/// and from the API), newest first.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/keyspace/scans", tag = "keyspace",
+    description = "Stored keyspace scans of a prefix (keyspace.schedule and API scans), newest first. Needs operator.",
+    params(super::handlers::ClusterName, StoredQuery), responses(
+    (status = 200, description = "The scans", body = StoredScans),
+    (status = 400, description = "A parameter out of range")))]
+pub async fn scans(
+    State(state): State<AppState>,
+    Cluster(c): Cluster,
+    Params(q): Params<StoredQuery>,
+) -> Result<Json<StoredScans>, ApiError> {
+    let limit = super::handlers::limit(q.limit, 10, 100)?;
+    let prefix = q.prefix.unwrap_or_default();
+    let scans = state
+        .monitor
+        .store()
+        .keyspace_scans(&c.name, Some(&prefix), limit)
+        .await?;
+    Ok(Json(StoredScans { scans }))
+}
+
+/// `GET /api/v1/clusters/{name}/keyspace/growth`: which prefixes grew
+/// most between the two newest stored scans of a prefix, with bytes per hour.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/keyspace/growth", tag = "keyspace",
+    description = "Growth between the two newest stored scans of a prefix: per prefix keys and bytes before and after, the change and bytes per hour, most gained first. Needs operator.",
+    params(super::handlers::ClusterName, StoredQuery), responses(
+    (status = 200, description = "The growth", body = Growth),
+    (status = 404, description = "Fewer than two stored scans of that prefix")))]
+pub async fn growth(
+    State(state): State<AppState>,
+    Cluster(c): Cluster,
+    Params(q): Params<StoredQuery>,
+) -> Result<Json<Growth>, ApiError> {
+    let prefix = q.prefix.unwrap_or_default();
+    let scans = state
+        .monitor
+        .store()
+        .keyspace_scans(&c.name, Some(&prefix), 2)
+        .await?;
+    let [after, before] = scans.as_slice() else {
+        return Err(ApiError {
+            status: axum::http::StatusCode::NOT_FOUND,
+            code: "not_enough_scans",
+            message: format!(
+                "cluster {}: {} stored scan(s) of prefix {prefix:?}; growth needs two (keyspace.schedule, or GET .../keyspace twice)",
+                c.name,
+                scans.len()
+            ),
+        });
+    };
+    keyspace::growth(&before.report, &after.report)
+        .map(Json)
+        .map_err(ApiError::unprocessable)
 }

@@ -90,7 +90,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Routes served both per cluster (`/api/v1/clusters/{name}...`) and for
 /// the default cluster (`/api/v1/cluster...`), with who may call them.
-const CLUSTER_ROUTES: [(Method, &str, Access); 13] = [
+const CLUSTER_ROUTES: [(Method, &str, Access); 15] = [
     (Method::GET, "/status", Access::Role(Role::Viewer)),
     (Method::GET, "/members", Access::Role(Role::Viewer)),
     (Method::GET, "/leader", Access::Role(Role::Viewer)),
@@ -125,6 +125,12 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 13] = [
     ),
     // Reads every key and shows key names, and loads the cluster (paced).
     (Method::GET, "/keyspace", Access::Role(Role::Operator)),
+    (Method::GET, "/keyspace/scans", Access::Role(Role::Operator)),
+    (
+        Method::GET,
+        "/keyspace/growth",
+        Access::Role(Role::Operator),
+    ),
 ];
 
 /// Every other route, with who may call it.
@@ -304,7 +310,9 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
         .route("/maintenance/snapshot", post(maintenance::snapshot))
         .route("/maintenance/alarm-disarm", post(maintenance::alarm_disarm))
         .route("/maintenance/move-leader", post(maintenance::move_leader))
-        .route("/keyspace", get(keyspace::scan));
+        .route("/keyspace", get(keyspace::scan))
+        .route("/keyspace/scans", get(keyspace::scans))
+        .route("/keyspace/growth", get(keyspace::growth));
     let api = Router::new()
         .route("/clusters", get(handlers::clusters))
         // One set of handlers: the `Cluster` extractor picks the named or the default cluster.

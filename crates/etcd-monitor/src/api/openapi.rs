@@ -38,6 +38,8 @@ use super::{alerts, audit, benchmarks, handlers, keyspace, maintenance};
         maintenance::alarm_disarm,
         maintenance::move_leader,
         keyspace::scan,
+        keyspace::scans,
+        keyspace::growth,
         alerts::active,
         alerts::history,
         alerts::ack,

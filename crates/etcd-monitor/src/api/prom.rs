@@ -129,6 +129,25 @@ pub async fn metrics(
             &cl,
             c.leader_changes.load(std::sync::atomic::Ordering::Relaxed) as f64,
         );
+        if let Some(check) = c.keyspace_growth.load_full() {
+            for (rule, rate, _) in check.judged(1.0) {
+                let labels = [("cluster", name.as_str()), ("prefix", rule.prefix.as_str())];
+                p.sample(
+                    "etcd_monitor_keyspace_prefix_growth_bytes_per_hour",
+                    "gauge",
+                    "Bytes (keys and values) a prefix of keyspace.growth_rules gained per hour between the two newest scheduled keyspace scans.",
+                    &labels,
+                    rate,
+                );
+                p.sample(
+                    "etcd_monitor_keyspace_prefix_growth_limit_bytes_per_hour",
+                    "gauge",
+                    "The prefix's keyspace.growth_rules max_bytes_per_hour.",
+                    &labels,
+                    rule.max_bytes_per_hour as f64,
+                );
+            }
+        }
         if let Some(s) = c.health.borrow().clone() {
             let code = match s.verdict {
                 Verdict::Healthy => 0.0,

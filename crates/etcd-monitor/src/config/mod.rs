@@ -11,6 +11,7 @@ pub mod alerts;
 mod api;
 pub mod bench;
 pub mod duration;
+pub mod keyspace;
 mod layers;
 mod schema;
 pub mod secret;

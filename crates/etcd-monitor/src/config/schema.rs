@@ -27,6 +27,8 @@ pub struct Config {
     pub alerts: super::alerts::AlertsConfig,
     /// Scheduled benchmarks.
     pub benchmark: super::bench::BenchmarkConfig,
+    /// Scheduled keyspace scans and growth rules.
+    pub keyspace: super::keyspace::KeyspaceConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             alerts: super::alerts::AlertsConfig::default(),
             benchmark: super::bench::BenchmarkConfig::default(),
+            keyspace: super::keyspace::KeyspaceConfig::default(),
         }
     }
 }
@@ -468,6 +471,7 @@ impl Config {
         }
         out.extend(self.alerts.problems());
         out.extend(self.benchmark.problems(&self.clusters));
+        out.extend(self.keyspace.problems());
         out
     }
 }

@@ -4,11 +4,11 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Totals of one prefix.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct PrefixStats {
     /// The prefix, ending in `/` (`...*` for a folded bucket).
     pub prefix: String,
@@ -27,7 +27,7 @@ pub struct PrefixStats {
 }
 
 /// One of the largest keys.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct TopKey {
     /// The key (bytes that are not UTF-8 shown as U+FFFD).
     pub key: String,
@@ -38,7 +38,7 @@ pub struct TopKey {
 }
 
 /// Kubernetes objects of one resource in one namespace.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ResourceStats {
     /// The resource: `pods`, `secrets`, `widgets` (a CRD's plural), or a
     /// core resource's sub-store such as `services/specs`.

@@ -10,18 +10,21 @@
 //! buckets, a top-N heap).
 
 mod aggregate;
+mod growth;
 mod scan;
+pub mod schedule;
 
 pub use aggregate::{Aggregator, PrefixStats, ResourceStats, TopKey, kubernetes_resource};
+pub use growth::{Growth, GrowthCheck, PrefixGrowth, growth};
 pub use scan::{Consistency, Progress, ScanOptions, choose_member, scan};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// The result of a scan. The first fields are a fixed contract (tools
 /// depend on them): `scanned_keys`, `revision`, `prefixes`, `top_keys`,
 /// `resources`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct KeyspaceReport {
     /// Keys read.
     pub scanned_keys: u64,
@@ -37,6 +40,9 @@ pub struct KeyspaceReport {
     pub resources: Vec<ResourceStats>,
     /// The prefix scanned (`""`: the whole keyspace).
     pub prefix: String,
+    /// When the scan started (ms since epoch).
+    #[serde(default)]
+    pub at_ms: i64,
     /// Levels below `prefix` reported in `prefixes`.
     pub depth: usize,
     /// Bytes of all keys read.

@@ -138,6 +138,7 @@ pub async fn scan(
     mut progress: impl FnMut(Progress),
 ) -> Result<KeyspaceReport, CtlError> {
     let started = Instant::now();
+    let at_ms = crate::store::unix_ms(std::time::SystemTime::now());
     let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
     let prefix = opts.prefix.as_bytes();
     let (mut key, end) = if prefix.is_empty() {
@@ -234,6 +235,7 @@ pub async fn scan(
         top_keys,
         resources,
         prefix: opts.prefix.clone(),
+        at_ms,
         depth: opts.depth,
         key_bytes,
         value_bytes,

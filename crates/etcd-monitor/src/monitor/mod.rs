@@ -87,6 +87,9 @@ pub struct ClusterHandle {
     pub metrics: watch::Receiver<Option<Arc<MetricsRound>>>,
     /// Leader changes observed since the monitor started.
     pub leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Growth between the two newest scheduled keyspace scans
+    /// (`keyspace.schedule`), for the growth rules and `/metrics`.
+    pub keyspace_growth: Arc<arc_swap::ArcSwapOption<crate::keyspace::GrowthCheck>>,
 }
 
 /// The running monitor.
@@ -142,6 +145,7 @@ impl Monitor {
                     health: health_rx,
                     metrics: metrics_rx,
                     leader_changes,
+                    keyspace_growth: Arc::default(),
                 },
             );
         }

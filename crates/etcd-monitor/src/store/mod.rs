@@ -20,6 +20,8 @@ use crate::health::HealthSnapshot;
 pub mod alerts;
 mod audit;
 mod benchmarks;
+mod keyspace;
+pub use keyspace::StoredScan;
 
 pub use audit::AuditRecord;
 
@@ -215,6 +217,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);",
     // 5: each alert's runbook link.
     "ALTER TABLE alerts ADD COLUMN runbook_url TEXT;",
+    // 6: keyspace scans (scheduled and from the API), for growth.
+    "CREATE TABLE IF NOT EXISTS keyspace_scans (id {AUTO}, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
+        prefix TEXT NOT NULL, revision BIGINT NOT NULL, source TEXT NOT NULL, body TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS keyspace_scans_cluster_at ON keyspace_scans (cluster, at_ms);",
 ];
 
 impl Store {
@@ -582,6 +588,7 @@ impl Store {
             "leader_changes",
             "metric_samples",
             "benchmark_runs",
+            "keyspace_scans",
         ] {
             // `table` comes from the constant list above.
             removed += sqlx::query(AssertSqlSafe(format!(

@@ -110,6 +110,7 @@ fn run(id: &str, rounds: &[Arc<MetricsRound>], history: Option<&[MetricPoint]>) 
         thresholds: &thresholds,
         rounds: &rounds,
         db_size_history: history,
+        keyspace_growth: None,
     };
     evaluate(rule, &input)
 }
@@ -289,6 +290,7 @@ fn members_down_counts_peer_send_failures_over_the_window() {
             thresholds: &thresholds,
             rounds: &rounds,
             db_size_history: None,
+            keyspace_growth: None,
         };
         fired(&evaluate(rule, &input))
     };
@@ -401,6 +403,7 @@ fn both(rules: &RuleSet, members: Vec<MemberObservation>, changes: usize) -> (Se
         thresholds: &thresholds,
         rounds: &rounds,
         db_size_history: None,
+        keyspace_growth: None,
     };
     let mut alerts = Seen::new();
     for (kind, judged_by) in pairs {
@@ -543,6 +546,7 @@ fn identity_findings_and_alerts_agree() {
             thresholds: &Thresholds::default(),
             rounds: &rounds,
             db_size_history: None,
+            keyspace_growth: None,
         };
         match evaluate(rules.get(rule), &input) {
             Outcome::Holds(samples) => samples.len(),
@@ -650,6 +654,7 @@ fn certificate_findings_and_alerts_share_thresholds() {
             thresholds: &thresholds,
             rounds: &rounds,
             db_size_history: None,
+            keyspace_growth: None,
         };
         let held = |rule: Rule| match evaluate(rules.get(rule), &input) {
             Outcome::Holds(samples) => {
@@ -727,6 +732,7 @@ fn a_custom_rule_on_a_method_rate_names_the_method() {
         thresholds: &thresholds,
         rounds: &rounds,
         db_size_history: None,
+        keyspace_growth: None,
     };
     let Outcome::Holds(samples) = evaluate(rule, &input) else {
         panic!("not evaluable")

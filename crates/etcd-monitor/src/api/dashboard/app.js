@@ -280,6 +280,23 @@ $("#keyspace-form").addEventListener("submit", async (ev) => {
   } catch (e) { summary.textContent = `Scan failed: ${e.message}`; }
 });
 
+// Growth between the two newest stored scans of the prefix (scheduled or from Scan).
+$("#keyspace-growth-button").addEventListener("click", async () => {
+  const prefix = new FormData($("#keyspace-form")).get("prefix") || "";
+  const box = $("#keyspace-growth"), summary = $("#keyspace-summary");
+  const signed = (n) => (n < 0 ? "-" : "+") + bytes(Math.abs(n));
+  try {
+    const g = await api(`${base()}/keyspace/growth?${new URLSearchParams({ prefix })}`);
+    summary.textContent = `${signed(g.bytes_delta)} in ${g.hours.toFixed(2)} h (revision ${g.from_revision} to ${g.to_revision})`;
+    const changed = g.prefixes.filter((p) => p.bytes_delta !== 0 || p.keys_before !== p.keys_after).slice(0, 20);
+    box.querySelector("tbody").innerHTML = changed.length ? changed.map((p) =>
+      `<tr><td>${esc(p.prefix)}</td><td>${p.keys_before} → ${p.keys_after}</td><td>${bytes(p.bytes_after)}</td>` +
+      `<td>${signed(p.bytes_delta)}</td><td>${signed(p.bytes_per_hour)}/h</td></tr>`).join("")
+      : `<tr><td colspan="5" class="muted">No prefix changed.</td></tr>`;
+    box.hidden = false;
+  } catch (e) { summary.textContent = `Growth: ${e.message}`; box.hidden = true; }
+});
+
 async function loadAudit() {
   if (!allowed("GET /api/v1/audit")) return;
   try {

@@ -54,6 +54,10 @@ pub struct KeyspaceArgs {
     /// or PATH, etcdutl or etcdctl to restore), scanned and removed.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<std::path::PathBuf>,
+    /// Compare with an earlier scan saved with `-w json` (same PREFIX):
+    /// print which prefixes grew most, with bytes per hour, instead of the scan.
+    #[arg(long, value_name = "EARLIER.json")]
+    pub diff: Option<std::path::PathBuf>,
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -87,6 +91,24 @@ impl KeyspaceArgs {
 }
 
 pub(crate) async fn keyspace(ctx: &Ctx, a: KeyspaceArgs) -> Result<(), CtlError> {
+    // The earlier scan first: a bad file should not cost a scan.
+    let earlier = match &a.diff {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|source| CtlError::Io {
+                what: "reading the earlier scan",
+                path: file.display().to_string(),
+                source,
+            })?;
+            let report: KeyspaceReport = serde_json::from_str(&text).map_err(|e| {
+                CtlError::Invalid(format!(
+                    "{}: not a scan saved with `ctl keyspace -w json`: {e}",
+                    file.display()
+                ))
+            })?;
+            Some(report)
+        }
+        None => None,
+    };
     // A snapshot is served by a member of its own for the scan's length.
     let restored = match &a.snapshot {
         Some(file) => Some(ThrowawayMember::from_snapshot(file).await?),
@@ -127,6 +149,27 @@ pub(crate) async fn keyspace(ctx: &Ctx, a: KeyspaceArgs) -> Result<(), CtlError>
     drop(restored);
     let mut report = report?;
     report.snapshot = a.snapshot.as_ref().map(|f| f.display().to_string());
+    if let Some(earlier) = earlier {
+        let g = keyspace::growth(&earlier, &report).map_err(|e| {
+            CtlError::Invalid(format!(
+                "--diff {}: {e}",
+                a.diff
+                    .as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        match ctx.out {
+            OutputFormat::Json => println!(
+                "{}",
+                serde_json::to_string(&g).map_err(|e| CtlError::Invalid(e.to_string()))?
+            ),
+            OutputFormat::Simple | OutputFormat::Table => {
+                print!("{}", render_growth(&g, a.top.into()))
+            }
+        }
+        return Ok(());
+    }
     match ctx.out {
         OutputFormat::Json => println!(
             "{}",
@@ -135,6 +178,55 @@ pub(crate) async fn keyspace(ctx: &Ctx, a: KeyspaceArgs) -> Result<(), CtlError>
         OutputFormat::Simple | OutputFormat::Table => print!("{}", render(&report)),
     }
     Ok(())
+}
+
+/// A signed size: `+1.2 MB`, `-300 kB`.
+fn signed(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "+" };
+    format!("{sign}{}", human_bytes(n.unsigned_abs() as i64))
+}
+
+/// Growth as a table: the prefixes that changed, most bytes gained first
+/// (at most `top`, at least 10, rows).
+pub fn render_growth(g: &keyspace::Growth, top: usize) -> String {
+    let mut out = format!(
+        "{} under {:?} in {:.2} h (revision {} to {}), {}/h\n",
+        signed(g.bytes_delta),
+        g.prefix,
+        g.hours,
+        g.from_revision,
+        g.to_revision,
+        signed((g.bytes_delta as f64 / g.hours) as i64),
+    );
+    let rows: Vec<Vec<String>> = g
+        .prefixes
+        .iter()
+        .filter(|p| p.bytes_delta != 0 || p.keys_before != p.keys_after)
+        .take(top.max(10))
+        .map(|p| {
+            vec![
+                p.prefix.clone(),
+                p.depth.to_string(),
+                format!("{} -> {}", p.keys_before, p.keys_after),
+                format!(
+                    "{} -> {}",
+                    human_bytes(p.bytes_before as i64),
+                    human_bytes(p.bytes_after as i64)
+                ),
+                signed(p.bytes_delta),
+                format!("{}/h", signed(p.bytes_per_hour as i64)),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out += "No prefix changed.\n";
+    } else {
+        out += &table(
+            &["PREFIX", "DEPTH", "KEYS", "BYTES", "CHANGE", "RATE"],
+            &rows,
+        );
+    }
+    out
 }
 
 /// The report as tables: a summary line, the prefixes, the largest keys,

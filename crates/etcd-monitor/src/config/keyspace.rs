@@ -1,0 +1,143 @@
+//! `keyspace.*` configuration: scheduled keyspace scans (stored, for growth)
+//! and the growth rules that alert on them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::alerts::AlertSeverity as Severity;
+
+/// `keyspace.*`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyspaceConfig {
+    /// Scans of every cluster on a schedule, stored for growth; off unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<KeyspaceSchedule>,
+    /// Alerts when a prefix grows faster than its limit between two
+    /// scheduled scans (needs `schedule`).
+    pub growth_rules: Vec<GrowthRule>,
+}
+
+/// `keyspace.schedule`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceSchedule {
+    /// How often each cluster is scanned (at least 1s; an hour in practice).
+    #[serde(with = "crate::config::duration")]
+    pub every: Duration,
+    /// Keys under this prefix. Default: every key.
+    #[serde(default)]
+    pub prefix: String,
+    /// Levels below the prefix. Default: 3
+    #[serde(default = "depth")]
+    pub depth: usize,
+    /// Largest keys kept. Default: 10
+    #[serde(default = "top")]
+    pub top: usize,
+    /// Range requests per second. Default: 20
+    #[serde(default = "rate")]
+    pub rate: f64,
+    /// A scan stops after this long and is stored as incomplete. Default: 10m
+    #[serde(default = "max_duration", with = "crate::config::duration")]
+    pub max_duration: Duration,
+}
+
+fn depth() -> usize {
+    3
+}
+fn top() -> usize {
+    10
+}
+fn rate() -> f64 {
+    20.0
+}
+fn max_duration() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// One `keyspace.growth_rules` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrowthRule {
+    /// A prefix the scans report (one of their levels, ending in `/`).
+    pub prefix: String,
+    /// Bytes (keys and values) per hour above which the alert fires
+    /// (`100MiB`, `50MB`).
+    #[serde(with = "crate::config::size")]
+    pub max_bytes_per_hour: u64,
+    /// Severity of the alert. Default: warning
+    #[serde(default = "warning")]
+    pub severity: Severity,
+}
+
+fn warning() -> Severity {
+    Severity::Warning
+}
+
+impl KeyspaceConfig {
+    /// Checks, as `(key path, message)`.
+    pub(crate) fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.schedule {
+            let at = |k: &str| format!("keyspace.schedule.{k}");
+            if s.every < Duration::from_secs(1) {
+                out.push((
+                    at("every"),
+                    "scan at most once a second (every >= 1s)".into(),
+                ));
+            }
+            if s.depth > 8 {
+                out.push((at("depth"), format!("{}: at most 8", s.depth)));
+            }
+            if s.top > 100 {
+                out.push((at("top"), format!("{}: at most 100", s.top)));
+            }
+            if !(s.rate > 0.0 && s.rate <= 1000.0) {
+                out.push((
+                    at("rate"),
+                    format!(
+                        "{}: more than 0 and at most 1000 requests per second",
+                        s.rate
+                    ),
+                ));
+            }
+            if s.max_duration < Duration::from_secs(1) {
+                out.push((at("max_duration"), "at least 1s".into()));
+            }
+        }
+        for (i, r) in self.growth_rules.iter().enumerate() {
+            let at = |k: &str| format!("keyspace.growth_rules[{i}].{k}");
+            if self.schedule.is_none() {
+                out.push((
+                    at("prefix"),
+                    "growth rules compare scheduled scans: set keyspace.schedule too".into(),
+                ));
+            }
+            if !r.prefix.ends_with('/') {
+                out.push((
+                    at("prefix"),
+                    format!(
+                        "{:?}: a level of the scans ends in / (e.g. /registry/events/)",
+                        r.prefix
+                    ),
+                ));
+            }
+            if let Some(s) = &self.schedule {
+                if !r.prefix.starts_with(&s.prefix) || r.prefix.len() <= s.prefix.len() {
+                    out.push((
+                        at("prefix"),
+                        format!(
+                            "{:?} is not below keyspace.schedule.prefix {:?}",
+                            r.prefix, s.prefix
+                        ),
+                    ));
+                }
+            }
+            if r.max_bytes_per_hour == 0 {
+                out.push((at("max_bytes_per_hour"), "more than 0".into()));
+            }
+        }
+        out
+    }
+}
