@@ -104,7 +104,7 @@ fn etcdctl(endpoint: &str) -> (f64, u64) {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ETCDCTL_API=3 etcdctl --endpoints {endpoint} get '' --prefix --keys-only | grep -c ."
+            "ETCDCTL_API=3 etcdctl --command-timeout=300s --endpoints {endpoint} get '' --prefix --keys-only | grep -c ."
         ))
         .output()
         .unwrap();

@@ -96,20 +96,65 @@ impl Totals {
 /// assert_eq!(kubernetes_resource(b"/other/key"), None);
 /// ```
 pub fn kubernetes_resource(key: &[u8]) -> Option<(String, String, String)> {
-    let rest = key.strip_prefix(b"/registry/")?;
-    let parts: Vec<&[u8]> = rest.split(|b| *b == b'/').collect();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let (group, resource, rest) = match parts.as_slice() {
-        [g, r, rest @ ..] if g.contains(&b'.') && !rest.is_empty() => (text(g), text(r), rest),
-        [r, rest @ ..] if !rest.is_empty() => (String::new(), text(r), rest),
-        _ => return None,
+    let mut buf = Vec::new();
+    resource_key(key, &mut buf).then(|| split_resource_key(&buf))
+}
+
+/// Writes `group \0 resource \0 namespace` of a Kubernetes key into `buf`
+/// (cleared first); false for other keys. No allocation once `buf` is big
+/// enough: this runs for every key of a scan.
+fn resource_key(key: &[u8], buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let Some(rest) = key.strip_prefix(b"/registry/") else {
+        return false;
     };
-    Some(match rest {
-        [_name] => (group, resource, String::new()),
-        [ns, _name] => (group, resource, text(ns)),
-        [sub, ns, ..] => (group, format!("{resource}/{}", text(sub)), text(ns)),
-        [] => unreachable!("rest is not empty"),
-    })
+    // Up to the first four parts, and whether more follow.
+    let mut parts: [&[u8]; 4] = [&[]; 4];
+    let mut n = 0;
+    for part in rest.split(|b| *b == b'/') {
+        if n == parts.len() {
+            n += 1;
+            break;
+        }
+        parts[n] = part;
+        n += 1;
+    }
+    let (group, resource, after): (&[u8], &[u8], usize) = if n >= 3 && parts[0].contains(&b'.') {
+        (parts[0], parts[1], 2)
+    } else if n >= 2 {
+        (&[], parts[0], 1)
+    } else {
+        return false;
+    };
+    buf.extend_from_slice(group);
+    buf.push(0);
+    buf.extend_from_slice(resource);
+    match n - after {
+        // <name>: cluster-scoped.
+        1 => buf.push(0),
+        // <namespace>/<name>.
+        2 => {
+            buf.push(0);
+            buf.extend_from_slice(parts[after]);
+        }
+        // <sub-store>/<namespace>/...
+        _ => {
+            buf.push(b'/');
+            buf.extend_from_slice(parts[after]);
+            buf.push(0);
+            buf.extend_from_slice(parts[after + 1]);
+        }
+    }
+    true
+}
+
+fn split_resource_key(buf: &[u8]) -> (String, String, String) {
+    let mut it = buf.splitn(3, |b| *b == 0);
+    let mut next = || String::from_utf8_lossy(it.next().unwrap_or_default()).into_owned();
+    let group = next();
+    let resource = next();
+    let namespace = next();
+    (group, resource, namespace)
 }
 
 /// An entry of the top-N heap: value bytes, then the key (reversed, so of
@@ -123,8 +168,12 @@ pub struct Aggregator {
     depth: usize,
     top: usize,
     max_buckets: usize,
-    prefixes: HashMap<(usize, Vec<u8>), Totals>,
-    resources: HashMap<(String, String, String), Totals>,
+    /// Per level (index 0: level 1), prefix -> totals.
+    prefixes: Vec<HashMap<Vec<u8>, Totals>>,
+    prefix_buckets: usize,
+    /// `group \0 resource \0 namespace` -> totals.
+    resources: HashMap<Vec<u8>, Totals>,
+    resource_buf: Vec<u8>,
     heap: BinaryHeap<Ranked>,
     total: Totals,
     folded_keys: u64,
@@ -140,8 +189,10 @@ impl Aggregator {
             depth,
             top,
             max_buckets,
-            prefixes: HashMap::new(),
+            prefixes: vec![HashMap::new(); depth],
+            prefix_buckets: 0,
             resources: HashMap::new(),
+            resource_buf: Vec::new(),
             heap: BinaryHeap::with_capacity(top + 1),
             total: Totals::new(),
             folded_keys: 0,
@@ -164,30 +215,44 @@ impl Aggregator {
             }
             level += 1;
             let end = self.prefix_len + i + 1;
-            let mut bucket = (level, key[..end].to_vec());
-            if !self.prefixes.contains_key(&bucket) && self.prefixes.len() >= self.max_buckets {
-                let mut other = key[..parent_end].to_vec();
-                other.push(b'*');
-                bucket = (level, other);
-                folded = true;
+            let map = &mut self.prefixes[level - 1];
+            if let Some(t) = map.get_mut(&key[..end]) {
+                t.add(key_bytes, value_bytes, mod_revision);
+            } else {
+                let bucket = if self.prefix_buckets < self.max_buckets {
+                    self.prefix_buckets += 1;
+                    key[..end].to_vec()
+                } else {
+                    folded = true;
+                    let mut other = key[..parent_end].to_vec();
+                    other.push(b'*');
+                    other
+                };
+                map.entry(bucket).or_insert_with(Totals::new).add(
+                    key_bytes,
+                    value_bytes,
+                    mod_revision,
+                );
             }
-            self.prefixes.entry(bucket).or_insert_with(Totals::new).add(
-                key_bytes,
-                value_bytes,
-                mod_revision,
-            );
             parent_end = end;
         }
-        if let Some((group, resource, namespace)) = kubernetes_resource(key) {
-            let mut bucket = (group, resource, namespace);
-            if !self.resources.contains_key(&bucket) && self.resources.len() >= self.max_buckets {
-                bucket.2 = "*".into();
-                folded = true;
+        if resource_key(key, &mut self.resource_buf) {
+            if let Some(t) = self.resources.get_mut(self.resource_buf.as_slice()) {
+                t.add(key_bytes, value_bytes, mod_revision);
+            } else {
+                let mut bucket = self.resource_buf.clone();
+                if self.resources.len() >= self.max_buckets {
+                    // Fold the namespace: keep group and resource.
+                    let cut = bucket.iter().rposition(|b| *b == 0).unwrap_or(bucket.len());
+                    bucket.truncate(cut + 1);
+                    bucket.push(b'*');
+                    folded = true;
+                }
+                self.resources
+                    .entry(bucket)
+                    .or_insert_with(Totals::new)
+                    .add(key_bytes, value_bytes, mod_revision);
             }
-            self.resources
-                .entry(bucket)
-                .or_insert_with(Totals::new)
-                .add(key_bytes, value_bytes, mod_revision);
         }
         if folded {
             self.folded_keys += 1;
@@ -225,6 +290,8 @@ impl Aggregator {
         let mut prefixes: Vec<PrefixStats> = self
             .prefixes
             .into_iter()
+            .enumerate()
+            .flat_map(|(i, level)| level.into_iter().map(move |(p, t)| ((i + 1, p), t)))
             .map(|((depth, prefix), t)| PrefixStats {
                 prefix: String::from_utf8_lossy(&prefix).into_owned(),
                 depth,
@@ -257,6 +324,7 @@ impl Aggregator {
         let mut resources: Vec<ResourceStats> = self
             .resources
             .into_iter()
+            .map(|(key, t)| (split_resource_key(&key), t))
             .map(|((group, resource, namespace), t)| ResourceStats {
                 resource,
                 group,

@@ -55,7 +55,7 @@ impl Default for ScanOptions {
             max_duration: None,
             consistency: Consistency::Serializable,
             max_buckets: 10_000,
-            page_bytes: 2 << 20,
+            page_bytes: 4 << 20,
             max_page_keys: None,
         }
     }
@@ -74,8 +74,10 @@ pub struct Progress {
 
 /// The first page's key count; the rest grows or shrinks with value sizes.
 const FIRST_PAGE: i64 = 256;
-/// The most keys one page asks for.
-const MAX_PAGE: i64 = 10_000;
+/// The most keys one page asks for. etcd (3.4, 3.5) counts every key from
+/// a page's start to the end of the range for each page, so a scan costs
+/// the server O(keys^2 / page): pages are as large as memory allows.
+const MAX_PAGE: i64 = 25_000;
 /// Largest gRPC message accepted: a page of `page_bytes`, or one value of
 /// etcd's largest request size (1.5 MiB by default, up to 10 MiB
 /// configurable) with room.

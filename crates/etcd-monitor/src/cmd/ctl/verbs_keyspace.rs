@@ -46,8 +46,8 @@ pub struct KeyspaceArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_buckets: u32,
     /// At most this many keys per range request (default: adaptive, about
-    /// 2 MB of keys and values per page).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// 4 MiB of keys and values per page, at most 25,000 keys).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=25_000))]
     pub page_size: Option<u32>,
     /// Analyse this snapshot file instead of the cluster: it is restored
     /// into a throwaway member on free loopback ports (etcd from ETCD_BIN
