@@ -58,7 +58,7 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Dae
     warn_plain_passwords(config);
     let thresholds = health_thresholds(config);
     let monitor = Monitor::start(config, &thresholds, store, lifecycle);
-    crate::keyspace::schedule::start(config, &monitor, lifecycle);
+    crate::monitor::keyspace_schedule::start(config, &monitor, lifecycle);
     let alerting = crate::alert::start(&config.alerts, &thresholds, &monitor, lifecycle);
     for c in &config.clusters {
         tracing::info!(

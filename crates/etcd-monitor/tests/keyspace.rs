@@ -62,6 +62,18 @@ async fn seed(client: &mut Client, shape: &Shape) {
     }
 }
 
+/// A dedicated cluster of `members` seeded with `shape`: the cluster, its
+/// endpoints comma-separated, and a client.
+async fn seeded(members: usize, shape: &Shape) -> (EtcdCluster, String, Client) {
+    let cluster = EtcdCluster::start(ClusterOptions::new(members))
+        .await
+        .unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    seed(&mut client, shape).await;
+    (cluster, endpoints, client)
+}
+
 /// What a scan of `prefix` to `depth` must report, computed here
 /// independently of the monitor's aggregation: per prefix (keys, key bytes,
 /// value bytes).
@@ -216,11 +228,8 @@ fn counted(r: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_keyspace_is_counted_exactly_by_ctl_and_the_api() {
-    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
-    let endpoints = cluster.endpoints().join(",");
     let shape = shape();
-    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
-    seed(&mut client, &shape).await;
+    let (cluster, endpoints, mut client) = seeded(3, &shape).await;
     let revision = client
         .get("plain-key", None)
         .await
@@ -472,13 +481,10 @@ async fn a_seeded_keyspace_is_counted_exactly_by_ctl_and_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_keep_their_pace_their_time_bound_and_their_member() {
-    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
-    let endpoints = cluster.endpoints().join(",");
-    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
     let shape: Shape = (0..1000)
         .map(|i| (format!("/paced/k-{i:04}"), 100))
         .collect();
-    seed(&mut client, &shape).await;
+    let (_cluster, endpoints, mut client) = seeded(3, &shape).await;
 
     // Unpaced, pages of 20 keys: 50 requests in well under a second.
     let (fast, _) = ctl(&endpoints, &["/paced/", "--page-size", "20", "-w", "json"]);
@@ -577,11 +583,8 @@ async fn scans_keep_their_pace_their_time_bound_and_their_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diff_against_a_saved_scan_shows_what_grew() {
-    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
-    let endpoints = cluster.endpoints().join(",");
-    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
     let before: Shape = (0..20).map(|i| (format!("/steady/k-{i:02}"), 50)).collect();
-    seed(&mut client, &before).await;
+    let (_cluster, endpoints, mut client) = seeded(1, &before).await;
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("before.json");
     let (_, text) = ctl(&endpoints, &["--depth", "1", "-w", "json"]);
@@ -662,13 +665,10 @@ async fn a_diff_against_a_saved_scan_shows_what_grew() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_scans_are_stored_and_a_fast_growing_prefix_alerts() {
-    let cluster = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
-    let endpoints = cluster.endpoints().join(",");
-    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
     let cold: Shape = (0..10)
         .map(|i| (format!("/grow/cold/k-{i}"), 100))
         .collect();
-    seed(&mut client, &cold).await;
+    let (_cluster, endpoints, client) = seeded(1, &cold).await;
     let (viewer, v_line) = token("v", "viewer");
     let (operator, o_line) = token("o", "operator");
     let m = start_monitor_with(

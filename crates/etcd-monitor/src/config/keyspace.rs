@@ -41,6 +41,14 @@ pub struct KeyspaceSchedule {
     /// A scan stops after this long and is stored as incomplete. Default: 10m
     #[serde(default = "max_duration", with = "crate::config::duration")]
     pub max_duration: Duration,
+    /// Prefix (and resource) buckets kept per scan before the rest fold into
+    /// `*` buckets: bounds each stored scan's size. Default: 2000
+    #[serde(default = "max_buckets")]
+    pub max_buckets: usize,
+}
+
+fn max_buckets() -> usize {
+    2000
 }
 
 fn depth() -> usize {
@@ -101,6 +109,9 @@ impl KeyspaceConfig {
                         s.rate
                     ),
                 ));
+            }
+            if !(1..=100_000).contains(&s.max_buckets) {
+                out.push((at("max_buckets"), format!("{}: 1 to 100000", s.max_buckets)));
             }
             if s.max_duration < Duration::from_secs(1) {
                 out.push((at("max_duration"), "at least 1s".into()));

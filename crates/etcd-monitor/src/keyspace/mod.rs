@@ -12,7 +12,6 @@
 mod aggregate;
 mod growth;
 mod scan;
-pub mod schedule;
 
 pub use aggregate::{Aggregator, PrefixStats, ResourceStats, TopKey, kubernetes_resource};
 pub use growth::{Growth, GrowthCheck, PrefixGrowth, growth};

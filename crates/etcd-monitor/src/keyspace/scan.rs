@@ -140,7 +140,7 @@ pub async fn scan(
     mut progress: impl FnMut(Progress),
 ) -> Result<KeyspaceReport, CtlError> {
     let started = Instant::now();
-    let at_ms = crate::store::unix_ms(std::time::SystemTime::now());
+    let at_ms = crate::time::unix_ms(std::time::SystemTime::now());
     let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
     let prefix = opts.prefix.as_bytes();
     let (mut key, end) = if prefix.is_empty() {

@@ -8,6 +8,7 @@
 //! cluster's timeouts.
 
 mod health_task;
+pub mod keyspace_schedule;
 mod metrics_task;
 mod probes;
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::kube::venv_tool;
+use super::kube::{output, venv_tool};
 use super::root;
 
 fn compose_dir() -> PathBuf {
@@ -18,29 +18,16 @@ fn compose_dir() -> PathBuf {
 }
 
 fn check_jsonschema(file: &Path) -> (bool, String) {
-    let out = Command::new(venv_tool("check-jsonschema"))
-        .args(["--builtin-schema", "vendor.compose-spec"])
-        .arg(file)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    output(
+        Command::new(venv_tool("check-jsonschema"))
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(file),
     )
 }
 
 fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?}:\n{text}");
+    let (ok, text) = output(cmd);
+    assert!(ok, "{cmd:?}:\n{text}");
     text
 }
 

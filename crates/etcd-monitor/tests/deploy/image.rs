@@ -9,22 +9,14 @@ use std::time::{Duration, Instant};
 
 use etcd_testkit::{ClusterOptions, EtcdCluster};
 
-use super::kube::venv_tool;
+use super::kube::{output, venv_tool};
 use super::{Kill, free_port, root};
 
 fn hadolint(file: &Path) -> (bool, String) {
-    let out = Command::new(venv_tool("hadolint"))
-        .arg("--no-color")
-        .arg(file)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    output(
+        Command::new(venv_tool("hadolint"))
+            .arg("--no-color")
+            .arg(file),
     )
 }
 

@@ -47,7 +47,8 @@ pub fn venv_tool(name: &str) -> PathBuf {
     path
 }
 
-fn output(cmd: &mut Command) -> (bool, String) {
+/// Runs `cmd`: whether it succeeded, and its stdout and stderr together.
+pub fn output(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     (
         out.status.success(),

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use crate::config::keyspace::KeyspaceSchedule;
 use crate::config::{ClusterConfig, Config};
 use crate::connection::Dialer;
+use crate::keyspace::{GrowthCheck, KeyspaceReport, ScanOptions, choose_member, growth, scan};
 use crate::lifecycle::Lifecycle;
-use crate::monitor::Monitor;
 use crate::store::Store;
 
-use super::{GrowthCheck, KeyspaceReport, ScanOptions, choose_member, growth, scan};
+use super::Monitor;
 
 /// The scan options of a schedule.
 pub fn options(s: &KeyspaceSchedule) -> ScanOptions {
@@ -20,6 +20,7 @@ pub fn options(s: &KeyspaceSchedule) -> ScanOptions {
         top: s.top,
         rate: Some(s.rate),
         max_duration: Some(s.max_duration),
+        max_buckets: s.max_buckets,
         ..ScanOptions::default()
     }
 }
