@@ -170,7 +170,12 @@ pub struct Aggregator {
     max_buckets: usize,
     /// Per level (index 0: level 1), prefix -> totals.
     prefixes: Vec<HashMap<Vec<u8>, Totals>>,
-    prefix_buckets: usize,
+    /// Buckets each level may hold before folding: `max_buckets` split
+    /// evenly, so many deep prefixes never fold a shallow one (a growth
+    /// rule's `/registry/events/` stays exact however many namespaces).
+    per_level: usize,
+    /// Real (not folded) buckets per level.
+    level_real: Vec<usize>,
     /// `group \0 resource \0 namespace` -> totals.
     resources: HashMap<Vec<u8>, Totals>,
     resource_buf: Vec<u8>,
@@ -190,7 +195,8 @@ impl Aggregator {
             top,
             max_buckets,
             prefixes: vec![HashMap::new(); depth],
-            prefix_buckets: 0,
+            per_level: (max_buckets / depth.max(1)).max(1),
+            level_real: vec![0; depth],
             resources: HashMap::new(),
             resource_buf: Vec::new(),
             heap: BinaryHeap::with_capacity(top + 1),
@@ -219,8 +225,9 @@ impl Aggregator {
             if let Some(t) = map.get_mut(&key[..end]) {
                 t.add(key_bytes, value_bytes, mod_revision);
             } else {
-                let bucket = if self.prefix_buckets < self.max_buckets {
-                    self.prefix_buckets += 1;
+                // Fold buckets do not count: at most one per parent.
+                let bucket = if self.level_real[level - 1] < self.per_level {
+                    self.level_real[level - 1] += 1;
                     key[..end].to_vec()
                 } else {
                     folded = true;
@@ -386,22 +393,28 @@ mod tests {
 
     #[test]
     fn buckets_beyond_the_cap_are_folded_and_totals_stay_exact() {
-        let mut a = Aggregator::new(b"", 2, 1, 3);
+        // 4 buckets over 2 levels: 2 per level.
+        let mut a = Aggregator::new(b"", 2, 1, 4);
         for i in 0..10 {
             a.add(format!("/a/{i}/k").as_bytes(), 1, 1);
         }
-        assert_eq!(a.folded_keys(), 8);
+        // Many deep prefixes never fold a shallow one.
+        a.add(b"/b/0/k", 1, 1);
+        assert_eq!(a.folded_keys(), 9);
         let (p, _, _) = a.finish();
-        // "/a/", two buckets of its children, and the fold of the rest.
-        assert_eq!(p.len(), 4);
+        // "/a/" and "/b/"; "/a/0/", "/a/1/" and the fold of the rest of
+        // /a/'s children; /b/'s child folded too (level 2 is full).
+        assert_eq!(p.len(), 6, "{p:?}");
         assert_eq!(find(&p, "/a/").keys, 10);
+        assert_eq!(find(&p, "/b/").keys, 1);
         assert_eq!(find(&p, "/a/*").keys, 8);
+        assert_eq!(find(&p, "/b/*").keys, 1);
         assert_eq!(
             p.iter()
                 .filter(|s| s.depth == 2)
                 .map(|s| s.keys)
                 .sum::<u64>(),
-            10
+            11
         );
     }
 }

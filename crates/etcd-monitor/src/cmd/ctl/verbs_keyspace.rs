@@ -41,8 +41,9 @@ pub struct KeyspaceArgs {
     /// Read from the leader instead of a follower.
     #[arg(long)]
     pub from_leader: bool,
-    /// Distinct prefix or resource buckets kept before the rest are folded
-    /// into `*` buckets (bounds memory).
+    /// Distinct prefix buckets kept (split evenly across the levels, so deep
+    /// prefixes never fold a shallow one) and resource buckets kept, before
+    /// the rest fold into `*` buckets (bounds memory).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_buckets: u32,
     /// At most this many keys per range request (default: adaptive, about
