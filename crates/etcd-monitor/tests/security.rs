@@ -366,8 +366,10 @@ async fn every_route_is_refused_below_its_role_and_served_at_it() {
         );
         assert!(
             rows.iter().any(|x| x["status"] == 401),
-            "no audit row of the anonymous {} {path}",
-            route.method
+            "no audit row of the anonymous {} {path}: its rows {rows:?}; {} records, {} of them 401",
+            route.method,
+            records.len(),
+            records.iter().filter(|x| x["status"] == 401).count()
         );
         for row in &rows {
             let from = if row["status"] == 401 {
