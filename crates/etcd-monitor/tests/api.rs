@@ -1207,7 +1207,19 @@ async fn benchmarks_stay_within_limits_are_cancelled_and_remove_only_their_keys(
     etcd.put(format!("{prefix}foreign"), "keep me", None)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Cancelled once it has written more than 10 keys of its own (a fixed
+    // wait let a loaded machine cancel it before then).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while etcd
+        .get(prefix.as_str(), Some(count_opts.clone()))
+        .await
+        .unwrap()
+        .count()
+        < 12
+    {
+        assert!(Instant::now() < deadline, "the run never wrote 11 keys");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let del = reqwest::Method::DELETE;
     let path = format!("/api/v1/benchmarks/{id}");
     let (code, err) = send(&addr, del.clone(), &path, op2, "").await;

@@ -6,8 +6,12 @@
 //! Refusals are limited per source address (a scanner must not be able to
 //! fill the disk): past [`DENIALS_PER_MINUTE`] in a minute they are counted,
 //! and one record says how many were left out.
+//!
+//! A record the store cannot take (a write timing out under load, a full
+//! disk) is kept in a bounded backlog and written before the next record
+//! and on every minute's flush, so a slow moment loses no audit row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +30,9 @@ use crate::store::Store;
 pub const DENIALS_PER_MINUTE: u32 = 120;
 /// Source addresses tracked at once; past this, new ones share a counter.
 const MAX_SOURCES: usize = 10_000;
+/// Records kept while the store cannot take them; past this the oldest
+/// is dropped (and logged).
+const MAX_BACKLOG: usize = 10_000;
 /// Longest body summary kept.
 const MAX_SUMMARY_CHARS: usize = 2000;
 
@@ -42,6 +49,11 @@ pub struct AuditLog {
     store: Store,
     denials_per_minute: u32,
     denials: Mutex<HashMap<String, Window>>,
+    /// Records not stored yet, oldest first.
+    backlog: Mutex<VecDeque<AuditRecord>>,
+    /// Held by the one task writing the backlog, so records reach the
+    /// store in order and a slow store never queues requests behind it.
+    draining: tokio::sync::Mutex<()>,
 }
 
 impl AuditLog {
@@ -57,11 +69,14 @@ impl AuditLog {
             store,
             denials_per_minute,
             denials: Mutex::new(HashMap::new()),
+            backlog: Mutex::new(VecDeque::new()),
+            draining: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Records `r`: a `tracing` event, then a store row. A store failure is
-    /// logged (with the record), never turned into a failed request.
+    /// logged, never turned into a failed request, and the row is kept in
+    /// the backlog to be written later.
     pub async fn write(&self, r: AuditRecord) {
         tracing::info!(
             target: "audit",
@@ -76,9 +91,52 @@ impl AuditLog {
             body = r.body.as_deref().unwrap_or(""),
             "api request"
         );
-        if let Err(e) = self.store.record_audit(&r).await {
-            tracing::error!(error = %e, principal = %r.principal, path = %r.path, "cannot store an audit record");
+        if let Ok(mut backlog) = self.backlog.lock() {
+            if backlog.len() >= MAX_BACKLOG {
+                tracing::error!(principal = %r.principal, path = %r.path, at_ms = r.at_ms,
+                    "audit backlog full ({MAX_BACKLOG} records the store has not taken): this record is only in the log above");
+            } else {
+                backlog.push_back(r);
+            }
         }
+        self.drain().await;
+    }
+
+    /// Writes the backlog, oldest first, until it is empty or the store
+    /// refuses a record. When another task is writing it already, returns
+    /// at once: that task writes this record too.
+    async fn drain(&self) {
+        loop {
+            let Ok(_writer) = self.draining.try_lock() else {
+                return;
+            };
+            while let Some(r) = self.front() {
+                if let Err(e) = self.store.record_audit(&r).await {
+                    tracing::error!(error = %e, principal = %r.principal, path = %r.path, waiting = self.backlog_len(),
+                        "cannot store an audit record yet; it is kept and written later");
+                    return;
+                }
+                // Only the holder of `draining` pops, so the front is `r`.
+                if let Ok(mut backlog) = self.backlog.lock() {
+                    backlog.pop_front();
+                }
+            }
+            drop(_writer);
+            // A record pushed while this task was finishing found
+            // `draining` held: write it now rather than at the next flush.
+            if self.backlog_len() == 0 {
+                return;
+            }
+        }
+    }
+
+    fn front(&self) -> Option<AuditRecord> {
+        self.backlog.lock().ok().and_then(|b| b.front().cloned())
+    }
+
+    /// Audit records waiting for the store.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.lock().map(|b| b.len()).unwrap_or(0)
     }
 
     /// Records a refusal, unless its source has had too many this minute.
@@ -152,6 +210,7 @@ impl AuditLog {
         for s in summaries {
             self.write(s).await;
         }
+        self.drain().await;
     }
 }
 
@@ -288,6 +347,51 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_record_the_store_cannot_take_yet_is_written_later_in_order() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let log = AuditLog::new(store.clone());
+        let record = |path: &str| AuditRecord {
+            at_ms: 1,
+            principal: "token:adm".into(),
+            role: Some("admin".into()),
+            source: "10.0.0.1".into(),
+            method: "POST".into(),
+            path: path.into(),
+            cluster: None,
+            body: None,
+            status: 200,
+            request_id: "r".into(),
+        };
+        // Another process holds the database's write lock past the store's
+        // write timeout: the record cannot be stored now.
+        let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        log.write(record("/first")).await;
+        assert_eq!(log.backlog_len(), 1);
+        sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+        holder.close().await.unwrap();
+        assert!(
+            store
+                .audit_records(0, i64::MAX, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The next record writes the kept one first.
+        log.write(record("/second")).await;
+        assert_eq!(log.backlog_len(), 0);
+        let rows = store.audit_records(0, i64::MAX, None, 10).await.unwrap();
+        let paths: Vec<&str> = rows.iter().rev().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/first", "/second"]);
+    }
 
     #[tokio::test]
     async fn a_flood_of_refusals_is_summarized_not_lost() {
