@@ -60,7 +60,8 @@ impl CacheState for ConfigState {
                 let old = self.entries.remove(key);
                 (old.map(|e| e.json), None, *revision)
             }
-            WatchEvent::Resynced { .. } => return,
+            // Skipped comes only from an events-only watch, which caches never use.
+            WatchEvent::Resynced { .. } | WatchEvent::Skipped { .. } => return,
         };
         if old != new {
             changes.push(ConfigChange {

@@ -303,7 +303,8 @@ impl CacheState for DiscoveryState {
                     changes.push(ServiceChange::Removed(old));
                 }
             }
-            WatchEvent::Resynced { .. } => return,
+            // Skipped comes only from an events-only watch, which caches never use.
+            WatchEvent::Resynced { .. } | WatchEvent::Skipped { .. } => return,
         }
         self.rebuild(service);
     }

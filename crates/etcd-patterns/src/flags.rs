@@ -154,7 +154,8 @@ impl CacheState for FlagState {
             WatchEvent::Delete { .. } => {
                 self.flags.remove(key);
             }
-            WatchEvent::Resynced { .. } => return,
+            // Skipped comes only from an events-only watch, which caches never use.
+            WatchEvent::Resynced { .. } | WatchEvent::Skipped { .. } => return,
         }
         changes.push(key.to_string());
     }

@@ -21,6 +21,10 @@
 //!   progress requests from its own stale state);
 //! - periodic progress notifications advance the resume point, so a quiet
 //!   watch resumes from a recent revision (and is not compacted away);
+//! - [`WatchOptions::with_events_only`] makes it a counter's watch: no
+//!   previous values and no map of known keys (memory stays flat whatever
+//!   the keyspace holds), and a compacted resume point is skipped over
+//!   ([`WatchEvent::Skipped`]) instead of re-listing;
 //! - [`ResilientWatch::connect`] builds its clients with *require leader*, so
 //!   a member that lost the raft leader cancels the stream instead of
 //!   silently serving nothing.
@@ -73,6 +77,16 @@ pub enum WatchEvent {
         /// The revision of the get that re-listed.
         revision: i64,
     },
+    /// Only with [`WatchOptions::with_events_only`]: the revisions
+    /// `from..=to` were compacted before the watch could deliver them (it
+    /// was disconnected, or too slow), so their changes are not reported;
+    /// events resume at `to + 1`.
+    Skipped {
+        /// First revision not delivered.
+        from: i64,
+        /// Last revision not delivered.
+        to: i64,
+    },
 }
 
 impl WatchEvent {
@@ -80,7 +94,7 @@ impl WatchEvent {
     pub fn key(&self) -> Option<&str> {
         match self {
             WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. } => Some(key),
-            WatchEvent::Resynced { .. } => None,
+            WatchEvent::Resynced { .. } | WatchEvent::Skipped { .. } => None,
         }
     }
 
@@ -89,7 +103,8 @@ impl WatchEvent {
         match self {
             WatchEvent::Put { revision, .. }
             | WatchEvent::Delete { revision, .. }
-            | WatchEvent::Resynced { revision } => *revision,
+            | WatchEvent::Resynced { revision }
+            | WatchEvent::Skipped { to: revision, .. } => *revision,
         }
     }
 }
@@ -111,6 +126,7 @@ pub struct WatchOptions {
     stall_timeout: Duration,
     retry: Duration,
     buffer: usize,
+    events_only: bool,
 }
 
 impl Default for WatchOptions {
@@ -122,6 +138,7 @@ impl Default for WatchOptions {
             stall_timeout: Duration::from_secs(5),
             retry: Duration::from_millis(100),
             buffer: 1024,
+            events_only: false,
         }
     }
 }
@@ -168,6 +185,18 @@ impl WatchOptions {
     /// Pause between reconnection attempts. Default 100 ms.
     pub fn with_retry(mut self, retry: Duration) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Changes only, for counting writes over a large keyspace: etcd sends
+    /// no previous values (`prev` is always `None`), the watch keeps no map
+    /// of the keys it has seen (so a deletion found only by a re-list
+    /// cannot be reported, and memory does not grow with the keyspace), and
+    /// when its resume point was compacted it resumes at the oldest
+    /// revision etcd still has and reports the gap as
+    /// [`WatchEvent::Skipped`] instead of re-listing every key.
+    pub fn with_events_only(mut self) -> Self {
+        self.events_only = true;
         self
     }
 
@@ -336,8 +365,9 @@ pub async fn require_leader_clients<E: AsRef<str>>(
 enum Ended {
     /// Reconnect (broken, stalled, cancelled without compaction).
     Broken,
-    /// The start revision was compacted: re-list.
-    Compacted,
+    /// The start revision was compacted (etcd keeps revisions from this
+    /// one): re-list, or skip ahead.
+    Compacted(i64),
     /// The receiver is gone.
     Closed,
 }
@@ -394,7 +424,17 @@ impl WatchTask {
                     self.rotate();
                     sleep(self.opts.retry).await;
                 }
-                Ended::Compacted => loop {
+                Ended::Compacted(kept) if self.opts.events_only => {
+                    let skipped = WatchEvent::Skipped {
+                        from: self.next_revision,
+                        to: kept - 1,
+                    };
+                    self.next_revision = kept;
+                    if self.tx.send(skipped).await.is_err() {
+                        return;
+                    }
+                }
+                Ended::Compacted(_) => loop {
                     let client = self.client();
                     match self.list(&client).await {
                         Ok(listed) => {
@@ -422,6 +462,15 @@ impl WatchTask {
         for kv in kvs {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let value = kv.value().to_vec();
+            if self.opts.events_only {
+                events.push(WatchEvent::Put {
+                    key,
+                    value,
+                    prev: None,
+                    revision: kv.mod_revision(),
+                });
+                continue;
+            }
             let prev = self.known.remove(&key);
             if prev.as_ref().map(|p| p.1) != Some(kv.mod_revision()) {
                 events.push(WatchEvent::Put {
@@ -458,9 +507,10 @@ impl WatchTask {
     }
 
     async fn open(&self, client: &Client) -> Option<WatchStream> {
-        let mut opts = etcd_client::WatchOptions::new()
-            .with_prev_key()
-            .with_progress_notify();
+        let mut opts = etcd_client::WatchOptions::new().with_progress_notify();
+        if !self.opts.events_only {
+            opts = opts.with_prev_key();
+        }
         if self.opts.prefix {
             opts = opts.with_prefix();
         }
@@ -549,7 +599,7 @@ impl WatchTask {
             if resp.canceled() {
                 if resp.compact_revision() > 0 {
                     tracing::debug!(key = %self.key, compacted = resp.compact_revision(), "watch revision compacted; re-listing");
-                    return Ended::Compacted;
+                    return Ended::Compacted(resp.compact_revision());
                 }
                 tracing::debug!(key = %self.key, reason = resp.cancel_reason(), "watch cancelled; reconnecting");
                 return Ended::Broken;
@@ -586,6 +636,7 @@ impl WatchTask {
                 }
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 let known_prev = match ev.event_type() {
+                    _ if self.opts.events_only => None,
                     EventType::Put => self
                         .known
                         .insert(key.clone(), (kv.value().to_vec(), revision)),

@@ -155,7 +155,7 @@ async fn compaction_while_frozen_resyncs_exactly_the_changes() {
         .map(|ev| match ev {
             WatchEvent::Put { key, prev, .. } => (key.clone(), "put", prev.clone()),
             WatchEvent::Delete { key, prev, .. } => (key.clone(), "delete", prev.clone()),
-            WatchEvent::Resynced { .. } => unreachable!(),
+            WatchEvent::Resynced { .. } | WatchEvent::Skipped { .. } => unreachable!(),
         })
         .collect();
     assert_eq!(
@@ -176,6 +176,95 @@ async fn compaction_while_frozen_resyncs_exactly_the_changes() {
         }
         other => panic!("after resync: unexpected {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_only_watch_skips_a_compacted_gap_and_keeps_no_values() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let leader = cluster.leader_index().await.unwrap().expect("a leader");
+    let watched = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != watched).collect();
+    let writer = client_of(&cluster, &others).await;
+    let mut kv = writer.kv_client();
+    kv.put("s/a", "1", None).await.unwrap();
+
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_events_only()
+        .with_stall_timeout(Duration::from_millis(1000));
+    let mut watch = ResilientWatch::connect(
+        &endpoints_starting_at(&cluster, watched),
+        Some(cluster.connect_options().unwrap()),
+        "s/",
+        opts,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // An update seen live: no previous value is asked for.
+    let live = kv
+        .put("s/a", "2", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    match next_event(&mut watch).await {
+        WatchEvent::Put {
+            key,
+            prev,
+            revision,
+            ..
+        } => {
+            assert_eq!((key.as_str(), prev, revision), ("s/a", None, live));
+        }
+        other => panic!("live: unexpected {other:?}"),
+    }
+
+    // Changes while the watching member is frozen, then a compaction of
+    // all but the last: the watch resumes elsewhere, reports the gap and
+    // delivers what etcd still has.
+    cluster.pause(watched).unwrap();
+    kv.put("s/b", "1", None).await.unwrap();
+    kv.delete("s/a", None).await.unwrap();
+    let kept = kv
+        .put("s/c", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    kv.compact(kept, None).await.unwrap();
+    let after = kv
+        .put("s/d", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+
+    let got = [
+        next_event(&mut watch).await,
+        next_event(&mut watch).await,
+        next_event(&mut watch).await,
+    ];
+    cluster.resume(watched).unwrap();
+    assert_eq!(
+        got[0],
+        WatchEvent::Skipped {
+            from: live + 1,
+            to: kept - 1
+        },
+        "{got:?}"
+    );
+    assert!(
+        matches!(&got[1], WatchEvent::Put { key, revision, prev: None, .. } if key == "s/c" && *revision == kept),
+        "{got:?}"
+    );
+    assert!(
+        matches!(&got[2], WatchEvent::Put { key, revision, prev: None, .. } if key == "s/d" && *revision == after),
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

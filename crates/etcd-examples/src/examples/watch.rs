@@ -50,6 +50,9 @@ async fn receive(watch: &mut ResilientWatch, prefix: &str, n: usize) -> anyhow::
                 say!("event: DELETE {} (revision {revision})", short(key))
             }
             WatchEvent::Resynced { revision } => say!("event: resynced at revision {revision}"),
+            WatchEvent::Skipped { from, to } => {
+                say!("event: revisions {from}..={to} compacted away")
+            }
         }
         if event.revision() <= last {
             bail!(
