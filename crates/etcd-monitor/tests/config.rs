@@ -55,6 +55,31 @@ fn each_bad_input_is_named_by_its_key_path() {
         "no unit",
     );
     assert_error(
+        "keyspace:\n  hot_writes: { enabled: true, prefixes: [/registry/, /registry/events/] }\n",
+        "keyspace.hot_writes.prefixes",
+        "overlap: their writes would be counted twice",
+    );
+    assert_error(
+        "keyspace:\n  hot_writes: { enabled: true, depth: 0 }\n",
+        "keyspace.hot_writes.depth",
+        "0: 1 to 8",
+    );
+    assert_error(
+        "keyspace:\n  hot_writes: { enabled: true, top: 1000 }\n",
+        "keyspace.hot_writes.top",
+        "1000: 1 to 100",
+    );
+    assert_error(
+        "keyspace:\n  hot_writes: { enabled: true, prefixes: [] }\n",
+        "keyspace.hot_writes.prefixes",
+        "at least one",
+    );
+    assert_error(
+        "keyspace:\n  hot_writes: { enabeld: true }\n",
+        "keyspace.hot_writes.enabeld",
+        "unknown key",
+    );
+    assert_error(
         "clusters:\n  - name: a\n    endpoints: [127.0.0.1:2379]\nmonitoring:\n  metrics_interval: 10s\n  metrics_window: 15s\n",
         "monitoring.metrics_window",
         "fewer than two scrapes at monitoring.metrics_interval 10s: use at least 20s",

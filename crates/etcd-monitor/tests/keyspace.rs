@@ -791,3 +791,184 @@ async fn scheduled_scans_are_stored_and_a_fast_growing_prefix_alerts() {
     }
     etcd_monitor::run::shutdown(&m.monitor, &m.lifecycle).await;
 }
+
+/// Puts to `prefix` at `rate` a second for `secs` seconds (paced by an
+/// interval, a few writers so one slow fsync does not stall the pace);
+/// returns the puts and the seconds they took.
+async fn put_at_rate(
+    client: &Client,
+    prefix: &str,
+    rate: u32,
+    secs: u32,
+    value: usize,
+) -> (u64, f64) {
+    let writers = 4;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (mut client, prefix) = (client.clone(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(
+                f64::from(writers) / f64::from(rate),
+            ));
+            let n = rate * secs / writers;
+            for i in 0..n {
+                tick.tick().await;
+                client
+                    .put(format!("{prefix}w{w}-{i:05}"), vec![b'e'; value], None)
+                    .await
+                    .unwrap();
+            }
+            u64::from(n)
+        }));
+    }
+    let mut puts = 0;
+    for t in tasks {
+        puts += t.await.unwrap();
+    }
+    (puts, start.elapsed().as_secs_f64())
+}
+
+fn bucket<'a>(hot: &'a Value, prefix: &str) -> Option<&'a Value> {
+    hot["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["prefix"] == prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_writes_rank_the_busiest_prefix_at_its_rate_and_survive_a_member_loss() {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let endpoints = cluster.endpoints().join(",");
+    let (viewer, v_line) = token("v", "viewer");
+    let (operator, o_line) = token("o", "operator");
+    let m = start_monitor_with(
+        &endpoints,
+        &format!("{v_line}{o_line}"),
+        "keyspace:\n  hot_writes: { enabled: true, depth: 2, top: 3 }\n",
+    )
+    .await;
+    let base = format!("http://{}", m.addr);
+    let (code, _) = get(&base, "/api/v1/clusters/k8s/keyspace/hot", &viewer).await;
+    assert_eq!(code, 403, "hot writes show key names: operator");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, hot) = get(&base, "/api/v1/clusters/k8s/keyspace/hot", &operator).await;
+        assert_eq!(code, 200, "{hot}");
+        assert_eq!(hot["enabled"], true);
+        if hot["watching"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch never opened: {hot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // ~200 puts/s of 100 bytes to /registry/events/ for 10 s, beside 20
+    // puts/s to /registry/pods/ and deletes under /registry/leases/.
+    let client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let events = put_at_rate(&client, "/registry/events/ns-a/", 200, 10, 100);
+    let pods = put_at_rate(&client, "/registry/pods/ns-b/", 20, 10, 1000);
+    let deletes = {
+        let mut client = client.clone();
+        async move {
+            for i in 0..50 {
+                client
+                    .put(format!("/registry/leases/l{i}"), "x", None)
+                    .await
+                    .unwrap();
+                client
+                    .delete(format!("/registry/leases/l{i}"), None)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+    };
+    let ((puts, secs), _, ()) = tokio::join!(events, pods, deletes);
+    let true_rate = puts as f64 / secs;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, hot) = get(
+        &base,
+        "/api/v1/clusters/k8s/keyspace/hot?window=10s&top=3",
+        &operator,
+    )
+    .await;
+    eprintln!("{puts} puts in {secs:.2} s ({true_rate:.1}/s): {hot:#}");
+    let top = &hot["buckets"][0];
+    assert_eq!(top["prefix"], "/registry/events/", "{hot}");
+    let seen = top["puts_per_second"].as_f64().unwrap();
+    assert!(
+        (seen - true_rate).abs() <= 0.2 * true_rate,
+        "{seen:.1} puts/s reported, {true_rate:.1} written"
+    );
+    let bytes = top["value_bytes_per_second"].as_f64().unwrap();
+    assert!(
+        (bytes - 100.0 * seen).abs() < 1.0,
+        "{bytes} value bytes/s for {seen} puts/s"
+    );
+    let leases = bucket(&hot, "/registry/leases/").expect("the leases bucket");
+    assert!(
+        leases["deletes_per_second"].as_f64().unwrap() > 0.0,
+        "{leases}"
+    );
+    assert_eq!(hot["buckets"].as_array().unwrap().len(), 3, "top=3");
+    assert_eq!(hot["skipped_revisions"], 0);
+
+    // /metrics exports the top buckets (keyspace.hot_writes.top) only.
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hot_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("etcd_monitor_keyspace_hot_writes_per_second{"))
+        .collect();
+    assert!(
+        hot_lines.len() <= 3
+            && hot_lines
+                .iter()
+                .any(|l| l.contains(r#"cluster="k8s",prefix="/registry/events/""#)),
+        "{hot_lines:?}"
+    );
+    assert!(metrics.contains("etcd_monitor_keyspace_hot_watching{cluster=\"k8s\"} 1"));
+
+    // The member the watch started on (the first endpoint) dies: writes
+    // after it are all counted, once.
+    cluster.kill(0).unwrap();
+    let mut writer = Client::connect(&cluster.endpoints()[1..], None)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Err(e) = writer.put(format!("/after/kill/k{i}"), "v", None).await {
+            assert!(Instant::now() < deadline, "put {i} kept failing: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, hot) = get(
+            &base,
+            "/api/v1/clusters/k8s/keyspace/hot?window=1m&top=100",
+            &operator,
+        )
+        .await;
+        let after = bucket(&hot, "/after/kill/").map(|b| b["puts"].as_u64().unwrap());
+        if after == Some(100) {
+            break;
+        }
+        assert!(after.is_none_or(|n| n < 100), "counted twice: {hot}");
+        assert!(
+            Instant::now() < deadline,
+            "writes after the kill not all counted: {hot}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    etcd_monitor::run::shutdown(&m.monitor, &m.lifecycle).await;
+}

@@ -217,3 +217,40 @@ pub async fn growth(
         .map(Json)
         .map_err(ApiError::unprocessable)
 }
+
+/// Query of the hot writes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HotQuery {
+    /// The window the rates cover, 1s to 1m; default 1m.
+    pub window: Option<String>,
+    /// Most buckets, busiest first, 1..=100; default 20.
+    pub top: Option<i64>,
+}
+
+/// `GET /api/v1/clusters/{name}/keyspace/hot`: the busiest prefix buckets
+/// by writes per second, from the hot-write watch (`keyspace.hot_writes`).
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/keyspace/hot", tag = "keyspace",
+    description = "Puts, deletes and value bytes per second per prefix bucket over the last window (at most a minute), busiest first, counted by a watch when keyspace.hot_writes.enabled is set (otherwise enabled is false and buckets empty). Needs operator.",
+    params(super::handlers::ClusterName, HotQuery), responses(
+    (status = 200, description = "The busiest buckets", body = crate::monitor::hot_writes::HotReport),
+    (status = 400, description = "A parameter out of range")))]
+pub async fn hot(
+    Cluster(c): Cluster,
+    Params(q): Params<HotQuery>,
+) -> Result<Json<crate::monitor::hot_writes::HotReport>, ApiError> {
+    let window = match q.window.as_deref() {
+        None => Duration::from_secs(60),
+        Some(w) => crate::config::duration::parse(w)
+            .map_err(|e| ApiError::bad_request(format!("window: {e}")))?,
+    };
+    if window < Duration::from_secs(1) || window > Duration::from_secs(keyspace::HISTORY_SECS) {
+        return Err(ApiError::bad_request(format!(
+            "window: {}: 1s to 1m (the hot-write history is a minute)",
+            crate::config::duration::format(&window)
+        )));
+    }
+    let top = super::handlers::limit(q.top, 20, 100)? as usize;
+    Ok(Json(c.hot_writes.report(&c.name, window.as_secs(), top)))
+}

@@ -90,7 +90,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Routes served both per cluster (`/api/v1/clusters/{name}...`) and for
 /// the default cluster (`/api/v1/cluster...`), with who may call them.
-const CLUSTER_ROUTES: [(Method, &str, Access); 15] = [
+const CLUSTER_ROUTES: [(Method, &str, Access); 16] = [
     (Method::GET, "/status", Access::Role(Role::Viewer)),
     (Method::GET, "/members", Access::Role(Role::Viewer)),
     (Method::GET, "/leader", Access::Role(Role::Viewer)),
@@ -131,6 +131,7 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 15] = [
         "/keyspace/growth",
         Access::Role(Role::Operator),
     ),
+    (Method::GET, "/keyspace/hot", Access::Role(Role::Operator)),
 ];
 
 /// Every other route, with who may call it.
@@ -312,7 +313,8 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
         .route("/maintenance/move-leader", post(maintenance::move_leader))
         .route("/keyspace", get(keyspace::scan))
         .route("/keyspace/scans", get(keyspace::scans))
-        .route("/keyspace/growth", get(keyspace::growth));
+        .route("/keyspace/growth", get(keyspace::growth))
+        .route("/keyspace/hot", get(keyspace::hot));
     let api = Router::new()
         .route("/clusters", get(handlers::clusters))
         // One set of handlers: the `Cluster` extractor picks the named or the default cluster.

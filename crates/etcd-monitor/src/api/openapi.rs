@@ -40,6 +40,7 @@ use super::{alerts, audit, benchmarks, handlers, keyspace, maintenance};
         keyspace::scan,
         keyspace::scans,
         keyspace::growth,
+        keyspace::hot,
         alerts::active,
         alerts::history,
         alerts::ack,

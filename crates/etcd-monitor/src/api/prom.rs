@@ -148,6 +148,51 @@ pub async fn metrics(
                 );
             }
         }
+        let hot = c.hot_writes.report(
+            name,
+            crate::keyspace::HISTORY_SECS,
+            c.hot_writes.metrics_top(),
+        );
+        if hot.enabled {
+            for b in &hot.buckets {
+                let labels = [("cluster", name.as_str()), ("prefix", b.prefix.as_str())];
+                p.sample(
+                    "etcd_monitor_keyspace_hot_writes_per_second",
+                    "gauge",
+                    "Puts and deletes per second in the last minute, for the keyspace.hot_writes.top busiest prefix buckets only.",
+                    &labels,
+                    b.writes_per_second,
+                );
+                p.sample(
+                    "etcd_monitor_keyspace_hot_value_bytes_per_second",
+                    "gauge",
+                    "Value bytes put per second in the last minute, for the same buckets.",
+                    &labels,
+                    b.value_bytes_per_second,
+                );
+            }
+            p.sample(
+                "etcd_monitor_keyspace_hot_events_total",
+                "counter",
+                "Write events counted by the hot-write watch.",
+                &cl,
+                hot.events_total as f64,
+            );
+            p.sample(
+                "etcd_monitor_keyspace_hot_skipped_revisions_total",
+                "counter",
+                "Revisions compacted before the hot-write watch could count them.",
+                &cl,
+                hot.skipped_revisions as f64,
+            );
+            p.sample(
+                "etcd_monitor_keyspace_hot_watching",
+                "gauge",
+                "1 while the hot-write watches are open.",
+                &cl,
+                f64::from(u8::from(hot.watching)),
+            );
+        }
         if let Some(s) = c.health.borrow().clone() {
             let code = match s.verdict {
                 Verdict::Healthy => 0.0,

@@ -17,6 +17,72 @@ pub struct KeyspaceConfig {
     /// Alerts when a prefix grows faster than its limit between two
     /// scheduled scans (needs `schedule`).
     pub growth_rules: Vec<GrowthRule>,
+    /// Writes counted per prefix bucket from a watch; off unless enabled.
+    pub hot_writes: HotWrites,
+}
+
+/// `keyspace.hot_writes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotWrites {
+    /// Watch every cluster and count its writes. Default: false
+    pub enabled: bool,
+    /// Prefixes watched (one watch each; none may start with another).
+    /// Default: `[""]`, the whole keyspace.
+    pub prefixes: Vec<String>,
+    /// Levels below a watched prefix that make a bucket. Default: 2
+    pub depth: usize,
+    /// Buckets exported in `/metrics`, the busiest. Default: 10
+    pub top: usize,
+    /// Buckets tracked per cluster; writes to more fold into `<prefix>*`.
+    /// Default: 1000
+    pub max_buckets: usize,
+}
+
+impl Default for HotWrites {
+    fn default() -> Self {
+        HotWrites {
+            enabled: false,
+            prefixes: vec![String::new()],
+            depth: 2,
+            top: 10,
+            max_buckets: 1000,
+        }
+    }
+}
+
+impl HotWrites {
+    fn problems(&self, out: &mut Vec<(String, String)>) {
+        let at = |k: &str| format!("keyspace.hot_writes.{k}");
+        if self.prefixes.is_empty() {
+            out.push((
+                at("prefixes"),
+                "at least one (\"\" watches the whole keyspace)".into(),
+            ));
+        }
+        for (i, a) in self.prefixes.iter().enumerate() {
+            for b in &self.prefixes[i + 1..] {
+                if a.starts_with(b.as_str()) || b.starts_with(a.as_str()) {
+                    out.push((
+                        at("prefixes"),
+                        format!("{a:?} and {b:?} overlap: their writes would be counted twice"),
+                    ));
+                }
+            }
+        }
+        if !(1..=8).contains(&self.depth) {
+            out.push((at("depth"), format!("{}: 1 to 8", self.depth)));
+        }
+        if !(1..=100).contains(&self.top) {
+            out.push((at("top"), format!("{}: 1 to 100", self.top)));
+        }
+        if !(1..=100_000).contains(&self.max_buckets) {
+            out.push((
+                at("max_buckets"),
+                format!("{}: 1 to 100000", self.max_buckets),
+            ));
+        }
+    }
 }
 
 /// `keyspace.schedule`.
@@ -87,6 +153,7 @@ impl KeyspaceConfig {
     /// Checks, as `(key path, message)`.
     pub(crate) fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        self.hot_writes.problems(&mut out);
         if let Some(s) = &self.schedule {
             let at = |k: &str| format!("keyspace.schedule.{k}");
             if s.every < Duration::from_secs(1) {

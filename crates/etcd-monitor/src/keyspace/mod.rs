@@ -11,10 +11,12 @@
 
 mod aggregate;
 mod growth;
+mod hot;
 mod scan;
 
 pub use aggregate::{Aggregator, PrefixStats, ResourceStats, TopKey, kubernetes_resource};
 pub use growth::{Growth, GrowthCheck, PrefixGrowth, growth};
+pub use hot::{HISTORY_SECS, HotBucket, HotTracker};
 pub use scan::{Consistency, Progress, ScanOptions, choose_member, scan};
 
 use serde::{Deserialize, Serialize};

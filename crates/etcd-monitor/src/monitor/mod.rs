@@ -8,6 +8,7 @@
 //! cluster's timeouts.
 
 mod health_task;
+pub mod hot_writes;
 pub mod keyspace_schedule;
 mod metrics_task;
 mod probes;
@@ -91,6 +92,9 @@ pub struct ClusterHandle {
     /// Growth between the two newest scheduled keyspace scans
     /// (`keyspace.schedule`), for the growth rules and `/metrics`.
     pub keyspace_growth: Arc<arc_swap::ArcSwapOption<crate::keyspace::GrowthCheck>>,
+    /// Writes per prefix bucket (`keyspace.hot_writes`; not counting
+    /// unless enabled).
+    pub hot_writes: Arc<hot_writes::HotWrites>,
 }
 
 /// The running monitor.
@@ -138,6 +142,14 @@ impl Monitor {
                 health: health_rx.clone(),
                 token: lifecycle.token(),
             }));
+            let hot = Arc::new(hot_writes::HotWrites::new(&config.keyspace.hot_writes));
+            if config.keyspace.hot_writes.enabled {
+                lifecycle.spawn(hot_writes::run(
+                    cluster.clone(),
+                    hot.clone(),
+                    lifecycle.token(),
+                ));
+            }
             order.push(cluster.name.clone());
             clusters.insert(
                 cluster.name.clone(),
@@ -147,6 +159,7 @@ impl Monitor {
                     metrics: metrics_rx,
                     leader_changes,
                     keyspace_growth: Arc::default(),
+                    hot_writes: hot,
                 },
             );
         }

@@ -297,6 +297,35 @@ $("#keyspace-growth-button").addEventListener("click", async () => {
   } catch (e) { summary.textContent = `Growth: ${e.message}`; box.hidden = true; }
 });
 
+// Hot writes: the busiest prefix buckets from the hot-write watch
+// (keyspace.hot_writes), refreshed while shown.
+let hotTimer = null;
+async function loadHot() {
+  const box = $("#keyspace-hot"), summary = $("#keyspace-summary");
+  try {
+    const h = await api(`${base()}/keyspace/hot?window=10s&top=20`);
+    if (!h.enabled) {
+      summary.textContent = "Hot writes are off: set keyspace.hot_writes.enabled in the monitor's configuration.";
+      box.hidden = true;
+      return;
+    }
+    const rate = (n) => n.toFixed(1);
+    summary.textContent = `${h.events_total} writes counted since ${new Date(h.since_ms).toLocaleTimeString()}` +
+      (h.watching ? "" : ` (NOT WATCHING${h.error ? `: ${h.error}` : ""})`) +
+      (h.skipped_revisions ? `; ${h.skipped_revisions} revisions compacted before they were counted` : "");
+    box.querySelector("tbody").innerHTML = h.buckets.length ? h.buckets.map((b) =>
+      `<tr data-prefix="${esc(b.prefix)}"><td>${esc(b.prefix || "(no /)")}</td><td>${rate(b.writes_per_second)}</td>` +
+      `<td>${rate(b.puts_per_second)}</td><td>${rate(b.deletes_per_second)}</td><td>${bytes(b.value_bytes_per_second)}</td></tr>`).join("")
+      : `<tr><td colspan="5" class="muted">No writes in the last 10 s.</td></tr>`;
+    box.hidden = false;
+  } catch (e) { summary.textContent = `Hot writes: ${e.message}`; box.hidden = true; }
+}
+$("#keyspace-hot-button").addEventListener("click", () => {
+  clearInterval(hotTimer);
+  loadHot();
+  hotTimer = setInterval(() => { if ($("#keyspace-hot").hidden) clearInterval(hotTimer); else loadHot(); }, 5000);
+});
+
 async function loadAudit() {
   if (!allowed("GET /api/v1/audit")) return;
   try {
