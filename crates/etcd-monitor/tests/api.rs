@@ -41,6 +41,8 @@ async fn start(cluster: &EtcdCluster, name: &str) -> Running {
     config.api.snapshot_dir = dir.path().join("snapshots");
     config.api.cors_origins = vec!["http://dashboard.test".into()];
     config.alerts = serde_yaml_ng::from_str("rules:\n  etcdMembersDown:\n    for: 0s\n").unwrap();
+    // The dashboard test shows the hot writers.
+    config.keyspace.hot_writes.enabled = name == "browser";
     let lifecycle = Lifecycle::new();
     let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
     let monitor = daemon.monitor.clone();
@@ -383,12 +385,28 @@ async fn dashboard_shows_members_and_a_kill_without_reload() {
         }
     };
     wait_line("SEEN 3 MEMBERS");
+    // Writes for the Keyspace card's hot writers (20 a second, at most 40 s).
+    let writer = tokio::spawn({
+        let endpoints = cluster.endpoints();
+        async move {
+            let mut client = etcd_client::Client::connect(endpoints, None).await.unwrap();
+            for i in 0..800 {
+                let _ = client
+                    .put(format!("/registry/events/ns-a/e{i}"), "x", None)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
     // The fsync chart names its window (monitoring.metrics_window, 5m here).
     assert_eq!(wait_line("WINDOW"), "WINDOW 5 min");
     // Every chart of the mixin's panels draws from the stored history, but
     // peer round trips: etcd observes them once per 30 s per peer, so a
     // cluster this young may have none in the window yet.
     let activity = wait_line("ACTIVITY");
+    let hot = wait_line("HOT");
+    assert!(hot.starts_with("HOT /registry/events/ "), "{hot}");
+    writer.abort();
     assert!(
         ["ACTIVITY 16/16", "ACTIVITY 15/16 chart-peer-rtt"].contains(&activity.as_str()),
         "{activity}"
