@@ -345,6 +345,15 @@ async fn every_route_is_refused_below_its_role_and_served_at_it() {
         .filter_map(Value::as_str)
         .collect();
     assert!(allowed.contains(&"POST /api/v1/silences"), "{allowed:?}");
+    // Reads above viewer are listed too: the dashboard shows its Keyspace
+    // card (scans, hot writes) from them.
+    for read in [
+        "GET /api/v1/clusters/{name}/keyspace",
+        "GET /api/v1/clusters/{name}/keyspace/hot",
+    ] {
+        assert!(allowed.contains(&read), "{read}: {allowed:?}");
+    }
+    assert!(!allowed.contains(&"GET /api/v1/audit"), "{allowed:?}");
     assert!(
         !allowed.iter().any(|a| a.contains("compact")),
         "{allowed:?}"

@@ -124,18 +124,24 @@ pub struct WhoAmI {
     pub role: Option<crate::config::Role>,
     /// Cluster globs it may access.
     pub clusters: Vec<String>,
-    /// The state-changing routes (and the audit log) it may call: `POST /api/v1/...`.
+    /// The state-changing routes it may call, and the reads that need more
+    /// than viewer (the audit log, keyspace scans and hot writes):
+    /// `POST /api/v1/...`, `GET /api/v1/audit`.
     pub allowed: Vec<String>,
 }
 
 /// `GET /api/v1/whoami`: the caller, its role and clusters, and the
-/// state-changing routes it may call (the dashboard shows what it may do).
+/// state-changing routes and above-viewer reads it may call (the
+/// dashboard shows what it may do).
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "api",
     responses((status = 200, description = "The caller", body = WhoAmI)))]
 pub async fn whoami(Extension(caller): Extension<Principal>) -> Json<WhoAmI> {
     let allowed: Vec<String> = super::route_table()
         .into_iter()
-        .filter(|r| super::access::is_state_changing(&r.method) || r.path == "/api/v1/audit")
+        .filter(|r| {
+            super::access::is_state_changing(&r.method)
+                || matches!(r.access, super::access::Access::Role(need) if need > crate::config::Role::Viewer)
+        })
         .filter(|r| match r.access {
             super::access::Access::Role(need) => caller.has(need),
             _ => true,
