@@ -5,31 +5,14 @@
 //! context, the same figures for one etcd member of the cluster over the
 //! same window.
 
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+use proc_stats::proc_cpu_seconds;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_testkit::{ClusterOptions, EtcdCluster};
-
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    // After the command name: state is field 0; utime is 11, stime 12 (in clock ticks).
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc_sysconf(2) } as f64 // _SC_CLK_TCK
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -38,11 +21,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-unsafe extern "C" {
-    #[link_name = "sysconf"]
-    fn libc_sysconf(name: i32) -> i64;
 }
 
 fn main() {

@@ -7,34 +7,15 @@
 //! difference in the monitor's CPU (utime + stime from /proc) per 1000
 //! events a second. Medians over `ROUNDS` (env, default 3).
 
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+use proc_stats::proc_cpu_seconds;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 use etcd_testkit::{ClusterOptions, EtcdCluster};
-
-unsafe extern "C" {
-    #[link_name = "sysconf"]
-    fn libc_sysconf(name: i32) -> i64;
-}
-
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions; 2 is _SC_CLK_TCK.
-    (field(11) + field(12)) / unsafe { libc_sysconf(2) } as f64
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -181,6 +181,20 @@ async fn start_monitor_with(endpoints: &str, tokens: &str, extra: &str) -> Runni
     }
 }
 
+/// A monitor of `endpoints` with `extra` configuration and a viewer and
+/// an operator: the monitor, its base URL, the viewer's and the operator's
+/// token.
+async fn monitor_for_viewer_and_operator(
+    endpoints: &str,
+    extra: &str,
+) -> (Running, String, String, String) {
+    let (viewer, v_line) = token("v", "viewer");
+    let (operator, o_line) = token("o", "operator");
+    let m = start_monitor_with(endpoints, &format!("{v_line}{o_line}"), extra).await;
+    let base = format!("http://{}", m.addr);
+    (m, base, viewer, operator)
+}
+
 fn token(name: &str, role: &str) -> (String, String) {
     let (token, hash) = etcd_monitor::api::auth::new_token().unwrap();
     (
@@ -669,15 +683,11 @@ async fn scheduled_scans_are_stored_and_a_fast_growing_prefix_alerts() {
         .map(|i| (format!("/grow/cold/k-{i}"), 100))
         .collect();
     let (_cluster, endpoints, client) = seeded(1, &cold).await;
-    let (viewer, v_line) = token("v", "viewer");
-    let (operator, o_line) = token("o", "operator");
-    let m = start_monitor_with(
+    let (m, base, viewer, operator) = monitor_for_viewer_and_operator(
         &endpoints,
-        &format!("{v_line}{o_line}"),
         "keyspace:\n  schedule: { every: 1s, prefix: /grow/, depth: 1, rate: 100 }\n  growth_rules:\n    - { prefix: /grow/hot/, max_bytes_per_hour: 1MiB }\n    - { prefix: /grow/cold/, max_bytes_per_hour: 1MiB }\n",
     )
     .await;
-    let base = format!("http://{}", m.addr);
 
     // About 200 kB a second under /grow/hot/: some 700 MB an hour.
     let writer = tokio::spawn({
@@ -841,15 +851,11 @@ fn bucket<'a>(hot: &'a Value, prefix: &str) -> Option<&'a Value> {
 async fn hot_writes_rank_the_busiest_prefix_at_its_rate_and_survive_a_member_loss() {
     let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
     let endpoints = cluster.endpoints().join(",");
-    let (viewer, v_line) = token("v", "viewer");
-    let (operator, o_line) = token("o", "operator");
-    let m = start_monitor_with(
+    let (m, base, viewer, operator) = monitor_for_viewer_and_operator(
         &endpoints,
-        &format!("{v_line}{o_line}"),
         "keyspace:\n  hot_writes: { enabled: true, depth: 2, top: 3 }\n",
     )
     .await;
-    let base = format!("http://{}", m.addr);
     let (code, _) = get(&base, "/api/v1/clusters/k8s/keyspace/hot", &viewer).await;
     assert_eq!(code, 403, "hot writes show key names: operator");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -18,6 +18,35 @@ fn endpoints_starting_at(cluster: &EtcdCluster, first: usize) -> Vec<String> {
     eps
 }
 
+/// A 3-member cluster, one of its followers (freezing it keeps a leader)
+/// and a KV client through the two others.
+async fn cluster_and_a_follower() -> (EtcdCluster, usize, etcd_client::KvClient) {
+    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
+    let leader = cluster.leader_index().await.unwrap().expect("a leader");
+    let follower = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != follower).collect();
+    let writer = client_of(&cluster, &others).await;
+    (cluster, follower, writer.kv_client())
+}
+
+/// A watch of `prefix` with `opts` and a 1 s stall timeout, starting on
+/// `member`.
+async fn watch_on(
+    cluster: &EtcdCluster,
+    member: usize,
+    prefix: &str,
+    opts: WatchOptions,
+) -> ResilientWatch {
+    ResilientWatch::connect(
+        &endpoints_starting_at(cluster, member),
+        Some(cluster.connect_options().unwrap()),
+        prefix,
+        opts.with_stall_timeout(Duration::from_millis(1000)),
+    )
+    .await
+    .unwrap()
+}
+
 async fn next_event(w: &mut ResilientWatch) -> WatchEvent {
     tokio::time::timeout(Duration::from_secs(10), w.next())
         .await
@@ -91,29 +120,13 @@ async fn killing_the_watchs_member_during_1000_puts_loses_and_repeats_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_while_frozen_resyncs_exactly_the_changes() {
-    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
-    // Freeze a follower, so that writes keep a leader.
-    let leader = cluster.leader_index().await.unwrap().expect("a leader");
-    let watched = (leader + 1) % 3;
-    let others: Vec<usize> = (0..3).filter(|&i| i != watched).collect();
-    let writer = client_of(&cluster, &others).await;
-    let mut kv = writer.kv_client();
+    // The watched follower is frozen later; writes keep a leader.
+    let (cluster, watched, mut kv) = cluster_and_a_follower().await;
     for k in ["c/a", "c/b", "c/c", "c/d"] {
         kv.put(k, "1", None).await.unwrap();
     }
-
-    let opts = WatchOptions::new()
-        .with_prefix()
-        .with_initial_list()
-        .with_stall_timeout(Duration::from_millis(1000));
-    let mut watch = ResilientWatch::connect(
-        &endpoints_starting_at(&cluster, watched),
-        Some(cluster.connect_options().unwrap()),
-        "c/",
-        opts,
-    )
-    .await
-    .unwrap();
+    let opts = WatchOptions::new().with_prefix().with_initial_list();
+    let mut watch = watch_on(&cluster, watched, "c/", opts).await;
     let mut listed = Vec::new();
     loop {
         match next_event(&mut watch).await {
@@ -180,26 +193,10 @@ async fn compaction_while_frozen_resyncs_exactly_the_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_events_only_watch_skips_a_compacted_gap_and_keeps_no_values() {
-    let cluster = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
-    let leader = cluster.leader_index().await.unwrap().expect("a leader");
-    let watched = (leader + 1) % 3;
-    let others: Vec<usize> = (0..3).filter(|&i| i != watched).collect();
-    let writer = client_of(&cluster, &others).await;
-    let mut kv = writer.kv_client();
+    let (cluster, watched, mut kv) = cluster_and_a_follower().await;
     kv.put("s/a", "1", None).await.unwrap();
-
-    let opts = WatchOptions::new()
-        .with_prefix()
-        .with_events_only()
-        .with_stall_timeout(Duration::from_millis(1000));
-    let mut watch = ResilientWatch::connect(
-        &endpoints_starting_at(&cluster, watched),
-        Some(cluster.connect_options().unwrap()),
-        "s/",
-        opts,
-    )
-    .await
-    .unwrap();
+    let opts = WatchOptions::new().with_prefix().with_events_only();
+    let mut watch = watch_on(&cluster, watched, "s/", opts).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // An update seen live: no previous value is asked for.
     let live = kv
