@@ -214,6 +214,19 @@ async fn get(base: &str, path: &str, bearer: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// The monitor's /metrics page, read with `bearer`.
+async fn metrics_text(base: &str, bearer: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The throwaway members' directories in the temporary directory.
 fn restore_dirs() -> usize {
     std::fs::read_dir(std::env::temp_dir())
@@ -770,15 +783,7 @@ async fn scheduled_scans_are_stored_and_a_fast_growing_prefix_alerts() {
     )
     .await;
     assert_eq!(status, 404, "{none}");
-    let metrics = reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .bearer_auth(&viewer)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base, &viewer).await;
     assert!(
         metrics.contains("etcd_monitor_keyspace_prefix_growth_limit_bytes_per_hour{cluster=\"k8s\",prefix=\"/grow/hot/\"} 1048576"),
         "{metrics}"
@@ -922,15 +927,7 @@ async fn hot_writes_rank_the_busiest_prefix_at_its_rate_and_survive_a_member_los
     assert_eq!(hot["skipped_revisions"], 0);
 
     // /metrics exports the top buckets (keyspace.hot_writes.top) only.
-    let metrics = reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .bearer_auth(&viewer)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base, &viewer).await;
     let hot_lines: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("etcd_monitor_keyspace_hot_writes_per_second{"))
