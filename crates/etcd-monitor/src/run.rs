@@ -20,6 +20,9 @@ pub struct Daemon {
     pub monitor: Monitor,
     /// The alert engine's handle.
     pub alerting: crate::alert::Alerting,
+    /// One maintenance operation per cluster at a time, shared by the API
+    /// and the defrag autopilot.
+    pub maintenance: std::sync::Arc<crate::ops::gate::MaintenanceGate>,
 }
 
 /// Loads and checks the configuration as the program does: the schema's
@@ -35,6 +38,7 @@ pub fn load_config(
         &[
             crate::alert::config_problems,
             crate::benchmarks::config_problems,
+            crate::monitor::defrag_autopilot::config_problems,
         ],
     )
 }
@@ -59,6 +63,8 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Dae
     let thresholds = health_thresholds(config);
     let monitor = Monitor::start(config, &thresholds, store, lifecycle);
     crate::monitor::keyspace_schedule::start(config, &monitor, lifecycle);
+    let maintenance = std::sync::Arc::new(crate::ops::gate::MaintenanceGate::default());
+    crate::monitor::defrag_autopilot::start(config, &monitor, &maintenance, lifecycle);
     let alerting = crate::alert::start(&config.alerts, &thresholds, &monitor, lifecycle);
     for c in &config.clusters {
         tracing::info!(
@@ -69,7 +75,11 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Dae
             "monitoring cluster"
         );
     }
-    Ok(Daemon { monitor, alerting })
+    Ok(Daemon {
+        monitor,
+        alerting,
+        maintenance,
+    })
 }
 
 /// What the API's handlers share, for `monitor` under `config`
@@ -93,7 +103,7 @@ pub fn app_state(config: &Config, daemon: &Daemon, lifecycle: &Lifecycle) -> cra
             runs
         },
         shutdown: lifecycle.token(),
-        maintenance: Default::default(),
+        maintenance: daemon.maintenance.clone(),
         event_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(
             config.api.max_event_streams,
         )),

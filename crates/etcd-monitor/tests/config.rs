@@ -75,6 +75,21 @@ fn each_bad_input_is_named_by_its_key_path() {
         "at least one",
     );
     assert_error(
+        "maintenance:\n  defrag: { rule: \"dbSize >> 1\" }\n",
+        "maintenance.defrag.rule",
+        "column 9: expected a number, a quantity or",
+    );
+    assert_error(
+        "maintenance:\n  defrag: { rule: \"dbSize > 1\", window: \"Sat 02:00-04:00 CET\" }\n",
+        "maintenance.defrag.window",
+        "windows are in UTC",
+    );
+    assert_error(
+        "maintenance:\n  defrag: { window: always }\n",
+        "maintenance.defrag",
+        "rule",
+    );
+    assert_error(
         "keyspace:\n  hot_writes: { enabeld: true }\n",
         "keyspace.hot_writes.enabeld",
         "unknown key",

@@ -626,6 +626,40 @@ fn defrag_visits_the_leader_last() {
         "{skipped}"
     );
 
+    // rules over the quota, read from each member's /metrics (etcd's
+    // default quota is 2 GiB): the etcd-defrag style with || and arithmetic
+    let quota = |rule: &str| {
+        json(&ok(ctl(
+            &eps,
+            &[
+                "defrag",
+                "--cluster",
+                "--dry-run",
+                "--defrag-rule",
+                rule,
+                "-w",
+                "json",
+            ],
+        )))
+    };
+    let plan = quota("dbQuota == 2GiB && (dbQuotaUsage > 0 || dbSizeFree > 200*1024*1024)");
+    assert!(
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "planned"),
+        "{plan}"
+    );
+    let plan = quota("dbQuotaUsage > 0.8");
+    assert!(
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "skipped"
+                && r["reason"].as_str().unwrap().contains("quota 2147483648")),
+        "{plan}"
+    );
+
     // the real thing, printed as it goes; --log-level shows each step on stderr
     let o = ctl(
         &eps,
@@ -660,6 +694,11 @@ fn defrag_visits_the_leader_last() {
         &["defrag", "--yes", "--defrag-rule", "dbsize > 1"],
     ));
     assert!(err.contains("unknown quantity \"dbsize\""), "{err}");
+    let err = fails(ctl(
+        &eps,
+        &["defrag", "--yes", "--defrag-rule", "dbSize >> 1"],
+    ));
+    assert!(err.contains("column 9: expected a number"), "{err}");
 }
 
 #[test]

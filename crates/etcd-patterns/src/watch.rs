@@ -221,6 +221,8 @@ impl WatchOptions {
 ///         WatchEvent::Put { key, revision, .. } => println!("{key} = ... at {revision}"),
 ///         WatchEvent::Delete { key, .. } => println!("{key} deleted"),
 ///         WatchEvent::Resynced { revision } => println!("up to date with {revision}"),
+///         // Only with `with_events_only`.
+///         WatchEvent::Skipped { from, to } => println!("revisions {from}..={to} compacted away"),
 ///     }
 /// }
 /// # Ok(()) }

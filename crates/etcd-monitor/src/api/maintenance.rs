@@ -13,10 +13,8 @@
 //! - the operation runs on a task of its own, so a client that disconnects
 //!   halfway does not leave a defrag half done or a snapshot half written.
 
-use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -51,70 +49,15 @@ impl From<CtlError> for ApiError {
     }
 }
 
-/// The maintenance operation running on each cluster.
-#[derive(Debug, Default)]
-pub struct MaintenanceGate {
-    running: Mutex<HashMap<String, Running>>,
-}
+pub use crate::ops::gate::{Busy, GateGuard, MaintenanceGate};
 
-#[derive(Debug, Clone)]
-struct Running {
-    op: &'static str,
-    by: String,
-    since: Instant,
-}
-
-/// Holds a cluster's maintenance slot; released when dropped.
-#[derive(Debug)]
-pub struct GateGuard {
-    gate: Arc<MaintenanceGate>,
-    cluster: String,
-}
-
-impl Drop for GateGuard {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.gate.running.lock() {
-            map.remove(&self.cluster);
+impl From<Busy> for ApiError {
+    fn from(b: Busy) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code: "busy",
+            message: b.to_string(),
         }
-    }
-}
-
-impl MaintenanceGate {
-    /// Takes `cluster`'s slot for `op`, or a 409 naming what holds it.
-    pub fn enter(
-        self: &Arc<Self>,
-        cluster: &str,
-        op: &'static str,
-        by: &str,
-    ) -> Result<GateGuard, ApiError> {
-        let mut map = self
-            .running
-            .lock()
-            .map_err(|_| ApiError::internal("the maintenance gate is poisoned"))?;
-        if let Some(r) = map.get(cluster) {
-            return Err(ApiError {
-                status: StatusCode::CONFLICT,
-                code: "busy",
-                message: format!(
-                    "cluster {cluster}: {} started by {} {} s ago is still running; one maintenance operation per cluster at a time",
-                    r.op,
-                    r.by,
-                    r.since.elapsed().as_secs()
-                ),
-            });
-        }
-        map.insert(
-            cluster.to_string(),
-            Running {
-                op,
-                by: by.to_string(),
-                since: Instant::now(),
-            },
-        );
-        Ok(GateGuard {
-            gate: self.clone(),
-            cluster: cluster.to_string(),
-        })
     }
 }
 
@@ -292,7 +235,8 @@ pub struct MoveLeaderResult {
 #[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefragBody {
-    /// Only members that match, e.g. `min-size=100MB,min-free-ratio=0.3`.
+    /// Only members that match, e.g. `dbQuotaUsage > 0.8 || dbSizeFree > 200MB`
+    /// (docs/ctl.md, the defrag rule language).
     pub rule: Option<String>,
     /// Pause between members (default 5s).
     pub pause: Option<String>,
@@ -328,6 +272,14 @@ pub async fn defrag(
             rule.parse()
                 .map_err(|e: String| ApiError::unprocessable(format!("rule: {e}")))?,
         );
+    }
+    // Quotas from the latest metrics round, for rules that read dbQuota.
+    if let Some(round) = c.metrics.borrow().clone() {
+        for m in &round.members {
+            if let Some(q) = m.metrics.as_ref().and_then(|x| x.quota_backend_bytes) {
+                opts.quotas.insert(m.endpoint.clone(), q as i64);
+            }
+        }
     }
     if let Some(p) = &b.pause {
         opts.pause = crate::config::duration::parse(p)
@@ -797,4 +749,51 @@ mod tests {
         assert_eq!(apply_retention(d, &by_age, &new), vec![d.join("s1.db")]);
         assert!(new.exists() && d.join("s0.db").exists() && d.join("notes.txt").exists());
     }
+}
+
+/// Query of the defrag runs.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DefragRunsQuery {
+    /// Most runs, newest first, 1..=100; default 20.
+    pub limit: Option<i64>,
+}
+
+/// The stored defragmentation runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefragRuns {
+    /// Whether `maintenance.defrag` (the autopilot) is set.
+    pub autopilot: bool,
+    /// The autopilot's window, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// The autopilot's rule, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Newest first.
+    pub runs: Vec<crate::store::DefragRun>,
+}
+
+/// `GET /api/v1/clusters/{name}/maintenance/defrag/runs`: the defrag
+/// autopilot's runs, with each member's size before and after.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/maintenance/defrag/runs", tag = "maintenance",
+    description = "The defrag autopilot's runs (maintenance.defrag), newest first: outcome, the members in visiting order with their sizes before and after, compaction and NOSPACE disarming.",
+    params(super::handlers::ClusterName, DefragRunsQuery), responses(
+    (status = 200, description = "The runs", body = DefragRuns),
+    (status = 400, description = "A parameter out of range")))]
+pub async fn defrag_runs(
+    State(state): State<AppState>,
+    Cluster(c): Cluster,
+    super::extract::Params(q): super::extract::Params<DefragRunsQuery>,
+) -> Result<Json<DefragRuns>, ApiError> {
+    let limit = super::handlers::limit(q.limit, 20, 100)?;
+    let runs = state.monitor.store().defrag_runs(&c.name, limit).await?;
+    let auto = state.config.maintenance.defrag.as_ref();
+    Ok(Json(DefragRuns {
+        autopilot: auto.is_some(),
+        window: auto.map(|a| a.window.to_string()),
+        rule: auto.map(|a| a.rule.clone()),
+        runs,
+    }))
 }

@@ -90,7 +90,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Routes served both per cluster (`/api/v1/clusters/{name}...`) and for
 /// the default cluster (`/api/v1/cluster...`), with who may call them.
-const CLUSTER_ROUTES: [(Method, &str, Access); 16] = [
+const CLUSTER_ROUTES: [(Method, &str, Access); 17] = [
     (Method::GET, "/status", Access::Role(Role::Viewer)),
     (Method::GET, "/members", Access::Role(Role::Viewer)),
     (Method::GET, "/leader", Access::Role(Role::Viewer)),
@@ -132,6 +132,11 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 16] = [
         Access::Role(Role::Operator),
     ),
     (Method::GET, "/keyspace/hot", Access::Role(Role::Operator)),
+    (
+        Method::GET,
+        "/maintenance/defrag/runs",
+        Access::Role(Role::Viewer),
+    ),
 ];
 
 /// Every other route, with who may call it.
@@ -307,6 +312,7 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
         .route("/metrics/history", get(handlers::metrics_history))
         .route("/history", get(handlers::history))
         .route("/maintenance/defrag", post(maintenance::defrag))
+        .route("/maintenance/defrag/runs", get(maintenance::defrag_runs))
         .route("/maintenance/compact", post(maintenance::compact))
         .route("/maintenance/snapshot", post(maintenance::snapshot))
         .route("/maintenance/alarm-disarm", post(maintenance::alarm_disarm))

@@ -33,6 +33,7 @@ use super::{alerts, audit, benchmarks, handlers, keyspace, maintenance};
         handlers::metrics_history,
         handlers::history,
         maintenance::defrag,
+        maintenance::defrag_runs,
         maintenance::compact,
         maintenance::snapshot,
         maintenance::alarm_disarm,

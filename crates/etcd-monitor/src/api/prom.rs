@@ -148,6 +148,43 @@ pub async fn metrics(
                 );
             }
         }
+        if state.config.maintenance.defrag.is_some() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let stats = &c.defrag;
+            for (i, outcome) in crate::monitor::defrag_autopilot::OUTCOMES
+                .iter()
+                .enumerate()
+            {
+                p.sample(
+                    "etcd_monitor_defrag_runs_total",
+                    "counter",
+                    "Defrag autopilot runs by outcome (defragmented, skipped: the rule matched no member, refused: health checks failed, failed).",
+                    &[("cluster", name.as_str()), ("outcome", outcome)],
+                    stats.runs[i].load(Relaxed) as f64,
+                );
+            }
+            p.sample(
+                "etcd_monitor_defrag_members_total",
+                "counter",
+                "Members the defrag autopilot defragmented.",
+                &cl,
+                stats.members_defragmented.load(Relaxed) as f64,
+            );
+            p.sample(
+                "etcd_monitor_defrag_reclaimed_bytes_total",
+                "counter",
+                "Bytes the defrag autopilot gave back (size before - size after, summed over members).",
+                &cl,
+                stats.reclaimed_bytes.load(Relaxed) as f64,
+            );
+            p.sample(
+                "etcd_monitor_defrag_last_run_timestamp_seconds",
+                "gauge",
+                "When the defrag autopilot's last run ended (0 before the first).",
+                &cl,
+                stats.last_run_ms.load(Relaxed) as f64 / 1000.0,
+            );
+        }
         let hot = c.hot_writes.report(
             name,
             crate::keyspace::HISTORY_SECS,

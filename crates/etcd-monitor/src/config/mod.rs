@@ -13,9 +13,11 @@ pub mod bench;
 pub mod duration;
 pub mod keyspace;
 mod layers;
+pub mod maintenance;
 mod schema;
 pub mod secret;
 pub mod size;
+pub mod window;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

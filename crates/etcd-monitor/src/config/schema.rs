@@ -29,6 +29,8 @@ pub struct Config {
     pub benchmark: super::bench::BenchmarkConfig,
     /// Scheduled keyspace scans and growth rules.
     pub keyspace: super::keyspace::KeyspaceConfig,
+    /// Maintenance the monitor runs by itself (the defrag autopilot).
+    pub maintenance: super::maintenance::MaintenanceConfig,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             alerts: super::alerts::AlertsConfig::default(),
             benchmark: super::bench::BenchmarkConfig::default(),
             keyspace: super::keyspace::KeyspaceConfig::default(),
+            maintenance: super::maintenance::MaintenanceConfig::default(),
         }
     }
 }
@@ -472,6 +475,7 @@ impl Config {
         out.extend(self.alerts.problems());
         out.extend(self.benchmark.problems(&self.clusters));
         out.extend(self.keyspace.problems());
+        out.extend(self.maintenance.problems());
         out
     }
 }

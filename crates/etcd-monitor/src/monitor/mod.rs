@@ -7,6 +7,7 @@
 //! cluster has its own tasks, and every call inside a round is bounded by the
 //! cluster's timeouts.
 
+pub mod defrag_autopilot;
 mod health_task;
 pub mod hot_writes;
 pub mod keyspace_schedule;
@@ -95,6 +96,8 @@ pub struct ClusterHandle {
     /// Writes per prefix bucket (`keyspace.hot_writes`; not counting
     /// unless enabled).
     pub hot_writes: Arc<hot_writes::HotWrites>,
+    /// The defrag autopilot's counters (`maintenance.defrag`).
+    pub defrag: Arc<defrag_autopilot::DefragStats>,
 }
 
 /// The running monitor.
@@ -160,6 +163,7 @@ impl Monitor {
                     leader_changes,
                     keyspace_growth: Arc::default(),
                     hot_writes: hot,
+                    defrag: Arc::default(),
                 },
             );
         }

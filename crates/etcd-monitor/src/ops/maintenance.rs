@@ -16,182 +16,54 @@ use tokio::io::AsyncWriteExt;
 use super::CtlError;
 use super::endpoint::{self, Dialer, EndpointStatus, MemberEndpoint};
 
-// ---------------------------------------------------------------- defrag rule
-
-/// Which quantity a rule term compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleMetric {
-    /// Backend size on disk (`dbSize`).
-    DbSize,
-    /// Bytes in use (`dbSizeInUse`).
-    DbSizeInUse,
-    /// Free bytes, `dbSize - dbSizeInUse` (`dbSizeFree`).
-    DbSizeFree,
-    /// `dbSizeFree / dbSize`, 0..1.
-    FreeRatio,
-}
-
-/// A comparison operator of a rule term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleOp {
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-}
-
-/// When a member needs defragmentation: every term must hold.
-///
-/// Two spellings are accepted:
-///
-/// - expressions joined by `&&`: `dbSize > 100MB && dbSizeFree/dbSize > 0.5`,
-///   with `dbSize`, `dbSizeInUse`, `dbSizeFree`, `dbSizeFree/dbSize` and the
-///   operators `> >= < <=`;
-/// - `key=value` pairs joined by commas: `min-size=100MB,min-free-ratio=0.3`,
-///   with `min-size` (dbSize >=), `min-free` (dbSizeFree >=) and
-///   `min-free-ratio` (dbSizeFree/dbSize >=).
-///
-/// Sizes are written as in the configuration file: bytes, or KB, MB, GB
-/// (powers of 1000) or KiB, MiB, GiB.
-///
-/// ```
-/// use etcd_monitor::ops::maintenance::DefragRule;
-/// let rule: DefragRule = "min-size=100MB,min-free-ratio=0.3".parse().unwrap();
-/// assert!(rule.matches(200_000_000, 100_000_000));
-/// assert!(!rule.matches(200_000_000, 180_000_000));
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct DefragRule {
-    terms: Vec<(RuleMetric, RuleOp, f64)>,
-    text: String,
-}
-
-impl DefragRule {
-    /// Whether a member with these sizes needs defragmentation.
-    pub fn matches(&self, db_size: i64, db_size_in_use: i64) -> bool {
-        let free = (db_size - db_size_in_use).max(0) as f64;
-        let size = db_size as f64;
-        self.terms.iter().all(|(metric, op, want)| {
-            let have = match metric {
-                RuleMetric::DbSize => size,
-                RuleMetric::DbSizeInUse => db_size_in_use as f64,
-                RuleMetric::DbSizeFree => free,
-                RuleMetric::FreeRatio if size > 0.0 => free / size,
-                RuleMetric::FreeRatio => 0.0,
-            };
-            match op {
-                RuleOp::Gt => have > *want,
-                RuleOp::Ge => have >= *want,
-                RuleOp::Lt => have < *want,
-                RuleOp::Le => have <= *want,
-            }
-        })
-    }
-}
-
-impl std::fmt::Display for DefragRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl std::str::FromStr for DefragRule {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let expression = s.contains('>') || s.contains('<');
-        let parts: Vec<&str> = if expression {
-            s.split("&&").collect()
-        } else {
-            s.split(',').collect()
-        };
-        let mut terms = Vec::new();
-        for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-            terms.push(if expression {
-                parse_expression_term(part)?
-            } else {
-                parse_pair_term(part)?
-            });
-        }
-        if terms.is_empty() {
-            return Err(format!("defrag rule {s:?} is empty"));
-        }
-        Ok(DefragRule {
-            terms,
-            text: s.trim().to_string(),
-        })
-    }
-}
-
-fn parse_expression_term(term: &str) -> Result<(RuleMetric, RuleOp, f64), String> {
-    let (op, at, len) = [
-        (">=", RuleOp::Ge),
-        ("<=", RuleOp::Le),
-        (">", RuleOp::Gt),
-        ("<", RuleOp::Lt),
-    ]
-    .iter()
-    .find_map(|(sym, op)| term.find(sym).map(|at| (*op, at, sym.len())))
-    .ok_or_else(|| format!("defrag rule term {term:?} has no operator (> >= < <=)"))?;
-    let lhs: String = term[..at].chars().filter(|c| !c.is_whitespace()).collect();
-    let rhs = term[at + len..].trim();
-    let metric = match lhs.as_str() {
-        "dbSize" => RuleMetric::DbSize,
-        "dbSizeInUse" => RuleMetric::DbSizeInUse,
-        "dbSizeFree" => RuleMetric::DbSizeFree,
-        "dbSizeFree/dbSize" => RuleMetric::FreeRatio,
-        other => {
-            return Err(format!(
-                "defrag rule term {term:?}: unknown quantity {other:?} (use dbSize, dbSizeInUse, dbSizeFree or dbSizeFree/dbSize)"
-            ));
-        }
-    };
-    let value = if metric == RuleMetric::FreeRatio {
-        parse_ratio(rhs)?
-    } else {
-        parse_size(rhs)?
-    };
-    Ok((metric, op, value))
-}
-
-fn parse_pair_term(term: &str) -> Result<(RuleMetric, RuleOp, f64), String> {
-    let (key, value) = term
-        .split_once('=')
-        .ok_or_else(|| format!("defrag rule term {term:?} is not key=value"))?;
-    let value = value.trim();
-    match key.trim() {
-        "min-size" => Ok((RuleMetric::DbSize, RuleOp::Ge, parse_size(value)?)),
-        "min-free" => Ok((RuleMetric::DbSizeFree, RuleOp::Ge, parse_size(value)?)),
-        "min-free-ratio" => Ok((RuleMetric::FreeRatio, RuleOp::Ge, parse_ratio(value)?)),
-        other => Err(format!(
-            "defrag rule key {other:?} is unknown (use min-size, min-free, min-free-ratio)"
-        )),
-    }
-}
-
-fn parse_ratio(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("{text:?} is not a ratio between 0 and 1")),
-    }
-}
-
-/// Parses `100MB`, `1.5GiB`, `4096` into bytes (the configuration's size syntax).
-fn parse_size(text: &str) -> Result<f64, String> {
-    crate::config::size::parse(text).map(|bytes| bytes as f64)
-}
+pub use super::defrag_rule::{DefragRule, RuleInput};
 
 // ---------------------------------------------------------------- defrag
+
+/// A member's `--quota-backend-bytes` (`etcd_server_quota_backend_bytes`),
+/// read from `endpoint/metrics`.
+async fn member_quota(endpoint: &str, timeout: Duration) -> Result<i64, String> {
+    let url = format!("{}/metrics", endpoint.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let text = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| {
+            format!(
+                "its quota is unknown: {url}: {}",
+                crate::metrics::describe_http_error(&e)
+            )
+        })?
+        .text()
+        .await
+        .map_err(|e| format!("its quota is unknown: {url}: {e}"))?;
+    let (scrape, _) =
+        crate::metrics::prom::Scrape::parse_only(&text, |n| n == "etcd_server_quota_backend_bytes");
+    scrape
+        .value("etcd_server_quota_backend_bytes")
+        .map(|q| q as i64)
+        .ok_or_else(|| {
+            format!("its quota is unknown: {url} has no etcd_server_quota_backend_bytes")
+        })
+}
 
 /// How [`defrag_cluster`] runs.
 #[derive(Debug, Clone)]
 pub struct DefragOptions {
     /// Only members that match need it; `None` defragments every target.
     pub rule: Option<DefragRule>,
+    /// Each member's `--quota-backend-bytes` by client URL, for rules that
+    /// read `dbQuota` or `dbQuotaUsage`. A member missing here has its
+    /// `/metrics` (client URL + `/metrics`) read when the rule needs it.
+    pub quotas: std::collections::BTreeMap<String, i64>,
+    /// Read each member's quota even when the rule does not need it (the
+    /// reports carry it: NOSPACE is disarmed only under it).
+    pub read_quotas: bool,
     /// Wait between two members, so the cluster catches up.
     pub pause: Duration,
     /// Transfer leadership to a defragmented follower before defragmenting
@@ -209,6 +81,8 @@ impl Default for DefragOptions {
     fn default() -> Self {
         DefragOptions {
             rule: None,
+            quotas: std::collections::BTreeMap::new(),
+            read_quotas: false,
             pause: Duration::from_secs(5),
             move_leader: false,
             dry_run: false,
@@ -219,7 +93,7 @@ impl Default for DefragOptions {
 }
 
 /// What happened to one member.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum DefragOutcome {
     /// Defragmented.
@@ -229,8 +103,7 @@ pub enum DefragOutcome {
         /// Size after.
         db_size_after: i64,
         /// How long the member was blocked.
-        #[schema(value_type = u64)]
-        took_ms: u128,
+        took_ms: u64,
     },
     /// Would be defragmented (dry run).
     Planned,
@@ -247,7 +120,7 @@ pub enum DefragOutcome {
 }
 
 /// One member's line of the defrag report, in visiting order.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DefragReport {
     /// Member id.
     pub id: u64,
@@ -260,6 +133,10 @@ pub struct DefragReport {
     /// If leadership was moved away first: to which member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved_leadership_to: Option<u64>,
+    /// The member's `--quota-backend-bytes`, when it was read (rules that
+    /// read the quota, `read_quotas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_quota: Option<i64>,
     /// The result.
     #[serde(flatten)]
     pub outcome: DefragOutcome,
@@ -306,41 +183,77 @@ pub async fn defrag_cluster(
         )));
     }
     let mut reports = Vec::new();
-    let mut todo: Vec<(MemberEndpoint, EndpointStatus)> = Vec::new();
+    let mut todo: Vec<(MemberEndpoint, EndpointStatus, Option<i64>)> = Vec::new();
     for (m, s) in targets {
-        match &opts.rule {
-            Some(rule) if !rule.matches(s.db_size, s.db_size_in_use) => {
+        let needs_quota = opts.read_quotas || opts.rule.as_ref().is_some_and(|r| r.uses_quota());
+        let quota = match opts.quotas.get(&m.endpoint) {
+            Some(q) => Ok(Some(*q)),
+            None if needs_quota => member_quota(&m.endpoint, dialer.request_timeout())
+                .await
+                .map(Some),
+            None => Ok(None),
+        };
+        let skip = opts.rule.as_ref().and_then(|rule| {
+            let quota = match &quota {
+                Ok(q) => *q,
+                Err(e) => return Some(format!("rule {rule} not evaluated: {e}")),
+            };
+            let input = RuleInput {
+                db_size: s.db_size as f64,
+                db_size_in_use: s.db_size_in_use as f64,
+                db_quota: quota.map(|q| q as f64),
+            };
+            let sizes = match quota {
+                Some(q) => format!(
+                    "dbSize {}, in use {}, quota {q}",
+                    s.db_size, s.db_size_in_use
+                ),
+                None => format!("dbSize {}, in use {}", s.db_size, s.db_size_in_use),
+            };
+            match rule.evaluate(&input) {
+                Ok(true) => None,
+                Ok(false) => Some(format!("rule {rule} not met: {sizes}")),
+                Err(e) => Some(format!("rule {rule} not evaluated: {e}")),
+            }
+        });
+        match skip {
+            Some(reason) => {
                 let report = DefragReport {
                     id: m.id,
                     name: m.name.clone(),
                     endpoint: m.endpoint.clone(),
                     was_leader: s.is_leader(),
                     moved_leadership_to: None,
-                    outcome: DefragOutcome::Skipped {
-                        reason: format!(
-                            "rule {rule} not met: dbSize {}, in use {}",
-                            s.db_size, s.db_size_in_use
-                        ),
-                    },
+                    db_quota: quota.clone().ok().flatten(),
+                    outcome: DefragOutcome::Skipped { reason },
                 };
                 progress(&report);
                 reports.push(report);
             }
-            _ => todo.push((m, s)),
+            None => {
+                if let Err(e) = &quota {
+                    tracing::warn!(member = %m.name, error = %e, "member quota not read");
+                }
+                todo.push((m, s, quota.ok().flatten()))
+            }
         }
     }
     let mut done_followers: Vec<u64> = Vec::new();
     while !todo.is_empty() {
         // Leadership can change while we work: ask again every time.
         let leader = current_leader(client).await?;
-        let pick = todo.iter().position(|(m, _)| m.id != leader).unwrap_or(0);
-        let (member, status) = todo.remove(pick);
+        let pick = todo
+            .iter()
+            .position(|(m, _, _)| m.id != leader)
+            .unwrap_or(0);
+        let (member, status, db_quota) = todo.remove(pick);
         let mut report = DefragReport {
             id: member.id,
             name: member.name.clone(),
             endpoint: member.endpoint.clone(),
             was_leader: member.id == leader,
             moved_leadership_to: None,
+            db_quota,
             outcome: DefragOutcome::Planned,
         };
         if opts.dry_run {
@@ -515,7 +428,7 @@ async fn defrag_member(
     Ok(DefragOutcome::Defragmented {
         db_size_before,
         db_size_after: after.db_size,
-        took_ms: took.as_millis(),
+        took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
     })
 }
 
@@ -902,31 +815,5 @@ mod tests {
         let mut t = TrailingSha256::new();
         t.update(b"short");
         assert!(t.finish().unwrap_err().contains("too short"));
-    }
-
-    #[test]
-    fn rule_expression_form() {
-        let r: DefragRule = "dbSize > 100MB && dbSizeFree/dbSize > 0.5".parse().unwrap();
-        assert!(r.matches(200_000_000, 50_000_000));
-        assert!(!r.matches(200_000_000, 150_000_000));
-        assert!(!r.matches(50_000_000, 1));
-    }
-
-    #[test]
-    fn rule_pair_form_and_units() {
-        let r: DefragRule = "min-size=1MiB,min-free=10kB".parse().unwrap();
-        assert!(r.matches(2 * 1024 * 1024, 1024 * 1024));
-        assert!(!r.matches(1000, 0));
-    }
-
-    #[test]
-    fn rule_errors_name_the_problem() {
-        let e = "dbsize > 1".parse::<DefragRule>().unwrap_err();
-        assert!(e.contains("dbsize"), "{e}");
-        let e = "min-size=10XB".parse::<DefragRule>().unwrap_err();
-        assert!(e.contains("unit"), "{e}");
-        let e = "max=1".parse::<DefragRule>().unwrap_err();
-        assert!(e.contains("max"), "{e}");
-        assert!("min-free-ratio=2".parse::<DefragRule>().is_err());
     }
 }

@@ -6,8 +6,10 @@
 //! member restored from a snapshot file) and [`txn`] (etcdctl's
 //! transaction text). Printing and flags live in the binary.
 
+pub mod defrag_rule;
 pub mod endpoint;
 pub mod error;
+pub mod gate;
 pub mod keys;
 pub mod maintenance;
 pub mod restore;

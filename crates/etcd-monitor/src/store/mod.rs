@@ -20,7 +20,9 @@ use crate::health::HealthSnapshot;
 pub mod alerts;
 mod audit;
 mod benchmarks;
+mod defrag;
 mod keyspace;
+pub use defrag::DefragRun;
 pub use keyspace::StoredScan;
 
 pub use audit::AuditRecord;
@@ -221,6 +223,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS keyspace_scans (id {AUTO}, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
         prefix TEXT NOT NULL, revision BIGINT NOT NULL, source TEXT NOT NULL, body TEXT NOT NULL);
      CREATE INDEX IF NOT EXISTS keyspace_scans_cluster_at ON keyspace_scans (cluster, at_ms);",
+    // 7: defragmentation runs (the defrag autopilot), with sizes before and after.
+    "CREATE TABLE IF NOT EXISTS defrag_runs (id {AUTO}, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
+        outcome TEXT NOT NULL, body TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS defrag_runs_cluster_at ON defrag_runs (cluster, at_ms);",
 ];
 
 impl Store {
@@ -589,6 +595,7 @@ impl Store {
             "metric_samples",
             "benchmark_runs",
             "keyspace_scans",
+            "defrag_runs",
         ] {
             // `table` comes from the constant list above.
             removed += sqlx::query(AssertSqlSafe(format!(

@@ -96,8 +96,9 @@ pub struct DefragArgs {
     /// Every member of the cluster, not only those named by --endpoints.
     #[arg(long)]
     pub cluster: bool,
-    /// Only members that need it, e.g. `min-size=100MB,min-free-ratio=0.3`
-    /// or `dbSize > 100MB && dbSizeFree/dbSize > 0.5`.
+    /// Only members that need it, e.g. `dbQuotaUsage > 0.8 || dbSizeFree > 200MB`
+    /// or `dbSize > 100MB && dbSizeFree/dbSize > 0.5` (docs/ctl.md: the
+    /// defrag rule language).
     #[arg(long, value_name = "RULE")]
     pub defrag_rule: Option<DefragRule>,
     /// Wait between two members.
