@@ -1,7 +1,8 @@
 // Drives the dashboard in Debian's Chromium for the Rust test
 // `dashboard_shows_members_and_a_kill_without_reload` (crates/etcd-monitor/tests/api.rs).
 // Protocol on stdout/stdin: prints "SEEN 3 MEMBERS", "WINDOW <the fsync chart's window>",
-// "ACTIVITY <charts with data>/<charts> <ids of those without>", "HOT <the busiest writer's row>",
+// "ACTIVITY <charts with data>/<charts> <ids of those without>", "DEFRAG <the autopilot and its first run>",
+// "HOT <the busiest writer's row>",
 // waits for "KILLED",
 // prints "SEEN DOWN after N ms", "PHONE OVERFLOW true|false", "EXTERNAL n".
 import { chromium } from "playwright-core";
@@ -41,6 +42,9 @@ try {
   while (left.length && Date.now() - t1 < 30000) { await page.waitForTimeout(500); left = await empty(); }
   const total = await page.evaluate(() => document.querySelectorAll("#activity-charts svg").length);
   console.log(`ACTIVITY ${total - left.length}/${total} ${left.join(" ")}`.trim());
+  // The defrag autopilot's settings and its first run (every member skipped).
+  await page.waitForFunction(() => document.querySelector('#defrag-runs li[data-outcome="skipped"]'), null, { timeout: 30000 });
+  console.log(`DEFRAG ${await page.textContent("#defrag-autopilot")} ${await page.textContent("#defrag-runs li")}`);
   // The Keyspace card's hot writers: the test writes to /registry/events/.
   await page.click("#keyspace-hot-button");
   await page.waitForFunction(() => document.querySelector('#keyspace-hot tbody tr[data-prefix="/registry/events/"]'), null, { timeout: 30000 });

@@ -41,8 +41,13 @@ async fn start(cluster: &EtcdCluster, name: &str) -> Running {
     config.api.snapshot_dir = dir.path().join("snapshots");
     config.api.cors_origins = vec!["http://dashboard.test".into()];
     config.alerts = serde_yaml_ng::from_str("rules:\n  etcdMembersDown:\n    for: 0s\n").unwrap();
-    // The dashboard test shows the hot writers.
-    config.keyspace.hot_writes.enabled = name == "browser";
+    // The dashboard test shows the hot writers and the defrag autopilot's
+    // runs (a rule no member meets: a run that skips them all).
+    if name == "browser" {
+        config.keyspace.hot_writes.enabled = true;
+        config.maintenance.defrag =
+            Some(serde_yaml_ng::from_str("{ every: 1s, rule: \"dbSizeFree > 10GB\" }").unwrap());
+    }
     let lifecycle = Lifecycle::new();
     let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
     let monitor = daemon.monitor.clone();
@@ -404,6 +409,12 @@ async fn dashboard_shows_members_and_a_kill_without_reload() {
     // peer round trips: etcd observes them once per 30 s per peer, so a
     // cluster this young may have none in the window yet.
     let activity = wait_line("ACTIVITY");
+    let defrag = wait_line("DEFRAG");
+    assert!(
+        defrag.contains("On: window always, rule dbSizeFree > 10GB.")
+            && defrag.contains("skipped: m"),
+        "{defrag}"
+    );
     let hot = wait_line("HOT");
     assert!(hot.starts_with("HOT /registry/events/ "), "{hot}");
     writer.abort();

@@ -221,6 +221,24 @@ async function loadBenchmarks() {
   } catch (e) { $("#benchmarks").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
 }
 
+// The defrag autopilot (maintenance.defrag): its window and rule, and its
+// last runs with each member's size before and after.
+async function loadDefragRuns() {
+  try {
+    const d = await api(`${base()}/maintenance/defrag/runs?limit=5`);
+    $("#defrag-autopilot").textContent = d.autopilot
+      ? `On: window ${d.window}, rule ${d.rule}.`
+      : "Off (maintenance.defrag in the configuration).";
+    $("#defrag-runs").innerHTML = d.runs.length ? d.runs.map((r) => {
+      const members = (r.members || []).map((m) => m.outcome === "defragmented"
+        ? `${esc(m.name)} ${bytes(m.db_size_before)} → ${bytes(m.db_size_after)}`
+        : `${esc(m.name)} ${esc(m.outcome)}`).join(", ");
+      return `<li data-outcome="${esc(r.outcome)}">${new Date(r.at_ms).toLocaleString()} <b>${esc(r.outcome)}</b>` +
+        `${r.compacted_to ? ` after compacting to ${r.compacted_to}` : ""}: ${members}${r.error ? ` (${esc(r.error)})` : ""}</li>`;
+    }).join("") : `<li class="muted">No runs yet.</li>`;
+  } catch (e) { $("#defrag-runs").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+}
+
 $("#alerts").addEventListener("click", async (ev) => {
   const b = ev.target.closest("button");
   if (!b) return;
@@ -338,7 +356,7 @@ async function loadAudit() {
 }
 
 async function refresh() { await Promise.all([loadMembers(), loadStatus()]); }
-async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks(), loadAudit()]); }
+async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks(), loadAudit(), loadDefragRuns()]); }
 
 // Server-sent events read with fetch, so the bearer token can go along
 // (EventSource cannot send headers). Reconnects after 2 s.
