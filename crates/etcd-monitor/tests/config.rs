@@ -85,6 +85,21 @@ fn each_bad_input_is_named_by_its_key_path() {
         "windows are in UTC",
     );
     assert_error(
+        "maintenance:\n  defrag: { rule: \"dbSize > 1\", schedule: \"0 3 * * Sam\" }\n",
+        "maintenance.defrag.schedule",
+        "day of the week \"Sam\"",
+    );
+    assert_error(
+        "maintenance:\n  defrag: { rule: \"dbSize > 1\", schedule: \"0 3 31 2 *\" }\n",
+        "maintenance.defrag.schedule",
+        "no date ever matches it",
+    );
+    assert_error(
+        "maintenance:\n  defrag: { rule: \"dbSize > 1\", schedule: \"0 3 * * *\", every: 1h }\n",
+        "maintenance.defrag.schedule",
+        "either schedule or every",
+    );
+    assert_error(
         "maintenance:\n  defrag: { window: always }\n",
         "maintenance.defrag",
         "rule",

@@ -286,7 +286,8 @@ async fn the_autopilot_cures_nospace_and_disarms_it_when_asked() {
 
     let m = start_monitor(
         &cluster.endpoints().join(","),
-        "{ every: 1s, rule: \"dbQuotaUsage > 0.5\", compact_first: true, disarm_nospace: true, pause: 100ms }",
+        // A cron schedule: every minute, on the minute (UTC).
+        "{ schedule: \"* * * * *\", rule: \"dbQuotaUsage > 0.5\", compact_first: true, disarm_nospace: true, pause: 100ms }",
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(60);

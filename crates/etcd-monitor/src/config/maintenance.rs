@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::cron::Cron;
 pub use super::window::Window;
 
 /// `maintenance.*`.
@@ -21,9 +22,18 @@ pub struct MaintenanceConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefragAutopilot {
-    /// How often the rule is checked (inside the window). Default: 10m
-    #[serde(default = "every", with = "crate::config::duration")]
-    pub every: Duration,
+    /// How often the rule is checked (inside the window). Default: 10m,
+    /// unless `schedule` is set.
+    #[serde(
+        default,
+        with = "crate::config::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub every: Option<Duration>,
+    /// When the rule is checked, as a cron schedule in UTC (`0 3 * * Sat`);
+    /// instead of `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Cron>,
     /// When it may run (UTC), e.g. `Sat 02:00-04:00 UTC`. Default: always
     #[serde(default = "Window::always")]
     pub window: Window,
@@ -47,9 +57,8 @@ pub struct DefragAutopilot {
     pub move_leader: bool,
 }
 
-fn every() -> Duration {
-    Duration::from_secs(600)
-}
+/// `every` when neither it nor `schedule` is set.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(600);
 
 fn pause() -> Duration {
     Duration::from_secs(5)
@@ -61,7 +70,25 @@ impl MaintenanceConfig {
     pub(crate) fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if let Some(d) = &self.defrag {
-            if d.every < Duration::from_secs(1) {
+            if d.every.is_some() && d.schedule.is_some() {
+                out.push((
+                    "maintenance.defrag.schedule".into(),
+                    "set either schedule or every, not both".into(),
+                ));
+            }
+            if let Some(cron) = &d.schedule {
+                // Any match within 8 years (a leap day is at most 8 years away).
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                if !(0..8).any(|y| cron.next_after(now + y * 365 * 86_400).is_some()) {
+                    out.push((
+                        "maintenance.defrag.schedule".into(),
+                        format!("\"{cron}\": no date ever matches it"),
+                    ));
+                }
+            }
+            if d.every.is_some_and(|e| e < Duration::from_secs(1)) {
                 out.push((
                     "maintenance.defrag.every".into(),
                     "check at most once a second (every >= 1s)".into(),

@@ -10,6 +10,7 @@
 pub mod alerts;
 mod api;
 pub mod bench;
+pub mod cron;
 pub mod duration;
 pub mod keyspace;
 mod layers;

@@ -103,12 +103,39 @@ pub fn start(
             // A run that skipped every member is stored once, not at each
             // check that skips again (it is counted each time).
             let mut skipping = false;
-            let mut tick = tokio::time::interval(auto.every);
+            let every = auto.every.unwrap_or(crate::config::maintenance::DEFAULT_EVERY);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
+                let due = async {
+                    match &auto.schedule {
+                        Some(cron) => {
+                            let now = unix_ms(std::time::SystemTime::now());
+                            match cron.next_after(now / 1000) {
+                                Some(at) => {
+                                    let wait = (at * 1000 - now).max(0) as u64;
+                                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                                    true
+                                }
+                                // Refused by the configuration checks; never due.
+                                None => {
+                                    tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+                                    false
+                                }
+                            }
+                        }
+                        None => {
+                            tick.tick().await;
+                            true
+                        }
+                    }
+                };
+                let due = tokio::select! {
                     _ = token.cancelled() => break,
-                    _ = tick.tick() => {}
+                    due = due => due,
+                };
+                if !due {
+                    continue;
                 }
                 if !auto.window.contains(unix_ms(std::time::SystemTime::now()) / 1000) {
                     continue;
