@@ -65,6 +65,22 @@ async fn runs(addr: SocketAddr) -> Value {
     v
 }
 
+/// The newest stored run `wanted` accepts, waiting up to `secs` seconds.
+async fn first_run(addr: SocketAddr, secs: u64, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = runs(addr).await;
+        if let Some(run) = r["runs"].as_array().unwrap().iter().find(|x| wanted(x)) {
+            return run.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such run within {secs} s: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// A UTC window `HH:MM-HH:MM` from `from` to `to` minutes after now.
 fn window(from: i64, to: i64) -> String {
     let now = std::time::SystemTime::now()
@@ -142,15 +158,7 @@ async fn the_autopilot_defragments_inside_its_window_what_its_rule_matches() {
         "{ every: 1s, rule: \"dbSizeFree > 10GB || dbQuotaUsage > 0.9\" }",
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let skipped = loop {
-        let r = runs(m.addr).await;
-        if let Some(run) = r["runs"].as_array().unwrap().first() {
-            break run.clone();
-        }
-        assert!(Instant::now() < deadline, "no run: {r}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let skipped = first_run(m.addr, 20, |_| true).await;
     assert_eq!(skipped["outcome"], "skipped", "{skipped}");
     let members = skipped["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{skipped}");
@@ -188,20 +196,7 @@ async fn the_autopilot_defragments_inside_its_window_what_its_rule_matches() {
         ),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let r = runs(m.addr).await;
-        if let Some(run) = r["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["outcome"] == "defragmented")
-        {
-            break run.clone();
-        }
-        assert!(Instant::now() < deadline, "never defragmented: {r}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let run = first_run(m.addr, 60, |x| x["outcome"] == "defragmented").await;
     eprintln!("{run:#}");
     assert!(run["compacted_to"].as_i64().unwrap() > 0, "{run}");
     let members = run["members"].as_array().unwrap();
@@ -290,20 +285,7 @@ async fn the_autopilot_cures_nospace_and_disarms_it_when_asked() {
         "{ schedule: \"* * * * *\", rule: \"dbQuotaUsage > 0.5\", compact_first: true, disarm_nospace: true, pause: 100ms }",
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let r = runs(m.addr).await;
-        if let Some(run) = r["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["outcome"] != "skipped")
-        {
-            break run.clone();
-        }
-        assert!(Instant::now() < deadline, "never ran: {r}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let run = first_run(m.addr, 120, |x| x["outcome"] != "skipped").await;
     assert_eq!(run["outcome"], "defragmented", "{run}");
     assert!(
         !run["disarmed_nospace"].as_array().unwrap().is_empty(),

@@ -6,8 +6,6 @@
 //! (`Jan`, `Mon`); day of the week 0 and 7 are both Sunday. As in cron,
 //! when both day fields are restricted, a day matching either one matches.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
@@ -158,18 +156,7 @@ impl std::fmt::Display for Cron {
     }
 }
 
-impl Serialize for Cron {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cron {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(Cron);
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,6 @@
 //! the monitor may run elsewhere). An end before the start crosses
 //! midnight, and the window belongs to the day it starts on.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 /// A weekly maintenance window in UTC.
@@ -152,18 +150,7 @@ impl std::str::FromStr for Window {
     }
 }
 
-impl Serialize for Window {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Window {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(Window);
 
 #[cfg(test)]
 mod tests {
