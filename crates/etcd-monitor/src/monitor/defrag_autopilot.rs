@@ -240,10 +240,16 @@ async fn once(
                 .header()
                 .map(|h| h.revision())
                 .unwrap_or(0);
-            maintenance::compact(&mut client, revision, true)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            Some(revision)
+            match maintenance::compact(&mut client, revision, true).await {
+                Ok(_) => Some(revision),
+                // Nothing written since the last compaction (etcd's own
+                // auto-compaction, say): already compact, go on.
+                Err(e) if e.to_string().contains("required revision has been compacted") => {
+                    tracing::info!(cluster = %cluster.name, revision, "already compacted to the current revision");
+                    None
+                }
+                Err(e) => return Err(failed(e.to_string())),
+            }
         } else {
             None
         };
