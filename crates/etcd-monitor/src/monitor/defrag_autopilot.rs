@@ -117,7 +117,9 @@ pub fn start(
                                     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                                     true
                                 }
-                                // Refused by the configuration checks; never due.
+                                // No match within a year (a leap day far off;
+                                // dates no year has are refused at start-up):
+                                // look again tomorrow.
                                 None => {
                                     tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
                                     false
