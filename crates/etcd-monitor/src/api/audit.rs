@@ -134,6 +134,14 @@ impl AuditLog {
         self.backlog.lock().ok().and_then(|b| b.front().cloned())
     }
 
+    /// Writes the records the store could not take yet, if any (called
+    /// every second, so they do not wait for the next request).
+    pub async fn retry(&self) {
+        if self.backlog_len() > 0 {
+            self.drain().await;
+        }
+    }
+
     /// Audit records waiting for the store.
     pub fn backlog_len(&self) -> usize {
         self.backlog.lock().map(|b| b.len()).unwrap_or(0)
@@ -376,6 +384,8 @@ mod tests {
             .unwrap();
         log.write(record("/first")).await;
         assert_eq!(log.backlog_len(), 1);
+        log.write(record("/second")).await;
+        assert_eq!(log.backlog_len(), 2, "still locked: both wait, in order");
         sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
         holder.close().await.unwrap();
         assert!(
@@ -385,8 +395,8 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // The next record writes the kept one first.
-        log.write(record("/second")).await;
+        // The retry (every second in the server) writes them, oldest first.
+        log.retry().await;
         assert_eq!(log.backlog_len(), 0);
         let rows = store.audit_records(0, i64::MAX, None, 10).await.unwrap();
         let paths: Vec<&str> = rows.iter().rev().map(|r| r.path.as_str()).collect();

@@ -431,11 +431,21 @@ pub async fn serve(
     let flusher = access;
     let flush_token = token.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        // Every second: audit records the store could not take yet; every
+        // minute: the summaries of refusals left out.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut seconds = 0u64;
         loop {
             tokio::select! {
                 _ = flush_token.cancelled() => break,
-                _ = tick.tick() => flusher.audit().flush().await,
+                _ = tick.tick() => {
+                    seconds += 1;
+                    if seconds % 60 == 0 {
+                        flusher.audit().flush().await;
+                    } else {
+                        flusher.audit().retry().await;
+                    }
+                }
             }
         }
     });
