@@ -259,7 +259,7 @@ pub async fn defrag(
     Cluster(c): Cluster,
     Body(b): Body<DefragBody>,
 ) -> Result<Json<DefragResult>, ApiError> {
-    let name = c.name;
+    let name = c.name.clone();
     let cluster = cluster_config(&state, &name)?;
     let mut opts = DefragOptions {
         move_leader: b.move_leader,
@@ -273,14 +273,7 @@ pub async fn defrag(
                 .map_err(|e: String| ApiError::unprocessable(format!("rule: {e}")))?,
         );
     }
-    // Quotas from the latest metrics round, for rules that read dbQuota.
-    if let Some(round) = c.metrics.borrow().clone() {
-        for m in &round.members {
-            if let Some(q) = m.metrics.as_ref().and_then(|x| x.quota_backend_bytes) {
-                opts.quotas.insert(m.endpoint.clone(), q as i64);
-            }
-        }
-    }
+    opts.quotas = crate::monitor::defrag_autopilot::quotas(&c);
     if let Some(p) = &b.pause {
         opts.pause = crate::config::duration::parse(p)
             .map_err(|e| ApiError::unprocessable(format!("pause: {e}")))?;

@@ -169,8 +169,9 @@ pub fn start(
     }
 }
 
-/// Each member's quota by client URL, from the latest metrics round.
-fn quotas(handle: &ClusterHandle) -> BTreeMap<String, i64> {
+/// Each member's quota by client URL, from the latest metrics round (for
+/// rules that read `dbQuota`; the API's defrag uses it too).
+pub fn quotas(handle: &ClusterHandle) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     if let Some(round) = handle.metrics.borrow().clone() {
         for m in &round.members {
