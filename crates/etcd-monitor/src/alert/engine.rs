@@ -116,6 +116,11 @@ impl ClusterEngine {
         self.refresh_growth(now).await;
         let (silences, acked) = self.inputs.current().await;
         let keyspace = self.handle.keyspace_growth.load_full();
+        let backups: Vec<_> = self.handle.backups.iter().map(|b| b.status()).collect();
+        let stopped_on_purpose = crate::monitor::backups::intentionally_stopped(
+            &self.handle.paused_members,
+            Some(&health.observation),
+        );
         let effects = {
             let input = Input {
                 cluster: &self.handle.name,
@@ -125,6 +130,8 @@ impl ClusterEngine {
                 rounds: &self.rounds,
                 db_size_history: self.growth.as_ref().map(|(_, p)| p.as_slice()),
                 keyspace_growth: keyspace.as_deref(),
+                backups: &backups,
+                stopped_on_purpose,
             };
             let outcomes = self.rules.evaluate(&input);
             self.book.step(now, &outcomes, &silences, &acked)

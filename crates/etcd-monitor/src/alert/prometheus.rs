@@ -171,6 +171,10 @@ pub fn expression(
         Rule::KeyspacePrefixGrowing => format!(
             "etcd_monitor_keyspace_prefix_growth_bytes_per_hour > {t} * etcd_monitor_keyspace_prefix_growth_limit_bytes_per_hour"
         ),
+        Rule::BackupTooOld => format!(
+            "etcd_monitor_backup_age_seconds > {t} * etcd_monitor_backup_interval_seconds unless on (cluster) etcd_monitor_cluster_stopped_on_purpose == 1"
+        ),
+        Rule::BackupUnverified => "etcd_monitor_backup_unverified > 0".into(),
     }
 }
 

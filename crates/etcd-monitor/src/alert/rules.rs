@@ -97,6 +97,10 @@ pub enum Rule {
     CertificateExpiringCritical,
     /// `etcdKeyspacePrefixGrowing`.
     KeyspacePrefixGrowing,
+    /// `etcdBackupTooOld`.
+    BackupTooOld,
+    /// `etcdBackupUnverified`.
+    BackupUnverified,
 }
 
 /// What a rule reads.
@@ -115,6 +119,8 @@ pub enum Need {
     DbSizeHistory,
     /// The growth between the two newest scheduled keyspace scans.
     KeyspaceGrowth,
+    /// The backup schedules' state.
+    Backups,
 }
 
 /// The unit of a rule's threshold and value.
@@ -200,7 +206,7 @@ const fn m(n: u64) -> Duration {
 use AlertSeverity::{Critical, Info, Warning};
 use Need::*;
 
-const DEFS: [RuleDef; 28] = [
+const DEFS: [RuleDef; 30] = [
     RuleDef {
         rule: Rule::MembersDown,
         key: "etcdMembersDown",
@@ -593,6 +599,34 @@ const DEFS: [RuleDef; 28] = [
         runbook: "etcdkeyspaceprefixgrowing",
         eval: keyspace_prefix_growing,
     },
+    RuleDef {
+        rule: Rule::BackupTooOld,
+        key: "etcdBackupTooOld",
+        alertname: "etcdBackupTooOld",
+        severity: Warning,
+        threshold: 2.0,
+        unit: Unit::Ratio,
+        for_: m(0),
+        window: m(0),
+        needs: &[Need::Backups],
+        expr: "a backup schedule's last successful backup (or its start, before the first) is older than threshold x its interval, unless every member of the cluster is in clusters[].paused_members",
+        runbook: "etcdbackuptooold",
+        eval: backup_too_old,
+    },
+    RuleDef {
+        rule: Rule::BackupUnverified,
+        key: "etcdBackupUnverified",
+        alertname: "etcdBackupUnverified",
+        severity: Warning,
+        threshold: 0.0,
+        unit: Unit::None,
+        for_: m(0),
+        window: m(0),
+        needs: &[Need::Backups],
+        expr: "the latest restore drill of a backup schedule failed: the backup did not restore or did not match its manifest",
+        runbook: "etcdbackupunverified",
+        eval: backup_unverified,
+    },
 ];
 
 // The table is indexed by the enum: checked when the crate compiles.
@@ -604,11 +638,11 @@ const _: () = {
     }
 };
 
-static TABLE: [RuleDef; 28] = DEFS;
+static TABLE: [RuleDef; 30] = DEFS;
 
 impl Rule {
     /// Every built-in rule, in table order.
-    pub const ALL: [Rule; 28] = [
+    pub const ALL: [Rule; 30] = [
         Rule::MembersDown,
         Rule::InsufficientMembers,
         Rule::NoLeader,
@@ -637,6 +671,8 @@ impl Rule {
         Rule::CertificateExpiring,
         Rule::CertificateExpiringCritical,
         Rule::KeyspacePrefixGrowing,
+        Rule::BackupTooOld,
+        Rule::BackupUnverified,
     ];
 
     /// The rule's definition.
@@ -863,6 +899,10 @@ pub struct Input<'a> {
     /// The growth between the two newest scheduled keyspace scans, with
     /// the growth rules (none before two scans, or without a schedule).
     pub keyspace_growth: Option<&'a crate::keyspace::GrowthCheck>,
+    /// The cluster's backup schedules.
+    pub backups: &'a [crate::monitor::backups::BackupStatus],
+    /// Every member is configured as paused (`clusters[].paused_members`).
+    pub stopped_on_purpose: bool,
 }
 
 /// A rule's result.
@@ -1504,6 +1544,75 @@ fn keyspace_prefix_growing(c: &Ctx) -> Evaluated {
             );
             s.labels.insert("prefix".into(), rule.prefix.clone());
             s
+        })
+        .collect())
+}
+
+/// Each schedule whose newest good backup is older than threshold x its
+/// interval; the value is the age in intervals.
+fn backup_too_old(c: &Ctx) -> Evaluated {
+    if c.input.stopped_on_purpose {
+        return Ok(Vec::new());
+    }
+    Ok(c.input
+        .backups
+        .iter()
+        .filter(|b| b.interval_ms > 0)
+        .filter_map(|b| {
+            let from = if b.last_success_ms > 0 {
+                b.last_success_ms
+            } else {
+                b.since_ms
+            };
+            let age = (c.input.now_ms - from).max(0);
+            let ratio = age as f64 / b.interval_ms as f64;
+            (ratio > c.rule.threshold).then(|| {
+                let what = if b.last_success_ms > 0 {
+                    "the last successful backup was taken"
+                } else {
+                    "no backup has succeeded since the schedule started"
+                };
+                let why = b
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default();
+                let mut s = c.sample(
+                    None,
+                    ratio,
+                    format!(
+                        "backup schedule {}: {what} {} ago, {ratio:.1} x its interval of {} (threshold {}x){why}",
+                        b.schedule,
+                        crate::config::duration::format(&std::time::Duration::from_millis(age as u64)),
+                        crate::config::duration::format(&std::time::Duration::from_millis(b.interval_ms as u64)),
+                        c.rule.threshold
+                    ),
+                );
+                s.labels.insert("schedule".into(), b.schedule.clone());
+                s
+            })
+        })
+        .collect())
+}
+
+/// Each schedule whose latest restore drill failed.
+fn backup_unverified(c: &Ctx) -> Evaluated {
+    Ok(c.input
+        .backups
+        .iter()
+        .filter_map(|b| {
+            let u = b.unverified.as_ref()?;
+            let mut s = c.sample(
+                None,
+                1.0,
+                format!(
+                    "backup {} of schedule {} failed its restore drill: {}",
+                    u.name, b.schedule, u.error
+                ),
+            );
+            s.labels.insert("schedule".into(), b.schedule.clone());
+            s.labels.insert("backup".into(), u.name.clone());
+            Some(s)
         })
         .collect())
 }

@@ -6,6 +6,7 @@ pub mod access;
 mod alerts;
 pub mod audit;
 pub mod auth;
+mod backups;
 mod benchmarks;
 mod error;
 mod events;
@@ -140,7 +141,7 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 17] = [
 ];
 
 /// Every other route, with who may call it.
-const ROUTES: [(Method, &str, Access); 22] = [
+const ROUTES: [(Method, &str, Access); 24] = [
     (Method::GET, "/health", Access::Probe),
     (Method::GET, "/ready", Access::Probe),
     (Method::GET, "/", Access::Public),
@@ -176,6 +177,14 @@ const ROUTES: [(Method, &str, Access); 22] = [
     (
         Method::DELETE,
         "/api/v1/silences/{id}",
+        Access::Role(Role::Operator),
+    ),
+    (Method::GET, "/api/v1/backups", Access::Role(Role::Viewer)),
+    // Loads the cluster (a snapshot streams the whole database) and writes
+    // every key to the target.
+    (
+        Method::POST,
+        "/api/v1/backups",
         Access::Role(Role::Operator),
     ),
     (
@@ -336,6 +345,7 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
             "/silences/{id}",
             axum::routing::delete(alerts::delete_silence),
         )
+        .route("/backups", get(backups::list).post(backups::now))
         .route("/benchmarks", get(benchmarks::list).post(benchmarks::start))
         .route(
             "/benchmarks/{id}",

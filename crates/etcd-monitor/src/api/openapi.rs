@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::{alerts, audit, benchmarks, handlers, keyspace, maintenance};
+use super::{alerts, audit, backups, benchmarks, handlers, keyspace, maintenance};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,6 +54,8 @@ use super::{alerts, audit, benchmarks, handlers, keyspace, maintenance};
         benchmarks::cancel,
         benchmarks::start_legacy,
         audit::list,
+        backups::list,
+        backups::now,
     ),
     components(schemas(super::ErrorBody))
 )]

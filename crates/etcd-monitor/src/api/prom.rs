@@ -185,6 +185,83 @@ pub async fn metrics(
                 stats.last_run_ms.load(Relaxed) as f64 / 1000.0,
             );
         }
+        if !c.backups.is_empty() {
+            let health = c.health.borrow().clone();
+            p.sample(
+                "etcd_monitor_cluster_stopped_on_purpose",
+                "gauge",
+                "1 while every member of the cluster is in clusters[].paused_members (etcdBackupTooOld stays quiet).",
+                &cl,
+                f64::from(u8::from(crate::monitor::backups::intentionally_stopped(
+                    &c.paused_members,
+                    health.as_ref().map(|h| &h.observation),
+                ))),
+            );
+        }
+        for b in c.backups.iter().map(|b| b.status()) {
+            let labels = [
+                ("cluster", name.as_str()),
+                ("schedule", b.schedule.as_str()),
+            ];
+            let from = if b.last_success_ms > 0 {
+                b.last_success_ms
+            } else {
+                b.since_ms
+            };
+            let now = crate::time::now_ms();
+            for (metric, kind, help, value) in [
+                (
+                    "etcd_monitor_backup_last_success_timestamp_seconds",
+                    "gauge",
+                    "When the schedule's last successful backup was taken (0: none yet).",
+                    b.last_success_ms as f64 / 1000.0,
+                ),
+                (
+                    "etcd_monitor_backup_last_verified_timestamp_seconds",
+                    "gauge",
+                    "When a backup of the schedule last passed its restore drill (0: never).",
+                    b.last_verified_ms as f64 / 1000.0,
+                ),
+                (
+                    "etcd_monitor_backup_size_bytes",
+                    "gauge",
+                    "Stored size of the schedule's last successful backup.",
+                    b.size_bytes as f64,
+                ),
+                (
+                    "etcd_monitor_backup_failures_total",
+                    "counter",
+                    "Backups of the schedule that failed (restore drills are counted in etcd_monitor_backup_verify_failures_total).",
+                    b.failures as f64,
+                ),
+                (
+                    "etcd_monitor_backup_verify_failures_total",
+                    "counter",
+                    "Restore drills of the schedule's backups that failed.",
+                    b.verify_failures as f64,
+                ),
+                (
+                    "etcd_monitor_backup_unverified",
+                    "gauge",
+                    "1 while the latest restore drill of the schedule failed.",
+                    f64::from(u8::from(b.unverified.is_some())),
+                ),
+                (
+                    "etcd_monitor_backup_age_seconds",
+                    "gauge",
+                    "Seconds since the schedule's last successful backup (since it started, before the first).",
+                    (now - from).max(0) as f64 / 1000.0,
+                ),
+                (
+                    "etcd_monitor_backup_interval_seconds",
+                    "gauge",
+                    "Seconds between two backups of the schedule.",
+                    b.interval_ms as f64 / 1000.0,
+                ),
+            ] {
+                p.sample(metric, kind, help, &labels, value);
+            }
+        }
         let hot = c.hot_writes.report(
             name,
             crate::keyspace::HISTORY_SECS,

@@ -28,6 +28,7 @@ macro_rules! serde_as_text {
     };
 }
 
+pub mod backup;
 pub mod bench;
 pub mod cron;
 pub mod duration;

@@ -31,6 +31,8 @@ pub struct Config {
     pub keyspace: super::keyspace::KeyspaceConfig,
     /// Maintenance the monitor runs by itself (the defrag autopilot).
     pub maintenance: super::maintenance::MaintenanceConfig,
+    /// Scheduled backups with restore drills.
+    pub backup: super::backup::BackupConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             benchmark: super::bench::BenchmarkConfig::default(),
             keyspace: super::keyspace::KeyspaceConfig::default(),
             maintenance: super::maintenance::MaintenanceConfig::default(),
+            backup: super::backup::BackupConfig::default(),
         }
     }
 }
@@ -86,6 +89,11 @@ pub struct ClusterConfig {
     /// endpoint, for clusters whose client port is TLS-only.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics_urls: BTreeMap<String, String>,
+    /// Members stopped on purpose (by member name or client URL): while
+    /// every member is listed, the cluster counts as intentionally stopped
+    /// and `etcdBackupTooOld` stays quiet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paused_members: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -101,6 +109,7 @@ impl Default for ClusterConfig {
             password_file: None,
             require_leader: true,
             metrics_urls: BTreeMap::new(),
+            paused_members: Vec::new(),
         }
     }
 }
@@ -476,6 +485,8 @@ impl Config {
         out.extend(self.benchmark.problems(&self.clusters));
         out.extend(self.keyspace.problems());
         out.extend(self.maintenance.problems());
+        let names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        out.extend(self.backup.problems(&names));
         out
     }
 }

@@ -7,6 +7,7 @@
 //! cluster has its own tasks, and every call inside a round is bounded by the
 //! cluster's timeouts.
 
+pub mod backups;
 pub mod defrag_autopilot;
 mod health_task;
 pub mod hot_writes;
@@ -98,6 +99,10 @@ pub struct ClusterHandle {
     pub hot_writes: Arc<hot_writes::HotWrites>,
     /// The defrag autopilot's counters (`maintenance.defrag`).
     pub defrag: Arc<defrag_autopilot::DefragStats>,
+    /// The cluster's backup schedules (`backup.schedules`).
+    pub backups: Arc<Vec<Arc<backups::ScheduleState>>>,
+    /// `clusters[].paused_members`: members stopped on purpose.
+    pub paused_members: Arc<Vec<String>>,
 }
 
 /// The running monitor.
@@ -164,6 +169,16 @@ impl Monitor {
                     keyspace_growth: Arc::default(),
                     hot_writes: hot,
                     defrag: Arc::default(),
+                    backups: Arc::new(
+                        config
+                            .backup
+                            .schedules
+                            .iter()
+                            .filter(|s| s.cluster_name(config) == cluster.name)
+                            .map(|s| Arc::new(backups::ScheduleState::new(s, &cluster.name)))
+                            .collect(),
+                    ),
+                    paused_members: Arc::new(cluster.paused_members.clone()),
                 },
             );
         }
@@ -224,5 +239,14 @@ impl Monitor {
     /// The history store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Every backup schedule, in cluster order.
+    pub fn backup_schedules(&self) -> Vec<Arc<backups::ScheduleState>> {
+        self.order
+            .iter()
+            .filter_map(|n| self.clusters.get(n))
+            .flat_map(|c| c.backups.iter().cloned())
+            .collect()
     }
 }

@@ -482,6 +482,8 @@ pub struct SnapshotInfo {
     pub size: u64,
     /// Hex sha256 of the database part (verified against etcd's).
     pub sha256: String,
+    /// Hex sha256 of the whole file (etcd's trailing hash included).
+    pub file_sha256: String,
     /// How long it took.
     pub took_ms: u128,
 }
@@ -508,7 +510,7 @@ pub async fn snapshot_save(
         // A `.part` left by a process that died: this save replaces it.
         let _ = std::fs::remove_file(&part.path);
     }
-    let (size, sha256) = write_snapshot(client, endpoint, path, &part.path).await?;
+    let (size, sha256, file_sha256) = write_snapshot(client, endpoint, path, &part.path).await?;
     part.commit(path, replace).map_err(|source| CtlError::Io {
         what: if replace {
             "cannot move the snapshot into place at"
@@ -523,19 +525,20 @@ pub async fn snapshot_save(
         path: path.to_path_buf(),
         size,
         sha256,
+        file_sha256,
         took_ms: start.elapsed().as_millis(),
     })
 }
 
 /// The `.part` file of a snapshot being written: removed when dropped
 /// unless committed.
-struct PartFile {
-    path: PathBuf,
+pub(crate) struct PartFile {
+    pub(crate) path: PathBuf,
     committed: bool,
 }
 
 impl PartFile {
-    fn new(target: &Path) -> PartFile {
+    pub(crate) fn new(target: &Path) -> PartFile {
         let mut part = target.as_os_str().to_owned();
         part.push(".part");
         PartFile {
@@ -546,7 +549,7 @@ impl PartFile {
 
     /// Moves the finished file to `target`. Without `replace`, a hard link
     /// makes the name appear atomically and fails if it exists.
-    fn commit(mut self, target: &Path, replace: bool) -> std::io::Result<()> {
+    pub(crate) fn commit(mut self, target: &Path, replace: bool) -> std::io::Result<()> {
         if replace {
             std::fs::rename(&self.path, target)?;
         } else {
@@ -568,7 +571,7 @@ impl Drop for PartFile {
 
 /// Creates `path` for writing only if it does not exist, readable by its
 /// owner only.
-async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
+pub(crate) async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -581,7 +584,7 @@ async fn write_snapshot(
     endpoint: &str,
     path: &Path,
     part: &Path,
-) -> Result<(u64, String), CtlError> {
+) -> Result<(u64, String, String), CtlError> {
     let io = |what: &'static str, p: &Path| {
         let path = p.display().to_string();
         move |source| CtlError::Io { what, path, source }
@@ -594,6 +597,7 @@ async fn write_snapshot(
         .await
         .map_err(CtlError::on(format!("snapshot of endpoint {endpoint}")))?;
     let mut check = TrailingSha256::new();
+    let mut whole = super::backup::Hasher::default();
     while let Some(msg) = stream
         .message()
         .await
@@ -604,6 +608,7 @@ async fn write_snapshot(
             .await
             .map_err(io("cannot write", part))?;
         check.update(blob);
+        whole.update(blob);
     }
     let (size, sha256) = check
         .finish()
@@ -614,7 +619,7 @@ async fn write_snapshot(
         })?;
     file.flush().await.map_err(io("cannot write", part))?;
     file.sync_all().await.map_err(io("cannot sync", part))?;
-    Ok((size, sha256))
+    Ok((size, sha256, whole.finish().1))
 }
 
 /// Checks a stream that ends with the sha256 of everything before it, the

@@ -6,6 +6,7 @@
 //! member restored from a snapshot file) and [`txn`] (etcdctl's
 //! transaction text). Printing and flags live in the binary.
 
+pub mod backup;
 pub mod defrag_rule;
 pub mod endpoint;
 pub mod error;

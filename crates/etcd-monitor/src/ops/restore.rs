@@ -78,7 +78,6 @@ impl ThrowawayMember {
         };
         std::fs::metadata(snapshot).map_err(io("reading the snapshot", snapshot))?;
         let etcd = etcd_binary()?;
-        let (tool, etcdutl) = restore_tool(&etcd)?;
         // The snapshot holds every key: a private directory (0700).
         let dir = tempfile::Builder::new()
             .prefix("etcd-monitor-restore-")
@@ -89,30 +88,16 @@ impl ThrowawayMember {
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let cluster = format!("restore={peer_url}");
-        let out = Command::new(&tool)
-            .args(["snapshot", "restore"])
-            .arg(snapshot)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--name", "restore", "--initial-cluster", &cluster])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .env("ETCDCTL_API", "3")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(io("running", &tool))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let last = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            return Err(CtlError::Invalid(format!(
-                "{} snapshot restore {} failed: {last}",
-                if etcdutl { "etcdutl" } else { "etcdctl" },
-                snapshot.display()
-            )));
-        }
+        restore_into(
+            snapshot,
+            &data,
+            &RestoreMember {
+                name: "restore".into(),
+                initial_cluster: cluster.clone(),
+                initial_advertise_peer_urls: peer_url.clone(),
+                initial_cluster_token: None,
+            },
+        )?;
         let log = std::fs::File::create(dir.path().join("etcd.log"))
             .map_err(io("creating", &dir.path().join("etcd.log")))?;
         let child = Command::new(&etcd)
@@ -182,4 +167,117 @@ impl Drop for ThrowawayMember {
         let _ = self.child.wait();
         // The temporary directory (the restored keys) goes with `dir`.
     }
+}
+
+/// What `etcdutl snapshot status` reads from a snapshot file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct SnapshotStatus {
+    /// The database's revision.
+    pub revision: i64,
+    /// Keys in the database, every revision of each counted.
+    #[serde(rename = "totalKey")]
+    pub total_keys: i64,
+    /// The database's size in bytes.
+    #[serde(rename = "totalSize")]
+    pub total_size: i64,
+}
+
+/// Reads a snapshot file's revision with `etcdutl snapshot status` (or
+/// etcd 3.4's `etcdctl`), beside `$ETCD_BIN` or in `PATH`.
+pub fn snapshot_status(snapshot: &Path) -> Result<SnapshotStatus, CtlError> {
+    let etcd = etcd_binary().ok();
+    let (tool, etcdutl) = restore_tool(etcd.as_deref().unwrap_or(Path::new("")))?;
+    let out = Command::new(&tool)
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(snapshot)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| CtlError::Io {
+            what: "running",
+            path: tool.display().to_string(),
+            source,
+        })?;
+    let name = if etcdutl { "etcdutl" } else { "etcdctl" };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(CtlError::Invalid(format!(
+            "{name} snapshot status {} failed: {last}",
+            snapshot.display()
+        )));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        CtlError::Invalid(format!(
+            "{name} snapshot status {}: unexpected answer ({e})",
+            snapshot.display()
+        ))
+    })
+}
+
+/// The member a snapshot is restored as (`etcdutl snapshot restore`'s
+/// `--name`, `--initial-cluster`, ...).
+#[derive(Debug, Clone)]
+pub struct RestoreMember {
+    /// `--name`.
+    pub name: String,
+    /// `--initial-cluster`.
+    pub initial_cluster: String,
+    /// `--initial-advertise-peer-urls`.
+    pub initial_advertise_peer_urls: String,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: Option<String>,
+}
+
+/// Restores `snapshot` into `data_dir` (which must not exist) with
+/// `etcdutl snapshot restore` (etcd 3.4: `etcdctl`), beside `$ETCD_BIN` or
+/// in `PATH`. etcd's tool checks the snapshot's trailing sha256.
+pub fn restore_into(
+    snapshot: &Path,
+    data_dir: &Path,
+    member: &RestoreMember,
+) -> Result<(), CtlError> {
+    let etcd = etcd_binary().ok();
+    let (tool, etcdutl) = restore_tool(etcd.as_deref().unwrap_or(Path::new("")))?;
+    let mut cmd = Command::new(&tool);
+    cmd.args(["snapshot", "restore"])
+        .arg(snapshot)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--name", &member.name])
+        .args(["--initial-cluster", &member.initial_cluster])
+        .args([
+            "--initial-advertise-peer-urls",
+            &member.initial_advertise_peer_urls,
+        ]);
+    if let Some(t) = &member.initial_cluster_token {
+        cmd.args(["--initial-cluster-token", t]);
+    }
+    let out = cmd
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| CtlError::Io {
+            what: "running",
+            path: tool.display().to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(CtlError::Invalid(format!(
+            "{} snapshot restore {} failed: {last}",
+            if etcdutl { "etcdutl" } else { "etcdctl" },
+            snapshot.display()
+        )));
+    }
+    Ok(())
 }

@@ -19,9 +19,11 @@ use crate::health::HealthSnapshot;
 
 pub mod alerts;
 mod audit;
+mod backups;
 mod benchmarks;
 mod defrag;
 mod keyspace;
+pub use backups::BackupRecord;
 pub use defrag::DefragRun;
 pub use keyspace::StoredScan;
 
@@ -227,6 +229,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS defrag_runs (id {AUTO}, cluster TEXT NOT NULL, at_ms BIGINT NOT NULL,
         outcome TEXT NOT NULL, body TEXT NOT NULL);
      CREATE INDEX IF NOT EXISTS defrag_runs_cluster_at ON defrag_runs (cluster, at_ms);",
+    // 8: backups (scheduled and from the API) with their restore drills.
+    "CREATE TABLE IF NOT EXISTS backups (id {AUTO}, schedule TEXT NOT NULL, cluster TEXT NOT NULL,
+        name TEXT NOT NULL, at_ms BIGINT NOT NULL, outcome TEXT NOT NULL, body TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS backups_schedule_at ON backups (schedule, at_ms);",
 ];
 
 impl Store {
@@ -607,6 +613,14 @@ impl Store {
             .map_err(db("enforce retention"))?
             .rows_affected();
         }
+        // Saved backups leave the history when retention removes their
+        // files; failed attempts age out with the rest.
+        removed += sqlx::query("DELETE FROM backups WHERE at_ms < $1 AND outcome = 'failed'")
+            .bind(older_than_ms)
+            .execute(&self.writer())
+            .await
+            .map_err(db("enforce retention"))?
+            .rows_affected();
         removed += self.enforce_alert_retention(older_than_ms).await?;
         Ok(removed)
     }

@@ -111,6 +111,8 @@ fn run(id: &str, rounds: &[Arc<MetricsRound>], history: Option<&[MetricPoint]>) 
         rounds: &rounds,
         db_size_history: history,
         keyspace_growth: None,
+        backups: &[],
+        stopped_on_purpose: false,
     };
     evaluate(rule, &input)
 }
@@ -291,6 +293,8 @@ fn members_down_counts_peer_send_failures_over_the_window() {
             rounds: &rounds,
             db_size_history: None,
             keyspace_growth: None,
+            backups: &[],
+            stopped_on_purpose: false,
         };
         fired(&evaluate(rule, &input))
     };
@@ -404,6 +408,8 @@ fn both(rules: &RuleSet, members: Vec<MemberObservation>, changes: usize) -> (Se
         rounds: &rounds,
         db_size_history: None,
         keyspace_growth: None,
+        backups: &[],
+        stopped_on_purpose: false,
     };
     let mut alerts = Seen::new();
     for (kind, judged_by) in pairs {
@@ -547,6 +553,8 @@ fn identity_findings_and_alerts_agree() {
             rounds: &rounds,
             db_size_history: None,
             keyspace_growth: None,
+            backups: &[],
+            stopped_on_purpose: false,
         };
         match evaluate(rules.get(rule), &input) {
             Outcome::Holds(samples) => samples.len(),
@@ -655,6 +663,8 @@ fn certificate_findings_and_alerts_share_thresholds() {
             rounds: &rounds,
             db_size_history: None,
             keyspace_growth: None,
+            backups: &[],
+            stopped_on_purpose: false,
         };
         let held = |rule: Rule| match evaluate(rules.get(rule), &input) {
             Outcome::Holds(samples) => {
@@ -733,6 +743,8 @@ fn a_custom_rule_on_a_method_rate_names_the_method() {
         rounds: &rounds,
         db_size_history: None,
         keyspace_growth: None,
+        backups: &[],
+        stopped_on_purpose: false,
     };
     let Outcome::Holds(samples) = evaluate(rule, &input) else {
         panic!("not evaluable")

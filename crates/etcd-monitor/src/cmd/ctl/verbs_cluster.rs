@@ -120,6 +120,50 @@ pub enum SnapshotVerb {
         /// Target file.
         file: PathBuf,
     },
+    /// Restore a backup (a file or s3://bucket/prefix/NAME, with its
+    /// manifest beside it) into a new data directory, after checking it
+    /// against its manifest.
+    Restore(Box<RestoreArgs>),
+}
+
+/// Flags of `snapshot restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup: a file, or s3://bucket/prefix/NAME; NAME.manifest.json
+    /// must be beside it.
+    pub source: String,
+    /// The data directory to create (must not exist or be empty).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Check the backup and prove it by a restore drill into a throwaway
+    /// member; write nothing to --data-dir.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The restored member's name.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// The new cluster's members, NAME=PEER_URL,...
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// The restored member's peer URLs.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// The new cluster's token.
+    #[arg(long)]
+    pub initial_cluster_token: Option<String>,
+    /// S3 endpoint URL (s3:// sources; default: AWS).
+    #[arg(long, env = "ETCD_MONITOR_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// AWS shared credentials file (default: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY from the environment).
+    #[arg(long)]
+    pub s3_credentials_file: Option<PathBuf>,
+    /// Profile of --s3-credentials-file.
+    #[arg(long)]
+    pub s3_profile: Option<String>,
 }
 
 /// Flags of `move-leader`.
@@ -634,7 +678,10 @@ fn defrag_line(r: &DefragReport) -> String {
 }
 
 pub(crate) async fn snapshot(ctx: &Ctx, verb: SnapshotVerb) -> Result<(), CtlError> {
-    let SnapshotVerb::Save { file } = verb;
+    let file = match verb {
+        SnapshotVerb::Save { file } => file,
+        SnapshotVerb::Restore(a) => return snapshot_restore(ctx, *a).await,
+    };
     // A snapshot comes from one member: the first endpoint, as etcdctl requires one.
     let eps = ctx.endpoints()?;
     let Some(first) = eps.first() else {
@@ -651,6 +698,87 @@ pub(crate) async fn snapshot(ctx: &Ctx, verb: SnapshotVerb) -> Result<(), CtlErr
     match ctx.out {
         OutputFormat::Json => print_json(&json!(info)),
         _ => println!("Snapshot saved at {}", info.path.display()),
+    }
+    Ok(())
+}
+
+async fn snapshot_restore(ctx: &Ctx, a: RestoreArgs) -> Result<(), CtlError> {
+    use etcd_monitor::ops::backup::{self, Target};
+    let (place, name) = match a.source.rsplit_once('/') {
+        Some((dir, name)) if !name.is_empty() => (dir.to_string(), name.to_string()),
+        _ if !a.source.starts_with("s3://") => (".".to_string(), a.source.clone()),
+        _ => {
+            return Err(CtlError::Invalid(format!(
+                "{}: name the backup, s3://bucket/prefix/NAME",
+                a.source
+            )));
+        }
+    };
+    let s3 = etcd_monitor::config::backup::S3Config {
+        endpoint: a.s3_endpoint.clone(),
+        region: a.s3_region.clone(),
+        credentials_file: a.s3_credentials_file.clone(),
+        profile: a.s3_profile.clone(),
+    };
+    let target = Target::open(&place, Some(&s3))?;
+    let manifest = backup::read_manifest(&target, &name).await?;
+    let occupied = std::fs::read_dir(&a.data_dir).is_ok_and(|mut d| d.next().is_some());
+    if occupied {
+        return Err(CtlError::Refused(format!(
+            "--data-dir {} is not empty: restore into a new directory",
+            a.data_dir.display()
+        )));
+    }
+    if a.dry_run {
+        let v = backup::verify(&target, &manifest, None).await;
+        match ctx.out {
+            OutputFormat::Json => {
+                print_json(&json!({ "manifest": manifest, "verification": v, "dry_run": true }))
+            }
+            _ if v.verified => println!(
+                "{} matches its manifest and restores: revision {}, {} keys, HashKV {}; would restore into {} (nothing written)",
+                target.location(&name),
+                manifest.revision,
+                manifest.key_count,
+                v.hashkv.map_or("-".to_string(), |h| h.to_string()),
+                a.data_dir.display()
+            ),
+            _ => {}
+        }
+        if !v.verified {
+            return Err(CtlError::Invalid(format!(
+                "{} failed its restore drill: {}",
+                target.location(&name),
+                v.error.unwrap_or_default()
+            )));
+        }
+        return Ok(());
+    }
+    let staging = backup::staging_dir(None)?;
+    let file = backup::fetch_checked(&target, &manifest, staging.path()).await?;
+    let member = etcd_monitor::ops::restore::RestoreMember {
+        name: a.name.clone(),
+        initial_cluster: a.initial_cluster.clone(),
+        initial_advertise_peer_urls: a.initial_advertise_peer_urls.clone(),
+        initial_cluster_token: a.initial_cluster_token.clone(),
+    };
+    let data_dir = a.data_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        etcd_monitor::ops::restore::restore_into(&file, &data_dir, &member)
+    })
+    .await
+    .map_err(|e| CtlError::Invalid(format!("restore: {e}")))??;
+    match ctx.out {
+        OutputFormat::Json => {
+            print_json(&json!({ "manifest": manifest, "data_dir": a.data_dir, "dry_run": false }))
+        }
+        _ => println!(
+            "Restored {} (revision {}, {} keys) into {}",
+            target.location(&name),
+            manifest.revision,
+            manifest.key_count,
+            a.data_dir.display()
+        ),
     }
     Ok(())
 }
