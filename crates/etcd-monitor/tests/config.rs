@@ -99,6 +99,67 @@ fn each_bad_input_is_named_by_its_key_path() {
         "maintenance.defrag.schedule",
         "either schedule or every",
     );
+    let backup = |schedule: &str| format!("backup:\n  schedules:\n    - {schedule}\n");
+    assert_error(
+        &backup("{ name: a, every: 1h, cron: \"0 3 * * *\", target: /b }"),
+        "backup.schedules[0].cron",
+        "either every or cron",
+    );
+    assert_error(
+        &backup("{ name: a, target: /b }"),
+        "backup.schedules[0].every",
+        "required",
+    );
+    assert_error(
+        &backup("{ name: a, cron: \"0 3 * * Sam\", target: /b }"),
+        "backup.schedules[0].cron",
+        "day of the week \"Sam\"",
+    );
+    assert_error(
+        &backup("{ name: \"a b\", every: 1h, target: /b }"),
+        "backup.schedules[0].name",
+        "letters, digits",
+    );
+    assert_error(
+        &backup("{ name: a, every: 1h, target: relative/dir }"),
+        "backup.schedules[0].target",
+        "an absolute directory path",
+    );
+    assert_error(
+        &backup("{ name: a, every: 1h, target: \"gs://bucket\" }"),
+        "backup.schedules[0].target",
+        "no other scheme",
+    );
+    assert_error(
+        &backup("{ name: a, every: 1h, target: \"s3:///x\" }"),
+        "backup.schedules[0].target",
+        "needs a bucket",
+    );
+    assert_error(
+        &backup("{ name: a, every: 1h, target: \"s3://b/p\", s3: { endpoint: \"ftp://x\" } }"),
+        "backup.schedules[0].s3.endpoint",
+        "an http:// or https:// URL",
+    );
+    assert_error(
+        &backup("{ name: a, cluster: nope, every: 1h, target: /b }"),
+        "backup.schedules[0].cluster",
+        "no cluster is named \"nope\"",
+    );
+    assert_error(
+        &backup("{ name: a, every: 1h, target: /b, retention: { count: 0 } }"),
+        "backup.schedules[0].retention.count",
+        "at least 1",
+    );
+    assert_error(
+        &backup("{ name: a, every: 1h, target: /b, compression: gzip }"),
+        "backup.schedules[0].compression",
+        "zstd",
+    );
+    assert_error(
+        "backup:\n  schedules:\n    - { name: a, every: 1h, target: /b }\n    - { name: a, every: 2h, target: /c }\n",
+        "backup.schedules[1].name",
+        "used by another schedule",
+    );
     assert_error(
         "maintenance:\n  defrag: { window: always }\n",
         "maintenance.defrag",

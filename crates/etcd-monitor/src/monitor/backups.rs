@@ -58,7 +58,7 @@ pub struct BackupStatus {
     pub unverified: Option<UnverifiedBackup>,
     /// Backups taken since the last drill (drills run every `verify_every`).
     #[serde(skip)]
-    since_drill: u32,
+    pub(crate) since_drill: u32,
 }
 
 /// A backup whose restore drill failed.

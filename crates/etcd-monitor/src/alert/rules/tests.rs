@@ -5,6 +5,7 @@ use super::*;
 use crate::cluster::{Alarm, ClusterObservation, MemberMetrics, MemberObservation, MemberStatus};
 use crate::config::alerts::RuleOverride;
 use crate::health::Severity;
+use crate::monitor::backups::BackupStatus;
 use crate::monitor::{MemberMetricsEntry, ProbeReport};
 use std::collections::BTreeSet;
 
@@ -757,4 +758,127 @@ fn a_custom_rule_on_a_method_rate_names_the_method() {
         "{}",
         samples[0].summary
     );
+}
+
+fn backup_status(interval_ms: i64, since_ms: i64, last_success_ms: i64) -> BackupStatus {
+    BackupStatus {
+        schedule: "nightly".into(),
+        cluster: "main".into(),
+        target: "/backups".into(),
+        interval_ms,
+        since_ms,
+        last_success_ms,
+        ..BackupStatus::default()
+    }
+}
+
+fn run_backups(rule: Rule, now_ms: i64, backups: &[BackupStatus], stopped: bool) -> Outcome {
+    let rules = RuleSet::default();
+    let rounds = VecDeque::new();
+    let thresholds = Thresholds::default();
+    let input = Input {
+        cluster: "main",
+        now_ms,
+        health: None,
+        thresholds: &thresholds,
+        rounds: &rounds,
+        db_size_history: None,
+        keyspace_growth: None,
+        backups,
+        stopped_on_purpose: stopped,
+    };
+    evaluate(rules.get(rule), &input)
+}
+
+#[test]
+fn backup_too_old_counts_intervals_from_the_last_success_or_the_start() {
+    let hour = 3_600_000;
+    // Every hour, last success 2.5 h ago: fires with the age in intervals.
+    let b = [backup_status(hour, 0, 10 * hour)];
+    let Outcome::Holds(s) = run_backups(Rule::BackupTooOld, 12 * hour + hour / 2, &b, false) else {
+        panic!("not evaluable")
+    };
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].labels["schedule"], "nightly");
+    assert!((s[0].value - 2.5).abs() < 1e-9, "{}", s[0].value);
+    // 1.5 h ago: quiet.
+    assert_eq!(
+        run_backups(Rule::BackupTooOld, 11 * hour + hour / 2, &b, false),
+        Outcome::Holds(vec![])
+    );
+    // Never succeeded: counted from the schedule's start.
+    let never = [backup_status(hour, 5 * hour, 0)];
+    assert_eq!(
+        fired(&run_backups(Rule::BackupTooOld, 6 * hour, &never, false)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fired(&run_backups(Rule::BackupTooOld, 8 * hour, &never, false)),
+        ["etcdBackupTooOld/warning"]
+    );
+    // A cluster stopped on purpose: quiet however old.
+    assert_eq!(
+        run_backups(Rule::BackupTooOld, 100 * hour, &b, true),
+        Outcome::Holds(vec![])
+    );
+}
+
+#[test]
+fn backup_unverified_names_the_backup_until_a_drill_succeeds() {
+    let mut b = backup_status(60_000, 0, 1000);
+    assert_eq!(
+        run_backups(
+            Rule::BackupUnverified,
+            2000,
+            std::slice::from_ref(&b),
+            false
+        ),
+        Outcome::Holds(vec![])
+    );
+    b.unverified = Some(crate::monitor::backups::UnverifiedBackup {
+        name: "nightly-1.db".into(),
+        error: "sha256 differs".into(),
+    });
+    let Outcome::Holds(s) = run_backups(Rule::BackupUnverified, 2000, &[b], false) else {
+        panic!("not evaluable")
+    };
+    assert_eq!(s[0].labels["backup"], "nightly-1.db");
+    assert!(s[0].summary.contains("sha256 differs"), "{}", s[0].summary);
+}
+
+#[test]
+fn a_cluster_is_stopped_on_purpose_when_every_member_is_paused() {
+    use crate::monitor::backups::intentionally_stopped;
+    let mut obs = ClusterObservation {
+        cluster: "main".into(),
+        taken_at: std::time::SystemTime::now(),
+        configured_endpoints: vec!["http://m0:2379".into(), "http://m1:2379".into()],
+        members: vec![member(0), member(1)],
+        member_list_error: None,
+        cluster_id: Some(0xc1),
+        unlisted_endpoints: Vec::new(),
+        alarms: Vec::<Alarm>::new(),
+        hashkv: None,
+        certificates: Vec::new(),
+        duration_ms: 1.0,
+    };
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (n0, n1) = (obs.members[0].name.clone(), obs.members[1].name.clone());
+    assert!(!intentionally_stopped(&[], Some(&obs)));
+    assert!(!intentionally_stopped(&names(&[&n0]), Some(&obs)));
+    assert!(intentionally_stopped(&names(&[&n0, &n1]), Some(&obs)));
+    // By client URL, a trailing slash aside.
+    let url = format!("{}/", obs.members[1].client_urls[0]);
+    assert!(intentionally_stopped(&names(&[&n0, &url]), Some(&obs)));
+    // No member list (the members are down): the configured endpoints.
+    obs.members.clear();
+    assert!(intentionally_stopped(
+        &names(&["http://m0:2379", "http://m1:2379/"]),
+        Some(&obs)
+    ));
+    assert!(!intentionally_stopped(
+        &names(&["http://m0:2379"]),
+        Some(&obs)
+    ));
+    assert!(!intentionally_stopped(&names(&["x"]), None));
 }
