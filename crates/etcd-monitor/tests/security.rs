@@ -122,6 +122,7 @@ fn refused_by_validation(path: &str) -> (&'static str, u16) {
         "ack" => (r#"{"group_key": "a/etcdNoLeader"}"#, 404),
         "silences" => (r#"{"matchers": ["cluster"], "ends_at_ms": 1}"#, 422),
         "benchmarks" => (r#"{"workload": "bogus"}"#, 422),
+        "backups" => (r#"{"schedule": "none-such"}"#, 404),
         "benchmark" => (r#"{"operations": "many"}"#, 422), // the Go original's spelling
         "{id}" => ("{}", 404), // DELETE /api/v1/silences/{id} of no silence
         other => panic!("no validation body for {other}"),

@@ -239,6 +239,50 @@ async function loadDefragRuns() {
   } catch (e) { $("#defrag-runs").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
 }
 
+// Backups (backup.schedules) of this cluster: each schedule's last backup,
+// last restore drill and failures, then the newest backups with their drill.
+let backupSchedules = [];
+async function loadBackups() {
+  try {
+    const d = await api(`/api/v1/backups?limit=50`);
+    backupSchedules = d.schedules.filter((s) => s.cluster === cluster);
+    const when = (ms) => (ms ? new Date(ms).toLocaleString() : "never");
+    $("#backup-schedules").innerHTML = backupSchedules.length ? backupSchedules.map((s) =>
+      `<li data-schedule="${esc(s.schedule)}" class="${s.unverified || s.last_error ? "warning" : ""}"><b>${esc(s.schedule)}</b> to ${esc(s.target)}: ` +
+      `last backup ${when(s.last_success_ms)}${s.size_bytes ? ` (${bytes(s.size_bytes)})` : ""}, last verified ${when(s.last_verified_ms)}` +
+      `${s.failures ? `, ${s.failures} failed` : ""}${s.verify_failures ? `, ${s.verify_failures} failed drills` : ""}` +
+      `${s.unverified ? `<br>UNVERIFIED ${esc(s.unverified.name)}: ${esc(s.unverified.error)}` : ""}` +
+      `${s.last_error ? `<br>Last error: ${esc(s.last_error)}` : ""}</li>`).join("")
+      : `<li class="muted">No backup schedule for this cluster (backup.schedules; docs/backup.md).</li>`;
+    const names = backupSchedules.map((s) => s.schedule);
+    const list = d.backups.filter((b) => names.includes(b.schedule)).slice(0, 8);
+    $("#backups").innerHTML = list.length ? list.map((b) => {
+      const v = b.verification;
+      const drill = !v ? "not drilled" : v.verified
+        ? `verified in ${(v.duration_ms / 1000).toFixed(1)} s (${v.key_count} keys, revision ${v.revision})`
+        : `DRILL FAILED: ${esc(v.error)}`;
+      return b.outcome === "saved"
+        ? `<li data-backup="${esc(b.name)}">${new Date(b.at_ms).toLocaleString()} <b>${esc(b.name)}</b> ${bytes(b.manifest && b.manifest.size)}: ${drill}</li>`
+        : `<li class="warning">${new Date(b.at_ms).toLocaleString()} <b>failed</b> (${esc(b.schedule)}): ${esc(b.error)}</li>`;
+    }).join("") : `<li class="muted">No backups yet.</li>`;
+    $("#backup-now").disabled = backupSchedules.length === 0;
+  } catch (e) { $("#backup-schedules").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+}
+
+$("#backup-now").addEventListener("click", async () => {
+  const out = $("#backup-result");
+  const s = backupSchedules.length === 1 ? backupSchedules[0].schedule
+    : prompt(`Which schedule? (${backupSchedules.map((x) => x.schedule).join(", ")})`);
+  if (!s) return;
+  out.textContent = `Backup of ${s}: running…`;
+  try {
+    const r = await post(`/api/v1/backups`, { schedule: s });
+    const v = r.verification;
+    out.textContent = `Saved ${r.name} (${bytes(r.manifest.size)})` + (v ? (v.verified ? ", verified by a restore drill." : `; drill failed: ${v.error}`) : ".");
+  } catch (e) { out.textContent = `Backup failed: ${e.message}`; }
+  loadBackups();
+});
+
 $("#alerts").addEventListener("click", async (ev) => {
   const b = ev.target.closest("button");
   if (!b) return;
@@ -356,7 +400,7 @@ async function loadAudit() {
 }
 
 async function refresh() { await Promise.all([loadMembers(), loadStatus()]); }
-async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks(), loadAudit(), loadDefragRuns()]); }
+async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks(), loadAudit(), loadDefragRuns(), loadBackups()]); }
 
 // Server-sent events read with fetch, so the bearer token can go along
 // (EventSource cannot send headers). Reconnects after 2 s.

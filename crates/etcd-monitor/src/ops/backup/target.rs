@@ -174,41 +174,13 @@ impl Target {
             source,
         })?;
         let mut out = Sink::new(self, name).await?;
-        let mut encoder = match compression {
-            Compression::Zstd => Some(
-                zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), 3).map_err(|e| {
-                    CtlError::Invalid(format!("cannot start zstd compression: {e}"))
-                })?,
-            ),
-            Compression::None => None,
-        };
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = input.read(&mut buf).map_err(|source| CtlError::Io {
-                what: "cannot read",
-                path: src.display().to_string(),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            match encoder.as_mut() {
-                Some(enc) => {
-                    enc.write_all(&buf[..n])
-                        .map_err(|e| CtlError::Invalid(format!("zstd compression failed: {e}")))?;
-                    let pending = std::mem::take(enc.get_mut());
-                    out.write(&pending).await?;
-                }
-                None => out.write(&buf[..n]).await?,
+        match copy_into(&mut out, &mut input, src, compression).await {
+            Ok(()) => out.finish().await,
+            Err(e) => {
+                out.abort().await;
+                Err(e)
             }
         }
-        if let Some(enc) = encoder {
-            let rest = enc
-                .finish()
-                .map_err(|e| CtlError::Invalid(format!("zstd compression failed: {e}")))?;
-            out.write(&rest).await?;
-        }
-        out.finish().await
     }
 
     /// Writes a small object (a manifest) as `name`.
@@ -304,6 +276,49 @@ impl Target {
     }
 }
 
+/// Copies `input` into `out`, compressed as asked.
+async fn copy_into(
+    out: &mut Sink<'_>,
+    input: &mut std::fs::File,
+    src: &Path,
+    compression: Compression,
+) -> Result<(), CtlError> {
+    let mut encoder = match compression {
+        Compression::Zstd => Some(
+            zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), 3)
+                .map_err(|e| CtlError::Invalid(format!("cannot start zstd compression: {e}")))?,
+        ),
+        Compression::None => None,
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = input.read(&mut buf).map_err(|source| CtlError::Io {
+            what: "cannot read",
+            path: src.display().to_string(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        match encoder.as_mut() {
+            Some(enc) => {
+                enc.write_all(&buf[..n])
+                    .map_err(|e| CtlError::Invalid(format!("zstd compression failed: {e}")))?;
+                let pending = std::mem::take(enc.get_mut());
+                out.write(&pending).await?;
+            }
+            None => out.write(&buf[..n]).await?,
+        }
+    }
+    if let Some(enc) = encoder {
+        let rest = enc
+            .finish()
+            .map_err(|e| CtlError::Invalid(format!("zstd compression failed: {e}")))?;
+        out.write(&rest).await?;
+    }
+    Ok(())
+}
+
 /// The sha256 of a stream, as it goes by.
 pub struct Hasher {
     ctx: aws_lc_rs::digest::Context,
@@ -356,9 +371,9 @@ pub fn sha256_file(path: &Path) -> Result<Digest, CtlError> {
 }
 
 /// An object being written: a `.part` file renamed at the end, or a
-/// multipart upload completed at the end. Dropped unfinished, the part
-/// file is removed (the upload is aborted by `finish`'s callers failing:
-/// S3 drops incomplete uploads by lifecycle rule; see docs/backup.md).
+/// multipart upload completed at the end. [`Sink::abort`] gives up; one
+/// dropped unfinished leaves no part file, but an upload can only be
+/// aborted by a request (docs/backup.md: a lifecycle rule for those).
 enum Sink<'a> {
     Local {
         file: tokio::fs::File,
@@ -440,6 +455,17 @@ impl<'a> Sink<'a> {
         }
     }
 
+    /// Gives up: a local part file is removed (when dropped), an upload
+    /// is aborted so the server drops its parts.
+    async fn abort(self) {
+        if let Sink::S3 {
+            upload: Some(up), ..
+        } = self
+        {
+            let _ = up.abort().await;
+        }
+    }
+
     async fn finish(self) -> Result<Digest, CtlError> {
         match self {
             Sink::Local {
@@ -475,6 +501,7 @@ impl<'a> Sink<'a> {
                         target.location(&name)
                     )));
                 };
+                // A failed completion aborts the upload itself.
                 up.finish()
                     .await
                     .map_err(|e| target.s3_error("cannot finish uploading", &name, e))?;
