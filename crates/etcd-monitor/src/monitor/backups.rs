@@ -276,9 +276,15 @@ impl ScheduleState {
         target: &Target,
         ctx: &BackupContext,
     ) -> Result<Manifest, String> {
-        let dialer = Dialer::new(cluster).map_err(|e| e.to_string())?;
+        // A snapshot of a large database streams for longer than a request
+        // may take: the stream gets an hour; a member that stops answering
+        // is still found by the connection's keep-alive (dial_timeout).
+        let mut long = cluster.clone();
+        long.request_timeout = long.request_timeout.max(Duration::from_secs(3600));
+        let dialer = Dialer::new(&long)
+            .map_err(|e| e.to_string())?
+            .check_within(cluster.dial_timeout + cluster.request_timeout);
         let urls = crate::connection::endpoints(cluster).map_err(|e| e.to_string())?;
-        // Snapshots of large databases take long: no per-request deadline.
         let mut client = crate::connection::first_voting_member(&dialer, &urls)
             .await
             .map_err(|e| e.to_string())?;
