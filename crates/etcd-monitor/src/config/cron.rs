@@ -109,7 +109,7 @@ impl Cron {
 }
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01.
-fn civil(days: i64) -> (i64, u32, u32) {
+pub fn civil(days: i64) -> (i64, u32, u32) {
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -200,16 +200,7 @@ pub fn snapshot_status(snapshot: &Path) -> Result<SnapshotStatus, CtlError> {
         })?;
     let name = if etcdutl { "etcdutl" } else { "etcdctl" };
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(CtlError::Invalid(format!(
-            "{name} snapshot status {} failed: {last}",
-            snapshot.display()
-        )));
+        return Err(tool_failed(name, "status", snapshot, &out.stderr));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| {
         CtlError::Invalid(format!(
@@ -267,17 +258,22 @@ pub fn restore_into(
             source,
         })?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(CtlError::Invalid(format!(
-            "{} snapshot restore {} failed: {last}",
-            if etcdutl { "etcdutl" } else { "etcdctl" },
-            snapshot.display()
-        )));
+        let name = if etcdutl { "etcdutl" } else { "etcdctl" };
+        return Err(tool_failed(name, "restore", snapshot, &out.stderr));
     }
     Ok(())
+}
+
+/// `TOOL snapshot VERB FILE failed: ` and the last line the tool printed.
+fn tool_failed(tool: &str, verb: &str, snapshot: &Path, stderr: &[u8]) -> CtlError {
+    let stderr = String::from_utf8_lossy(stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    CtlError::Invalid(format!(
+        "{tool} snapshot {verb} {} failed: {last}",
+        snapshot.display()
+    ))
 }

@@ -126,7 +126,7 @@ pub fn file_name(schedule: &str, at_ms: i64, compression: Compression) -> String
 /// `YYYYMMDDTHHMMSS.mmmZ` (UTC).
 fn stamp(at_ms: i64) -> String {
     let secs = at_ms.div_euclid(1000);
-    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let (y, m, d) = crate::config::cron::civil(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z",
@@ -135,20 +135,6 @@ fn stamp(at_ms: i64) -> String {
         s % 60,
         at_ms.rem_euclid(1000)
     )
-}
-
-/// (year, month, day) of a day counted from 1970-01-01.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// A private (0700) temporary directory under `staging` or the system's.
