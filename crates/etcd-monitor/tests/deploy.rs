@@ -228,6 +228,12 @@ async fn rules_and_dashboard_queries_run_in_prometheus_against_a_real_monitor() 
         "schedule: {every: 1s, depth: 1, rate: 100}\ngrowth_rules: [{prefix: __etcd_monitor/, max_bytes_per_hour: 1GiB}]",
     )
     .unwrap();
+    // A backup schedule, so the backup series the backup rules read exist.
+    config.backup = serde_yaml_ng::from_str(&format!(
+        "schedules: [{{name: deploy, every: 1h, target: \"{}\", verify_every: 0}}]",
+        dir.path().join("backups").display()
+    ))
+    .unwrap();
     let lifecycle = Lifecycle::new();
     let daemon = etcd_monitor::run::start(&config, &lifecycle).await.unwrap();
     let monitor = daemon.monitor.clone();
