@@ -65,7 +65,7 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Dae
     crate::monitor::keyspace_schedule::start(config, &monitor, lifecycle);
     let maintenance = std::sync::Arc::new(crate::ops::gate::MaintenanceGate::default());
     crate::monitor::defrag_autopilot::start(config, &monitor, &maintenance, lifecycle);
-    crate::monitor::backups::start(config, &monitor, &maintenance, lifecycle);
+    crate::monitor::backups::start(config, &monitor, &maintenance, lifecycle).await;
     let alerting = crate::alert::start(&config.alerts, &thresholds, &monitor, lifecycle);
     for c in &config.clusters {
         tracing::info!(

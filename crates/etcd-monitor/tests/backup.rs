@@ -183,14 +183,28 @@ async fn a_local_schedule_keeps_three_verified_backups_and_a_corrupted_one_fails
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
 
+    let before = std::fs::read_dir(&dir).unwrap().count();
+    assert!(before > 0);
     // The same history, a schedule that does not come round again for an
-    // hour (its first backup is taken at once).
+    // hour (its first backup is taken at once). The last success before
+    // the restart is known at once, from the history.
     let m = start_monitor(&endpoints, &db, &local_schedule(&dir, "1h")).await;
+    let seeded = get_json(m.addr, "/api/v1/backups").await;
+    assert!(
+        seeded["schedules"][0]["last_success_ms"]
+            .as_i64()
+            .unwrap_or(0)
+            > 0,
+        "{seeded:#}"
+    );
     let listed = wait_for(
         60,
         "the restarted schedule's first backup verified",
         || get_json(m.addr, "/api/v1/backups"),
-        |v| v["schedules"][0]["last_verified_ms"].as_i64().unwrap_or(0) > 0,
+        |v| {
+            let s = &v["schedules"][0];
+            s["last_verified_ms"].as_i64().unwrap_or(0) > s["since_ms"].as_i64().unwrap_or(0)
+        },
     )
     .await;
     let dbs: Vec<String> = files_in(&dir)

@@ -135,6 +135,32 @@ impl ScheduleState {
         Ok(self.run_locked(ctx, who, drill).await)
     }
 
+    /// Takes the last success and the last good drill from the history, so
+    /// a restarted monitor still knows how old the newest backup is.
+    async fn seed(&self, store: &Store) {
+        let records = match store.backups(Some(&self.config.name), 500).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(schedule = %self.config.name, error = %e, "backup history not read; ages count from now");
+                return;
+            }
+        };
+        let saved = records.iter().find(|r| r.outcome == "saved");
+        let verified = records
+            .iter()
+            .filter_map(|r| r.verification.as_ref())
+            .filter(|v| v.verified)
+            .map(|v| v.at_ms + v.duration_ms as i64)
+            .max();
+        self.update(|s| {
+            if let Some(m) = saved.and_then(|r| r.manifest.as_ref()) {
+                s.last_success_ms = m.created_ms;
+                s.size_bytes = m.size;
+            }
+            s.last_verified_ms = verified.unwrap_or(0);
+        });
+    }
+
     /// Runs the restore drill again on the stored backup `name` (bit rot,
     /// a changed target): the stored record and the schedule's state are
     /// updated as for a new backup's drill.
@@ -436,8 +462,9 @@ pub fn intentionally_stopped(paused: &[String], observation: Option<&ClusterObse
         .all(|m| listed(&m.name) || listed(&m.endpoint) || m.client_urls.iter().any(|u| listed(u)))
 }
 
-/// Starts one task per schedule.
-pub fn start(
+/// Reads each schedule's last success from the history, then starts one
+/// task per schedule.
+pub async fn start(
     config: &Config,
     monitor: &Monitor,
     gate: &Arc<MaintenanceGate>,
@@ -445,6 +472,7 @@ pub fn start(
 ) {
     for state in monitor.backup_schedules() {
         let ctx = BackupContext::new(config, &state, monitor.store(), gate);
+        state.seed(&ctx.store).await;
         let token = lifecycle.token();
         lifecycle.spawn(async move {
             remove_stale_parts(&state.config);
