@@ -174,10 +174,9 @@ impl ScheduleState {
             Ok(t) => t,
             Err(e) => return Ok(Err(e.to_string())),
         };
-        let prefix = format!("{}-", self.config.name);
-        if !name.starts_with(&prefix) || name.contains('/') {
+        if !backup::is_backup_of(&self.config.name, name) {
             return Ok(Err(format!(
-                "{name:?} is not a backup of schedule {} (its names start with {prefix})",
+                "{name:?} is not a backup of schedule {0} (its names are {0}-YYYYMMDDTHHMMSS.mmmZ.db[.zst])",
                 self.config.name
             )));
         }
@@ -358,9 +357,18 @@ impl ScheduleState {
             }
         };
         let mut backups = Vec::new();
-        for m in names.iter().filter_map(|n| n.strip_suffix(MANIFEST_SUFFIX)) {
+        let ours = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(MANIFEST_SUFFIX))
+            .filter(|m| backup::is_backup_of(&self.config.name, m));
+        for m in ours {
             match backup::read_manifest(target, m).await {
-                Ok(manifest) => backups.push((m.to_string(), manifest.created_ms)),
+                Ok(manifest) if manifest.schedule == self.config.name && manifest.file == m => {
+                    backups.push((m.to_string(), manifest.created_ms))
+                }
+                Ok(_) => {
+                    tracing::warn!(schedule = %self.config.name, backup = %m, "backup left alone by retention: its manifest names another schedule or file")
+                }
                 Err(e) => {
                     tracing::warn!(schedule = %self.config.name, error = %e, "backup left alone by retention")
                 }
@@ -540,7 +548,11 @@ fn remove_stale_parts(s: &BackupSchedule) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with(&format!("{}-", s.name)) && name.ends_with(".part") {
+        if name
+            .strip_suffix(".part")
+            .map(|n| n.strip_suffix(MANIFEST_SUFFIX).unwrap_or(n))
+            .is_some_and(|n| crate::ops::backup::is_backup_of(&s.name, n))
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }

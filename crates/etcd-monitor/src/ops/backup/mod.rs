@@ -123,6 +123,26 @@ pub fn file_name(schedule: &str, at_ms: i64, compression: Compression) -> String
     format!("{schedule}-{}.db{}", stamp(at_ms), compression.extension())
 }
 
+/// Whether `name` is a backup file of `schedule` (as [`file_name`] makes
+/// them): `SCHEDULE-` then a time stamp, not the file of a schedule whose
+/// name merely starts alike (`a` and `a-b`, or `a` and `a-2`).
+pub fn is_backup_of(schedule: &str, name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(schedule)
+        .and_then(|r| r.strip_prefix('-'))
+    else {
+        return false;
+    };
+    let (stamp, ext) = rest.split_at(rest.len().min(20));
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        8 => b == b'T',
+        15 => b == b'.',
+        19 => b == b'Z',
+        _ => b.is_ascii_digit(),
+    });
+    stamp.len() == 20 && shape && matches!(ext, ".db" | ".db.zst")
+}
+
 /// `YYYYMMDDTHHMMSS.mmmZ` (UTC).
 fn stamp(at_ms: i64) -> String {
     let secs = at_ms.div_euclid(1000);
@@ -505,6 +525,16 @@ mod tests {
             file_name("n", 1_709_251_199_999, Compression::Zstd),
             "n-20240229T235959.999Z.db.zst"
         );
+        assert!(is_backup_of("n", "n-20240229T235959.999Z.db.zst"));
+        assert!(is_backup_of("a", &file_name("a", 5, Compression::None)));
+        assert!(!is_backup_of("a", &file_name("a-b", 5, Compression::None)));
+        assert!(!is_backup_of("a", &file_name("a-2", 5, Compression::None)));
+        assert!(!is_backup_of(
+            "a",
+            "a-20240229T235959.999Z.db.manifest.json"
+        ));
+        assert!(!is_backup_of("a", "a-20240229T235959.999Z.db.part"));
+        assert!(!is_backup_of("a", "a-../x"));
         let a = file_name("s", 1_700_000_000_000, Compression::None);
         let b = file_name("s", 1_700_000_000_001, Compression::None);
         assert!(a < b);
