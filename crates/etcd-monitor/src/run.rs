@@ -67,6 +67,7 @@ pub async fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Dae
     crate::monitor::defrag_autopilot::start(config, &monitor, &maintenance, lifecycle);
     crate::monitor::backups::start(config, &monitor, &maintenance, lifecycle).await;
     let alerting = crate::alert::start(&config.alerts, &thresholds, &monitor, lifecycle);
+    crate::monitor::ha::start(config, monitor.replicas(), lifecycle);
     for c in &config.clusters {
         tracing::info!(
             cluster = %c.name,
@@ -130,6 +131,7 @@ pub async fn serve_api(
     lifecycle.spawn(async move {
         let _ = task.await;
     });
+    daemon.monitor.replicas().set_bound_address(config, addr);
     let scheme = if config.api.tls.is_some() {
         "https"
     } else {

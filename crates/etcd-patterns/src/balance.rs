@@ -33,6 +33,31 @@ pub enum Strategy {
     },
 }
 
+/// Rendezvous (highest random weight) hashing: the candidate that owns
+/// `key`, the same in every process that sees the same candidates, whatever
+/// their order. When a candidate leaves, only its keys move (each to the
+/// candidate that ranked second for it); when one joins, it takes about
+/// 1/n of the keys. `None` when there is no candidate.
+///
+/// ```
+/// let replicas = ["a", "b", "c"];
+/// let owner = etcd_patterns::balance::rendezvous("cluster-1", replicas).unwrap();
+/// assert!(replicas.contains(&owner));
+/// let reversed = ["c", "b", "a"];
+/// assert_eq!(etcd_patterns::balance::rendezvous("cluster-1", reversed), Some(owner));
+/// ```
+pub fn rendezvous<'a, I>(key: &str, candidates: I) -> Option<&'a str>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    candidates
+        .into_iter()
+        .map(|c| (stable_hash(&[key.as_bytes(), c.as_bytes()]), c))
+        // Ties (a 64-bit collision) go to the smaller name, so still stable.
+        .max_by(|(ha, a), (hb, b)| ha.cmp(hb).then_with(|| b.cmp(a)))
+        .map(|(_, c)| c)
+}
+
 /// A chosen instance. For [`Strategy::LeastConnections`] it counts as in
 /// flight until dropped.
 #[derive(Debug)]
@@ -238,5 +263,30 @@ impl Balancer {
             .get(id)
             .map(|c| c.load(Ordering::Relaxed))
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rendezvous;
+
+    #[test]
+    fn rendezvous_spreads_keys_and_moves_only_the_leavers() {
+        let all = ["replica-a", "replica-b", "replica-c"];
+        let keys: Vec<String> = (0..3000).map(|i| format!("cluster-{i}")).collect();
+        let owner = |k: &str, c: &[&'static str]| rendezvous(k, c.iter().copied()).unwrap();
+        for r in all {
+            let n = keys.iter().filter(|k| owner(k, &all) == r).count();
+            assert!((800..=1200).contains(&n), "{r} owns {n} of 3000");
+        }
+        let left = ["replica-a", "replica-c"];
+        for k in &keys {
+            let before = owner(k, &all);
+            let after = owner(k, &left);
+            if before != "replica-b" {
+                assert_eq!(before, after, "{k} moved although its owner stayed");
+            }
+        }
+        assert_eq!(rendezvous("k", std::iter::empty::<&str>()), None);
     }
 }

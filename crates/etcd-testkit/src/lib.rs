@@ -22,6 +22,7 @@
 
 mod partition;
 mod ports;
+mod postgres;
 mod process;
 mod slow_disk;
 mod tls;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions};
 
 pub use partition::Partition;
+pub use postgres::Postgres;
 pub use slow_disk::SlowDisk;
 pub use tls::TlsFiles;
 

@@ -10,7 +10,7 @@
 //! notification id (and PagerDuty a stable `dedup_key`) for receivers that
 //! de-duplicate.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -120,8 +120,14 @@ impl DirectDelivery {
 /// Longest sleep between looks at the outbox when nothing wakes the worker.
 const IDLE: Duration = Duration::from_secs(5);
 
+/// Shortest: a row due now that could not be claimed is being claimed by
+/// another replica's transaction.
+const MIN_SLEEP: Duration = Duration::from_millis(100);
+
 pub(crate) struct Worker {
     pub channel: ChannelConfig,
+    /// Claims rows under this name (`ha.replica_name`).
+    pub replica: String,
     pub store: Store,
     pub wake: Arc<tokio::sync::Notify>,
     pub token: CancellationToken,
@@ -157,7 +163,7 @@ pub(crate) async fn run(w: Worker) {
             let sleep = next_due
                 .map(|t| Duration::from_millis((t - now).max(0) as u64))
                 .unwrap_or(IDLE)
-                .min(IDLE);
+                .clamp(MIN_SLEEP, IDLE);
             tokio::select! {
                 _ = w.token.cancelled() => break,
                 _ = notified => {}
@@ -169,31 +175,32 @@ pub(crate) async fn run(w: Worker) {
     .await
 }
 
-/// Sends every due row; returns when the next not-yet-due row is due.
+/// How much longer than the channel's timeout a claim on a row lasts: a
+/// replica frozen mid-send longer than that may see its row sent again by
+/// another replica (delivery is at least once).
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+
+/// Claims and sends due rows one at a time; returns when the next row is due.
 async fn drain(w: &Worker, sender: &Sender) -> Option<i64> {
-    let rows = match w.store.outbox_pending(&w.channel.name).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the outbox");
-            return Some(unix_ms(SystemTime::now()) + 1000);
-        }
-    };
-    let mut blocked = BTreeSet::new();
-    let mut next_due: Option<i64> = None;
-    let due = |t: i64, next: &mut Option<i64>| *next = Some(next.map_or(t, |n| n.min(t)));
-    for row in rows {
+    let retry_soon = || Some(unix_ms(SystemTime::now()) + 1000);
+    loop {
         if w.token.is_cancelled() {
             return None;
         }
-        if blocked.contains(&row.group_key) {
-            continue;
-        }
         let now = unix_ms(SystemTime::now());
-        if row.next_attempt_ms > now {
-            blocked.insert(row.group_key.clone());
-            due(row.next_attempt_ms, &mut next_due);
-            continue;
-        }
+        let until = now + (w.channel.timeout + CLAIM_MARGIN).as_millis() as i64;
+        let row = match w
+            .store
+            .outbox_claim(&w.channel.name, &w.replica, now, until)
+            .await
+        {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox");
+                return retry_soon();
+            }
+        };
         if now - row.created_ms > w.channel.give_up_after.as_millis() as i64 {
             tracing::error!(notification = %row.notification.id, attempts = row.attempts, "giving up on a notification");
             if let Err(e) = w
@@ -202,6 +209,7 @@ async fn drain(w: &Worker, sender: &Sender) -> Option<i64> {
                 .await
             {
                 tracing::warn!(error = %e, "cannot record a failed delivery");
+                return retry_soon();
             }
             continue;
         }
@@ -212,12 +220,19 @@ async fn drain(w: &Worker, sender: &Sender) -> Option<i64> {
         match result {
             Ok(()) => {
                 tracing::info!(notification = %row.notification.id, group = %row.group_key, status = ?row.notification.status, "notification delivered");
-                if let Err(e) = w
+                match w
                     .store
-                    .outbox_sent(row.id, unix_ms(SystemTime::now()))
+                    .outbox_sent(row.id, &w.replica, unix_ms(SystemTime::now()))
                     .await
                 {
-                    tracing::warn!(error = %e, "cannot mark a notification sent; it may be sent again");
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(notification = %row.notification.id, "delivered after this replica's claim ran out; another replica may send it too")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot mark a notification sent; it may be sent again");
+                        return retry_soon();
+                    }
                 }
             }
             Err(err) => {
@@ -231,13 +246,18 @@ async fn drain(w: &Worker, sender: &Sender) -> Option<i64> {
                     .await
                 {
                     tracing::warn!(error = %e, "cannot record a delivery attempt");
+                    return retry_soon();
                 }
-                blocked.insert(row.group_key.clone());
-                due(retry_at, &mut next_due);
             }
         }
     }
-    next_due
+    match w.store.outbox_next_due(&w.channel.name).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbox");
+            retry_soon()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,12 @@ pub(crate) struct ClusterEngine {
     unsynced: VecDeque<Effect>,
     rounds: VecDeque<Arc<MetricsRound>>,
     growth: Option<(i64, Vec<MetricPoint>)>,
+    config: AlertsConfig,
+    /// The ownership the book was loaded under (replicas): every step is
+    /// written under its fence.
+    fence: Option<crate::store::Fence>,
+    /// A newer owner wrote: nothing more is written until ownership changes.
+    fenced_out: bool,
 }
 
 /// What a cluster's engine is started with.
@@ -79,6 +85,38 @@ impl ClusterEngine {
             unsynced: VecDeque::new(),
             rounds: VecDeque::new(),
             growth: None,
+            config: p.config,
+            fence: None,
+            fenced_out: false,
+        }
+    }
+
+    /// Starts over under `owner`: a fresh book loaded from the store (what
+    /// the previous owner recorded), nothing unsynced carried over.
+    async fn take_over(&mut self, owner: crate::monitor::ha::Owner) {
+        self.book = AlertBook::new(&self.handle.name, &self.config);
+        self.unsynced.clear();
+        self.rounds.clear();
+        self.growth = None;
+        self.fenced_out = false;
+        self.fence = self.handle.ownership.fence();
+        if let Some(fence) = &self.fence {
+            // Fence the previous owner out before reading what it left: a
+            // step of its still in flight lands before this read or not at all.
+            match self.store.claim_fence(fence).await {
+                Ok(()) => {}
+                Err(e @ crate::store::StoreError::Fenced { .. }) => {
+                    tracing::error!(error = %e, "a newer owner took this cluster over already");
+                    self.fenced_out = true;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record this replica's ownership yet; its first step will")
+                }
+            }
+        }
+        if owner != crate::monitor::ha::Owner::NotOwned {
+            self.load().await;
         }
     }
 
@@ -109,6 +147,9 @@ impl ClusterEngine {
 
     /// One evaluation: gather, evaluate, step, record.
     pub(crate) async fn evaluate(&mut self) {
+        if self.fenced_out {
+            return;
+        }
         let now = crate::time::now_ms();
         let Some(health) = self.handle.health.borrow().clone() else {
             return;
@@ -186,7 +227,11 @@ impl ClusterEngine {
         let notify = effects.iter().any(|e| matches!(e, Effect::Notify { .. }));
         self.unsynced.extend(effects);
         let batch: Vec<Effect> = self.unsynced.iter().cloned().collect();
-        match self.store.record_alert_effects(&batch).await {
+        match self
+            .store
+            .record_alert_effects(&batch, self.fence.as_ref())
+            .await
+        {
             Ok(()) => {
                 if had_backlog {
                     tracing::info!(
@@ -198,6 +243,13 @@ impl ClusterEngine {
                 if notify {
                     self.wake.notify_waiters();
                 }
+            }
+            Err(e @ crate::store::StoreError::Fenced { .. }) => {
+                // Another replica owns the cluster now and pages for it:
+                // nothing of this step goes out.
+                tracing::error!(error = %e, effects = batch.len(), "alert step refused: a newer owner took this cluster over; this replica stops alerting on it");
+                self.unsynced.clear();
+                self.fenced_out = true;
             }
             Err(e) => {
                 // Page anyway; the state is written once the store recovers,
@@ -235,7 +287,9 @@ pub(crate) async fn run(e: ClusterEngine) {
 }
 
 async fn run_engine(mut e: ClusterEngine) {
-    e.load().await;
+    let mut ownership = e.handle.ownership.changes();
+    let mut owner = *ownership.borrow_and_update();
+    e.take_over(owner).await;
     let mut health = e.handle.health.clone();
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -253,9 +307,23 @@ async fn run_engine(mut e: ClusterEngine) {
                     if r.is_err() { break; }
                     true
                 }
+                r = ownership.changed() => {
+                    if r.is_err() { break; }
+                    false
+                }
                 _ = tick.tick() => false,
             }
         };
+        // Replicas: only the owner evaluates; a new ownership (or a new
+        // term of it) starts from what the store holds.
+        let now_owner = *ownership.borrow_and_update();
+        if now_owner != owner {
+            owner = now_owner;
+            e.take_over(owner).await;
+        }
+        if owner == crate::monitor::ha::Owner::NotOwned {
+            continue;
+        }
         if metrics_changed {
             e.push_round();
         }

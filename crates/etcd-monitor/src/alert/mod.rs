@@ -223,6 +223,7 @@ pub fn start(
     for channel in &config.channels {
         lifecycle.spawn(deliver::run(deliver::Worker {
             channel: channel.clone(),
+            replica: monitor.replicas().name.clone(),
             store: store.clone(),
             wake: wake.clone(),
             token: lifecycle.token(),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -179,6 +179,10 @@ pub struct ClusterSummary {
     pub findings: usize,
     /// When last checked (ms since epoch).
     pub checked_at_ms: Option<i64>,
+    /// Replicas (`ha.*`): the replica that checks the cluster (the figures
+    /// above are what it published when this one does not own it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `GET /api/v1/clusters`.
@@ -195,42 +199,113 @@ pub async fn clusters(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
 ) -> Json<ClusterList> {
-    let clusters = state
+    let handles = state
         .monitor
         .cluster_names()
         .iter()
         .filter(|n| caller.scope.allows(n))
         .filter_map(|n| state.monitor.cluster(n))
-        .map(|c| {
-            let snap = c.health.borrow().clone();
-            let endpoints = state
-                .config
-                .clusters
-                .iter()
-                .find(|x| x.name == c.name)
-                .map(|x| x.endpoints.clone())
-                .unwrap_or_default();
-            ClusterSummary {
-                name: c.name.clone(),
-                endpoints,
-                verdict: snap.as_ref().map(|s| s.verdict),
-                leader: snap.as_ref().and_then(|s| s.leader.clone()),
-                members: snap.as_ref().map_or(0, |s| s.observation.members.len()),
-                voting_members: snap.as_ref().map_or(0, |s| s.voting_members),
-                reachable_voting_members: snap.as_ref().map_or(0, |s| s.reachable_voting_members),
-                findings: snap.as_ref().map_or(0, |s| s.findings.len()),
-                checked_at_ms: snap.as_ref().map(|s| unix_ms(s.observation.taken_at)),
+        .cloned()
+        .collect::<Vec<_>>();
+    let mut clusters = Vec::with_capacity(handles.len());
+    for c in handles {
+        let snap = c.health.borrow().clone();
+        let endpoints = state
+            .config
+            .clusters
+            .iter()
+            .find(|x| x.name == c.name)
+            .map(|x| x.endpoints.clone())
+            .unwrap_or_default();
+        let replicas = state.monitor.replicas();
+        if snap.is_none() && !c.ownership.owned() {
+            if let Some(p) = published(&state, &c.name).await {
+                clusters.push(summary_of_published(c.name.clone(), endpoints, &p));
+                continue;
             }
-        })
-        .collect();
+        }
+        clusters.push(ClusterSummary {
+            name: c.name.clone(),
+            endpoints,
+            verdict: snap.as_ref().map(|s| s.verdict),
+            leader: snap.as_ref().and_then(|s| s.leader.clone()),
+            members: snap.as_ref().map_or(0, |s| s.observation.members.len()),
+            voting_members: snap.as_ref().map_or(0, |s| s.voting_members),
+            reachable_voting_members: snap.as_ref().map_or(0, |s| s.reachable_voting_members),
+            findings: snap.as_ref().map_or(0, |s| s.findings.len()),
+            checked_at_ms: snap.as_ref().map(|s| unix_ms(s.observation.taken_at)),
+            owner: (replicas.enabled && c.ownership.owned()).then(|| replicas.name.clone()),
+        });
+    }
     Json(ClusterList { clusters })
+}
+
+/// A cluster's status as the replica owning it published it (replicas,
+/// `ha.*`), when this replica does not own it.
+async fn published(state: &AppState, cluster: &str) -> Option<crate::store::PublishedStatus> {
+    match state.monitor.store().published_status(cluster).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%cluster, error = %e, "cannot read the status published by the owning replica");
+            None
+        }
+    }
+}
+
+fn summary_of_published(
+    name: String,
+    endpoints: Vec<String>,
+    p: &crate::store::PublishedStatus,
+) -> ClusterSummary {
+    let s = &p.status;
+    let count = |key: &str| s.get(key).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+    ClusterSummary {
+        name,
+        endpoints,
+        verdict: s
+            .get("verdict")
+            .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        leader: s.get("leader").and_then(|v| v.as_str()).map(str::to_string),
+        members: s
+            .pointer("/observation/members")
+            .and_then(|m| m.as_array())
+            .map_or(0, |m| m.len()),
+        voting_members: count("voting_members"),
+        reachable_voting_members: count("reachable_voting_members"),
+        findings: s
+            .get("findings")
+            .and_then(|f| f.as_array())
+            .map_or(0, |f| f.len()),
+        checked_at_ms: Some(p.at_ms),
+        owner: Some(p.replica.clone()),
+    }
+}
+
+/// Answers with what the owning replica published (headers name it and
+/// its age), for a cluster this replica does not own.
+fn published_answer(p: crate::store::PublishedStatus, body: serde_json::Value) -> Response {
+    let age = (crate::time::now_ms() - p.at_ms).max(0) / 1000;
+    let mut r = Json(body).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&p.replica) {
+        r.headers_mut().insert("x-etcd-monitor-owner", v);
+    }
+    r.headers_mut()
+        .insert(axum::http::header::AGE, axum::http::HeaderValue::from(age));
+    r
 }
 
 fn latest_health(
     c: &ClusterHandle,
 ) -> Result<std::sync::Arc<crate::health::HealthSnapshot>, ApiError> {
     c.health.borrow().clone().ok_or_else(|| {
-        ApiError::unavailable(format!("cluster {} has not been checked yet", c.name))
+        if c.ownership.owned() {
+            ApiError::unavailable(format!("cluster {} has not been checked yet", c.name))
+        } else {
+            ApiError::unavailable(format!(
+                "cluster {} is checked by another replica (ha): GET /api/v1/clusters/{}/status and /metrics/current answer here; GET /api/v1/replicas names the owner, whose API answers the rest",
+                c.name, c.name
+            ))
+        }
     })
 }
 
@@ -685,8 +760,17 @@ pub fn parse_time(v: Option<&str>, default: i64, now: i64, name: &str) -> Result
     responses((status = 200, description = "The latest health snapshot", body = crate::health::HealthSnapshot),
         (status = 404, description = "Unknown cluster", body = super::ErrorBody),
         (status = 503, description = "Not checked yet", body = super::ErrorBody)))]
-pub async fn status(Cluster(c): Cluster) -> Result<Json<crate::health::HealthSnapshot>, ApiError> {
-    Ok(Json(latest_health(&c)?.as_ref().clone()))
+pub async fn status(
+    State(state): State<AppState>,
+    Cluster(c): Cluster,
+) -> Result<Response, ApiError> {
+    if c.health.borrow().is_none() && !c.ownership.owned() {
+        if let Some(p) = published(&state, &c.name).await {
+            let body = p.status.clone();
+            return Ok(published_answer(p, body));
+        }
+    }
+    Ok(Json(latest_health(&c)?.as_ref().clone()).into_response())
 }
 
 /// `GET .../members`.
@@ -717,12 +801,20 @@ pub async fn leader(
         (status = 404, description = "Unknown cluster", body = super::ErrorBody),
         (status = 503, description = "No metrics round yet", body = super::ErrorBody)))]
 pub async fn metrics_current(
+    State(state): State<AppState>,
     Cluster(c): Cluster,
-) -> Result<Json<crate::monitor::MetricsRound>, ApiError> {
+) -> Result<Response, ApiError> {
+    if c.metrics.borrow().is_none() && !c.ownership.owned() {
+        if let Some(mut p) = published(&state, &c.name).await {
+            if let Some(body) = p.metrics.take() {
+                return Ok(published_answer(p, body));
+            }
+        }
+    }
     let r = c.metrics.borrow().clone().ok_or_else(|| {
         ApiError::unavailable(format!("no metrics round for cluster {} yet", c.name))
     })?;
-    Ok(Json(r.as_ref().clone()))
+    Ok(Json(r.as_ref().clone()).into_response())
 }
 
 /// `GET .../metrics/latency`.

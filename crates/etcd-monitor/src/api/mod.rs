@@ -16,6 +16,7 @@ mod keyspace;
 mod maintenance;
 pub mod openapi;
 mod prom;
+mod replicas;
 mod server;
 pub mod tls;
 
@@ -141,7 +142,7 @@ const CLUSTER_ROUTES: [(Method, &str, Access); 17] = [
 ];
 
 /// Every other route, with who may call it.
-const ROUTES: [(Method, &str, Access); 24] = [
+const ROUTES: [(Method, &str, Access); 25] = [
     (Method::GET, "/health", Access::Probe),
     (Method::GET, "/ready", Access::Probe),
     (Method::GET, "/", Access::Public),
@@ -179,6 +180,7 @@ const ROUTES: [(Method, &str, Access); 24] = [
         "/api/v1/silences/{id}",
         Access::Role(Role::Operator),
     ),
+    (Method::GET, "/api/v1/replicas", Access::Role(Role::Viewer)),
     (Method::GET, "/api/v1/backups", Access::Role(Role::Viewer)),
     // Loads the cluster (a snapshot streams the whole database) and writes
     // every key to the target.
@@ -346,6 +348,7 @@ pub fn router(state: AppState, access: Arc<AccessControl>) -> Router {
             axum::routing::delete(alerts::delete_silence),
         )
         .route("/backups", get(backups::list).post(backups::now))
+        .route("/replicas", get(replicas::list))
         .route("/benchmarks", get(benchmarks::list).post(benchmarks::start))
         .route(
             "/benchmarks/{id}",

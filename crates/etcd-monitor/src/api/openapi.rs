@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::{alerts, audit, backups, benchmarks, handlers, keyspace, maintenance};
+use super::{alerts, audit, backups, benchmarks, handlers, keyspace, maintenance, replicas};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,6 +54,7 @@ use super::{alerts, audit, backups, benchmarks, handlers, keyspace, maintenance}
         benchmarks::cancel,
         benchmarks::start_legacy,
         audit::list,
+        replicas::list,
         backups::list,
         backups::now,
     ),

@@ -785,9 +785,34 @@ pub async fn metrics(
             "Panics caught while a channel sent a notification (retried).",
             crate::alert::deliver::PANICS.load(Relaxed),
         ),
+        (
+            "etcd_monitor_ha_fenced_writes_total",
+            "Writes of this replica the store refused because a newer owner of the cluster had written (ha).",
+            crate::store::ha::FENCED.load(Relaxed),
+        ),
+        (
+            "etcd_monitor_ha_handovers_total",
+            "Clusters this replica took over or gave up (ha).",
+            state.monitor.replicas().handovers(),
+        ),
     ] {
         p.sample(name, "counter", help, &[], value as f64);
     }
+    let replicas = state.monitor.replicas();
+    p.sample(
+        "etcd_monitor_owned_clusters",
+        "gauge",
+        "Clusters this replica owns now: collects, evaluates and alerts for (all of them without ha).",
+        &[("replica", replicas.name.as_str())],
+        replicas.owned().len() as f64,
+    );
+    p.sample(
+        "etcd_monitor_replica_is_member",
+        "gauge",
+        "1 while this replica is registered with a live session in the coordination cluster (always 1 without ha).",
+        &[("replica", replicas.name.as_str())],
+        f64::from(u8::from(replicas.is_member())),
+    );
     p.sample(
         "etcd_monitor_store_writable",
         "gauge",

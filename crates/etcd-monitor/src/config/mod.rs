@@ -32,6 +32,7 @@ pub mod backup;
 pub mod bench;
 pub mod cron;
 pub mod duration;
+pub mod ha;
 pub mod keyspace;
 mod layers;
 pub mod maintenance;

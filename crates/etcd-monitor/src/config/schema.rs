@@ -33,6 +33,8 @@ pub struct Config {
     pub maintenance: super::maintenance::MaintenanceConfig,
     /// Scheduled backups with restore drills.
     pub backup: super::backup::BackupConfig,
+    /// Replicas sharing the work (`ha.*`).
+    pub ha: super::ha::HaConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             keyspace: super::keyspace::KeyspaceConfig::default(),
             maintenance: super::maintenance::MaintenanceConfig::default(),
             backup: super::backup::BackupConfig::default(),
+            ha: super::ha::HaConfig::default(),
         }
     }
 }
@@ -487,6 +490,7 @@ impl Config {
         out.extend(self.maintenance.problems());
         let names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
         out.extend(self.backup.problems(&names));
+        out.extend(self.ha.problems(&self.clusters, &self.storage.url));
         out
     }
 }

@@ -1,13 +1,15 @@
 //! Health evaluation: an immutable verdict with findings and their evidence,
 //! computed from one [`ClusterObservation`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::cluster::{ClusterObservation, MemberObservation};
 
 /// Overall state of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Everything checked is fine.

@@ -482,6 +482,28 @@ pub async fn start(
         let ctx = BackupContext::new(config, &state, monitor.store(), gate);
         state.seed(&ctx.store).await;
         let token = lifecycle.token();
+        let ownership = match monitor.cluster(&state.status().cluster) {
+            Some(h) => h.ownership.clone(),
+            None => continue,
+        };
+        if monitor.replicas().enabled {
+            // A replica that takes the cluster over reads what the previous
+            // owner's backups left in the shared history.
+            let (state, store, token) = (state.clone(), ctx.store.clone(), lifecycle.token());
+            let mut changes = ownership.changes();
+            lifecycle.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        r = changes.changed() => if r.is_err() { break },
+                    }
+                    let owned = matches!(*changes.borrow_and_update(), super::ha::Owner::Held(_));
+                    if owned {
+                        state.seed(&store).await;
+                    }
+                }
+            });
+        }
         lifecycle.spawn(async move {
             remove_stale_parts(&state.config);
             let every = state.config.every;
@@ -507,6 +529,10 @@ pub async fn start(
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = wait => {}
+                }
+                // Replicas: only the cluster's owner takes scheduled backups.
+                if !ownership.owned() {
+                    continue;
                 }
                 // Wait (bounded) for another maintenance operation to end.
                 let deadline = tokio::time::Instant::now()

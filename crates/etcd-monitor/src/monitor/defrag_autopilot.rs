@@ -136,7 +136,8 @@ pub fn start(
                     _ = token.cancelled() => break,
                     due = due => due,
                 };
-                if !due {
+                // Replicas: only the cluster's owner defragments it.
+                if !due || !handle.ownership.owned() {
                     continue;
                 }
                 if !auto.window.contains(unix_ms(std::time::SystemTime::now()) / 1000) {

@@ -19,6 +19,7 @@ use crate::store::{LeaderChange, Store, unix_ms};
 const BODY_EVERY: Duration = Duration::from_secs(300);
 
 pub(super) struct HealthTask {
+    pub ownership: super::ha::Ownership,
     pub cluster: ClusterConfig,
     pub monitoring: MonitoringConfig,
     pub thresholds: health::Thresholds,
@@ -69,6 +70,17 @@ pub(super) async fn run(t: HealthTask) {
         tokio::select! {
             _ = t.token.cancelled() => break,
             _ = interval.tick() => {}
+        }
+        if !t.ownership.owned() {
+            // Another replica checks this cluster: its published status
+            // answers the API here. Start afresh when this one owns it again.
+            if t.publish.borrow().is_some() {
+                t.publish.send_replace(None);
+                known_leader = None;
+                last_verdict = None;
+                last_signature = None;
+            }
+            continue;
         }
         let hashkv_due =
             last_hashkv.is_none_or(|at| at.elapsed() >= t.monitoring.consistency_check_interval);
@@ -145,9 +157,27 @@ pub(super) async fn run(t: HealthTask) {
         // Recorded beside the round, not in it: a slow or failing store
         // must not delay the next check (nor the alerts that read it).
         let (store, recorded) = (t.store.clone(), snapshot.clone());
+        // Replicas: the other replicas' API answers from this.
+        let published = t.ownership.fence().map(|fence| {
+            let metrics = t
+                .metrics
+                .borrow()
+                .as_deref()
+                .and_then(|m| serde_json::to_value(m).ok());
+            (fence, serde_json::to_value(&*snapshot).ok(), metrics)
+        });
         tokio::spawn(async move {
             if let Err(e) = store.record_snapshot(&recorded, with_body).await {
                 tracing::warn!(error = %e, "cannot record the health snapshot");
+            }
+            if let Some((fence, Some(status), metrics)) = published {
+                let at = unix_ms(recorded.observation.taken_at);
+                if let Err(e) = store
+                    .publish_status(&fence, at, &status, metrics.as_ref())
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot publish the cluster status to the other replicas");
+                }
             }
         });
         if last_verdict != Some(snapshot.verdict) {

@@ -149,7 +149,20 @@ impl HotWrites {
 
 /// Opens one events-only watch per prefix (retrying until the cluster
 /// answers), then counts their events until `token` is cancelled.
-pub async fn run(cluster: ClusterConfig, hot: Arc<HotWrites>, token: CancellationToken) {
+pub async fn run(
+    cluster: ClusterConfig,
+    hot: Arc<HotWrites>,
+    ownership: super::ha::Ownership,
+    token: CancellationToken,
+) {
+    ownership
+        .while_owned(token, |token| watch(cluster.clone(), hot.clone(), token))
+        .await;
+    hot.watching.store(false, Ordering::Relaxed);
+}
+
+/// Counts writes until `token` is cancelled.
+async fn watch(cluster: ClusterConfig, hot: Arc<HotWrites>, token: CancellationToken) {
     let mut watches = Vec::new();
     for prefix in hot.config.prefixes.clone() {
         let watch = loop {

@@ -99,6 +99,7 @@ pub fn start(config: &Config, monitor: &Monitor, lifecycle: &Lifecycle) {
         let rules = config.keyspace.growth_rules.clone();
         lifecycle.spawn(async move {
             let mut previous = last_stored(&store, &cluster.name, &s.prefix).await;
+            let mut owned = true;
             let mut tick = tokio::time::interval(s.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -106,6 +107,16 @@ pub fn start(config: &Config, monitor: &Monitor, lifecycle: &Lifecycle) {
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {}
+                }
+                // Replicas: only the cluster's owner scans it; a new owner
+                // compares with the last scan any replica stored.
+                if !handle.ownership.owned() {
+                    owned = false;
+                    continue;
+                }
+                if !owned {
+                    previous = last_stored(&store, &cluster.name, &s.prefix).await;
+                    owned = true;
                 }
                 let report = tokio::select! {
                     _ = token.cancelled() => break,

@@ -61,6 +61,7 @@ pub struct MetricsRound {
 }
 
 pub(super) struct MetricsTask {
+    pub ownership: super::ha::Ownership,
     pub cluster: ClusterConfig,
     pub monitoring: MonitoringConfig,
     pub store: Store,
@@ -87,6 +88,16 @@ pub(super) async fn run(t: MetricsTask) {
         tokio::select! {
             _ = t.token.cancelled() => break,
             _ = interval.tick() => {}
+        }
+        if !t.ownership.owned() {
+            // Another replica scrapes this cluster; rates restart when this one owns it again.
+            if t.publish.borrow().is_some() {
+                t.publish.send_replace(None);
+                previous = None;
+                windows = MemberWindows::new(t.monitoring.metrics_window);
+                prober = Prober::default();
+            }
+            continue;
         }
         let round = tokio::select! {
             _ = t.token.cancelled() => break,

@@ -9,6 +9,7 @@
 
 pub mod backups;
 pub mod defrag_autopilot;
+pub mod ha;
 mod health_task;
 pub mod hot_writes;
 pub mod keyspace_schedule;
@@ -103,6 +104,8 @@ pub struct ClusterHandle {
     pub backups: Arc<Vec<Arc<backups::ScheduleState>>>,
     /// `clusters[].paused_members`: members stopped on purpose.
     pub paused_members: Arc<Vec<String>>,
+    /// Whether this process works on the cluster now (replicas, `ha.*`).
+    pub ownership: ha::Ownership,
 }
 
 /// The running monitor.
@@ -112,6 +115,7 @@ pub struct Monitor {
     order: Vec<String>,
     events: broadcast::Sender<MonitorEvent>,
     store: Store,
+    replicas: Arc<ha::Replicas>,
 }
 
 impl Monitor {
@@ -124,13 +128,16 @@ impl Monitor {
         lifecycle: &Lifecycle,
     ) -> Monitor {
         let (events, _) = broadcast::channel(1024);
+        let replicas = Arc::new(ha::Replicas::new(config));
         let mut clusters = BTreeMap::new();
         let mut order = Vec::new();
         for cluster in &config.clusters {
             let (health_tx, health_rx) = watch::channel(None);
             let (metrics_tx, metrics_rx) = watch::channel(None);
             let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let ownership = replicas.ownership(&cluster.name);
             lifecycle.spawn(health_task::run(health_task::HealthTask {
+                ownership: ownership.clone(),
                 cluster: cluster.clone(),
                 monitoring: config.monitoring.clone(),
                 thresholds: thresholds.clone(),
@@ -142,6 +149,7 @@ impl Monitor {
                 token: lifecycle.token(),
             }));
             lifecycle.spawn(metrics_task::run(metrics_task::MetricsTask {
+                ownership: ownership.clone(),
                 cluster: cluster.clone(),
                 monitoring: config.monitoring.clone(),
                 store: store.clone(),
@@ -155,6 +163,7 @@ impl Monitor {
                 lifecycle.spawn(hot_writes::run(
                     cluster.clone(),
                     hot.clone(),
+                    ownership.clone(),
                     lifecycle.token(),
                 ));
             }
@@ -179,6 +188,7 @@ impl Monitor {
                             .collect(),
                     ),
                     paused_members: Arc::new(cluster.paused_members.clone()),
+                    ownership,
                 },
             );
         }
@@ -213,6 +223,7 @@ impl Monitor {
             order,
             events,
             store,
+            replicas,
         }
     }
 
@@ -239,6 +250,11 @@ impl Monitor {
     /// The history store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This replica among the others (`ha.*`).
+    pub fn replicas(&self) -> &Arc<ha::Replicas> {
+        &self.replicas
     }
 
     /// Every backup schedule, in cluster order.

@@ -237,9 +237,19 @@ impl Store {
     /// fired, resolved or changed suppression, and each notification with
     /// its group's new state and one outbox row per channel (a resolved
     /// group loses its acknowledgement). All or nothing.
-    pub async fn record_alert_effects(&self, effects: &[Effect]) -> Result<(), StoreError> {
+    ///
+    /// With `fence` (replicas, `ha.*`), the step is refused with
+    /// [`StoreError::Fenced`] when a newer owner of the cluster wrote.
+    pub async fn record_alert_effects(
+        &self,
+        effects: &[Effect],
+        fence: Option<&super::Fence>,
+    ) -> Result<(), StoreError> {
         self.guarded(async move {
             let mut tx = self.writer().begin().await.map_err(db("begin alert step"))?;
+            if let Some(f) = fence {
+                super::ha::pass_fence(&mut tx, f, crate::time::now_ms()).await?;
+            }
             for e in effects {
                 match e {
                     Effect::Fired(a) => insert_alert(&mut tx, a).await?,
@@ -398,21 +408,93 @@ impl Store {
         .map_err(db("decode outbox row"))
     }
 
-    /// Marks a notification delivered.
-    pub async fn outbox_sent(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
+    /// Claims the next notification of `channel` due at `now_ms` for
+    /// `replica` until `until_ms`: the oldest pending row of a group whose
+    /// earlier rows are all delivered or given up (a group's notifications
+    /// go out in order), not claimed by another replica whose claim still
+    /// runs. On PostgreSQL the row is picked `FOR UPDATE SKIP LOCKED`, so
+    /// replicas draining the same outbox never take the same row.
+    pub async fn outbox_claim(
+        &self,
+        channel: &str,
+        replica: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<OutboxRow>, StoreError> {
+        let lock = match self.backend {
+            super::Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
+            // One writer: the UPDATE is atomic by itself.
+            super::Backend::Sqlite => "",
+        };
         self.guarded(async move {
-        sqlx::query("UPDATE alert_outbox SET status = 'sent', sent_ms = $1, attempts = attempts + 1 WHERE id = $2")
-            .bind(at_ms)
-            .bind(id)
-            .execute(&self.writer())
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE alert_outbox SET claimed_by = $1, claimed_until = $2
+                 WHERE id IN (SELECT o.id FROM alert_outbox o
+                   WHERE o.channel = $3 AND o.status = 'pending' AND o.next_attempt_ms <= $4
+                     AND (o.claimed_until IS NULL OR o.claimed_until < $4)
+                     AND NOT EXISTS (SELECT 1 FROM alert_outbox p WHERE p.channel = o.channel
+                       AND p.group_key = o.group_key AND p.status = 'pending' AND p.id < o.id)
+                   ORDER BY o.id LIMIT 1 {lock})
+                 RETURNING {OUTBOX_COLUMNS}"
+            )))
+            .bind(replica)
+            .bind(until_ms)
+            .bind(channel)
+            .bind(now_ms)
+            .fetch_optional(&self.writer())
             .await
-            .map_err(db("mark notification sent"))?;
-        Ok(())
-    })
+            .map_err(db("claim notification"))?
+            .map(|r| outbox_row(&r))
+            .transpose()
+            .map_err(db("decode outbox row"))
+        })
         .await
     }
 
-    /// Records a failed attempt and when to try again.
+    /// When the next pending notification of `channel` is due (ms since
+    /// epoch): the earliest head of a group, or its claim's end.
+    pub async fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        let r = sqlx::query(
+            "SELECT MIN(CASE WHEN claimed_until IS NOT NULL AND claimed_until > next_attempt_ms
+                     THEN claimed_until ELSE next_attempt_ms END) AS due
+             FROM alert_outbox o WHERE o.channel = $1 AND o.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM alert_outbox p WHERE p.channel = o.channel
+                 AND p.group_key = o.group_key AND p.status = 'pending' AND p.id < o.id)",
+        )
+        .bind(channel)
+        .fetch_one(&self.writer())
+        .await
+        .map_err(db("read outbox"))?;
+        r.try_get::<Option<i64>, _>("due")
+            .map_err(db("read outbox"))
+    }
+
+    /// Marks a notification delivered (and its claim done). Returns false
+    /// when `replica`'s claim had run out and another replica claimed it.
+    pub async fn outbox_sent(
+        &self,
+        id: i64,
+        replica: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.guarded(async move {
+            let n = sqlx::query(
+                "UPDATE alert_outbox SET status = 'sent', sent_ms = $1, attempts = attempts + 1, claimed_until = NULL
+                 WHERE id = $2 AND (claimed_by IS NULL OR claimed_by = $3)",
+            )
+            .bind(at_ms)
+            .bind(id)
+            .bind(replica)
+            .execute(&self.writer())
+            .await
+            .map_err(db("mark notification sent"))?
+            .rows_affected();
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Records a failed attempt and when to try again (and ends the claim).
     pub async fn outbox_retry(
         &self,
         id: i64,
@@ -421,7 +503,7 @@ impl Store {
         error: &str,
     ) -> Result<(), StoreError> {
         self.guarded(async move {
-        sqlx::query("UPDATE alert_outbox SET attempts = $1, next_attempt_ms = $2, last_error = $3 WHERE id = $4")
+        sqlx::query("UPDATE alert_outbox SET attempts = $1, next_attempt_ms = $2, last_error = $3, claimed_until = NULL WHERE id = $4")
             .bind(attempts)
             .bind(next_ms)
             .bind(error)
@@ -437,7 +519,7 @@ impl Store {
     /// Gives up on a notification.
     pub async fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
         self.guarded(async move {
-            sqlx::query("UPDATE alert_outbox SET status = 'failed', last_error = $1 WHERE id = $2")
+            sqlx::query("UPDATE alert_outbox SET status = 'failed', last_error = $1, claimed_until = NULL WHERE id = $2")
                 .bind(error)
                 .bind(id)
                 .execute(&self.writer())

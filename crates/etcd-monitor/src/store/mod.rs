@@ -22,9 +22,11 @@ mod audit;
 mod backups;
 mod benchmarks;
 mod defrag;
+pub mod ha;
 mod keyspace;
 pub use backups::BackupRecord;
 pub use defrag::DefragRun;
+pub use ha::{Fence, PublishedStatus};
 pub use keyspace::StoredScan;
 
 pub use audit::AuditRecord;
@@ -46,6 +48,19 @@ pub enum StoreError {
     /// The store cannot serve the request.
     #[error("history store: {0}")]
     Unavailable(String),
+    /// A newer owner of the cluster wrote (`ha.*`): this replica's
+    /// ownership is over, and its write was refused.
+    #[error(
+        "history store: cluster {cluster}: ownership token {token} is stale (a newer owner wrote with {current})"
+    )]
+    Fenced {
+        /// Cluster name.
+        cluster: String,
+        /// The refused token.
+        token: i64,
+        /// The highest token recorded.
+        current: i64,
+    },
     /// A database operation failed.
     #[error("history store ({what}): {source}")]
     Db {
@@ -233,6 +248,15 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS backups (id {AUTO}, schedule TEXT NOT NULL, cluster TEXT NOT NULL,
         name TEXT NOT NULL, at_ms BIGINT NOT NULL, outcome TEXT NOT NULL, body TEXT NOT NULL);
      CREATE INDEX IF NOT EXISTS backups_schedule_at ON backups (schedule, at_ms);",
+    // 9: replicas (`ha.*`): each cluster's highest ownership token (the
+    // fence), each cluster's status published by its owner, and outbox
+    // claims (one sender per row across replicas).
+    "CREATE TABLE IF NOT EXISTS cluster_owners (cluster TEXT PRIMARY KEY, token BIGINT NOT NULL,
+        replica TEXT NOT NULL, at_ms BIGINT NOT NULL);
+     CREATE TABLE IF NOT EXISTS cluster_status (cluster TEXT PRIMARY KEY, replica TEXT NOT NULL,
+        token BIGINT NOT NULL, at_ms BIGINT NOT NULL, status TEXT NOT NULL, metrics TEXT);
+     ALTER TABLE alert_outbox ADD COLUMN claimed_by TEXT;
+     ALTER TABLE alert_outbox ADD COLUMN claimed_until BIGINT;",
 ];
 
 impl Store {
@@ -652,6 +676,10 @@ impl Store {
                 Err(StoreError::Timeout(WRITE_TIMEOUT))
             }
         };
+        if matches!(r, Err(StoreError::Fenced { .. })) {
+            // The store answered: it refused a stale owner's write.
+            return r;
+        }
         if r.is_err() {
             self.reconnect().await;
         }
