@@ -401,13 +401,15 @@ impl BenchRuns {
     }
 
     /// Starts the configured schedules.
-    pub fn schedule(&self, config: &Config) {
+    /// With replicas (`ha.*`), only the owner of a schedule's cluster runs it.
+    pub fn schedule(&self, config: &Config, replicas: &crate::monitor::ha::Replicas) {
         for s in config.benchmark.schedules.clone() {
             let cluster = match &s.cluster {
                 Some(name) => config.clusters.iter().find(|c| &c.name == name).cloned(),
                 None => config.clusters.first().cloned(),
             };
             let Some(cluster) = cluster else { continue };
+            let ownership = replicas.ownership(&cluster.name);
             let this = self.clone();
             let token = self.lifecycle.token();
             self.lifecycle.spawn(async move {
@@ -417,6 +419,9 @@ impl BenchRuns {
                     tokio::select! {
                         _ = token.cancelled() => break,
                         _ = tick.tick() => {}
+                    }
+                    if !ownership.owned() {
+                        continue;
                     }
                     match this.start(cluster.clone(), s.spec.clone(), &s.name, &format!("schedule:{}", s.name), s.slo.clone()) {
                         Ok(r) => tracing::info!(schedule = %s.name, id = %r.id, "scheduled benchmark started"),

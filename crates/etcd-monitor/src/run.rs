@@ -101,7 +101,7 @@ pub fn app_state(config: &Config, daemon: &Daemon, lifecycle: &Lifecycle) -> cra
                 lifecycle.clone(),
                 config.benchmark.limits.clone(),
             );
-            runs.schedule(config);
+            runs.schedule(config, monitor.replicas());
             runs
         },
         shutdown: lifecycle.token(),

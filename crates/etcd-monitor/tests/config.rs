@@ -160,6 +160,55 @@ fn each_bad_input_is_named_by_its_key_path() {
         "backup.schedules[1].name",
         "used by another schedule",
     );
+    let pg = "storage:\n  url: postgres://m@db/x\n";
+    assert_error(
+        "ha:\n  enabled: true\n  cluster: default\n",
+        "ha.enabled",
+        "storage.url must be postgres://",
+    );
+    assert_error(
+        &format!("{pg}ha:\n  enabled: true\n"),
+        "ha",
+        "ha.cluster (a watched cluster) or ha.etcd.endpoints",
+    );
+    assert_error(
+        &format!("{pg}ha:\n  enabled: true\n  cluster: nope\n"),
+        "ha.cluster",
+        "\"nope\" is not a configured cluster",
+    );
+    assert_error(
+        &format!(
+            "{pg}ha:\n  enabled: true\n  cluster: default\n  etcd: {{ endpoints: [\"127.0.0.1:2379\"] }}\n"
+        ),
+        "ha.cluster",
+        "not both",
+    );
+    assert_error(
+        &format!("{pg}ha:\n  enabled: true\n  etcd: {{ endpoints: [] }}\n"),
+        "ha.etcd.endpoints",
+        "at least one endpoint",
+    );
+    assert_error(
+        &format!("{pg}ha:\n  enabled: true\n  cluster: default\n  ttl: 1s\n"),
+        "ha.ttl",
+        "use 2s to 5m",
+    );
+    assert_error(
+        &format!("{pg}ha:\n  enabled: true\n  cluster: default\n  prefix: /\n"),
+        "ha.prefix",
+        "a prefix of its own",
+    );
+    assert_error(
+        &format!("{pg}ha:\n  enabled: true\n  cluster: default\n  replica_name: a/b\n"),
+        "ha.replica_name",
+        "no '/'",
+    );
+    assert_error(
+        &format!("{pg}ha:\n  enabled: true\n  cluster: default\n  advertise_url: ftp://x\n"),
+        "ha.advertise_url",
+        "not an http(s) URL",
+    );
+    assert_error("ha:\n  enabeld: true\n", "ha.enabeld", "unknown key");
     assert_error(
         "maintenance:\n  defrag: { window: always }\n",
         "maintenance.defrag",

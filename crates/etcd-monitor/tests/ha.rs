@@ -496,6 +496,18 @@ async fn two_replicas_split_four_clusters_hand_over_and_never_page_twice() {
         assert_eq!(owner == x, x_owns.contains(name), "{replicas}");
     }
     assert_eq!(rx.metric("etcd_monitor_owned_clusters").await, 2.0);
+    for r in [&rx, &ry] {
+        wait_for(
+            &format!(
+                "{} is ready (it waits only for the clusters it owns)",
+                r.name
+            ),
+            Duration::from_secs(10),
+            || async { matches!(r.get("/ready").await, Some((200, _))) },
+            &[&rx, &ry],
+        )
+        .await;
+    }
     assert_eq!(ry.metric("etcd_monitor_replica_is_member").await, 1.0);
 
     // Every replica answers every cluster's status: its own, and the others'

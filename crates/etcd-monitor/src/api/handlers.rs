@@ -79,7 +79,8 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             state
                 .monitor
                 .cluster(n)
-                .is_some_and(|c| c.health.borrow().is_none())
+                // Replicas: another replica checks the clusters this one does not own.
+                .is_some_and(|c| c.ownership.owned() && c.health.borrow().is_none())
         })
         .cloned()
         .collect();

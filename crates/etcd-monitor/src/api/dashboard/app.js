@@ -239,6 +239,23 @@ async function loadDefragRuns() {
   } catch (e) { $("#defrag-runs").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
 }
 
+// Replicas (ha): each live replica with the clusters it owns; the card
+// stays hidden when one process owns every cluster.
+async function loadReplicas() {
+  try {
+    const d = await api(`/api/v1/replicas`);
+    $("#replica-card").hidden = !d.enabled;
+    if (!d.enabled) return;
+    const owner = d.clusters.find((c) => c.cluster === cluster);
+    const rows = d.replicas.map((r) =>
+      `<li data-replica="${esc(r.name)}"><b>${esc(r.name)}</b>${r.self ? " (this one)" : ""} <a href="${esc(r.url)}">${esc(r.url)}</a>: ` +
+      `${r.clusters.length ? r.clusters.map((c) => (c === cluster ? `<b>${esc(c)}</b>` : esc(c))).join(", ") : "no cluster"}</li>`);
+    if (!d.member) rows.unshift(`<li class="warning">This replica is not a member: ${esc(d.problem || "connecting")}</li>`);
+    if (owner && !owner.owner) rows.unshift(`<li class="warning">${esc(cluster)} has no owner right now (handover)</li>`);
+    $("#replicas").innerHTML = rows.join("");
+  } catch (e) { $("#replicas").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+}
+
 // Backups (backup.schedules) of this cluster: each schedule's last backup,
 // last restore drill and failures, then the newest backups with their drill.
 let backupSchedules = [];
@@ -400,7 +417,7 @@ async function loadAudit() {
 }
 
 async function refresh() { await Promise.all([loadMembers(), loadStatus()]); }
-async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks(), loadAudit(), loadDefragRuns(), loadBackups()]); }
+async function refreshAll() { await Promise.all([refresh(), loadLeaders(), loadCharts(), loadAlerts(), loadBenchmarks(), loadAudit(), loadDefragRuns(), loadBackups(), loadReplicas()]); }
 
 // Server-sent events read with fetch, so the bearer token can go along
 // (EventSource cannot send headers). Reconnects after 2 s.
