@@ -289,6 +289,7 @@ pub(crate) async fn run(e: ClusterEngine) {
 async fn run_engine(mut e: ClusterEngine) {
     let mut ownership = e.handle.ownership.changes();
     let mut owner = *ownership.borrow_and_update();
+    let mut ownership_open = true;
     e.take_over(owner).await;
     let mut health = e.handle.health.clone();
     let mut tick = tokio::time::interval(HOUSEKEEPING);
@@ -307,8 +308,9 @@ async fn run_engine(mut e: ClusterEngine) {
                     if r.is_err() { break; }
                     true
                 }
-                r = ownership.changed() => {
-                    if r.is_err() { break; }
+                r = ownership.changed(), if ownership_open => {
+                    // Closed: ownership cannot change any more.
+                    ownership_open = r.is_ok();
                     false
                 }
                 _ = tick.tick() => false,

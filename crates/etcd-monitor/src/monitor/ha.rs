@@ -67,16 +67,6 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Always owned, unfenced (replicas off; tests and one-shot commands).
-    pub fn solo(cluster: &str) -> Ownership {
-        let (_tx, rx) = watch::channel(Owner::Solo);
-        Ownership {
-            cluster: Arc::from(cluster),
-            replica: Arc::from(""),
-            rx,
-        }
-    }
-
     /// The ownership now.
     pub fn current(&self) -> Owner {
         *self.rx.borrow()
@@ -433,6 +423,7 @@ impl Coordinator {
                 // Our own registration may not have come back through the watch yet.
                 live.push(me.clone());
             }
+            let mut give_up = Vec::new();
             for cluster in &self.clusters {
                 let first =
                     etcd_patterns::balance::rendezvous(cluster, live.iter().map(String::as_str))
@@ -455,8 +446,14 @@ impl Coordinator {
                     }
                 } else if !first && have {
                     self.replicas.set(cluster, Owner::NotOwned);
-                    tokio::time::sleep(HANDOFF_GRACE).await;
-                    if let Some(guard) = held.remove(cluster) {
+                    give_up.push(cluster.clone());
+                }
+            }
+            if !give_up.is_empty() {
+                // Once for all: rounds in flight finish before the successors start.
+                tokio::time::sleep(HANDOFF_GRACE).await;
+                for cluster in give_up {
+                    if let Some(guard) = held.remove(&cluster) {
                         if let Err(e) = guard.unlock().await {
                             tracing::warn!(%cluster, error = %e, "cannot release ownership; it ends with the session");
                         }
