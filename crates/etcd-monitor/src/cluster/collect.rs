@@ -515,16 +515,21 @@ async fn observe_member(
 
 /// Fetches and parses a member's `/metrics` page.
 pub async fn scrape_metrics(http: &reqwest::Client, url: &str) -> Result<MemberMetrics, String> {
-    let text = http
+    let body = http
         .get(url)
         .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("{url}: {}", crate::metrics::describe_http_error(&e)))?
-        .text()
+        .bytes()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    let (scrape, _) = Scrape::parse_only(&text, MemberMetrics::wants);
+    // Checked, not copied: a page is valid UTF-8 unless something is wrong.
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(&body),
+    };
+    let (scrape, _) = Scrape::parse_selected(&text, MemberMetrics::select);
     Ok(MemberMetrics::from_scrape(&scrape))
 }
 

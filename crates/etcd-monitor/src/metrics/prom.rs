@@ -16,6 +16,17 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// Which samples of a family [`Scrape::parse_selected`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// None.
+    None,
+    /// Every one.
+    All,
+    /// Those whose value is not zero.
+    NonZero,
+}
+
 /// All samples of one scrape.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scrape {
@@ -34,6 +45,20 @@ impl Scrape {
     /// included): a member's page has thousands of samples and the monitor
     /// needs a few dozen, so the rest are skipped before any allocation.
     pub fn parse_only(text: &str, wanted: impl Fn(&str) -> bool) -> (Scrape, usize) {
+        Self::parse_selected(text, |name| {
+            if wanted(name) {
+                Select::All
+            } else {
+                Select::None
+            }
+        })
+    }
+
+    /// Like [`Scrape::parse_only`], with [`Select::NonZero`] for families
+    /// whose zero samples mean nothing to the caller (etcd lists every gRPC
+    /// method with every status code, nearly all zero): those are skipped
+    /// before their labels are read.
+    pub fn parse_selected(text: &str, select: impl Fn(&str) -> Select) -> (Scrape, usize) {
         let mut samples = Vec::new();
         let mut bad = 0;
         for line in text.lines().map(str::trim) {
@@ -41,8 +66,14 @@ impl Scrape {
                 continue;
             }
             let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
-            if !wanted(&line[..name_end]) {
-                continue;
+            match select(&line[..name_end]) {
+                Select::None => continue,
+                Select::NonZero
+                    if value_text(line, name_end).and_then(parse_value) == Some(0.0) =>
+                {
+                    continue;
+                }
+                Select::All | Select::NonZero => {}
             }
             match parse_line(line) {
                 Some(s) => samples.push(s),
@@ -176,6 +207,16 @@ fn parse_line(line: &str) -> Option<Sample> {
     })
 }
 
+/// The value's text of a sample line whose name ends at `name_end`.
+fn value_text(line: &str, name_end: usize) -> Option<&str> {
+    let rest = if line[name_end..].starts_with('{') {
+        &line[line.rfind('}')? + 1..]
+    } else {
+        &line[name_end..]
+    };
+    rest.split_whitespace().next()
+}
+
 fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
     let mut labels = BTreeMap::new();
     let mut rest = text.trim();
@@ -183,25 +224,40 @@ fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
         let eq = rest.find('=')?;
         let key = rest[..eq].trim().to_string();
         let after = rest[eq + 1..].trim_start().strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, other)) => value.push(other),
-                    None => return None,
-                },
-                '"' => {
-                    end = Some(i);
-                    break;
+        // The closing quote is the first one not escaped.
+        let bytes = after.as_bytes();
+        let mut i = 0;
+        let mut escaped = false;
+        let end = loop {
+            match bytes.get(i)? {
+                b'\\' => {
+                    escaped = true;
+                    i += 2;
                 }
-                c => value.push(c),
+                b'"' => break i,
+                _ => i += 1,
             }
-        }
+        };
+        let raw = after.get(..end)?;
+        let value = if escaped {
+            let mut value = String::with_capacity(raw.len());
+            let mut chars = raw.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some('n') => value.push('\n'),
+                        Some(other) => value.push(other),
+                        None => return None,
+                    },
+                    c => value.push(c),
+                }
+            }
+            value
+        } else {
+            raw.to_string()
+        };
         labels.insert(key, value);
-        rest = after[end? + 1..]
+        rest = after[end + 1..]
             .trim_start()
             .trim_start_matches(',')
             .trim_start();
@@ -236,6 +292,25 @@ etcd_server_quota_backend_bytes 2.147483648e+09
 grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 7
 grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 3
 "#;
+
+    #[test]
+    fn zero_samples_of_a_nonzero_family_are_skipped_before_their_labels() {
+        let (s, bad) = Scrape::parse_selected(PAGE, |name| match name {
+            "grpc_server_handled_total" => Select::NonZero,
+            "etcd_server_has_leader" => Select::All,
+            _ => Select::None,
+        });
+        assert_eq!(bad, 0);
+        assert_eq!(s.samples.len(), 3);
+        let page = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\"} 0\n\
+                    grpc_server_handled_total{grpc_code=\"Un}\\\"x\",grpc_method=\"Put\"} 2\n\
+                    grpc_server_handled_total 0\n";
+        let (s, bad) = Scrape::parse_selected(page, |_| Select::NonZero);
+        assert_eq!(bad, 0);
+        assert_eq!(s.samples.len(), 1);
+        assert_eq!(s.samples[0].labels["grpc_code"], "Un}\"x");
+        assert_eq!(s.samples[0].value, 2.0);
+    }
 
     #[test]
     fn parses_values_labels_and_quantiles() {

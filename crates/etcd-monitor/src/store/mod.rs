@@ -80,6 +80,31 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 
 pub use crate::time::unix_ms;
 
+/// Rows per multi-row INSERT of metric samples (5 parameters each: well
+/// under SQLite's and PostgreSQL's parameter limits).
+const METRIC_ROWS_PER_INSERT: usize = 40;
+
+/// `INSERT INTO metric_samples ... VALUES ($1, ..., $5), ($6, ...)` for `rows` rows.
+fn metric_insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(80 + rows * 30);
+    sql.push_str("INSERT INTO metric_samples (cluster, member, name, at_ms, value) VALUES ");
+    for r in 0..rows {
+        let b = r * 5;
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5
+        ));
+    }
+    sql
+}
+
 /// A recorded leader change.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LeaderChange {
@@ -470,17 +495,27 @@ impl Store {
         cluster: &str,
         points: &[MetricPoint],
     ) -> Result<(), StoreError> {
+        let finite: Vec<&MetricPoint> = points.iter().filter(|p| p.value.is_finite()).collect();
+        if finite.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.writer().begin().await.map_err(db("begin metrics"))?;
-        for p in points.iter().filter(|p| p.value.is_finite()) {
-            sqlx::query("INSERT INTO metric_samples (cluster, member, name, at_ms, value) VALUES ($1, $2, $3, $4, $5)")
-                .bind(cluster)
-                .bind(&p.member)
-                .bind(&p.name)
-                .bind(p.at_ms)
-                .bind(p.value)
-                .execute(&mut *tx)
+        // A round's samples in a few multi-row statements, not one
+        // statement (and, for SQLite, one hop to its worker thread) each.
+        for chunk in finite.chunks(METRIC_ROWS_PER_INSERT) {
+            let sql = metric_insert_sql(chunk.len());
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for p in chunk {
+                q = q
+                    .bind(cluster)
+                    .bind(&p.member)
+                    .bind(&p.name)
+                    .bind(p.at_ms)
+                    .bind(p.value);
+            }
+            q.execute(&mut *tx)
                 .await
-                .map_err(db("insert metric sample"))?;
+                .map_err(db("insert metric samples"))?;
         }
         tx.commit().await.map_err(db("commit metrics"))
     }
