@@ -7,21 +7,12 @@
 
 #[path = "common/proc_stats.rs"]
 mod proc_stats;
-use proc_stats::proc_cpu_seconds;
+use proc_stats::{proc_cpu_seconds, rss_kib};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_testkit::{ClusterOptions, EtcdCluster};
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn main() {
     let secs: u64 = std::env::var("FOOTPRINT_SECS")

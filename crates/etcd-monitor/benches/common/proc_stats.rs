@@ -25,3 +25,14 @@ pub fn proc_cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions; 2 is _SC_CLK_TCK.
     (field(11) + field(12)) / unsafe { libc_sysconf(2) } as f64
 }
+
+/// Resident memory of `pid` now, KiB (0 when it cannot be read).
+#[allow(dead_code)] // not every benchmark including this file reads memory
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
