@@ -28,6 +28,13 @@ use crate::store::{MetricPoint, Store};
 /// How often a group is looked at when nothing new was observed (repeats, silence expiry).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// How long a new engine (a start, or a replica taking a cluster over)
+/// waits for the store to give it the recorded alert state.
+const LOAD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long one attempt to load the alert state may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often the database size history of the growth rule is re-read.
 const GROWTH_REFRESH_MS: i64 = 60_000;
 
@@ -56,6 +63,8 @@ pub(crate) struct ClusterEngine {
     fence: Option<crate::store::Fence>,
     /// A newer owner wrote: nothing more is written until ownership changes.
     fenced_out: bool,
+    /// Since when the state taken over waits to be loaded.
+    loading: Option<tokio::time::Instant>,
 }
 
 /// What a cluster's engine is started with.
@@ -88,35 +97,64 @@ impl ClusterEngine {
             config: p.config,
             fence: None,
             fenced_out: false,
+            loading: None,
         }
     }
 
-    /// Starts over under `owner`: a fresh book loaded from the store (what
-    /// the previous owner recorded), nothing unsynced carried over.
-    async fn take_over(&mut self, owner: crate::monitor::ha::Owner) {
+    /// Starts over under `owner`: a fresh book, to be loaded from the store
+    /// (what the previous owner recorded) before the next evaluation.
+    fn take_over(&mut self, owner: crate::monitor::ha::Owner) {
         self.book = AlertBook::new(&self.handle.name, &self.config);
         self.unsynced.clear();
         self.rounds.clear();
         self.growth = None;
         self.fenced_out = false;
         self.fence = self.handle.ownership.fence();
-        if let Some(fence) = &self.fence {
-            // Fence the previous owner out before reading what it left: a
-            // step of its still in flight lands before this read or not at all.
-            match self.store.claim_fence(fence).await {
-                Ok(()) => {}
-                Err(e @ crate::store::StoreError::Fenced { .. }) => {
-                    tracing::error!(error = %e, "a newer owner took this cluster over already");
-                    self.fenced_out = true;
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot record this replica's ownership yet; its first step will")
-                }
+        self.loading =
+            (owner != crate::monitor::ha::Owner::NotOwned).then(tokio::time::Instant::now);
+    }
+
+    /// Loads the state taken over, fencing the previous owner out first:
+    /// its step still in flight lands before this read or not at all.
+    /// Returns whether the engine may evaluate. While the store fails it
+    /// retries, for up to [`LOAD_PATIENCE`]; then it starts without the
+    /// previous state (a group already paged may be paged again) rather
+    /// than stay silent.
+    async fn finish_take_over(&mut self) -> bool {
+        let Some(since) = self.loading else {
+            return true;
+        };
+        let loaded = async {
+            if let Some(fence) = &self.fence {
+                self.store.claim_fence(fence).await?;
             }
-        }
-        if owner != crate::monitor::ha::Owner::NotOwned {
-            self.load().await;
+            self.store.load_alert_state(&self.handle.name).await
+        };
+        // Bounded: a hung store must not stop this engine.
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, loaded)
+            .await
+            .unwrap_or(Err(crate::store::StoreError::Timeout(LOAD_TIMEOUT)));
+        match loaded {
+            Ok((alerts, groups)) => {
+                self.book.restore(alerts, groups);
+                self.loading = None;
+                true
+            }
+            Err(e @ crate::store::StoreError::Fenced { .. }) => {
+                tracing::error!(error = %e, "a newer owner took this cluster over already");
+                self.fenced_out = true;
+                self.loading = None;
+                false
+            }
+            Err(e) if since.elapsed() < LOAD_PATIENCE => {
+                tracing::warn!(error = %e, "cannot load the alert state yet; not evaluating until it is read");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the alert state; evaluating without it (a group already notified may be notified again)");
+                self.loading = None;
+                true
+            }
         }
     }
 
@@ -138,16 +176,9 @@ impl ClusterEngine {
         }
     }
 
-    async fn load(&mut self) {
-        match self.store.load_alert_state(&self.handle.name).await {
-            Ok((alerts, groups)) => self.book.restore(alerts, groups),
-            Err(e) => tracing::warn!(error = %e, "cannot load alert state; starting afresh"),
-        }
-    }
-
     /// One evaluation: gather, evaluate, step, record.
     pub(crate) async fn evaluate(&mut self) {
-        if self.fenced_out {
+        if self.fenced_out || !self.finish_take_over().await {
             return;
         }
         let now = crate::time::now_ms();
@@ -290,7 +321,7 @@ async fn run_engine(mut e: ClusterEngine) {
     let mut ownership = e.handle.ownership.changes();
     let mut owner = *ownership.borrow_and_update();
     let mut ownership_open = true;
-    e.take_over(owner).await;
+    e.take_over(owner);
     let mut health = e.handle.health.clone();
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -321,7 +352,7 @@ async fn run_engine(mut e: ClusterEngine) {
         let now_owner = *ownership.borrow_and_update();
         if now_owner != owner {
             owner = now_owner;
-            e.take_over(owner).await;
+            e.take_over(owner);
         }
         if owner == crate::monitor::ha::Owner::NotOwned {
             continue;
