@@ -208,6 +208,20 @@ fn each_bad_input_is_named_by_its_key_path() {
         "ha.advertise_url",
         "not an http(s) URL",
     );
+    assert_error(
+        &format!(
+            "{pg}ha:\n  enabled: true\n  etcd: {{ endpoints: [\"127.0.0.1:2379\"], tls: {{ ca_file: /nonexistent/ca.pem }} }}\n"
+        ),
+        "ha.etcd.tls.ca_file",
+        "cannot read /nonexistent/ca.pem",
+    );
+    assert_error(
+        &format!(
+            "{pg}ha:\n  enabled: true\n  etcd: {{ endpoints: [\"127.0.0.1:2379\"], password: x }}\n"
+        ),
+        "ha.etcd.username",
+        "a password needs a username",
+    );
     assert_error("ha:\n  enabeld: true\n", "ha.enabeld", "unknown key");
     assert_error(
         "maintenance:\n  defrag: { window: always }\n",

@@ -148,26 +148,9 @@ impl HaConfig {
                     ));
                 }
             }
-            (None, Some(e)) => {
-                if e.endpoints.is_empty() {
-                    out.push((
-                        "ha.etcd.endpoints".into(),
-                        "at least one endpoint is required".into(),
-                    ));
-                }
-                for (j, url) in e.endpoints.iter().enumerate() {
-                    if let Err(msg) = super::schema::normalize_endpoint(url, e.tls.is_some()) {
-                        out.push((format!("ha.etcd.endpoints[{j}]"), msg));
-                    }
-                }
-                if e.password.is_some() && e.password_file.is_some() {
-                    out.push((
-                        "ha.etcd.password".into(),
-                        "set either password or password_file, not both".into(),
-                    ));
-                }
-                if (e.password.is_some() || e.password_file.is_some()) && e.username.is_none() {
-                    out.push(("ha.etcd.username".into(), "a password needs a username".into()));
+            (None, Some(_)) => {
+                if let Some(c) = self.coordination_cluster(clusters) {
+                    c.connection_problems(&|key| format!("ha.etcd.{key}"), &mut out);
                 }
             }
         }

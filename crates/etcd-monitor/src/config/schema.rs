@@ -297,6 +297,70 @@ pub enum LogFormat {
     Json,
 }
 
+impl ClusterConfig {
+    /// The checks of how to reach a cluster (endpoints, timeouts,
+    /// credentials, TLS files), each named by `at(key)`: shared by
+    /// `clusters[]` and `ha.etcd`.
+    pub(crate) fn connection_problems(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        out: &mut Vec<(String, String)>,
+    ) {
+        if self.endpoints.is_empty() {
+            out.push((at("endpoints"), "at least one endpoint is required".into()));
+        }
+        for (j, e) in self.endpoints.iter().enumerate() {
+            if let Err(msg) = normalize_endpoint(e, self.tls.is_some()) {
+                out.push((at(&format!("endpoints[{j}]")), msg));
+            }
+        }
+        for (key, d) in [
+            ("dial_timeout", self.dial_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                out.push((at(key), "must be greater than zero".into()));
+            }
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            out.push((
+                at("password"),
+                "set either password or password_file, not both".into(),
+            ));
+        }
+        if (self.password.is_some() || self.password_file.is_some()) && self.username.is_none() {
+            out.push((at("username"), "a password needs a username".into()));
+        }
+        if let Some(p) = &self.password_file {
+            if let Err(e) = std::fs::File::open(p) {
+                out.push((
+                    at("password_file"),
+                    format!("cannot read {}: {e}", p.display()),
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for (key, file) in [
+                ("ca_file", &tls.ca_file),
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+            ] {
+                if let Some(p) = file {
+                    if let Err(e) = std::fs::File::open(p) {
+                        out.push((
+                            at(&format!("tls.{key}")),
+                            format!("cannot read {}: {e}", p.display()),
+                        ));
+                    }
+                }
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                out.push((at("tls"), "cert_file and key_file go together".into()));
+            }
+        }
+    }
+}
+
 impl Config {
     /// Semantic checks that serde cannot express. Returns `(key path, message)` pairs.
     pub fn problems(&self) -> Vec<(String, String)> {
@@ -312,58 +376,7 @@ impl Config {
             if self.clusters.iter().take(i).any(|o| o.name == c.name) {
                 out.push((at("name"), format!("duplicate cluster name {:?}", c.name)));
             }
-            if c.endpoints.is_empty() {
-                out.push((at("endpoints"), "at least one endpoint is required".into()));
-            }
-            for (j, e) in c.endpoints.iter().enumerate() {
-                if let Err(msg) = normalize_endpoint(e, c.tls.is_some()) {
-                    out.push((format!("clusters[{i}].endpoints[{j}]"), msg));
-                }
-            }
-            for (key, d) in [
-                ("dial_timeout", c.dial_timeout),
-                ("request_timeout", c.request_timeout),
-            ] {
-                if d.is_zero() {
-                    out.push((at(key), "must be greater than zero".into()));
-                }
-            }
-            if c.password.is_some() && c.password_file.is_some() {
-                out.push((
-                    at("password"),
-                    "set either password or password_file, not both".into(),
-                ));
-            }
-            if (c.password.is_some() || c.password_file.is_some()) && c.username.is_none() {
-                out.push((at("username"), "a password needs a username".into()));
-            }
-            if let Some(p) = &c.password_file {
-                if let Err(e) = std::fs::File::open(p) {
-                    out.push((
-                        at("password_file"),
-                        format!("cannot read {}: {e}", p.display()),
-                    ));
-                }
-            }
-            if let Some(tls) = &c.tls {
-                for (key, file) in [
-                    ("ca_file", &tls.ca_file),
-                    ("cert_file", &tls.cert_file),
-                    ("key_file", &tls.key_file),
-                ] {
-                    if let Some(p) = file {
-                        if let Err(e) = std::fs::File::open(p) {
-                            out.push((
-                                at(&format!("tls.{key}")),
-                                format!("cannot read {}: {e}", p.display()),
-                            ));
-                        }
-                    }
-                }
-                if tls.cert_file.is_some() != tls.key_file.is_some() {
-                    out.push((at("tls"), "cert_file and key_file go together".into()));
-                }
-            }
+            c.connection_problems(&at, &mut out);
             for (member, url) in &c.metrics_urls {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     out.push((
