@@ -19,7 +19,7 @@ use proc_stats::{proc_cpu_seconds, rss_kib};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_testkit::{ClusterOptions, EtcdCluster, Postgres};
+use etcd_testkit::{ClusterOptions, EtcdCluster, Postgres, free_port};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -88,14 +88,6 @@ fn owned(api: &str) -> Option<usize> {
         .find(|r| r["self"] == true)?["clusters"]
         .as_array()
         .map(|c| c.len())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn main() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use etcd_monitor::config::{ClusterConfig, Config};
 use etcd_monitor::lifecycle::Lifecycle;
 use etcd_monitor::monitor::Monitor;
-use etcd_testkit::{ClusterOptions, EtcdCluster};
+use etcd_testkit::{ClusterOptions, EtcdCluster, free_port};
 use serde_json::Value;
 
 struct Running {
@@ -1050,14 +1050,6 @@ async fn a_corrupt_alarm_is_disarmed_only_when_forced() {
         .unwrap();
     assert!(after.alarms().is_empty());
     etcd_monitor::run::shutdown(&r.monitor, &r.lifecycle).await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the `etcd-monitor` binary with `yaml` (logs into `dir/log`) and

@@ -19,14 +19,13 @@ mod kube;
 #[path = "deploy/manifests.rs"]
 mod manifests;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_monitor::config::{ClusterConfig, Config, TlsConfig};
 use etcd_monitor::lifecycle::Lifecycle;
-use etcd_testkit::{ClusterOptions, EtcdCluster};
+use etcd_testkit::{ClusterOptions, EtcdCluster, free_port};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -143,14 +142,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn query(prom: &str, expr: &str) -> Value {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use etcd_monitor::model::{Effect, GroupState, Notification, NotificationStatus};
 use etcd_monitor::store::{Fence, Store, StoreError};
-use etcd_testkit::{ClusterOptions, EtcdCluster, Postgres};
+use etcd_testkit::{ClusterOptions, EtcdCluster, Postgres, free_port};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -377,14 +377,6 @@ impl Replica {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_for<F, Fut>(what: &str, within: Duration, mut ok: F, logs: &[&Replica])
 where
     F: FnMut() -> Fut,
@@ -412,8 +404,8 @@ const INTERVAL: Duration = Duration::from_millis(500);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_split_four_clusters_hand_over_and_never_page_twice() {
     let pg = Postgres::start(None);
-    // Migrate once before both replicas start.
-    open_when_ready(&pg.url).await.close().await;
+    // Migrated once before both replicas start; the test reads it too.
+    let store = open_when_ready(&pg.url).await;
     let a = EtcdCluster::start(ClusterOptions::new(3)).await.unwrap();
     let b = EtcdCluster::start(ClusterOptions::new(1)).await.unwrap();
     let (hook, inbox) = sink().await;
@@ -546,7 +538,7 @@ async fn two_replicas_split_four_clusters_hand_over_and_never_page_twice() {
         Duration::from_secs(20),
         || async {
             count(&inbox, "c1/etcdMembersDown", "firing") == 1
-                && sent(&pg.url, "c1/etcdMembersDown").await
+                && sent(&store, "c1/etcdMembersDown").await
         },
         &[&rx, &ry],
     )
@@ -617,7 +609,6 @@ async fn two_replicas_split_four_clusters_hand_over_and_never_page_twice() {
     // x freezes past its TTL: y takes over; x resumes, its stale writes are
     // refused, it rejoins and gets its clusters back with a newer token.
     let before = inbox.lock().unwrap().len();
-    let store = open_when_ready(&pg.url).await;
     let token_before = token_of(&store, "c1").await;
     rx.signal(libc::SIGSTOP);
     wait_for(
@@ -690,10 +681,8 @@ fn etcd_monitor_owner<'a>(cluster: &str, x: &'a str, y: &'a str) -> &'a str {
     etcd_patterns::balance::rendezvous(cluster, [x, y]).unwrap()
 }
 
-async fn sent(url: &str, group: &str) -> bool {
-    let store = Store::open(url).await.unwrap();
+async fn sent(store: &Store, group: &str) -> bool {
     let rows = store.deliveries(Some(group), 10).await.unwrap();
-    store.close().await;
     rows.iter().any(|r| r.status == "sent")
 }
 

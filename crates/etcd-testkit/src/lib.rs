@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions};
 
 pub use partition::Partition;
+pub use ports::free_port;
 pub use postgres::Postgres;
 pub use slow_disk::SlowDisk;
 pub use tls::TlsFiles;

@@ -14,6 +14,12 @@ use crate::Error;
 const LOW: u32 = 20_000;
 const HIGH: u32 = 32_000;
 
+/// One free port on 127.0.0.1 for a test's own server (a monitor's API, a
+/// receiver), drawn like the members' ports. Panics when none is free.
+pub fn free_port() -> u16 {
+    free_ports(1).expect("a free loopback port")[0]
+}
+
 /// Reserves `n` distinct free ports on 127.0.0.1.
 pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
     let mut seed = SystemTime::now()
