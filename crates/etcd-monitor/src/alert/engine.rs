@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::book::AlertBook;
-use super::rules::{Input, Need, RuleSet};
+use super::rules::{Input, Need, RoundCounts, RuleSet};
 use super::{AlertInputs, deliver::DirectDelivery};
 use crate::config::alerts::AlertsConfig;
 use crate::health::Thresholds;
@@ -55,7 +55,8 @@ pub(crate) struct ClusterEngine {
     direct: Arc<DirectDelivery>,
     /// Effects the store could not take, written before the next step's.
     unsynced: VecDeque<Effect>,
-    rounds: VecDeque<Arc<MetricsRound>>,
+    latest: Option<Arc<MetricsRound>>,
+    history: VecDeque<RoundCounts>,
     growth: Option<(i64, Vec<MetricPoint>)>,
     config: AlertsConfig,
     /// The ownership the book was loaded under (replicas): every step is
@@ -92,7 +93,8 @@ impl ClusterEngine {
             token: p.token,
             direct: p.direct,
             unsynced: VecDeque::new(),
-            rounds: VecDeque::new(),
+            latest: None,
+            history: VecDeque::new(),
             growth: None,
             config: p.config,
             fence: None,
@@ -106,7 +108,8 @@ impl ClusterEngine {
     fn take_over(&mut self, owner: crate::monitor::ha::Owner) {
         self.book = AlertBook::new(&self.handle.name, &self.config);
         self.unsynced.clear();
-        self.rounds.clear();
+        self.latest = None;
+        self.history.clear();
         self.growth = None;
         self.fenced_out = false;
         self.fence = self.handle.ownership.fence();
@@ -162,17 +165,19 @@ impl ClusterEngine {
         let Some(round) = self.handle.metrics.borrow_and_update().clone() else {
             return;
         };
-        if self.rounds.back().is_some_and(|r| r.at_ms == round.at_ms) {
+        if self.latest.as_ref().is_some_and(|r| r.at_ms == round.at_ms) {
             return;
         }
         let window = self.rules.window_of(Need::RoundsOverWindow);
         let keep_from = round.at_ms - window.as_millis() as i64 - 1000;
-        self.rounds.push_back(round);
-        while self.rounds.len() > 2
-            && (self.rounds.len() > 4000
-                || self.rounds.front().is_some_and(|r| r.at_ms < keep_from))
+        self.history
+            .push_back(RoundCounts::of(&round, self.history.back()));
+        self.latest = Some(round);
+        while self.history.len() > 2
+            && (self.history.len() > 4000
+                || self.history.front().is_some_and(|r| r.at_ms < keep_from))
         {
-            self.rounds.pop_front();
+            self.history.pop_front();
         }
     }
 
@@ -199,7 +204,8 @@ impl ClusterEngine {
                 now_ms: now,
                 health: Some(&health),
                 thresholds: &self.thresholds,
-                rounds: &self.rounds,
+                latest: self.latest.as_deref(),
+                history: &self.history,
                 db_size_history: self.growth.as_ref().map(|(_, p)| p.as_slice()),
                 keyspace_growth: keyspace.as_deref(),
                 backups: &backups,

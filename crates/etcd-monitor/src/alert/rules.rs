@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Sample;
-use crate::cluster::grpc_increases;
+use crate::cluster::{GrpcTotals, grpc_increases};
 use crate::config::HealthThresholds;
 use crate::config::alerts::{AlertSeverity, AlertsConfig, Comparison};
 use crate::health::{HealthSnapshot, LeaderChangeLimit, Thresholds};
@@ -892,8 +892,11 @@ pub struct Input<'a> {
     pub health: Option<&'a HealthSnapshot>,
     /// The thresholds the health snapshot was judged with.
     pub thresholds: &'a Thresholds,
-    /// Recent metrics rounds, oldest first (the latest last).
-    pub rounds: &'a VecDeque<Arc<MetricsRound>>,
+    /// The latest metrics round.
+    pub latest: Option<&'a MetricsRound>,
+    /// What the rules over a window read of the recent metrics rounds,
+    /// oldest first (the latest round's last).
+    pub history: &'a VecDeque<RoundCounts>,
     /// Stored `db_total_size_bytes` samples of the growth window, oldest first.
     pub db_size_history: Option<&'a [MetricPoint]>,
     /// The growth between the two newest scheduled keyspace scans, with
@@ -903,6 +906,56 @@ pub struct Input<'a> {
     pub backups: &'a [crate::monitor::backups::BackupStatus],
     /// Every member is configured as paused (`clusters[].paused_members`).
     pub stopped_on_purpose: bool,
+}
+
+/// What the rules over a window read of one member's scrape: the counters
+/// they take increases of. The engine keeps these per round over the
+/// longest such window (15 minutes by default) instead of whole rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MemberCounts {
+    /// `etcd_network_peer_sent_failures_total`, all peers.
+    pub peer_sent_failures: Option<f64>,
+    /// `etcd_server_proposals_failed_total`.
+    pub proposals_failed: Option<f64>,
+    /// `grpc_server_handled_total`, summed.
+    pub grpc: Option<GrpcTotals>,
+}
+
+/// One metrics round's [`MemberCounts`], by member endpoint (members
+/// whose scrape failed are missing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundCounts {
+    /// When the round was taken (ms since the epoch).
+    pub at_ms: i64,
+    /// By endpoint.
+    pub members: Vec<(Arc<str>, MemberCounts)>,
+}
+
+impl RoundCounts {
+    /// The counts of `round`; endpoint names are shared with `previous`
+    /// where they are the same.
+    pub fn of(round: &MetricsRound, previous: Option<&RoundCounts>) -> Self {
+        let members = round
+            .members
+            .iter()
+            .filter_map(|e| {
+                let m = e.metrics.as_ref()?;
+                let endpoint = previous
+                    .and_then(|p| p.members.iter().find(|(ep, _)| **ep == *e.endpoint))
+                    .map_or_else(|| Arc::from(e.endpoint.as_str()), |(ep, _)| ep.clone());
+                let counts = MemberCounts {
+                    peer_sent_failures: m.peer_sent_failures,
+                    proposals_failed: m.proposals_failed,
+                    grpc: m.grpc_totals(),
+                };
+                Some((endpoint, counts))
+            })
+            .collect();
+        RoundCounts {
+            at_ms: round.at_ms,
+            members,
+        }
+    }
 }
 
 /// A rule's result.
@@ -975,7 +1028,7 @@ impl Ctx<'_> {
     }
 
     fn latest(&self) -> Option<&MetricsRound> {
-        self.input.rounds.back().map(|r| r.as_ref())
+        self.input.latest
     }
 
     /// Per member, the latest value of `get` compared with `>` threshold.
@@ -1010,10 +1063,10 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    /// Per member of the latest round, its figures in each round of the
+    /// Per member of the latest round, its counts in each round of the
     /// rule's window (oldest first; rounds where it was not scraped are
     /// missing).
-    fn member_series(&self) -> Vec<(String, Vec<(i64, &crate::cluster::MemberMetrics)>)> {
+    fn member_series(&self) -> Vec<(String, Vec<(i64, &MemberCounts)>)> {
         let Some(latest) = self.latest() else {
             return Vec::new();
         };
@@ -1025,15 +1078,14 @@ impl Ctx<'_> {
             .map(|e| {
                 let series = self
                     .input
-                    .rounds
+                    .history
                     .iter()
                     .filter(|r| r.at_ms >= from_ms)
                     .filter_map(|r| {
                         r.members
                             .iter()
-                            .find(|x| x.endpoint == e.endpoint)
-                            .and_then(|x| x.metrics.as_ref())
-                            .map(|m| (r.at_ms, m))
+                            .find(|(endpoint, _)| **endpoint == *e.endpoint)
+                            .map(|(_, m)| (r.at_ms, m))
                     })
                     .collect();
                 (member_name(&e.member, &e.endpoint).to_string(), series)
@@ -1044,7 +1096,7 @@ impl Ctx<'_> {
     /// Per member, the increase of counter `get` over the rule's window
     /// (restarts and missed scrapes accounted for, see
     /// [`crate::metrics::window::increase`]).
-    fn increases(&self, get: Getter) -> Vec<(String, Increase)> {
+    fn increases(&self, get: fn(&MemberCounts) -> Option<f64>) -> Vec<(String, Increase)> {
         self.member_series()
             .into_iter()
             .filter_map(|(who, series)| {
@@ -1170,7 +1222,9 @@ fn failed_grpc(c: &Ctx) -> Evaluated {
     let t = c.rule.threshold;
     let mut out = Vec::new();
     for (who, series) in c.member_series() {
-        let Some((failed, all)) = grpc_increases(series.iter().map(|(at, m)| (*at, *m))) else {
+        let Some((failed, all)) =
+            grpc_increases(series.iter().filter_map(|(at, m)| m.grpc.map(|g| (*at, g))))
+        else {
             continue;
         };
         let percent = 100.0 * failed.value / all.value.max(1.0);

@@ -43,30 +43,53 @@ impl Default for CollectorOptions {
     }
 }
 
+/// One gRPC client per member endpoint, kept between rounds and shared by
+/// a cluster's tasks (the health checks and the metrics probes), so a
+/// watched cluster holds one connection per member.
+#[derive(Clone, Default)]
+pub struct MemberClients(std::sync::Arc<std::sync::Mutex<BTreeMap<String, Client>>>);
+
+impl MemberClients {
+    /// The client of `endpoint`, when one is kept.
+    pub fn get(&self, endpoint: &str) -> Option<Client> {
+        self.lock().get(endpoint).cloned()
+    }
+
+    fn insert(&self, endpoint: String, client: Client) {
+        self.lock().insert(endpoint, client);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Client>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Observes one cluster. Keeps one client per member endpoint between rounds.
 pub struct Collector {
     cluster: ClusterConfig,
     options: CollectorOptions,
     http: reqwest::Client,
-    member_clients: BTreeMap<String, Client>,
+    member_clients: MemberClients,
     certificates: CertificateWatch,
 }
 
 impl Collector {
     /// A collector for `cluster`.
     pub fn new(cluster: ClusterConfig, options: CollectorOptions) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(cluster.request_timeout)
-            .connect_timeout(cluster.dial_timeout)
-            .build()
-            .unwrap_or_default();
+        let http = crate::metrics::scrape_client(cluster.dial_timeout);
         Collector {
             cluster,
             options,
             http,
-            member_clients: BTreeMap::new(),
+            member_clients: MemberClients::default(),
             certificates: CertificateWatch::default(),
         }
+    }
+
+    /// Keeps its member clients in `clients`, shared with other tasks.
+    pub fn sharing(mut self, clients: MemberClients) -> Self {
+        self.member_clients = clients;
+        self
     }
 
     /// Runs one round with the collector's options.
@@ -142,7 +165,7 @@ impl Collector {
             .map(|m| {
                 let endpoint = m.endpoint.clone();
                 let metrics_url = self.metrics_url(m);
-                let client = self.member_clients.get(&endpoint).cloned();
+                let client = self.member_clients.get(&endpoint);
                 let cluster = self.cluster.clone();
                 let dialer = dialer.clone();
                 let http = self.http.clone();
@@ -232,7 +255,7 @@ impl Collector {
             })
             .map(|ep| {
                 let (ep, dialer) = (ep.clone(), dialer.clone());
-                let cached = self.member_clients.get(&ep).cloned();
+                let cached = self.member_clients.get(&ep);
                 let timeout = self.cluster.request_timeout;
                 tokio::spawn(async move {
                     let mut identity = EndpointIdentity {
@@ -284,7 +307,7 @@ impl Collector {
         endpoint: &str,
     ) -> Result<Client, String> {
         if let Some(c) = self.member_clients.get(endpoint) {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let c = dial(dialer, endpoint).await?;
         self.member_clients.insert(endpoint.to_string(), c.clone());
@@ -299,7 +322,7 @@ impl Collector {
     async fn alarms(&mut self, members: &[MemberObservation]) -> Vec<Alarm> {
         // Alarm lists go through consensus: ask only members that just served one.
         for m in members.iter().filter(|m| m.linearizable_read_ms.is_some()) {
-            let Some(mut c) = self.member_clients.get(&m.endpoint).cloned() else {
+            let Some(mut c) = self.member_clients.get(&m.endpoint) else {
                 continue;
             };
             if let Ok(Ok(resp)) = tokio::time::timeout(
@@ -346,7 +369,7 @@ impl Collector {
             .min()?;
         let mut hashes = Vec::new();
         for m in reachable {
-            let Some(mut c) = self.member_clients.get(&m.endpoint).cloned() else {
+            let Some(mut c) = self.member_clients.get(&m.endpoint) else {
                 continue;
             };
             let result =
@@ -442,7 +465,9 @@ async fn observe_member(
         if !scrape {
             return None;
         }
-        scrape_metrics(&http, &metrics_url).await.ok()
+        scrape_metrics(&http, &metrics_url, cluster.request_timeout)
+            .await
+            .ok()
     };
     let etcd = async {
         let dialed = match client {
@@ -514,9 +539,14 @@ async fn observe_member(
 }
 
 /// Fetches and parses a member's `/metrics` page.
-pub async fn scrape_metrics(http: &reqwest::Client, url: &str) -> Result<MemberMetrics, String> {
+pub async fn scrape_metrics(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<MemberMetrics, String> {
     let body = http
         .get(url)
+        .timeout(timeout)
         .send()
         .await
         .and_then(|r| r.error_for_status())

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::metrics::window::{Histogram, Increase, Window, histogram_increase, increase};
 
 pub(crate) use collect::pick_endpoint;
-pub use collect::{Collector, CollectorOptions, metrics_url_for, scrape_metrics};
+pub use collect::{Collector, CollectorOptions, MemberClients, metrics_url_for, scrape_metrics};
 
 /// One member as the cluster lists it and as the monitor saw it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -268,42 +268,48 @@ pub const FAILED_GRPC_CODES: &[&str] = &[
     "DeadlineExceeded",
 ];
 
-/// Over a member's scrapes `(at_ms, figures)` in time order: how many gRPC
-/// requests failed ([`FAILED_GRPC_CODES`]) and how many were handled. A code
-/// missing from a page counts as zero there (etcd shows a code once it has
-/// answered with it), so a first burst of failures counts.
-pub fn grpc_increases<'a>(
-    series: impl Iterator<Item = (i64, &'a MemberMetrics)> + Clone,
+/// A member's `grpc_server_handled_total`, summed over its codes: all
+/// requests handled, and those that failed ([`FAILED_GRPC_CODES`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GrpcTotals {
+    /// Requests handled, every code.
+    pub handled: f64,
+    /// Requests that failed.
+    pub failed: f64,
+}
+
+/// Over a member's scrapes `(at_ms, totals)` in time order: how many gRPC
+/// requests failed and how many were handled. The sums are taken per
+/// scrape, so a code that first shows on a page (etcd shows a code once it
+/// has answered with it) counts in full: a first burst of failures counts.
+/// A restart shows as the totals going down.
+pub fn grpc_increases(
+    series: impl Iterator<Item = (i64, GrpcTotals)> + Clone,
 ) -> Option<(Increase, Increase)> {
-    let codes: std::collections::BTreeSet<&String> = series
-        .clone()
-        .flat_map(|(_, m)| m.grpc_handled_by_code.keys())
-        .collect();
-    let of = |code: &str| {
-        increase(
-            series
-                .clone()
-                .map(|(at, m)| (at, m.grpc_handled_by_code.get(code).copied().unwrap_or(0.0))),
-        )
-    };
-    let mut failed = Increase {
-        value: 0.0,
-        seconds: 0.0,
-    };
-    let mut all = Increase {
-        value: 0.0,
-        seconds: 0.0,
-    };
-    for code in codes {
-        let inc = of(code)?;
-        all.value += inc.value;
-        all.seconds = inc.seconds;
-        if FAILED_GRPC_CODES.contains(&code.as_str()) {
-            failed.value += inc.value;
-        }
-    }
-    failed.seconds = all.seconds;
+    let all = increase(series.clone().map(|(at, t)| (at, t.handled)))?;
+    let failed = increase(series.map(|(at, t)| (at, t.failed)))?;
     (all.seconds > 0.0).then_some((failed, all))
+}
+
+/// What a member's window keeps of one scrape: the cumulative histograms
+/// and counters behind its windowed figures, and nothing it publishes.
+/// Kept for every scrape of `monitoring.metrics_window`, so it is small.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowSample {
+    /// The latency histograms.
+    pub histograms: MemberHistograms,
+    /// The counters behind the byte, CPU, lease and per-method rates.
+    pub counters: MemberCounters,
+    /// `grpc_server_handled_total` summed, when the page has it.
+    pub grpc: Option<GrpcTotals>,
+    /// `etcd_server_proposals_failed_total`.
+    pub proposals_failed: Option<f64>,
+    /// `etcd_server_proposals_committed_total`.
+    pub proposals_committed: Option<f64>,
+    /// `etcd_server_proposals_applied_total`.
+    pub proposals_applied: Option<f64>,
+    /// `etcd_network_peer_sent_failures_total`, all peers.
+    pub peer_sent_failures: Option<f64>,
 }
 
 impl MemberMetrics {
@@ -450,7 +456,7 @@ impl MemberMetrics {
     /// `monitoring.metrics_window` (`window`, oldest first, ending with the
     /// scrape `self` came from): the p99s of what the histograms observed
     /// in the window, and the rates of the counters, restarts accounted for.
-    pub fn fill_window(&mut self, window: &Window<MemberMetrics>) {
+    pub fn fill_window(&mut self, window: &Window<WindowSample>) {
         let p99 = |pick: fn(&MemberHistograms) -> Option<&Histogram>| {
             let series = window
                 .points()
@@ -461,7 +467,7 @@ impl MemberMetrics {
         self.backend_commit_p99 = p99(|h| h.backend_commit.as_ref());
         self.grpc_unary_p99 = p99(|h| h.grpc_unary.as_ref());
         self.peer_round_trip_p99 = p99(|h| h.peer_round_trip.as_ref());
-        let rate = |get: fn(&MemberMetrics) -> Option<f64>| {
+        let rate = |get: fn(&WindowSample) -> Option<f64>| {
             increase(
                 window
                     .points()
@@ -482,7 +488,11 @@ impl MemberMetrics {
         self.grpc_methods = grpc_method_rates(window);
         // Absent until the first failure: zero before it.
         self.peer_sent_failures_rate = rate(|m| Some(m.peer_sent_failures.unwrap_or(0.0)));
-        let grpc = grpc_increases(window.points());
+        let grpc = grpc_increases(
+            window
+                .points()
+                .filter_map(|(at, m)| m.grpc.map(|g| (at, g))),
+        );
         self.grpc_requests_rate = grpc.and_then(|(_, all)| all.rate());
         self.grpc_failed_percent = grpc
             .filter(|(_, all)| all.value > 0.0)
@@ -494,13 +504,40 @@ impl MemberMetrics {
             .map(|((first, _), last)| (last - first) as f64 / 1e3)
             .filter(|s| *s > 0.0);
     }
+
+    /// The summed gRPC counters of this scrape, when the page has them.
+    pub fn grpc_totals(&self) -> Option<GrpcTotals> {
+        (!self.grpc_handled_by_code.is_empty()).then(|| GrpcTotals {
+            handled: self.grpc_handled_by_code.values().sum(),
+            failed: self
+                .grpc_handled_by_code
+                .iter()
+                .filter(|(code, _)| FAILED_GRPC_CODES.contains(&code.as_str()))
+                .map(|(_, v)| v)
+                .sum(),
+        })
+    }
+
+    /// What the window keeps of this scrape. The histograms and counters
+    /// move into it (the published figures do not carry them).
+    pub fn take_window_sample(&mut self) -> WindowSample {
+        WindowSample {
+            histograms: std::mem::take(&mut self.histograms),
+            counters: std::mem::take(&mut self.counters),
+            grpc: self.grpc_totals(),
+            proposals_failed: self.proposals_failed,
+            proposals_committed: self.proposals_committed,
+            proposals_applied: self.proposals_applied,
+            peer_sent_failures: self.peer_sent_failures,
+        }
+    }
 }
 
 /// Each gRPC method's requests and failures per second over a member's
 /// window, for the methods that handled requests in it. A method missing
 /// from a page counts as zero there (etcd lists a method once called).
 fn grpc_method_rates(
-    window: &Window<MemberMetrics>,
+    window: &Window<WindowSample>,
 ) -> std::collections::BTreeMap<String, GrpcMethodRates> {
     let methods: std::collections::BTreeSet<&String> = window
         .points()
@@ -746,8 +783,8 @@ mod tests {
     fn the_window_sees_a_new_slow_disk_and_forgets_it() {
         let mut w = Window::new(Duration::from_secs(60));
         // A long fast life: no slow fsync in the window yet.
-        w.push(0, page(100_000, 0, 0));
-        w.push(30_000, page(100_100, 0, 0));
+        w.push(0, page(100_000, 0, 0).take_window_sample());
+        w.push(30_000, page(100_100, 0, 0).take_window_sample());
         let mut m = page(100_100, 0, 0);
         m.fill_window(&w);
         assert!(m.wal_fsync_p99.unwrap() <= 0.001);
@@ -755,7 +792,7 @@ mod tests {
         // 20 slow fsyncs in the next 30 s: the window's p99 is slow, the
         // since-start p99 is not.
         let slow = page(100_100, 20, 30);
-        w.push(60_000, slow.clone());
+        w.push(60_000, slow.clone().take_window_sample());
         let mut m = slow.clone();
         m.fill_window(&w);
         assert!(m.wal_fsync_p99.unwrap() > 0.5, "{:?}", m.wal_fsync_p99);
@@ -764,8 +801,8 @@ mod tests {
         assert_eq!(m.proposals_failed_rate, Some(0.5));
         // Restarted (counters start over), then a fast minute: the slow
         // fsyncs leave the window.
-        w.push(90_000, page(50, 0, 0));
-        w.push(150_000, page(5_000, 0, 0));
+        w.push(90_000, page(50, 0, 0).take_window_sample());
+        w.push(150_000, page(5_000, 0, 0).take_window_sample());
         let mut m = page(5_000, 0, 0);
         m.fill_window(&w);
         assert!(m.wal_fsync_p99.unwrap() <= 0.001, "{:?}", m.wal_fsync_p99);

@@ -3,6 +3,32 @@
 pub mod prom;
 pub mod window;
 
+/// The HTTP client that reads members' `/metrics` pages, shared by every
+/// cluster's tasks (one per dial timeout; the request timeout is set per
+/// request).
+///
+/// It keeps no connection open between scrapes. A kept-alive HTTP/1
+/// connection holds on to a read buffer as large as the biggest page it
+/// read (an etcd page is about 150 kB, so 128-256 kB per connection and
+/// three connections per watched cluster), while reconnecting on loopback
+/// or a LAN costs a few syscalls every interval. Root certificates and the
+/// TLS session cache are loaded once, not once per cluster.
+pub fn scrape_client(dial_timeout: std::time::Duration) -> reqwest::Client {
+    static CLIENTS: std::sync::Mutex<Vec<(std::time::Duration, reqwest::Client)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = clients.iter().find(|(t, _)| *t == dial_timeout) {
+        return c.clone();
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(dial_timeout)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap_or_default();
+    clients.push((dial_timeout, client.clone()));
+    client
+}
+
 /// An HTTP error for people: the root cause, not reqwest's debug dump.
 pub fn describe_http_error(e: &reqwest::Error) -> String {
     let mut parts = vec![e.to_string()];

@@ -140,20 +140,41 @@ pub fn histogram_increase<'a>(
 #[derive(Debug, Clone)]
 pub struct Window<T> {
     span: Duration,
+    /// Kept points are at least this far apart (ms), except the newest.
+    step_ms: i64,
     points: VecDeque<(i64, T)>,
 }
 
 impl<T> Window<T> {
-    /// An empty window over `span`.
+    /// An empty window over `span` that keeps every point.
     pub fn new(span: Duration) -> Self {
         Window {
             span,
+            step_ms: 0,
+            points: VecDeque::new(),
+        }
+    }
+
+    /// An empty window over `span` that keeps about `points` of what is
+    /// pushed (one per `span / points`) and always the newest: the newest
+    /// replaces the one before it while that one is closer than the step
+    /// to its predecessor. Increases over the kept points are the same as
+    /// over all of them, except that a counter reset inside a step loses
+    /// what the counter gained before it (as with a longer scrape interval).
+    pub fn thinned(span: Duration, points: u32) -> Self {
+        Window {
+            span,
+            step_ms: (span / points.max(1)).as_millis() as i64,
             points: VecDeque::new(),
         }
     }
 
     /// Adds a point taken at `at_ms` and forgets those older than the span.
     pub fn push(&mut self, at_ms: i64, value: T) {
+        let n = self.points.len();
+        if n >= 2 && self.points[n - 1].0 - self.points[n - 2].0 < self.step_ms {
+            self.points.pop_back();
+        }
         self.points.push_back((at_ms, value));
         let from = at_ms - self.span.as_millis() as i64;
         while self.points.front().is_some_and(|(at, _)| *at < from) {
@@ -221,6 +242,27 @@ mod tests {
         let (idle, _) = histogram_increase([(0, &before), (1000, &before)]).unwrap();
         assert_eq!(idle.quantile(0.99), None);
         assert!(histogram_increase([(0, &before)]).is_none());
+    }
+
+    #[test]
+    fn a_thinned_window_keeps_one_point_per_step_and_the_newest() {
+        // 60 s span, 6 points: one per 10 s. Pushed every 3 s.
+        let mut w = Window::thinned(Duration::from_secs(60), 6);
+        for s in 0..=40 {
+            w.push(s * 3000, s * 3);
+        }
+        let kept: Vec<i64> = w.points().map(|(at, _)| at / 1000).collect();
+        // 120 s pushed: the span keeps 60..=120; steps of at least 10 s, then the newest.
+        assert_eq!(kept.first(), Some(&60));
+        assert_eq!(kept.last(), Some(&120));
+        for pair in kept.windows(2).take(kept.len() - 2) {
+            assert!(pair[1] - pair[0] >= 10, "{kept:?}");
+        }
+        assert!(kept.len() <= 8, "{kept:?}");
+        // A counter's increase over the kept points is its increase over all.
+        let inc = increase(w.points().map(|(at, v)| (at, *v as f64))).unwrap();
+        assert_eq!(inc.value, 60.0);
+        assert_eq!(inc.seconds, 60.0);
     }
 
     #[test]

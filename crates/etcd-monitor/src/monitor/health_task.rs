@@ -28,6 +28,8 @@ pub(super) struct HealthTask {
     pub publish: watch::Sender<Option<Arc<HealthSnapshot>>>,
     pub metrics: watch::Receiver<Option<Arc<MetricsRound>>>,
     pub leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// The member connections, shared with the metrics task.
+    pub clients: crate::cluster::MemberClients,
     pub token: CancellationToken,
 }
 
@@ -42,7 +44,8 @@ pub(super) async fn run(t: HealthTask) {
             certificates: true,
             wait_for_certificates: false,
         },
-    );
+    )
+    .sharing(t.clients.clone());
     let mut interval = tokio::time::interval(t.monitoring.health_check_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 

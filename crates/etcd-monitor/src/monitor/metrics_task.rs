@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::MonitorEvent;
 use super::probes::{ProbeReport, Prober};
-use crate::cluster::{MemberMetrics, metrics_url_for, scrape_metrics};
+use crate::cluster::{MemberClients, MemberMetrics, WindowSample, metrics_url_for, scrape_metrics};
 use crate::config::{ClusterConfig, MonitoringConfig};
 use crate::connection;
 use crate::health::HealthSnapshot;
@@ -68,20 +68,18 @@ pub(super) struct MetricsTask {
     pub events: broadcast::Sender<MonitorEvent>,
     pub publish: watch::Sender<Option<Arc<MetricsRound>>>,
     pub health: watch::Receiver<Option<Arc<HealthSnapshot>>>,
+    /// The health checks' member connections.
+    pub clients: MemberClients,
     pub token: CancellationToken,
 }
 
 #[tracing::instrument(name = "metrics", skip_all, fields(cluster = %t.cluster.name))]
 pub(super) async fn run(t: MetricsTask) {
-    let http = reqwest::Client::builder()
-        .timeout(t.cluster.request_timeout)
-        .connect_timeout(t.cluster.dial_timeout)
-        .build()
-        .unwrap_or_default();
+    let http = crate::metrics::scrape_client(t.cluster.dial_timeout);
     let mut interval = tokio::time::interval(t.monitoring.metrics_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prober = Prober::default();
-    let mut client: Option<Client> = None;
+    let mut connection = Probing::default();
     let mut previous: Option<(Instant, Option<i64>, Option<f64>)> = None;
     let mut windows = MemberWindows::new(t.monitoring.metrics_window);
     loop {
@@ -101,7 +99,7 @@ pub(super) async fn run(t: MetricsTask) {
         }
         let round = tokio::select! {
             _ = t.token.cancelled() => break,
-            r = one_round(&t, &http, &mut prober, &mut client, &mut previous) => r,
+            r = one_round(&t, &http, &mut prober, &mut connection, &mut previous) => r,
         };
         let mut round = round;
         windows.apply(&mut round);
@@ -126,9 +124,14 @@ pub(super) async fn run(t: MetricsTask) {
 /// its leader-change counter over the last day, by endpoint.
 struct MemberWindows {
     span: std::time::Duration,
-    by_endpoint: std::collections::HashMap<String, Window<MemberMetrics>>,
+    by_endpoint: std::collections::HashMap<String, Window<WindowSample>>,
     days: std::collections::HashMap<String, Window<f64>>,
 }
+
+/// A member's window keeps about this many scrapes, whatever the metrics
+/// interval: one per `metrics_window / WINDOW_POINTS` (15 s of the default
+/// 5 minutes), and the newest.
+const WINDOW_POINTS: u32 = 20;
 
 /// The day's leader-change counts are kept one per this long.
 const DAY_STEP_MS: i64 = 5 * 60 * 1000;
@@ -176,11 +179,9 @@ impl MemberWindows {
             let window = self
                 .by_endpoint
                 .entry(entry.endpoint.clone())
-                .or_insert_with(|| Window::new(self.span));
-            window.push(round.at_ms, m.clone());
+                .or_insert_with(|| Window::thinned(self.span, WINDOW_POINTS));
+            window.push(round.at_ms, m.take_window_sample());
             m.fill_window(window);
-            m.histograms = Default::default();
-            m.counters = Default::default();
             if let Some(seen) = m.leader_changes_seen {
                 let day = self.leader_changes_per_day(&entry.endpoint, round.at_ms, seen);
                 m.leader_changes_per_day = day.map(|(n, _)| n);
@@ -208,22 +209,71 @@ fn release_freed_memory() {
     }
 }
 
+/// Which client the probes, the lease count and the first member list go
+/// through.
+#[derive(Default)]
+struct Probing {
+    /// A client of the task's own, only while the health checks have no
+    /// connection to a member it reached.
+    own: Option<Client>,
+    /// Turns through the reachable members, one per round.
+    turn: usize,
+}
+
+impl Probing {
+    /// The health checks' connection to a member their latest round
+    /// reached, a different member each round (so the probes, like a
+    /// balanced client's, take every member's path); before the first
+    /// health check, or with none reached, a client of the task's own.
+    async fn client(&mut self, t: &MetricsTask) -> Result<Client, String> {
+        let reachable: Vec<String> = t
+            .health
+            .borrow()
+            .as_ref()
+            .map(|s| {
+                s.observation
+                    .members
+                    .iter()
+                    .filter(|m| m.reachable())
+                    .map(|m| m.endpoint.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.turn = self.turn.wrapping_add(1);
+        let n = reachable.len();
+        if let Some(c) = (0..n).find_map(|i| t.clients.get(&reachable[(self.turn + i) % n])) {
+            // Its connections are no longer needed.
+            self.own = None;
+            return Ok(c);
+        }
+        if let Some(c) = &self.own {
+            return Ok(c.clone());
+        }
+        let c = connection::connect(&t.cluster)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.own = Some(c.clone());
+        Ok(c)
+    }
+}
+
 async fn one_round(
     t: &MetricsTask,
     http: &reqwest::Client,
     prober: &mut Prober,
-    client: &mut Option<Client>,
+    probing: &mut Probing,
     previous: &mut Option<(Instant, Option<i64>, Option<f64>)>,
 ) -> MetricsRound {
     let started = Instant::now();
     let at_ms = unix_ms(SystemTime::now());
     let n = t.monitoring.probes_per_round;
-    if client.is_none() {
-        match connection::connect(&t.cluster).await {
-            Ok(c) => *client = Some(c),
-            Err(e) => prober.all_failed(n, &e.to_string()),
+    let mut client = match probing.client(t).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            prober.all_failed(n, &e);
+            None
         }
-    }
+    };
     // Whom to scrape: the members of the latest health check; before the
     // first one, the member list (so samples are keyed by member name from
     // the start); failing that, the configured endpoints.
@@ -256,8 +306,9 @@ async fn one_round(
         .map(|(member, endpoint)| {
             let url = metrics_url_for(&t.cluster, &member, &endpoint);
             let http = http.clone();
+            let timeout = t.cluster.request_timeout;
             tokio::spawn(async move {
-                let result = scrape_metrics(&http, &url).await;
+                let result = scrape_metrics(&http, &url, timeout).await;
                 let (metrics, error) = match result {
                     Ok(m) => (Some(m), None),
                     Err(e) => (None, Some(e)),
@@ -534,8 +585,8 @@ mod tests {
             MemberMetrics::from_scrape(&Scrape::parse_only(&text, MemberMetrics::wants).0)
         };
         let mut window = Window::new(std::time::Duration::from_secs(60));
-        window.push(0, page(100, 50, 0));
-        window.push(10_000, page(150, 50, 10));
+        window.push(0, page(100, 50, 0).take_window_sample());
+        window.push(10_000, page(150, 50, 10).take_window_sample());
         let mut m = page(150, 50, 10);
         m.fill_window(&window);
         let put = m.grpc_methods["Put"];

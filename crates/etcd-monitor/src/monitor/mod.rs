@@ -136,6 +136,7 @@ impl Monitor {
             let (metrics_tx, metrics_rx) = watch::channel(None);
             let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let ownership = replicas.ownership(&cluster.name);
+            let clients = crate::cluster::MemberClients::default();
             lifecycle.spawn(health_task::run(health_task::HealthTask {
                 ownership: ownership.clone(),
                 cluster: cluster.clone(),
@@ -146,6 +147,7 @@ impl Monitor {
                 publish: health_tx,
                 metrics: metrics_rx.clone(),
                 leader_changes: leader_changes.clone(),
+                clients: clients.clone(),
                 token: lifecycle.token(),
             }));
             lifecycle.spawn(metrics_task::run(metrics_task::MetricsTask {
@@ -156,6 +158,7 @@ impl Monitor {
                 events: events.clone(),
                 publish: metrics_tx,
                 health: health_rx.clone(),
+                clients,
                 token: lifecycle.token(),
             }));
             let hot = Arc::new(hot_writes::HotWrites::new(&config.keyspace.hot_writes));

@@ -99,6 +99,18 @@ fn round(at_ms: i64, f: impl FnOnce(&mut MemberMetrics)) -> Arc<MetricsRound> {
     })
 }
 
+/// What the engine keeps of `rounds` for the rules over a window.
+fn history_of<'a>(
+    rounds: impl IntoIterator<Item = &'a Arc<MetricsRound>>,
+) -> VecDeque<RoundCounts> {
+    let mut history = VecDeque::new();
+    for r in rounds {
+        let counts = RoundCounts::of(r, history.back());
+        history.push_back(counts);
+    }
+    history
+}
+
 fn run(id: &str, rounds: &[Arc<MetricsRound>], history: Option<&[MetricPoint]>) -> Outcome {
     let rules = RuleSet::default();
     let rule = rules.get(Rule::from_key(id).unwrap());
@@ -109,7 +121,8 @@ fn run(id: &str, rounds: &[Arc<MetricsRound>], history: Option<&[MetricPoint]>) 
         now_ms: rounds.back().map(|r| r.at_ms).unwrap_or(0),
         health: None,
         thresholds: &thresholds,
-        rounds: &rounds,
+        latest: rounds.back().map(|r| r.as_ref()),
+        history: &history_of(&rounds),
         db_size_history: history,
         keyspace_growth: None,
         backups: &[],
@@ -291,7 +304,8 @@ fn members_down_counts_peer_send_failures_over_the_window() {
             now_ms: 60_000,
             health: Some(&health),
             thresholds: &thresholds,
-            rounds: &rounds,
+            latest: rounds.back().map(|r| r.as_ref()),
+            history: &history_of(&rounds),
             db_size_history: None,
             keyspace_growth: None,
             backups: &[],
@@ -400,13 +414,14 @@ fn both(rules: &RuleSet, members: Vec<MemberObservation>, changes: usize) -> (Se
             findings.insert((kind, member));
         }
     }
-    let rounds = VecDeque::new();
+    let rounds: VecDeque<Arc<MetricsRound>> = VecDeque::new();
     let input = Input {
         cluster: "main",
         now_ms,
         health: Some(&health),
         thresholds: &thresholds,
-        rounds: &rounds,
+        latest: rounds.back().map(|r| r.as_ref()),
+        history: &history_of(&rounds),
         db_size_history: None,
         keyspace_growth: None,
         backups: &[],
@@ -545,13 +560,14 @@ fn identity_findings_and_alerts_agree() {
     };
     let rules = RuleSet::default();
     let fired = |health: &crate::health::HealthSnapshot, rule: Rule| {
-        let rounds = VecDeque::new();
+        let rounds: VecDeque<Arc<MetricsRound>> = VecDeque::new();
         let input = Input {
             cluster: "main",
             now_ms: 0,
             health: Some(health),
             thresholds: &Thresholds::default(),
-            rounds: &rounds,
+            latest: rounds.back().map(|r| r.as_ref()),
+            history: &history_of(&rounds),
             db_size_history: None,
             keyspace_growth: None,
             backups: &[],
@@ -655,13 +671,14 @@ fn certificate_findings_and_alerts_share_thresholds() {
             duration_ms: 1.0,
         };
         let health = crate::health::evaluate(obs, &thresholds);
-        let rounds = VecDeque::new();
+        let rounds: VecDeque<Arc<MetricsRound>> = VecDeque::new();
         let input = Input {
             cluster: "main",
             now_ms,
             health: Some(&health),
             thresholds: &thresholds,
-            rounds: &rounds,
+            latest: rounds.back().map(|r| r.as_ref()),
+            history: &history_of(&rounds),
             db_size_history: None,
             keyspace_growth: None,
             backups: &[],
@@ -741,7 +758,8 @@ fn a_custom_rule_on_a_method_rate_names_the_method() {
         now_ms: 0,
         health: None,
         thresholds: &thresholds,
-        rounds: &rounds,
+        latest: rounds.back().map(|r| r.as_ref()),
+        history: &history_of(&rounds),
         db_size_history: None,
         keyspace_growth: None,
         backups: &[],
@@ -774,14 +792,15 @@ fn backup_status(interval_ms: i64, since_ms: i64, last_success_ms: i64) -> Backu
 
 fn run_backups(rule: Rule, now_ms: i64, backups: &[BackupStatus], stopped: bool) -> Outcome {
     let rules = RuleSet::default();
-    let rounds = VecDeque::new();
+    let rounds: VecDeque<Arc<MetricsRound>> = VecDeque::new();
     let thresholds = Thresholds::default();
     let input = Input {
         cluster: "main",
         now_ms,
         health: None,
         thresholds: &thresholds,
-        rounds: &rounds,
+        latest: rounds.back().map(|r| r.as_ref()),
+        history: &history_of(&rounds),
         db_size_history: None,
         keyspace_growth: None,
         backups,
